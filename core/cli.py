@@ -1,0 +1,70 @@
+"""The `longctx` command line: one sub-command per feature, each registered by its module.
+
+Every long-running thing the app does can be done from here with the same validation and the
+same words (`longctx train CONFIG.yaml` is the only way training starts, even from the UI).
+User errors (`LongCtxError`) print as one line on stderr and exit with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from core.errors import LongCtxError
+
+# Each module exposes `register(subparsers)` adding its sub-command(s) with `func` set.
+COMMAND_MODULES = [
+    "core.serve",
+]
+
+
+def _register_app(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("app", help="start the Gradio app (same as `python app.py`)")
+    p.add_argument("--model", default="embedded", help="model the Chat tab starts with")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--allow", action="append", default=[], help="extra folder the app may read")
+    p.set_defaults(func=_run_app)
+
+
+def _run_app(args: argparse.Namespace) -> int:
+    # The UI package is imported lazily and by name so that core/ never imports gradio itself:
+    # `longctx app` is only a convenience for `python app.py`.
+    shell = importlib.import_module("ui.shell")
+    shell.launch(model=args.model, host=args.host, port=args.port, allow=args.allow)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="longctx",
+        description="LongCtx Studio: extend the context window of causal LMs.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _register_app(sub)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except LongCtxError as exc:
+        print(f"longctx {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
