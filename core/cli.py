@@ -26,6 +26,8 @@ def _register_app(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--allow", action="append", default=[], help="extra folder the app may read")
+    p.add_argument("--auth", help="user:password; required for a non-local address")
+    p.add_argument("--share", action="store_true", help="gradio share link (needs --auth)")
     p.set_defaults(func=_run_app)
 
 
@@ -33,7 +35,7 @@ def _run_app(args: argparse.Namespace) -> int:
     # The UI package is imported lazily and by name so that core/ never imports gradio itself:
     # `longctx app` is only a convenience for `python app.py`.
     shell = importlib.import_module("ui.shell")
-    shell.launch(model=args.model, host=args.host, port=args.port, allow=args.allow)
+    shell.launch(args.model, args.host, args.port, args.allow, args.auth, args.share)
     return 0
 
 

@@ -522,6 +522,21 @@ def _attach_adapter(model: Any, adapter: str, *, trainable: bool) -> Any:
         raise LongCtxError(f"cannot apply adapter {adapter!r}: {str(exc).splitlines()[0]}") from exc
 
 
+def known_models() -> list[tuple[str, str]]:
+    """(label, name) pairs for model pickers: embedded, the paper's models, trained adapters."""
+    choices = [
+        ("embedded — SmolLM2-135M-Instruct, 8K, runs offline", EMBEDDED),
+        ("Llama-3-8B-Instruct-80K (paper, merged; Hub)", PAPER_MERGED),
+        ("Llama-3-8B-Instruct-80K QLoRA adapter (paper; Hub)", PAPER_ADAPTER),
+        ("Meta-Llama-3-8B-Instruct (paper's base, 8K; Hub, gated)", PAPER_BASE),
+    ]
+    runs = workspace.subdir("runs")
+    for adapter in sorted(runs.glob("*/adapter/adapter_config.json"), reverse=True):
+        run = adapter.parent.parent.name
+        choices.append((f"run {run} — trained adapter", str(adapter.parent)))
+    return choices
+
+
 class ModelCache:
     """Keeps the last few loaded models, so the chat, the server and evaluations share weights.
 

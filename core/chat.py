@@ -1,0 +1,269 @@
+"""Chat with a local model or an OpenAI-compatible endpoint, over an attached long document.
+
+Turns a conversation (system prompt, history, new message, optional document) into the message
+list a model sees, counts its tokens against the model's window, and streams the reply as
+`core.generation.Chunk`s whichever side answers. The document goes into the first user turn,
+ahead of the question, the same layout as the paper's training samples.
+
+Knows nothing about gradio: the Chat tab keeps the history and calls these functions.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core import models
+from core.errors import ConfigError, LongCtxError
+from core.generation import Chunk, SamplingParams, count_prompt_tokens, stream_chat
+
+LOCAL, ENDPOINT = "local", "endpoint"
+DOCUMENT_SUFFIXES = (".txt", ".md", ".markdown", ".rst")
+MAX_DOCUMENT_BYTES = 20 * 1024 * 1024  # ~5M tokens: far past any window, still bounded
+
+
+@dataclass
+class ChatTarget:
+    """Who answers: a local model (`spec`) or an OpenAI-compatible endpoint."""
+
+    kind: str = LOCAL
+    spec: models.ModelSpec = field(default_factory=models.ModelSpec)
+    base_url: str = ""
+    api_key: str = field(default="", repr=False)
+    endpoint_model: str = ""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.kind not in (LOCAL, ENDPOINT):
+            problems.append(f"chat target must be {LOCAL!r} or {ENDPOINT!r}, got {self.kind!r}")
+        if self.kind == ENDPOINT:
+            if not self.base_url.strip().startswith(("http://", "https://")):
+                problems.append("endpoint base URL must start with http:// or https://")
+            if not self.endpoint_model.strip():
+                problems.append("name the endpoint's model (as listed by its /v1/models)")
+        if problems:
+            raise ConfigError(problems)
+
+    @property
+    def label(self) -> str:
+        if self.kind == ENDPOINT:
+            return f"{self.endpoint_model} @ {self.base_url}"
+        label = self.spec.name + (f" + {self.spec.adapter}" if self.spec.adapter else "")
+        return label + (f" (rope_theta={self.spec.rope_theta:g})" if self.spec.rope_theta else "")
+
+
+def build_messages(
+    message: str,
+    history: list[dict[str, str]] | None = None,
+    system: str = "",
+    document: str = "",
+) -> list[dict[str, str]]:
+    """The message list sent to the model.
+
+    Args:
+        message: the new user message (may be empty when only the history is re-sent).
+        history: earlier turns, alternating user/assistant, without the document.
+        system: optional system prompt.
+        document: optional long text placed before the first user message.
+    """
+    turns = [{"role": t["role"], "content": _text(t["content"])} for t in history or []]
+    if message.strip():
+        turns.append({"role": "user", "content": message})
+    if not turns or turns[0]["role"] != "user":
+        raise LongCtxError("write a message first")
+    if document.strip():
+        turns[0] = {"role": "user", "content": f"{document.strip()}\n\n{turns[0]['content']}"}
+    return ([{"role": "system", "content": system}] if system.strip() else []) + turns
+
+
+def _text(content: Any) -> str:
+    """Chat UIs store a message as a string or as a list of parts; keep the text."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(_text(part) for part in content)
+    if isinstance(content, dict):
+        return str(content.get("text") or content.get("content") or "")
+    return str(content or "")
+
+
+def read_document(path: str | Path, max_bytes: int = MAX_DOCUMENT_BYTES) -> str:
+    """Read an uploaded .txt/.md document as text, refusing other types and oversized files."""
+    path = Path(path)
+    if path.suffix.lower() not in DOCUMENT_SUFFIXES:
+        raise LongCtxError(
+            f"{path.name}: attach a text document ({', '.join(DOCUMENT_SUFFIXES)}); "
+            "convert PDFs or Word files to text first"
+        )
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise LongCtxError(
+            f"{path.name} is {size / 2**20:.1f} MB; the limit is {max_bytes / 2**20:.0f} MB"
+        )
+    return path.read_bytes().decode("utf-8", errors="replace")
+
+
+# ---------------------------------------------------------------------------------------------
+# Context budget.
+
+
+@dataclass
+class Budget:
+    """How the prompt compares with the model's window."""
+
+    prompt_tokens: int
+    window: int | None
+    reserved: int
+    """Tokens kept free for the answer (max_tokens)."""
+    exact: bool
+    """False when counted with an approximation (an endpoint whose tokenizer is unknown)."""
+
+    @property
+    def over(self) -> bool:
+        return self.window is not None and self.prompt_tokens + self.reserved > self.window
+
+    @property
+    def fraction(self) -> float:
+        return (self.prompt_tokens / self.window) if self.window else 0.0
+
+    def message(self) -> str:
+        approx = "" if self.exact else "≈"
+        if self.window is None:
+            return f"{approx}{self.prompt_tokens:,} prompt tokens (window unknown)"
+        text = f"{approx}{self.prompt_tokens:,} / {self.window:,} tokens"
+        if self.prompt_tokens >= self.window:
+            return text + " — over the window: shorten the document or raise the RoPE window"
+        if self.over:
+            return text + f" — leaves fewer than {self.reserved} tokens for the answer"
+        return text
+
+
+@functools.lru_cache(maxsize=8)
+def _tokenizer(name: str) -> Any:
+    return models.load_tokenizer(name)
+
+
+@functools.lru_cache(maxsize=16)
+def _window(spec_key: str) -> int:
+    spec = models.ModelSpec(**json.loads(spec_key))
+    return int(models.load_config(spec).config.max_position_embeddings)
+
+
+def endpoint_window(base_url: str, api_key: str, model: str) -> int | None:
+    """The endpoint's context length when its /v1/models says (vLLM: `max_model_len`)."""
+    try:
+        for entry in _client(base_url, api_key).models.list().data:
+            if entry.id == model:
+                extra = entry.model_extra or {}
+                value = extra.get("max_model_len") or extra.get("context_length")
+                return int(value) if value else None
+    except Exception:  # an unreachable endpoint shows up when the user sends; no window here
+        return None
+    return None
+
+
+def budget(
+    target: ChatTarget, messages: list[dict[str, str]], max_tokens: int, window: int | None = None
+) -> Budget:
+    """Count the prompt tokens of `messages` for `target` and compare with its window."""
+    if target.kind == LOCAL:
+        tokenizer = _tokenizer(target.spec.adapter or target.spec.name)
+        return Budget(
+            prompt_tokens=count_prompt_tokens(tokenizer, messages),
+            window=window or _window(target.spec.key()),
+            reserved=max_tokens,
+            exact=True,
+        )
+    # The endpoint's tokenizer is unknown here: ~4 characters per token for English text.
+    chars = sum(len(m["content"]) for m in messages) + 8 * len(messages)
+    return Budget(chars // 4, window, max_tokens, exact=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming replies.
+
+
+@functools.lru_cache(maxsize=8)
+def _client(base_url: str, api_key: str) -> Any:
+    from openai import OpenAI
+
+    # Local servers accept any key, the client insists on one.
+    return OpenAI(base_url=base_url.rstrip("/"), api_key=api_key or "not-needed", max_retries=1)
+
+
+def stream_reply(
+    target: ChatTarget,
+    messages: list[dict[str, str]],
+    params: SamplingParams,
+    cancel: threading.Event | None = None,
+) -> Iterator[Chunk]:
+    """Stream the reply of `target` to `messages`; the last chunk has finish_reason and usage."""
+    if target.kind == LOCAL:
+        loaded = models.default_cache.get(target.spec)
+        yield from stream_chat(loaded, messages, params, cancel)
+        return
+    yield from _stream_endpoint(target, messages, params, cancel)
+
+
+def _stream_endpoint(
+    target: ChatTarget,
+    messages: list[dict[str, str]],
+    params: SamplingParams,
+    cancel: threading.Event | None,
+) -> Iterator[Chunk]:
+    import openai
+
+    kwargs: dict[str, Any] = {
+        "model": target.endpoint_model,
+        "messages": messages,
+        "max_tokens": params.max_tokens,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if params.stop:
+        kwargs["stop"] = params.stop
+    if params.seed is not None:
+        kwargs["seed"] = params.seed
+    finish, usage, produced = None, None, 0
+    try:
+        stream = _client(target.base_url, target.api_key).chat.completions.create(**kwargs)
+        with stream:
+            for event in stream:
+                if cancel is not None and cancel.is_set():
+                    finish = "cancelled"
+                    break
+                if event.usage is not None:
+                    usage = event.usage
+                for choice in event.choices:
+                    if choice.delta and choice.delta.content:
+                        produced += 1
+                        yield Chunk(choice.delta.content)
+                    finish = choice.finish_reason or finish
+    except openai.APIStatusError as exc:
+        raise LongCtxError(
+            f"{target.label} answered {exc.status_code}: {_api_message(exc)}"
+        ) from exc
+    except openai.APIConnectionError as exc:
+        raise LongCtxError(f"cannot reach {target.base_url}: {exc}") from exc
+    yield Chunk(
+        "",
+        finish or "stop",
+        usage.prompt_tokens if usage else 0,
+        usage.completion_tokens if usage else produced,
+    )
+
+
+def _api_message(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+    return str(exc)

@@ -1,0 +1,252 @@
+"""Chat tab: talk to the base or the extended model over a long document, one or two at a time.
+
+Layout: model and sampling settings on the left; the document, the context budget and the
+conversation on the right. In side-by-side mode the same prompt goes to a second model (base vs
+tuned) and both replies stream at once. All decisions live in `core.chat`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import gradio as gr
+
+from core import chat as core_chat
+from core import models
+from core.generation import SamplingParams
+from ui.common import optional_float, optional_int, user_errors
+
+# Stop requests, per browser session and side: the Stop button sets the event, the streaming
+# loop checks it between tokens (cleaner than cancelling the worker thread mid-forward).
+_cancel_events: dict[tuple[str, str], threading.Event] = {}
+
+
+@dataclass
+class TargetControls:
+    """The widgets that describe one model to talk to."""
+
+    kind: gr.Radio
+    model: gr.Dropdown
+    adapter: gr.Textbox
+    rope_theta: gr.Number
+    window: gr.Number
+    base_url: gr.Textbox
+    api_key: gr.Textbox
+    endpoint_model: gr.Textbox
+
+    def inputs(self) -> list[gr.components.Component]:
+        return [self.kind, self.model, self.adapter, self.rope_theta, self.window,
+                self.base_url, self.api_key, self.endpoint_model]  # fmt: skip
+
+
+def to_target(kind, model, adapter, rope_theta, window, base_url, api_key, endpoint_model):
+    """Widget values -> core ChatTarget (validation happens in core)."""
+    spec = models.ModelSpec(
+        name=model or models.EMBEDDED,
+        adapter=adapter or None,
+        rope_theta=optional_float(rope_theta),
+        max_position_embeddings=optional_int(window),
+    )
+    return core_chat.ChatTarget(
+        kind=kind, spec=spec, base_url=base_url or "", api_key=api_key or "",
+        endpoint_model=endpoint_model or "",
+    )  # fmt: skip
+
+
+def _target_controls(title: str, default_model: str) -> TargetControls:
+    with gr.Group():
+        gr.Markdown(f"**{title}**")
+        kind = gr.Radio(
+            [("Local model", core_chat.LOCAL), ("OpenAI-compatible endpoint", core_chat.ENDPOINT)],
+            value=core_chat.LOCAL, show_label=False,
+        )  # fmt: skip
+        with gr.Column(visible=True) as local_box:
+            model = gr.Dropdown(
+                models.known_models(), value=default_model, allow_custom_value=True,
+                label="Model", info="embedded, a local folder, a Hub id, or a trained run",
+            )  # fmt: skip
+            adapter = gr.Textbox(label="LoRA adapter (optional)", placeholder="folder or Hub id")
+            with gr.Row():
+                rope_theta = gr.Number(label="RoPE base", info="0: the model's own (paper: 2e8)")
+                window = gr.Number(label="Window (tokens)", precision=0, info="0: the model's own")
+        with gr.Column(visible=False) as endpoint_box:
+            base_url = gr.Textbox(label="Base URL", placeholder="http://127.0.0.1:8000/v1")
+            api_key = gr.Textbox(
+                label="API key", type="password", placeholder="empty: $OPENAI_API_KEY"
+            )
+            endpoint_model = gr.Textbox(label="Model name", placeholder="as in /v1/models")
+    kind.change(
+        lambda k: (gr.update(visible=k == core_chat.LOCAL), gr.update(visible=k != core_chat.LOCAL)),
+        kind, [local_box, endpoint_box], show_progress="hidden",
+    )  # fmt: skip
+    return TargetControls(
+        kind, model, adapter, rope_theta, window, base_url, api_key, endpoint_model
+    )
+
+
+def _params(max_tokens, temperature, top_p, seed, stop) -> SamplingParams:
+    stops = [s for s in (stop or "").replace(",", "\n").splitlines() if s.strip()]
+    return SamplingParams(
+        max_tokens=int(max_tokens), temperature=float(temperature), top_p=float(top_p),
+        stop=stops, seed=optional_int(seed),
+    )  # fmt: skip
+
+
+def _budget_html(labels_budgets: list[tuple[str, core_chat.Budget]]) -> str:
+    rows = []
+    for label, b in labels_budgets:
+        pct = min(100.0, 100 * b.fraction)
+        state = "over" if b.over else ("warn" if pct > 80 else "ok")
+        rows.append(
+            f'<div class="ctx-budget {state}"><span class="ctx-label">{label}</span>'
+            f'<div class="ctx-bar"><div style="width:{pct:.1f}%"></div></div>'
+            f'<span class="ctx-text">{b.message()}</span></div>'
+        )
+    return "".join(rows)
+
+
+def build(default_model: str = models.EMBEDDED) -> None:
+    """Lay out the Chat tab inside the current Blocks and wire its events."""
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=320):
+            target_a = _target_controls("Model", default_model)
+            compare = gr.Checkbox(label="Side by side: also send each prompt to a second model")
+            with gr.Column(visible=False) as b_box:
+                target_b = _target_controls("Model B", default_model)
+            system = gr.Textbox(label="System prompt", lines=2, placeholder="optional")
+            with gr.Accordion("Sampling", open=False):
+                max_tokens = gr.Slider(16, 4096, value=512, step=16, label="Max new tokens")
+                temperature = gr.Slider(0, 2, value=0.7, step=0.05, label="Temperature",
+                                        info="0 = greedy")  # fmt: skip
+                top_p = gr.Slider(0.05, 1, value=1.0, step=0.05, label="Top-p")
+                seed = gr.Number(label="Seed", precision=0, info="0 or empty: random")
+                stop = gr.Textbox(
+                    label="Stop strings", placeholder="one per line or comma-separated"
+                )
+        with gr.Column(scale=3):
+            with gr.Accordion("Long document (goes before your first message)", open=False):
+                doc_file = gr.File(label="Upload .txt / .md", file_types=[".txt", ".md"],
+                                   type="filepath", height=90)  # fmt: skip
+                document = gr.Textbox(label="Document text", lines=5, max_lines=12,
+                                      placeholder="…or paste it here")  # fmt: skip
+            budget = gr.HTML(elem_id="chat-budget")
+            with gr.Row():
+                chat_a = gr.Chatbot(label="Model", height=460, elem_id="chat-a",
+                                    buttons=["copy"])  # fmt: skip
+                chat_b = gr.Chatbot(label="Model B", height=460, visible=False, elem_id="chat-b",
+                                    buttons=["copy"])  # fmt: skip
+            with gr.Row():
+                stats_a = gr.Markdown(elem_classes="chat-stats")
+                stats_b = gr.Markdown(elem_classes="chat-stats", visible=False)
+            message = gr.Textbox(show_label=False, lines=2, elem_id="chat-input",
+                                 placeholder="Ask something (Enter sends, Shift+Enter: new line)")  # fmt: skip
+            with gr.Row():
+                send = gr.Button("Send", variant="primary", elem_id="chat-send")
+                stop_btn = gr.Button("Stop", variant="stop", elem_id="chat-stop")
+                clear = gr.Button("Clear")
+    settings = [system, document, max_tokens, temperature, top_p, seed, stop]
+    _wire(target_a, target_b, compare, b_box, settings, message, doc_file, budget,
+          (chat_a, stats_a), (chat_b, stats_b), send, stop_btn, clear)  # fmt: skip
+
+
+def _wire(target_a, target_b, compare, b_box, settings, message, doc_file, budget,
+          side_a, side_b, send, stop_btn, clear) -> None:  # fmt: skip
+    (chat_a, stats_a), (chat_b, stats_b) = side_a, side_b
+    system, document, max_tokens, temperature, top_p, seed, stop = settings
+    n_target = len(target_a.inputs())
+
+    @user_errors
+    def show_budget(msg, system_, doc, max_new, compare_, *targets):
+        rows = []
+        for label, values in (("A", targets[:n_target]), ("B", targets[n_target:])):
+            if label == "B" and not compare_:
+                continue
+            target = to_target(*values)
+            messages = core_chat.build_messages(msg or " ", [], system_ or "", doc or "")
+            rows.append((target.label, core_chat.budget(target, messages, int(max_new))))
+        return _budget_html(rows)
+
+    budget_inputs = [message, system, document, max_tokens, compare,
+                     *target_a.inputs(), *target_b.inputs()]  # fmt: skip
+    for trigger in (message.change, document.change, system.change, max_tokens.release,
+                    compare.change, target_a.model.change, target_a.window.change,
+                    target_b.model.change):  # fmt: skip
+        trigger(show_budget, budget_inputs, budget, show_progress="hidden",
+                trigger_mode="always_last")  # fmt: skip
+
+    @user_errors
+    def load_document(path):
+        return core_chat.read_document(path) if path else gr.update()
+
+    doc_file.upload(load_document, doc_file, document)
+
+    def toggle_compare(on):
+        return [gr.update(visible=on)] * 3
+
+    compare.change(toggle_compare, compare, [b_box, chat_b, stats_b], show_progress="hidden")
+
+    def start(msg, hist_a, hist_b, compare_):
+        if not (msg or "").strip():
+            raise gr.Error("Write a message first.", print_exception=False)
+        turn = {"role": "user", "content": msg}
+        return "", hist_a + [turn], (hist_b + [turn]) if compare_ else hist_b
+
+    def respond(side: str):
+        @user_errors
+        def run(request: gr.Request, hist, system_, doc, max_new, temp, top_p_, seed_, stop_,
+                compare_, *target):  # fmt: skip
+            if side == "B" and not compare_:
+                return
+            if not hist or hist[-1]["role"] != "user":
+                return
+            params = _params(max_new, temp, top_p_, seed_, stop_)
+            tgt = to_target(*target)
+            messages = core_chat.build_messages("", hist, system_ or "", doc or "")
+            cancel = threading.Event()
+            _cancel_events[(request.session_hash or "", side)] = cancel
+            hist = hist + [{"role": "assistant", "content": ""}]
+            start_t, last = time.monotonic(), None
+            for chunk in core_chat.stream_reply(tgt, messages, params, cancel):
+                hist[-1]["content"] += chunk.text
+                last = chunk
+                yield hist, gr.update()
+            elapsed = max(time.monotonic() - start_t, 1e-6)
+            yield hist, _stats_line(last, elapsed)
+
+        return run
+
+    sampling = [system, document, max_tokens, temperature, top_p, seed, stop, compare]
+    for trigger in (send.click, message.submit):
+        started = trigger(start, [message, chat_a, chat_b, compare], [message, chat_a, chat_b])
+        started.then(respond("A"), [chat_a, *sampling, *target_a.inputs()], [chat_a, stats_a])
+        started.then(respond("B"), [chat_b, *sampling, *target_b.inputs()], [chat_b, stats_b])
+
+    def stop_all(request: gr.Request):
+        for side in ("A", "B"):
+            event = _cancel_events.get((request.session_hash or "", side))
+            if event is not None:
+                event.set()
+
+    stop_btn.click(stop_all, None, None, show_progress="hidden")
+    clear.click(lambda: ([], [], "", ""), None, [chat_a, chat_b, stats_a, stats_b])
+
+
+def _stats_line(chunk, elapsed: float) -> str:
+    if chunk is None:
+        return ""
+    speed = chunk.completion_tokens / elapsed
+    reason = {"stop": "finished", "length": "hit max tokens", "cancelled": "stopped"}.get(
+        chunk.finish_reason or "", chunk.finish_reason or ""
+    )
+    return (
+        f"{chunk.prompt_tokens:,} prompt + {chunk.completion_tokens:,} new tokens · "
+        f"{speed:.1f} tokens/s · {reason}"
+    )
+
+
+if __name__ == "__main__":  # quick work on this tab alone: python -m ui.chat
+    with gr.Blocks(title="LongCtx Studio — Chat") as demo:
+        build()
+    demo.launch()

@@ -1,0 +1,95 @@
+"""The app shell: header, one tab per stage of the recipe, launch settings.
+
+Tabs appear here as their features land; there are no placeholder tabs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+
+import gradio as gr
+
+from core import models, workspace
+from core.errors import LongCtxError
+from ui import chat
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+TITLE = "LongCtx Studio"
+HEADER = """
+<div id="lc-header">
+  <h1>LongCtx Studio</h1>
+  <p>Extend a causal LM's context window the way
+  <em>Extending Llama-3's Context Ten-Fold Overnight</em> did (8K → 80K with QLoRA and a few
+  thousand synthetic long-context samples) — for any model, from data to chat.</p>
+</div>
+"""
+
+
+def build_app(model: str = models.EMBEDDED) -> gr.Blocks:
+    """The whole app as a Blocks object (not launched)."""
+    with gr.Blocks(title=TITLE) as demo:
+        gr.HTML(HEADER)
+        with gr.Tabs():
+            with gr.Tab("Chat", id="chat"):
+                chat.build(default_model=model)
+    return demo
+
+
+def style_kwargs() -> dict:
+    """Theme and CSS: gradio 6 takes them at launch(), not in Blocks()."""
+    return {
+        "theme": gr.themes.Soft(primary_hue="indigo", secondary_hue="emerald"),
+        "css_paths": [ASSETS / "app.css"],
+    }
+
+
+def _is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_auth(auth: str | None) -> tuple[str, str] | None:
+    """`user:password` (from --auth or LONGCTX_AUTH) -> a tuple for gradio."""
+    auth = auth or os.environ.get("LONGCTX_AUTH")
+    if not auth:
+        return None
+    user, sep, password = auth.partition(":")
+    if not sep or not user or not password:
+        raise LongCtxError("auth must look like user:password")
+    return user, password
+
+
+def launch(
+    model: str = models.EMBEDDED,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    allow: list[str] | None = None,
+    auth: str | None = None,
+    share: bool = False,
+) -> None:
+    """Build and serve the app. Refuses a public address or share link without credentials."""
+    credentials = parse_auth(auth)
+    if (share or not _is_loopback(host)) and credentials is None:
+        raise LongCtxError(
+            f"listening on {host}{' with a share link' if share else ''} would expose the app; "
+            "give --auth user:password (or set LONGCTX_AUTH), or use --host 127.0.0.1"
+        )
+    for root in allow or []:
+        workspace.allow_root(root)
+    demo = build_app(model)
+    demo.queue(default_concurrency_limit=2)
+    demo.launch(
+        server_name=host,
+        server_port=port,
+        auth=credentials,
+        share=share,
+        **style_kwargs(),
+        max_file_size="50mb",
+        footer_links=["api", "settings"],
+    )
