@@ -56,7 +56,7 @@ def browser():
 def test_chat_reply_streams_in(app_url, browser):
     page = browser.new_page()
     page.goto(app_url)
-    page.get_by_role("tab", name="Chat").wait_for()
+    page.get_by_role("tab", name="Chat").click()
     box = page.locator("#chat-input textarea")
     box.fill("Write three sentences about the ocean.")
     page.locator("#chat-send").click()
@@ -89,6 +89,7 @@ def test_chat_reply_streams_in(app_url, browser):
 def test_budget_counts_the_document_against_the_window(app_url, browser):
     page = browser.new_page()
     page.goto(app_url)
+    page.get_by_role("tab", name="Chat").click()
     page.get_by_text("Long document").click()
     page.get_by_label("Document text").fill("lorem ipsum " * 5000)
     page.locator("#chat-input textarea").fill("Summarize.")

@@ -1,0 +1,529 @@
+"""The FastAPI app: chat completions (plain and SSE) and model listing over one local model.
+
+A worker thread per request runs `core.generation.stream_chat`; the model's own lock serializes
+requests, a bounded queue turns overload into 429s, and a client that goes away cancels its
+generation. With `fault_injection`, `/_faults` and `/_stats` let tests script failures.
+Knows nothing about gradio, datasets or training.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import math
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import ValidationError
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core.errors import ConfigError
+from core.generation import Chunk, PromptTooLong, SamplingParams, prompt_ids, stream_chat
+from core.models import LoadedModel, ModelSpec, default_cache
+from core.serve.protocol import APIError, ChatRequest, Fault, _from_validation, _text_of
+
+log = logging.getLogger(__name__)
+
+# The window assumed for a model whose config names none.
+_FALLBACK_WINDOW = 4096
+
+
+# ---------------------------------------------------------------------------------------------
+# Server state: the queue bound, the generations in flight, faults and statistics.
+
+
+class _State:
+    def __init__(self, loaded: LoadedModel, served_name: str, max_queue: int, faults: bool):
+        self.loaded, self.served_name, self.max_queue = loaded, served_name, max_queue
+        self.fault_injection = faults
+        self.created = int(time.time())
+        self.faults: deque[Fault] = deque()
+        self.requests = 0
+        self.by_status: Counter[str] = Counter()
+        self.message_hashes: list[str] = []
+        self.finish_reasons: Counter[str] = Counter()  # "cancelled" shows a client hung up
+        self.jobs: set[_Generation] = set()
+        self._in_flight = 0
+        self._lock = threading.Lock()  # the counter is released from generation threads
+        # HF fast tokenizers are Rust objects that refuse concurrent mutable use ("Already
+        # borrowed"); rendering prompts one at a time costs nothing next to decoding.
+        self.tokenize_lock = threading.Lock()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def try_admit(self) -> _Slot | None:
+        # One request generates while up to max_queue wait on the model's lock.
+        with self._lock:
+            if self._in_flight > self.max_queue:
+                return None
+            self._in_flight += 1
+        return _Slot(self)
+
+    def _release(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    def add_job(self, job: _Generation) -> None:
+        with self._lock:
+            self.jobs.add(job)
+
+    def drop_job(self, job: _Generation, finish_reason: str | None) -> None:
+        with self._lock:
+            self.jobs.discard(job)
+            self.finish_reasons[finish_reason or "error"] += 1
+
+    def cancel_all(self) -> None:
+        with self._lock:
+            jobs = list(self.jobs)
+        for job in jobs:
+            job.cancel.set()
+
+
+class _Slot:
+    """A place in the queue, released exactly once by whoever finishes with the request last."""
+
+    def __init__(self, state: _State):
+        self._state, self._released = state, False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._state._release()
+
+
+class _Generation:
+    """One request's decoding on its own thread; chunks come back through an asyncio queue.
+
+    A dedicated thread rather than the shared pool: it may wait minutes for the model's lock,
+    and `stream_chat` holds that lock across its yields, so one thread must run it throughout.
+    """
+
+    def __init__(
+        self,
+        state: _State,
+        messages: list[dict[str, str]],
+        ids: list[int],
+        params: SamplingParams,
+    ):
+        self.cancel = threading.Event()
+        self._state: _State = state
+        self._slot: _Slot | None = None
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[Chunk | BaseException] = asyncio.Queue()
+        self._watcher: asyncio.Future | None = None
+        self._args = (messages, params, ids)
+
+    def start(self, slot: _Slot) -> None:
+        self._slot = slot
+        self._state.add_job(self)
+        threading.Thread(target=self._run, daemon=True, name="longctx-serve-generate").start()
+
+    def _run(self) -> None:
+        messages, params, ids = self._args
+        finish = None
+        try:
+            for chunk in stream_chat(self._state.loaded, messages, params, self.cancel, ids=ids):
+                self._put(chunk)
+                finish = chunk.finish_reason
+        except Exception as exc:  # handed to the request, which turns it into a response
+            self._put(exc)
+        finally:
+            if self._slot is not None:
+                self._slot.release()
+            self._state.drop_job(self, finish)
+
+    def _put(self, item: Chunk | BaseException) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        except RuntimeError:
+            # The event loop is closed (server stopped): nobody will read the rest.
+            self.cancel.set()
+
+    async def next(self) -> Chunk:
+        item = await self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def watch(self, request: Request) -> None:
+        """Cancel the generation if `request`'s client hangs up (until `unwatch`)."""
+
+        async def listen() -> None:
+            # The body is read, so the next message uvicorn has for us is the disconnect: waiting
+            # for it wakes us the moment the client leaves, without polling.
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            self.cancel.set()
+
+        self._watcher = asyncio.ensure_future(listen())
+
+    def unwatch(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
+
+    def close(self) -> None:
+        self.cancel.set()
+        self.unwatch()
+
+
+# ---------------------------------------------------------------------------------------------
+# The app.
+
+
+def _load(loaded_or_spec: LoadedModel | ModelSpec | str) -> LoadedModel:
+    if isinstance(loaded_or_spec, LoadedModel):
+        return loaded_or_spec
+    spec = loaded_or_spec if isinstance(loaded_or_spec, ModelSpec) else ModelSpec(loaded_or_spec)
+    return default_cache.get(spec)
+
+
+def create_app(
+    loaded_or_spec: LoadedModel | ModelSpec | str,
+    *,
+    max_queue: int = 16,
+    served_name: str | None = None,
+    fault_injection: bool = False,
+) -> FastAPI:
+    """Build the FastAPI app serving one model (loading it now if given a spec or a name).
+
+    Args:
+        loaded_or_spec: a loaded model, or what to load through `core.models.default_cache`.
+        max_queue: requests that may wait behind the one generating; more get a 429.
+        served_name: the model id clients use (default: the spec's name, e.g. `embedded`).
+        fault_injection: add `/_faults` and `/_stats` for testing clients.
+    """
+    if max_queue < 0:
+        raise ConfigError(f"max_queue must be 0 or more, got {max_queue}")
+    loaded = _load(loaded_or_spec)
+    state = _State(loaded, served_name or loaded.spec.name, max_queue, fault_injection)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        state.cancel_all()
+
+    app = FastAPI(title="LongCtx Studio OpenAI-compatible server", lifespan=lifespan)
+    app.state.longctx = state
+    _add_error_handlers(app)
+    _add_model_routes(app, state)
+    if fault_injection:
+        _add_fault_routes(app, state)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def _api_error(_: Request, exc: APIError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _from_validation(list(exc.errors())).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = "not_found" if exc.status_code == 404 else None
+        error = APIError(exc.status_code, str(exc.detail), code=code, headers=exc.headers)
+        return error.response()
+
+
+def _add_model_routes(app: FastAPI, state: _State) -> None:
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model": state.served_name, "in_flight": state.in_flight}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        card = {
+            "id": state.served_name,
+            "object": "model",
+            "created": state.created,
+            "owned_by": "longctx",
+            # vLLM's name for the window: lets clients (the Chat tab) size their context budget.
+            "max_model_len": state.loaded.window,
+        }
+        return {"object": "list", "data": [card]}
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        state.requests += 1
+        try:
+            response = await _chat(request, state)
+        except APIError as exc:
+            response = exc.response()
+        except Exception:
+            log.exception("chat completion failed")
+            response = APIError(500, "internal error; see the server log", type="server_error")
+            response = response.response()
+        state.by_status[str(response.status_code)] += 1
+        return response
+
+
+def _add_fault_routes(app: FastAPI, state: _State) -> None:
+    @app.post("/_faults")
+    async def add_faults(faults: list[Fault]) -> dict[str, int]:
+        state.faults.extend(faults)
+        return {"pending": len(state.faults)}
+
+    @app.delete("/_faults")
+    async def clear_faults() -> dict[str, int]:
+        state.faults.clear()
+        return {"pending": 0}
+
+    @app.get("/_stats")
+    async def stats() -> dict[str, Any]:
+        return {
+            "requests": state.requests,
+            "by_status": dict(state.by_status),
+            "message_hashes": list(state.message_hashes),
+            "finish_reasons": dict(state.finish_reasons),
+            "in_flight": state.in_flight,
+            "faults_pending": len(state.faults),
+        }
+
+    @app.delete("/_stats")
+    async def reset_stats() -> dict[str, bool]:
+        state.requests = 0
+        state.by_status.clear()
+        state.message_hashes.clear()
+        state.finish_reasons.clear()
+        return {"reset": True}
+
+
+# ---------------------------------------------------------------------------------------------
+# One chat completion: parse -> render the prompt -> queue slot -> fault -> generate -> respond.
+
+
+@dataclass
+class _Call:
+    request: ChatRequest
+    messages: list[dict[str, str]]
+    params: SamplingParams
+    ids: list[int]
+
+
+def _parse(raw: bytes, state: _State) -> tuple[ChatRequest, list[dict[str, str]]]:
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise APIError(400, "the request body is not valid JSON", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise APIError(400, "the request body must be a JSON object", code="invalid_value")
+    if state.fault_injection:
+        digest = json.dumps(body.get("messages"), sort_keys=True, ensure_ascii=False)
+        state.message_hashes.append(hashlib.sha256(digest.encode()).hexdigest()[:16])
+    try:
+        req = ChatRequest.model_validate(body)
+    except ValidationError as exc:
+        raise _from_validation(exc.errors()) from None
+    if req.model != state.served_name:
+        raise APIError(
+            404,
+            f"the model {req.model!r} does not exist here; this server serves "
+            f"{state.served_name!r} (see /v1/models)",
+            param="model",
+            code="model_not_found",
+        )
+    if req.n not in (None, 1):
+        raise APIError(400, f"only n=1 is supported, got n={req.n}", param="n")
+    messages = [{"role": m.role, "content": _text_of(m, i)} for i, m in enumerate(req.messages)]
+    return req, messages
+
+
+async def _prepare(raw: bytes, state: _State) -> _Call:
+    req, messages = _parse(raw, state)
+    loaded = state.loaded
+    # OpenAI's default is "as many as fit"; stream_chat caps it at what the prompt leaves.
+    max_tokens = req.max_completion_tokens or req.max_tokens or loaded.window or _FALLBACK_WINDOW
+    try:
+        params = SamplingParams(
+            max_tokens=max_tokens,
+            temperature=1.0 if req.temperature is None else req.temperature,
+            top_p=1.0 if req.top_p is None else req.top_p,
+            stop=req.stop or [],
+            seed=req.seed,
+        )
+    except ConfigError as exc:
+        raise APIError(400, str(exc), code="invalid_value") from None
+
+    def render() -> list[int]:
+        with state.tokenize_lock:
+            return prompt_ids(loaded.tokenizer, messages)
+
+    try:
+        ids = await run_in_threadpool(render)
+    except Exception as exc:  # a chat template refusing these messages (e.g. role order)
+        raise APIError(
+            400, f"the chat template rejected the messages: {exc}", param="messages"
+        ) from exc
+    window = loaded.window or _FALLBACK_WINDOW
+    if len(ids) >= window:
+        error = PromptTooLong(len(ids), window)
+        raise APIError(400, str(error), param="messages", code="context_length_exceeded")
+    return _Call(req, messages, params, ids)
+
+
+async def _chat(request: Request, state: _State) -> Response:
+    call = await _prepare(await request.body(), state)
+    slot = state.try_admit()
+    if slot is None:
+        raise APIError(
+            429,
+            f"the server is busy: {state.max_queue} requests are already waiting for the model "
+            "(raise --max-queue, or retry later)",
+            type="rate_limit_error",
+            code="rate_limit_exceeded",
+            headers={"Retry-After": "1"},
+        )
+    job, streaming = None, False
+    try:
+        fault = state.faults.popleft() if state.faults else None
+        if fault is not None:
+            await _apply_fault(fault)
+        job = _Generation(state, call.messages, call.ids, call.params)
+        job.start(slot)  # from here on the generation thread releases the slot
+        job.watch(request)
+        # Waiting for the first token before answering lets an error still be a 4xx.
+        first = await job.next()
+        broken = fault is not None and fault.broken_json
+        if call.request.stream:
+            # From here Starlette listens for the disconnect itself; two listeners would race
+            # for uvicorn's receive().
+            job.unwatch()
+            response, streaming = _stream(job, first, call, state, broken), True
+            return response
+        return await _complete(job, first, call, state, broken)
+    except PromptTooLong as exc:
+        raise APIError(400, str(exc), param="messages", code="context_length_exceeded") from None
+    finally:
+        if job is None:
+            slot.release()
+        elif not streaming:  # a stream closes its job when it ends
+            job.close()
+
+
+async def _apply_fault(fault: Fault) -> None:
+    if fault.delay_s:
+        await asyncio.sleep(fault.delay_s)
+    if fault.status is not None:
+        retry_ms = fault.retry_after_s * 1000
+        headers = {
+            "retry-after-ms": f"{retry_ms:g}",
+            "Retry-After": str(math.ceil(fault.retry_after_s)),
+        }
+        kind = "rate_limit_error" if fault.status == 429 else "server_error"
+        if fault.status < 500 and fault.status != 429:
+            kind = "invalid_request_error"
+        raise APIError(
+            fault.status,
+            f"injected fault: HTTP {fault.status}",
+            type=kind,
+            code="injected_fault",
+            headers=headers,
+        )
+
+
+def _break(text: str) -> str:
+    # Valid JSON never ends with "{", so this is invalid whatever the answer was.
+    return text[: len(text) // 2] + "{"
+
+
+def _base(state: _State, kind: str) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "object": kind,
+        "created": int(time.time()),
+        "model": state.served_name,
+        "system_fingerprint": None,
+    }
+
+
+def _usage(chunk: Chunk) -> dict[str, int]:
+    return {
+        "prompt_tokens": chunk.prompt_tokens,
+        "completion_tokens": chunk.completion_tokens,
+        "total_tokens": chunk.prompt_tokens + chunk.completion_tokens,
+    }
+
+
+async def _complete(
+    job: _Generation, chunk: Chunk, call: _Call, state: _State, broken: bool
+) -> JSONResponse:
+    parts = [chunk.text]
+    while chunk.finish_reason is None:
+        chunk = await job.next()
+        parts.append(chunk.text)
+    text = _break("".join(parts)) if broken else "".join(parts)
+    body = _base(state, "chat.completion")
+    body["choices"] = [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "logprobs": None,
+            "finish_reason": chunk.finish_reason,
+        }
+    ]
+    body["usage"] = _usage(chunk)
+    return JSONResponse(body)
+
+
+def _stream(
+    job: _Generation, first: Chunk, call: _Call, state: _State, broken: bool
+) -> StreamingResponse:
+    base = _base(state, "chat.completion.chunk")
+    options = call.request.stream_options
+    include_usage = bool(options and options.include_usage)
+
+    def event(delta: dict[str, str], finish: str | None) -> str:
+        data = dict(base)
+        data["choices"] = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+        if include_usage:
+            data["usage"] = None
+        return f"data: {json.dumps(data)}\n\n"
+
+    async def events() -> AsyncIterator[str]:
+        try:
+            yield event({"role": "assistant", "content": ""}, None)
+            chunk, held = first, []
+            while True:
+                if broken:  # the cut needs the whole answer: send it at the end, in one piece
+                    held.append(chunk.text)
+                elif chunk.text:
+                    yield event({"content": chunk.text}, None)
+                if chunk.finish_reason is not None:
+                    break
+                chunk = await job.next()
+            if broken:
+                yield event({"content": _break("".join(held))}, None)
+            yield event({}, chunk.finish_reason)
+            if include_usage:
+                yield f"data: {json.dumps({**base, 'choices': [], 'usage': _usage(chunk)})}\n\n"
+            yield "data: [DONE]\n\n"
+        finally:
+            # Runs when the client disconnects too (Starlette cancels this generator): stopping
+            # the decoding frees the model for the next request in the queue.
+            job.close()
+
+    # The background task covers a disconnect before the generator ever started.
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache"},
+        background=BackgroundTask(job.close),
+    )

@@ -1,0 +1,129 @@
+"""The OpenAI wire format: request models, the error shape, and fault descriptions for tests.
+
+Knows nothing about models or HTTP serving; `core.serve.app` uses these to parse and answer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Literal
+
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+log = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------------------------------------
+# Errors in OpenAI's shape: {"error": {"message", "type", "param", "code"}}.
+
+
+class APIError(Exception):
+    """A refusal to answer, carrying the HTTP status and OpenAI error fields."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(message)
+        self.status, self.message, self.type = status, message, type
+        self.param, self.code, self.headers = param, code, headers or {}
+
+    def response(self) -> JSONResponse:
+        body = {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+def _from_validation(errors: list[Any]) -> APIError:
+    """One 400 from pydantic's error list: the first problem named by its JSON path."""
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        return APIError(400, "the request body is not valid JSON", code="invalid_json")
+    path = [str(p) for p in first.get("loc", ()) if p != "body"]
+    param = ".".join(path) or None
+    message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
+    if first.get("type") not in ("missing", "too_short") and "input" in first:
+        message += f" (got {json.dumps(first['input'], default=str)[:80]})"
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return APIError(400, message, param=param, code="invalid_value")
+
+
+# ---------------------------------------------------------------------------------------------
+# Request bodies. Strict: "hot" is not a temperature and "yes" is not a boolean, as with OpenAI;
+# unknown fields (user, frequency_penalty, ...) are accepted and ignored.
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+
+
+class ContentPart(_Strict):
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(_Strict):
+    role: Literal["system", "user", "assistant"]
+    content: str | list[ContentPart] | None = None
+
+
+class StreamOptions(_Strict):
+    include_usage: bool = False
+
+
+class ChatRequest(_Strict):
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: int | None = None
+
+
+class Fault(BaseModel):
+    """What `/_faults` makes the next chat request do instead of (or before) answering."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+    status: int | None = Field(None, ge=400, le=599)
+    """Answer with this error status (OpenAI error JSON) without generating."""
+    broken_json: bool = False
+    """Answer 200, but with the real answer cut in half and ending in a stray `{`."""
+    delay_s: float = Field(0.0, ge=0, le=600)
+    """Sleep this long first (the request holds its queue slot meanwhile)."""
+    retry_after_s: float = Field(0.1, gt=0, le=60)
+    """Sent with an error status as `retry-after-ms` (and a rounded-up `Retry-After`)."""
+
+
+def _text_of(message: ChatMessage, index: int) -> str:
+    if message.content is None or isinstance(message.content, str):
+        return message.content or ""
+    texts = []
+    for part in message.content:
+        if part.type != "text" or part.text is None:
+            raise APIError(
+                400,
+                f"only text content parts are supported, got a {part.type!r} part",
+                param=f"messages.{index}.content",
+                code="invalid_value",
+            )
+        texts.append(part.text)
+    return "\n".join(texts)

@@ -1,0 +1,65 @@
+"""core.chat: message building, documents, context budget (exact against the tokenizer)."""
+
+from __future__ import annotations
+
+import pytest
+
+from core import chat
+from core.errors import ConfigError, LongCtxError
+from core.models import ModelSpec
+
+
+def test_document_goes_before_the_first_user_message():
+    history = [
+        {"role": "user", "content": "Who wrote it?"},
+        {"role": "assistant", "content": "Ann."},
+    ]
+    messages = chat.build_messages("And when?", history, system="Be brief.", document="DOC")
+    assert messages == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "DOC\n\nWho wrote it?"},
+        {"role": "assistant", "content": "Ann."},
+        {"role": "user", "content": "And when?"},
+    ]
+    # The history itself is not modified: the document is added on every send.
+    assert history[0]["content"] == "Who wrote it?"
+
+
+def test_message_parts_are_flattened_and_empty_chats_refused():
+    parts = [{"role": "user", "content": [{"type": "text", "text": "hi "}, {"text": "there"}]}]
+    assert chat.build_messages("", parts)[0]["content"] == "hi there"
+    with pytest.raises(LongCtxError, match="write a message first"):
+        chat.build_messages("  ", [])
+
+
+def test_read_document_bounds_type_and_size(tmp_path):
+    good = tmp_path / "book.md"
+    good.write_text("Chapter 1\n\nIt was a dark night.")
+    assert chat.read_document(good).startswith("Chapter 1")
+    with pytest.raises(LongCtxError, match="attach a text document"):
+        chat.read_document(tmp_path / "paper.pdf")
+    with pytest.raises(LongCtxError, match="the limit is"):
+        chat.read_document(good, max_bytes=10)
+
+
+def test_endpoint_target_is_validated():
+    with pytest.raises(ConfigError) as info:
+        chat.ChatTarget(kind=chat.ENDPOINT, base_url="localhost:8000")
+    assert len(info.value.problems) == 2
+
+
+@pytest.mark.integration
+def test_budget_is_exact_for_local_models(embedded_tokenizer):
+    target = chat.ChatTarget(spec=ModelSpec())
+    messages = chat.build_messages("Summarize.", [], document="word " * 3000)
+    result = chat.budget(target, messages, max_tokens=256)
+    expected = len(
+        embedded_tokenizer.apply_chat_template(messages, add_generation_prompt=True)["input_ids"]
+    )
+    assert result.exact and result.prompt_tokens == expected and result.window == 8192
+    assert not result.over
+    over = chat.budget(target, chat.build_messages("x", [], document="word " * 9000), 256)
+    assert over.over and "over the window" in over.message()
+    # A RoPE window override changes the budget's window, not the count.
+    wide = chat.ChatTarget(spec=ModelSpec(max_position_embeddings=32768))
+    assert chat.budget(wide, messages, 256).window == 32768
