@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -154,6 +155,7 @@ def _window(spec_key: str) -> int:
     return int(models.load_config(spec).config.max_position_embeddings)
 
 
+@functools.lru_cache(maxsize=16)
 def endpoint_window(base_url: str, api_key: str, model: str) -> int | None:
     """The endpoint's context length when its /v1/models says (vLLM: `max_model_len`)."""
     try:
@@ -193,7 +195,8 @@ def _client(base_url: str, api_key: str) -> Any:
     from openai import OpenAI
 
     # Local servers accept any key, the client insists on one.
-    return OpenAI(base_url=base_url.rstrip("/"), api_key=api_key or "not-needed", max_retries=1)
+    key = api_key or os.environ.get("OPENAI_API_KEY") or "not-needed"
+    return OpenAI(base_url=base_url.rstrip("/"), api_key=key, max_retries=1)
 
 
 def stream_reply(

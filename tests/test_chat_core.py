@@ -63,3 +63,21 @@ def test_budget_is_exact_for_local_models(embedded_tokenizer):
     # A RoPE window override changes the budget's window, not the count.
     wide = chat.ChatTarget(spec=ModelSpec(max_position_embeddings=32768))
     assert chat.budget(wide, messages, 256).window == 32768
+
+
+@pytest.mark.integration
+def test_endpoint_chat_streams_through_our_server(embedded):
+    from core.generation import SamplingParams
+    from core.serve import BackgroundServer
+
+    with BackgroundServer(embedded) as server:
+        target = chat.ChatTarget(kind=chat.ENDPOINT, base_url=server.base_url,
+                                 endpoint_model="embedded")  # fmt: skip
+        messages = chat.build_messages("What is the capital of France?")
+        chunks = list(chat.stream_reply(target, messages, SamplingParams(temperature=0, max_tokens=20)))
+        assert "Paris" in "".join(c.text for c in chunks)
+        assert chunks[-1].finish_reason == "stop" and chunks[-1].prompt_tokens > 10
+        assert chat.endpoint_window(server.base_url, "", "embedded") == 8192
+        wrong = chat.ChatTarget(kind=chat.ENDPOINT, base_url=server.base_url, endpoint_model="gpt-9")
+        with pytest.raises(LongCtxError, match="answered 404"):
+            list(chat.stream_reply(wrong, messages, SamplingParams(max_tokens=5)))

@@ -165,7 +165,11 @@ def _wire(target_a, target_b, compare, b_box, settings, message, doc_file, budge
                 continue
             target = to_target(*values)
             messages = core_chat.build_messages(msg or " ", [], system_ or "", doc or "")
-            rows.append((target.label, core_chat.budget(target, messages, int(max_new))))
+            window = None
+            if target.kind == core_chat.ENDPOINT:
+                window = core_chat.endpoint_window(target.base_url, target.api_key,
+                                                   target.endpoint_model)  # fmt: skip
+            rows.append((target.label, core_chat.budget(target, messages, int(max_new), window)))
         return _budget_html(rows)
 
     budget_inputs = [message, system, document, max_tokens, compare,
