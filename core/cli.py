@@ -17,6 +17,9 @@ from core.errors import LongCtxError
 # Each module exposes `register(subparsers)` adding its sub-command(s) with `func` set.
 COMMAND_MODULES = [
     "core.serve",
+    "core.evals.cli",
+    "core.train.cli",
+    "core.data.cli",
 ]
 
 

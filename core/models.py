@@ -261,6 +261,8 @@ def resolve(name: str) -> str:
             id (`org/name`).
     """
     name = name.strip()
+    if name == EMBEDDED_HUB_ID and importlib.util.find_spec(_EMBEDDED_WHEEL) is not None:
+        name = EMBEDDED  # adapters record the Hub id; offline it is the same local model
     if name == EMBEDDED:
         try:
             return str(embedded_path())

@@ -13,7 +13,7 @@ import gradio as gr
 
 from core import models, workspace
 from core.errors import LongCtxError
-from ui import chat
+from ui import chat, train
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 TITLE = "LongCtx Studio"
@@ -32,6 +32,8 @@ def build_app(model: str = models.EMBEDDED) -> gr.Blocks:
     with gr.Blocks(title=TITLE) as demo:
         gr.HTML(HEADER)
         with gr.Tabs():
+            with gr.Tab("Train", id="train"):
+                train.build()
             with gr.Tab("Chat", id="chat"):
                 chat.build(default_model=model)
     return demo

@@ -1,0 +1,122 @@
+"""Peak memory and time of one training step: LongCtx Studio's step vs. a plain transformers+peft step.
+
+Both train the embedded model (SmolLM2-135M-Instruct) with LoRA r=32/alpha=16 on q,k,v,o plus
+fully trained embed_tokens, gradient checkpointing on, on one sample of N tokens whose last 32
+tokens are the labelled answer. Baseline: `model(input_ids, labels=labels)` (full logits over
+the sequence). Ours: `core.train.engine` (logits only at labelled positions). Each (engine,
+length) runs in its own process so peak RSS is its own; two steps are run and the second is
+timed.
+
+    python bench/bench_train_memory.py                 # 2K, 4K, 8K
+    python bench/bench_train_memory.py --lengths 2048
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+ANSWER = 32
+
+
+def _batch(length: int, vocab: int):
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(100, vocab - 1, (1, length), generator=g)
+    labels = torch.full_like(ids, -100)
+    labels[0, -ANSWER:] = ids[0, -ANSWER:]
+    return ids, labels
+
+
+def _plain_model():
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from core import models
+
+    model = AutoModelForCausalLM.from_pretrained(models.resolve("embedded"))
+    model.config.use_cache = False
+    model = get_peft_model(model, LoraConfig(r=32, lora_alpha=16, lora_dropout=0.0,
+                                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                                             modules_to_save=["embed_tokens"], task_type="CAUSAL_LM"))  # fmt: skip
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+
+def _ours_model():
+    from core.train.config import DataSource, TrainConfig
+    from core.train.engine import load_for_training
+
+    config = TrainConfig(model="embedded", max_length=8192, quantization="none", precision="fp32",
+                         data=[DataSource(procedural="keys", n=1, length=64)])  # fmt: skip
+    return load_for_training(config).model
+
+
+def worker(engine: str, length: int) -> dict:
+    import torch
+
+    torch.manual_seed(0)
+    model = _plain_model() if engine == "plain" else _ours_model()
+    model.train()
+    ids, labels = _batch(length, model.config.vocab_size)
+    mask = torch.ones_like(ids)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    if engine == "ours":
+        from core.train.engine import labelled_positions
+
+    times = []
+    for _ in range(2):
+        start = time.perf_counter()
+        if engine == "plain":
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        else:
+            positions, targets = labelled_positions(labels)
+            logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=positions).logits
+            loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                                                     targets.reshape(-1), ignore_index=-100)  # fmt: skip
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - start)
+    return {"engine": engine, "length": length, "loss": float(loss),
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            "s_per_step": times[-1]}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lengths", default="2048,4096,8192")
+    parser.add_argument("--worker", nargs=2, metavar=("ENGINE", "LENGTH"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker[0], int(args.worker[1]))))
+        return
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    results = {}
+    for length in [int(x) for x in args.lengths.split(",")]:
+        for engine in ("plain", "ours"):
+            out = subprocess.run([sys.executable, __file__, "--worker", engine, str(length)],
+                                 capture_output=True, text=True, env=env, cwd=ROOT)  # fmt: skip
+            if out.returncode != 0:
+                print(out.stderr[-2000:], file=sys.stderr)
+                raise SystemExit(f"{engine} at {length} failed")
+            results[(engine, length)] = json.loads(out.stdout.strip().splitlines()[-1])
+        plain, ours = results[("plain", length)], results[("ours", length)]
+        print(f"{length:>6} tokens | plain: {plain['peak_rss_gb']:.2f} GB, {plain['s_per_step']:.2f} s/step"
+              f" | ours: {ours['peak_rss_gb']:.2f} GB, {ours['s_per_step']:.2f} s/step"
+              f" | memory ratio ours/plain {ours['peak_rss_gb'] / plain['peak_rss_gb']:.3f}x"
+              f" | speed ratio plain/ours {plain['s_per_step'] / ours['s_per_step']:.2f}x"
+              f" | loss plain {plain['loss']:.4f} ours {ours['loss']:.4f}", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

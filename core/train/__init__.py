@@ -1,0 +1,1 @@
+"""Training: config (YAML), engine (Trainer + peft), runs (folders, status, stop/resume), fit, export."""

@@ -1,0 +1,110 @@
+"""Trainer callbacks that make a run observable and stoppable through its folder.
+
+`RunMonitor` appends one JSON line per logging step to `metrics.jsonl` (loss, lr, grad norm,
+tokens/s, memory, ETA) and keeps `status.json` current; a SIGTERM/SIGINT becomes a clean stop
+(checkpoint, adapter, status `stopped`). Knows nothing about the UI: it only writes files.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from core.train import runs
+
+
+def memory_now() -> dict[str, int]:
+    """Current and peak memory of this process (RSS) and of the GPU when there is one."""
+    import psutil
+    import torch
+
+    out = {
+        "mem_bytes": psutil.Process().memory_info().rss,
+        # ru_maxrss is in KiB on Linux.
+        "peak_mem_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
+    if torch.cuda.is_available():
+        out["gpu_mem_bytes"] = torch.cuda.memory_allocated()
+        out["gpu_peak_mem_bytes"] = torch.cuda.max_memory_allocated()
+    return out
+
+
+class TokenCounter:
+    """Counts the tokens the model consumed; the loss function adds to it every micro-batch."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.labelled = 0
+
+
+class RunMonitor(TrainerCallback):
+    """Writes metrics.jsonl / status.json and turns a stop signal into a clean stop."""
+
+    def __init__(self, run_dir: Path, tokens: TokenCounter, is_main: bool = True):
+        self.run_dir = run_dir
+        self.tokens = tokens
+        self.is_main = is_main
+        self.stop_requested = threading.Event()
+        self._last_time = time.monotonic()
+        self._last_tokens = 0
+        self._start_time = time.monotonic()
+        self._start_step = 0
+
+    def install_signal_handlers(self) -> None:
+        def request_stop(signum: int, frame: Any) -> None:
+            self.stop_requested.set()
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._start_time = self._last_time = time.monotonic()
+        self._start_step = state.global_step
+        if self.is_main:
+            runs.update_status(self.run_dir, state="running", step=state.global_step,
+                               max_steps=state.max_steps)  # fmt: skip
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.stop_requested.is_set():
+            control.should_save = True
+            control.should_training_stop = True
+            if self.is_main:
+                runs.update_status(self.run_dir, state="stopping", step=state.global_step)
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not self.is_main or not logs or "loss" not in logs:
+            return
+        now = time.monotonic()
+        new_tokens = self.tokens.total - self._last_tokens
+        elapsed = max(now - self._last_time, 1e-9)
+        done = state.global_step - self._start_step
+        per_step = (now - self._start_time) / max(done, 1)
+        record = {
+            "step": state.global_step,
+            "epoch": round(state.epoch or 0.0, 4),
+            "loss": logs.get("loss"),
+            "lr": logs.get("learning_rate"),
+            "grad_norm": logs.get("grad_norm"),
+            "tokens": self.tokens.total,
+            "tokens_per_s": round(new_tokens / elapsed, 2),
+            "eta_s": round(per_step * max(state.max_steps - state.global_step, 0), 1),
+            "time": time.time(),
+            **memory_now(),
+        }
+        self._last_time, self._last_tokens = now, self.tokens.total
+        with (self.run_dir / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        runs.update_status(self.run_dir, step=state.global_step, max_steps=state.max_steps,
+                           eta_s=record["eta_s"], loss=record["loss"])  # fmt: skip
+
+    def on_save(self, args, state, control, **kwargs):
+        if self.is_main:
+            runs.update_status(self.run_dir, last_checkpoint=f"checkpoint-{state.global_step}")

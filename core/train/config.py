@@ -1,0 +1,295 @@
+"""The training configuration: one typed object that is the YAML file, the CLI input and the UI form.
+
+`TrainConfig` round-trips to YAML (`to_yaml` / `from_yaml`); `validate()` gathers every problem
+and raises one `ConfigError`, so the UI and `longctx train` refuse the same things with the same
+words. Presets live in `assets/presets/*.yaml` and are plain TrainConfig YAML with a comment
+block on top. This module knows nothing about how training runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from core.errors import ConfigError
+
+PRESETS_DIR = Path(__file__).resolve().parent.parent.parent / "assets" / "presets"
+OVERFLOW = ("drop", "truncate_middle")
+ENGINES = ("auto", "transformers", "unsloth")
+SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+@dataclass
+class DataSource:
+    """One training file (any format the Data tab reads) or a procedural task."""
+
+    path: str = ""
+    """JSONL / JSON / Parquet / save_to_disk folder; `file.jsonl[500]` takes 500 random samples."""
+    procedural: str = ""
+    """Instead of a file: `passkey`, `keys` or `topics` (exact answers, any tokenizer)."""
+    n: int = 0
+    """Procedural: number of samples."""
+    length: int = 0
+    """Procedural: tokens per sample."""
+
+    def __post_init__(self) -> None:
+        self.path = str(self.path or "").strip()
+        self.procedural = str(self.procedural or "").strip()
+        try:
+            self.n, self.length = int(self.n or 0), int(self.length or 0)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"data source {self.describe()!r}: n and length are numbers"
+            ) from None
+
+    def describe(self) -> str:
+        if self.procedural:
+            return f"{self.procedural} x{self.n} @ {self.length} tokens"
+        return self.path
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs. Field docstrings are the help text in the UI and the YAML."""
+
+    name: str = "run"
+    """A short label for the run; the run id adds the date."""
+    # -- model --------------------------------------------------------------------------------
+    model: str = "embedded"
+    """Base model: `embedded`, a folder or a Hub id."""
+    quantization: str = "auto"
+    """`4bit` (NF4 + double quantization, CUDA), `none`, or `auto` (4-bit on CUDA for > 3B)."""
+    engine: str = "auto"
+    """`unsloth` when it imports on a CUDA GPU under `auto`; else transformers + peft."""
+    # -- long context ---------------------------------------------------------------------------
+    rope_theta: float | None = None
+    """New RoPE base (paper: 500K -> 2e8). Empty keeps the model's own."""
+    max_length: int = 2048
+    """Longest training sequence in tokens (paper: 81920)."""
+    overflow: str = "drop"
+    """Samples longer than max_length: `drop` (paper) or `truncate_middle`."""
+    # -- data ---------------------------------------------------------------------------------
+    data: list[DataSource] = field(default_factory=list)
+    """Training sources, concatenated and shuffled."""
+    # -- LoRA ---------------------------------------------------------------------------------
+    lora_r: int = 32
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    lora_targets: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
+    )
+    """Module names LoRA wraps."""
+    train_embeddings: bool = True
+    """Train embed_tokens fully (peft modules_to_save), as the paper does."""
+    # -- optimisation ---------------------------------------------------------------------------
+    learning_rate: float = 5e-5
+    lr_scheduler: str = "linear"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    global_batch_size: int = 8
+    """Samples per optimizer step over all devices (accumulation fills the gap)."""
+    per_device_batch_size: int = 1
+    epochs: float = 1.0
+    max_steps: int = -1
+    """Stop after this many optimizer steps (-1: run the epochs)."""
+    seed: int = 42
+    # -- hardware -------------------------------------------------------------------------------
+    precision: str = "auto"
+    """`bf16` where the GPU supports it, else fp32 (`auto`); or force one."""
+    gradient_checkpointing: bool = True
+    offload_checkpoints: bool = False
+    """Keep checkpointed activations in CPU memory (GPU only): less GPU memory, a bit slower."""
+    group_by_length: bool = True
+    num_gpus: int = 1
+    """GPUs to train on; more than one launches torchrun."""
+    # -- bookkeeping ----------------------------------------------------------------------------
+    logging_steps: int = 1
+    save_steps: int = 50
+    """Checkpoint every N optimizer steps (and on stop)."""
+    save_total_limit: int = 2
+
+    def __post_init__(self) -> None:
+        self.data = [d if isinstance(d, DataSource) else DataSource(**d) for d in self.data or []]
+        if self.rope_theta in ("", 0):
+            self.rope_theta = None
+        self._coerce()
+
+    def _coerce(self) -> None:
+        """Numbers from a form arrive as floats or strings; cast them to the declared types.
+
+        A value that cannot be cast is left alone for validate() to report.
+        """
+        casts = {"int": int, "float": float, "float | None": float}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None or f.type not in casts and f.type != "bool":
+                continue
+            try:
+                if f.type == "bool":
+                    if isinstance(value, str):
+                        value = value.strip().lower() in ("1", "true", "yes", "on")
+                    setattr(self, f.name, bool(value))
+                elif f.type == "int" and isinstance(value, float) and not value.is_integer():
+                    continue
+                else:
+                    setattr(self, f.name, casts[f.type](value))
+            except (TypeError, ValueError):
+                continue
+        if isinstance(self.lora_targets, str):
+            self.lora_targets = [t.strip() for t in self.lora_targets.split(",") if t.strip()]
+
+    @property
+    def gradient_accumulation_steps(self) -> int:
+        return max(
+            1, self.global_batch_size // (self.per_device_batch_size * max(1, self.num_gpus))
+        )
+
+    def validate(self) -> TrainConfig:
+        """Raise one ConfigError listing every problem; return self when there is none."""
+        p: list[str] = []
+        for f in fields(self):
+            expected = {"int": int, "float": (int, float), "bool": bool, "str": str}.get(
+                str(f.type)
+            )
+            value = getattr(self, f.name)
+            if expected and not isinstance(value, expected):
+                p.append(f"{f.name} must be a {f.type}, got {value!r}")
+        if p:
+            raise ConfigError(p)
+        if not self.model.strip():
+            p.append("model is empty; use 'embedded', a folder or a Hub id")
+        if self.max_length < 64:
+            p.append(f"max_length must be at least 64, got {self.max_length}")
+        if self.overflow not in OVERFLOW:
+            p.append(f"overflow must be one of {OVERFLOW}, got {self.overflow!r}")
+        if self.engine not in ENGINES:
+            p.append(f"engine must be one of {ENGINES}, got {self.engine!r}")
+        if self.quantization not in ("auto", "4bit", "none"):
+            p.append(f"quantization must be auto, 4bit or none, got {self.quantization!r}")
+        if self.precision not in PRECISIONS:
+            p.append(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.lr_scheduler not in SCHEDULERS:
+            p.append(f"lr_scheduler must be one of {SCHEDULERS}, got {self.lr_scheduler!r}")
+        if self.rope_theta is not None and self.rope_theta <= 0:
+            p.append(f"rope_theta must be positive, got {self.rope_theta}")
+        if self.lora_r < 1 or self.lora_alpha < 1:
+            p.append("lora_r and lora_alpha must be at least 1")
+        if not 0 <= self.lora_dropout < 1:
+            p.append(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if not self.lora_targets:
+            p.append("lora_targets is empty; the paper uses q_proj, k_proj, v_proj, o_proj")
+        if not 0 < self.learning_rate < 1:
+            p.append(f"learning_rate must be in (0, 1), got {self.learning_rate}")
+        if self.per_device_batch_size < 1 or self.global_batch_size < 1 or self.num_gpus < 1:
+            p.append("batch sizes and num_gpus must be at least 1")
+        elif self.global_batch_size % (self.per_device_batch_size * self.num_gpus):
+            p.append(
+                f"global_batch_size {self.global_batch_size} is not a multiple of "
+                f"per_device_batch_size x num_gpus = {self.per_device_batch_size * self.num_gpus}"
+            )
+        if self.epochs <= 0 and self.max_steps <= 0:
+            p.append("set epochs > 0 or max_steps > 0")
+        if self.save_steps < 1 or self.logging_steps < 1:
+            p.append("save_steps and logging_steps must be at least 1")
+        if not self.data:
+            p.append("no training data: add a file or a procedural task")
+        for i, source in enumerate(self.data, 1):
+            if bool(source.path) == bool(source.procedural):
+                p.append(f"data source {i}: give either a path or a procedural task, not both")
+            elif source.procedural and (source.n < 1 or source.length < 32):
+                p.append(f"data source {i}: procedural tasks need n >= 1 and length >= 32")
+        if p:
+            raise ConfigError(p)
+        return self
+
+    # -- YAML -----------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["data"] = [
+            {k: v for k, v in dataclasses.asdict(d).items() if v not in ("", 0)} for d in self.data
+        ]
+        return out
+
+    def to_yaml(self, header: str = "") -> str:
+        body = yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True, width=100)
+        return header + body
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ConfigError([f"unknown setting {k!r}" + _suggest(k, known) for k in unknown])
+        try:
+            return cls(**raw)
+        except TypeError as exc:  # e.g. a data entry with a misspelled key
+            raise ConfigError(str(exc)) from exc
+
+    @classmethod
+    def from_yaml(cls, text_or_path: str | Path) -> TrainConfig:
+        """Read a config from YAML text or a file (safe loader: no Python objects)."""
+        text = text_or_path
+        if isinstance(text_or_path, Path) or (
+            isinstance(text_or_path, str)
+            and "\n" not in text_or_path
+            and text_or_path.endswith((".yaml", ".yml"))
+        ):
+            path = Path(text_or_path)
+            if not path.exists():
+                raise ConfigError(f"config file {str(path)!r} does not exist")
+            text = path.read_text()
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"the YAML does not parse: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError("the YAML must be a mapping of setting: value")
+        return cls.from_dict(raw)
+
+
+def _suggest(name: str, known: set[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def field_help() -> dict[str, str]:
+    """{field name: help text} from the attribute docstrings above, for the UI and YAML."""
+    source = Path(__file__).read_text()
+    helps: dict[str, str] = {}
+    pattern = re.compile(r"^    (\w+): [^\n]+\n    \"\"\"(.+?)\"\"\"", re.M | re.S)
+    for match in pattern.finditer(source.split("class TrainConfig")[1]):
+        helps[match.group(1)] = " ".join(match.group(2).split())
+    return helps
+
+
+# -- presets ------------------------------------------------------------------------------------
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def load_preset(name: str) -> TrainConfig:
+    path = PRESETS_DIR / f"{name}.yaml"
+    if not path.exists():
+        raise ConfigError(f"no preset {name!r}; presets: {', '.join(list_presets())}")
+    return TrainConfig.from_yaml(path)
+
+
+def preset_header(name: str) -> str:
+    """The comment block at the top of a preset file (what it is for, what it needs)."""
+    lines = []
+    for line in (PRESETS_DIR / f"{name}.yaml").read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line[1:].strip())
+    return "\n".join(lines)

@@ -1,0 +1,379 @@
+"""The training recipe, top to bottom: load -> prepare data -> build trainer -> train -> save.
+
+transformers' Trainer and peft do the work; what is written here is what they lack for long
+sequences:
+- the loss is computed from logits at labelled positions only (`logits_to_keep` with an index
+  tensor): an 80K x 128K-vocabulary logit table would be ~20 GB in bf16, the labelled answers
+  are a few hundred rows;
+- a stop signal becomes a clean checkpoint (see callbacks.RunMonitor);
+- the RoPE override is applied before the weights load and written next to the adapter.
+
+Knows nothing about the UI; it reads a TrainConfig and writes into a run folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core import models
+from core.errors import LongCtxError
+from core.train.config import TrainConfig
+
+log = logging.getLogger(__name__)
+IGNORE = -100
+
+
+# -- 1. load ---------------------------------------------------------------------------------------
+
+
+def load_for_training(config: TrainConfig) -> models.LoadedModel:
+    """The base model with the RoPE override, quantized when asked, with LoRA attached."""
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if config.engine == "unsloth":
+        raise LongCtxError(
+            "the unsloth engine is not wired in yet; use engine: transformers (or auto)"
+        )
+    base = models.load_config(models.ModelSpec(name=config.model)).config
+    window = max(int(getattr(base, "max_position_embeddings", 0) or 0), config.max_length)
+    spec = models.ModelSpec(
+        name=config.model,
+        rope_theta=config.rope_theta,
+        max_position_embeddings=window,
+        quantization=config.quantization,
+        dtype=_dtype(config),
+        device=_device(),
+    )
+    loaded = models.load_model(spec, for_training=True)
+    model = loaded.model
+    model.config.use_cache = False
+    if loaded.quantized:
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=config.gradient_checkpointing
+        )
+    tied = bool(getattr(model.config, "tie_word_embeddings", False))
+    lora = LoraConfig(
+        # Tied input/output embeddings (SmolLM2) must stay tied when embed_tokens is trained.
+        ensure_weight_tying=tied and config.train_embeddings,
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.lora_targets),
+        modules_to_save=["embed_tokens"] if config.train_embeddings else None,
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, lora)
+    # Record a portable base name (a Hub id, not this machine's cache path) in adapter_config.
+    model.peft_config["default"].base_model_name_or_path = (
+        models.EMBEDDED_HUB_ID if config.model == models.EMBEDDED else config.model
+    )
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if not config.train_embeddings:
+            # With frozen embeddings nothing before the first checkpoint requires grad.
+            model.enable_input_require_grads()
+    torch.manual_seed(config.seed)
+    loaded.model = model
+    return loaded
+
+
+def _device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    return "cpu"
+
+
+def _dtype(config: TrainConfig) -> str:
+    import torch
+
+    if config.precision == "fp32" or (config.precision == "auto" and not torch.cuda.is_available()):
+        return "float32"
+    if config.precision == "fp16":
+        return "float16"
+    return "bfloat16"
+
+
+# -- 2. prepare data -----------------------------------------------------------------------------------
+
+
+@dataclass
+class DataReport:
+    samples: int
+    dropped_too_long: int
+    truncated: int
+    tokens: int
+    labelled_tokens: int
+    malformed: int = 0
+    """Rows the Data tab's validator rejects; fix them there (they are skipped here)."""
+
+
+def read_sources(config: TrainConfig, tokenizer: Any) -> list[dict[str, Any]]:
+    """All samples of all sources, in order (files through the Data loader)."""
+    from core.synth import procedural
+
+    samples: list[dict[str, Any]] = []
+    for i, source in enumerate(config.data):
+        if source.procedural:
+            samples += procedural.make(
+                source.procedural, source.n, source.length, tokenizer, seed=config.seed + i
+            )
+        else:
+            samples += _read_file(source.path, config.seed)
+    return samples
+
+
+def _read_file(spec: str, seed: int) -> list[dict[str, Any]]:
+    """Records of a file (`path` or `path[N]`); malformed rows are kept as None to be counted."""
+    from core import workspace
+    from core.data import io as data_io
+
+    path, n = data_io.parse_spec(spec)
+    if not Path(path).expanduser().is_absolute() and not Path(path).exists():
+        path = str(workspace.home() / path)  # relative paths also mean "in the workspace"
+    source = data_io.open_source(f"{path}[{n}]" if n else path, seed=seed)
+    rows = []
+    for row in data_io.iter_raw(source):
+        if row.problems:
+            log.warning("%s line %d skipped: %s", spec, row.line, "; ".join(row.problems))
+        rows.append(None if row.problems else row.record)
+    return rows
+
+
+def prepare_dataset(config: TrainConfig, tokenizer: Any) -> tuple[Any, DataReport]:
+    """Render every sample through the chat template with its loss mask; drop or cut long ones."""
+    import datasets
+
+    from core.data.render import render_sample
+
+    raw = read_sources(config, tokenizer)
+    rows: list[dict[str, list[int]]] = []
+    dropped = truncated = tokens = labelled = malformed = 0
+    for sample in raw:
+        if sample is None:
+            malformed += 1
+            continue
+        rendered = render_sample(tokenizer, sample, max_length=config.max_length,
+                                 overflow=config.overflow)  # fmt: skip
+        if rendered.dropped or len(rendered.input_ids) > config.max_length:
+            dropped += 1
+            continue
+        truncated += int(rendered.cut is not None)
+        n_labels = sum(1 for t in rendered.labels[1:] if t != IGNORE)
+        if n_labels == 0:
+            dropped += 1
+            continue
+        rows.append({"input_ids": list(rendered.input_ids), "labels": list(rendered.labels)})
+        tokens += len(rendered.input_ids)
+        labelled += n_labels
+    if not rows:
+        raise LongCtxError(
+            f"no sample fits max_length {config.max_length} ({dropped} dropped); raise max_length "
+            "or set overflow: truncate_middle"
+        )
+    random.Random(config.seed).shuffle(rows)
+    for row in rows:
+        row["length"] = len(row["input_ids"])
+    dataset = datasets.Dataset.from_list(rows)
+    report = DataReport(len(rows), dropped, truncated, tokens, labelled, malformed)
+    return dataset, report
+
+
+class Collator:
+    """Pads a batch to its longest sample (labels with -100). Batch 1, the paper's, has no pad."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        longest = max(len(f["input_ids"]) for f in features)
+        ids, labels, mask = [], [], []
+        for f in features:
+            pad = longest - len(f["input_ids"])
+            ids.append(list(f["input_ids"]) + [self.pad_id] * pad)
+            labels.append(list(f["labels"]) + [IGNORE] * pad)
+            mask.append([1] * len(f["input_ids"]) + [0] * pad)
+        return {
+            "input_ids": torch.tensor(ids),
+            "labels": torch.tensor(labels),
+            "attention_mask": torch.tensor(mask),
+        }
+
+
+# -- 3. build trainer -------------------------------------------------------------------------------------
+
+
+def labelled_positions(labels: Any) -> tuple[Any, Any]:
+    """Positions whose logits predict a labelled token, and those tokens.
+
+    Position p predicts token p + 1, so the rows kept are the p where labels[p + 1] is set. For a
+    batch, the union over rows is kept (rows without a label there are ignored by the loss).
+    Returns (positions, targets) with targets shaped (batch, len(positions)).
+    """
+    import torch
+
+    shifted = labels[:, 1:]
+    positions = torch.nonzero((shifted != IGNORE).any(dim=0), as_tuple=False).squeeze(-1)
+    return positions, shifted[:, positions]
+
+
+def make_trainer_class() -> type:
+    import torch
+    from transformers import Trainer
+
+    class LongContextTrainer(Trainer):
+        """Trainer whose loss touches only the logits of labelled positions."""
+
+        # The loss below is already divided by the labelled tokens of the whole accumulated batch.
+        loss_is_scaled_for_ga = True
+
+        def __init__(self, *args: Any, tokens: Any = None, offload: bool = False, **kwargs: Any):
+            super().__init__(*args, **kwargs)
+            self.tokens = tokens
+            self.offload = offload
+            # Make the Trainer count labelled tokens over the accumulated batch for us.
+            self.model_accepts_loss_kwargs = True
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            labels = inputs.pop("labels")
+            positions, targets = labelled_positions(labels)
+            offload = (
+                torch.autograd.graph.save_on_cpu(pin_memory=True)
+                if self.offload and labels.is_cuda
+                else contextlib.nullcontext()
+            )
+            with offload:
+                outputs = model(**inputs, logits_to_keep=positions, use_cache=False)
+            logits = outputs.logits.float()
+            loss = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), targets.reshape(-1).to(logits.device),
+                ignore_index=IGNORE, reduction="sum",
+            )  # fmt: skip
+            if num_items_in_batch is None:
+                num_items_in_batch = (targets != IGNORE).sum()
+            loss = loss / num_items_in_batch
+            if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
+                loss = loss * self.accelerator.num_processes
+            if self.tokens is not None:
+                self.tokens.total += int(inputs["attention_mask"].sum())
+                self.tokens.labelled += int((targets != IGNORE).sum())
+            return (loss, outputs) if return_outputs else loss
+
+    return LongContextTrainer
+
+
+def build_trainer(config: TrainConfig, loaded: models.LoadedModel, dataset: Any, run_dir: Path,
+                  callbacks: list[Any], tokens: Any) -> Any:  # fmt: skip
+    from transformers import TrainingArguments
+
+    bf16 = _dtype(config) == "bfloat16" and loaded.device.startswith("cuda")
+    args = TrainingArguments(
+        output_dir=str(run_dir / "checkpoints"),
+        per_device_train_batch_size=config.per_device_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay,
+        bf16=bf16,
+        fp16=_dtype(config) == "float16" and loaded.device.startswith("cuda"),
+        gradient_checkpointing=False,  # enabled on the peft model in load_for_training
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        seed=config.seed,
+        data_seed=config.seed,
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+        length_column_name="length",
+        remove_unused_columns=False,
+        report_to="none",
+        disable_tqdm=False,
+        dataloader_num_workers=0,
+        use_cpu=not loaded.device.startswith("cuda"),
+        ddp_find_unused_parameters=False,
+    )
+    trainer_cls = make_trainer_class()
+    return trainer_cls(
+        model=loaded.model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=Collator(loaded.tokenizer.pad_token_id),
+        callbacks=callbacks,
+        tokens=tokens,
+        offload=config.offload_checkpoints,
+    )
+
+
+# -- 4. train, 5. save ------------------------------------------------------------------------------------------
+
+
+def save_adapter(loaded: models.LoadedModel, config: TrainConfig, run_dir: Path) -> Path:
+    """Write the adapter, the tokenizer and the RoPE/window the adapter was trained with."""
+    out = run_dir / "adapter"
+    loaded.model.save_pretrained(out)
+    loaded.tokenizer.save_pretrained(out)
+    meta = {
+        "base_model": config.model,
+        "rope_theta": models.get_rope_theta(loaded.model.config),
+        "max_position_embeddings": loaded.model.config.max_position_embeddings,
+        "max_length": config.max_length,
+        "overrides": loaded.overrides,
+        "recipe": "LongCtx Studio QLoRA context extension",
+    }
+    (out / models.ADAPTER_META_FILE).write_text(json.dumps(meta, indent=1))
+    return out
+
+
+def run_training(config: TrainConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]:
+    """Train `config` into `run_dir`; returns the final status fields."""
+    from core.train import runs
+    from core.train.callbacks import RunMonitor, TokenCounter
+
+    config.validate()
+    is_main = int(os.environ.get("RANK", 0)) == 0
+    tokens = TokenCounter()
+    monitor = RunMonitor(run_dir, tokens, is_main=is_main)
+    monitor.install_signal_handlers()
+    if is_main:
+        runs.update_status(run_dir, state="starting", pid=os.getpid(), reason=None,
+                           device=runs.device_key(config))  # fmt: skip
+    loaded = load_for_training(config)
+    dataset, report = prepare_dataset(config, loaded.tokenizer)
+    if is_main:
+        runs.update_status(run_dir, data=report.__dict__, overrides=loaded.overrides,
+                           trainable=_trainable(loaded.model))  # fmt: skip
+    log.info("data: %s", report)
+    trainer = build_trainer(config, loaded, dataset, run_dir, [monitor], tokens)
+    checkpoint = runs.last_checkpoint(run_dir) if resume else None
+    if resume and checkpoint is None:
+        log.warning("no complete checkpoint in %s; starting from the beginning", run_dir)
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    stopped = monitor.stop_requested.is_set()
+    if is_main:
+        adapter = save_adapter(loaded, config, run_dir)
+        final = {"state": "stopped" if stopped else "completed", "adapter": str(adapter),
+                 "step": trainer.state.global_step}  # fmt: skip
+        runs.update_status(run_dir, **final)
+        return final
+    return {}
+
+
+def _trainable(model: Any) -> dict[str, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return {"trainable": trainable, "total": total}

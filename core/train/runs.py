@@ -1,0 +1,282 @@
+"""Run folders: create, launch as a child process, read back, stop, resume.
+
+A run is `runs/<id>/` with `config.yaml`, `status.json`, `metrics.jsonl`, `log.txt`,
+`checkpoints/` and `adapter/`. Everything the UI shows comes from these files, so a page refresh,
+an app restart or a second browser see the same runs. `status.json` is replaced atomically; a
+run whose process died without saying so (SIGKILL, power loss, out-of-memory killer) reads as
+`interrupted` and can be resumed from its last checkpoint.
+
+Knows nothing about how training works; `core.train.engine` does the training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core import workspace
+from core.errors import LongCtxError
+from core.train.config import TrainConfig
+
+ACTIVE = ("starting", "running", "stopping")
+FINAL = ("completed", "stopped", "failed", "interrupted")
+_PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def runs_dir() -> Path:
+    return workspace.subdir("runs")
+
+
+def slug(name: str) -> str:
+    """A run name reduced to letters, digits, '-', '_' and '.': names are never shell or paths."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")
+    return cleaned[:48] or "run"
+
+
+def new_run_dir(config: TrainConfig) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = runs_dir() / f"{stamp}-{slug(config.name)}"
+    path, k = base, 1
+    while path.exists():
+        k += 1
+        path = base.with_name(f"{base.name}-{k}")
+    path.mkdir(parents=True)
+    (path / "config.yaml").write_text(config.to_yaml())
+    write_status(path, {"state": "created", "created": time.time()})
+    return path
+
+
+def run_path(run_id: str) -> Path:
+    """The folder of run `run_id`, refusing ids that would leave the runs folder."""
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", run_id or "") or set(run_id) == {"."}:
+        raise LongCtxError(f"{run_id!r} is not a run id")
+    path = (runs_dir() / run_id).resolve()
+    if path.parent != runs_dir().resolve() or not (path / "config.yaml").exists():
+        raise LongCtxError(f"no run {run_id!r} in {runs_dir()}")
+    return path
+
+
+# -- status ---------------------------------------------------------------------------------------
+
+
+def write_status(run_dir: Path, status: dict[str, Any]) -> None:
+    tmp = run_dir / f".status.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(status, indent=1))
+    os.replace(tmp, run_dir / "status.json")
+
+
+def read_status(run_dir: Path) -> dict[str, Any]:
+    try:
+        status = json.loads((run_dir / "status.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        status = {"state": "unknown"}
+    if status.get("state") in ACTIVE and not _alive(status.get("pid")):
+        status = {**status, "state": "interrupted",
+                  "reason": "the training process ended without a word (killed?)"}  # fmt: skip
+    return status
+
+
+def update_status(run_dir: Path, **fields: Any) -> dict[str, Any]:
+    try:
+        status = json.loads((run_dir / "status.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        status = {}
+    status.update(fields, updated=time.time())
+    write_status(run_dir, status)
+    return status
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (finished child not yet reaped by the app) is not alive.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+# -- reading runs ------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunInfo:
+    id: str
+    path: Path
+    status: dict[str, Any]
+    config: TrainConfig | None
+
+    @property
+    def state(self) -> str:
+        return str(self.status.get("state", "unknown"))
+
+
+def list_runs() -> list[RunInfo]:
+    """All runs, newest first."""
+    out = []
+    for path in sorted(runs_dir().iterdir(), reverse=True):
+        if not (path / "config.yaml").exists():
+            continue
+        try:
+            config = TrainConfig.from_yaml(path / "config.yaml")
+        except LongCtxError:
+            config = None
+        out.append(RunInfo(path.name, path, read_status(path), config))
+    return out
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The metrics lines written so far; a half-written last line is skipped."""
+    file = run_dir / "metrics.jsonl"
+    if not file.exists():
+        return []
+    rows = []
+    for line in file.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def tail_log(run_dir: Path, lines: int = 40) -> str:
+    file = run_dir / "log.txt"
+    if not file.exists():
+        return ""
+    with file.open("rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - 64 * 1024))
+        text = f.read().decode("utf-8", errors="replace")
+    # tqdm redraws with carriage returns: keep the last state of each line.
+    cleaned = [part.split("\r")[-1] for part in text.splitlines()]
+    return "\n".join(cleaned[-lines:])
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    ckpts = sorted(
+        (p for p in (run_dir / "checkpoints").glob("checkpoint-*") if p.is_dir()),
+        key=lambda p: int(p.name.split("-")[-1]),
+    )
+    # A checkpoint folder is complete once the trainer state is written (it is written last).
+    complete = [p for p in ckpts if (p / "trainer_state.json").exists()]
+    return complete[-1] if complete else None
+
+
+# -- launching, stopping -------------------------------------------------------------------------------
+
+
+def device_key(config: TrainConfig) -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() and config.num_gpus >= 1 else "cpu"
+
+
+def busy_run(device: str) -> RunInfo | None:
+    """The run currently training on `device`, if any."""
+    for run in list_runs():
+        if run.state in ACTIVE and run.status.get("device") == device:
+            return run
+    return None
+
+
+def command_for(run_dir: Path, config: TrainConfig, resume: bool = False) -> list[str]:
+    """The argument list that trains `run_dir` (torchrun for several GPUs). Never a shell string."""
+    tail = ["-m", "core.cli", "train", str(run_dir / "config.yaml"), "--run-dir", str(run_dir)]
+    if resume:
+        tail.append("--resume")
+    if config.num_gpus > 1:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                f"--nproc_per_node={config.num_gpus}", *tail]  # fmt: skip
+    return [sys.executable, *tail]
+
+
+def launch(config: TrainConfig, run_dir: Path | None = None, resume: bool = False) -> Path:
+    """Start training in a child process and return its run folder at once.
+
+    Refuses when another run is training on the same device.
+    """
+    config.validate()
+    device = device_key(config)
+    busy = busy_run(device)
+    if busy is not None and (run_dir is None or busy.path != run_dir):
+        raise LongCtxError(
+            f"run {busy.id} is training on {device}; stop it or wait for it to finish "
+            "(one run per device at a time)"
+        )
+    run_dir = run_dir or new_run_dir(config)
+    cmd = command_for(run_dir, config, resume)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "LONGCTX_HOME": str(workspace.home())}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PROJECT_ROOT), env.get("PYTHONPATH")]))
+    with (run_dir / "log.txt").open("ab") as log:
+        log.write(f"$ {' '.join(cmd)}\n".encode())
+        log.flush()
+        proc = subprocess.Popen(
+            cmd, cwd=_PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True,  # a stop signal reaches the trainer (and torchrun's workers)
+        )  # fmt: skip
+    update_status(run_dir, state="starting", pid=proc.pid, device=device, command=cmd,
+                  started=time.time(), reason=None)  # fmt: skip
+    _children.append(proc)
+    return run_dir
+
+
+_children: list[subprocess.Popen] = []
+
+
+def reap_children() -> None:
+    """Collect finished child processes so they do not linger as zombies."""
+    for proc in list(_children):
+        if proc.poll() is not None:
+            _children.remove(proc)
+
+
+def stop(run_id: str) -> dict[str, Any]:
+    """Ask a run to stop: it saves a checkpoint and its adapter, then exits as `stopped`."""
+    run_dir = run_path(run_id)
+    status = read_status(run_dir)
+    if status.get("state") not in ACTIVE:
+        raise LongCtxError(f"run {run_id} is not running (it is {status.get('state')})")
+    try:
+        os.killpg(int(status["pid"]), signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        os.kill(int(status["pid"]), signal.SIGTERM)
+    return update_status(run_dir, state="stopping")
+
+
+def resume(run_id: str) -> Path:
+    """Continue a stopped, failed or interrupted run from its last complete checkpoint."""
+    run_dir = run_path(run_id)
+    status = read_status(run_dir)
+    if status.get("state") in ACTIVE:
+        raise LongCtxError(f"run {run_id} is still {status['state']}")
+    if status.get("state") == "completed":
+        raise LongCtxError(f"run {run_id} has completed; start a new run to train further")
+    config = TrainConfig.from_yaml(run_dir / "config.yaml")
+    return launch(config, run_dir=run_dir, resume=True)
+
+
+def wait(run_dir: Path, timeout: float = 3600, poll: float = 0.5) -> dict[str, Any]:
+    """Block until the run reaches a final state (used by the CLI and tests)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reap_children()
+        status = read_status(run_dir)
+        if status.get("state") in FINAL:
+            return status
+        time.sleep(poll)
+    raise LongCtxError(f"run {run_dir.name} did not finish within {timeout:.0f} s")

@@ -1,0 +1,91 @@
+"""Training configs: presets, YAML round trip, validation, the loss-position selection, fit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from core.errors import ConfigError
+from core.train import config as cfg
+from core.train import fit
+from core.train.engine import IGNORE, Collator, labelled_positions
+
+
+def test_every_preset_loads_validates_and_explains_itself():
+    names = cfg.list_presets()
+    assert "paper" in names and any("cpu" in n for n in names)
+    for name in names:
+        cfg.load_preset(name).validate()
+        header = cfg.preset_header(name)
+        assert "Run:" in header and "Needs:" in header, name
+        assert f"longctx train assets/presets/{name}.yaml" in header
+
+
+def test_paper_preset_is_the_paper_recipe():
+    c = cfg.load_preset("paper")
+    assert (c.lora_r, c.lora_alpha, c.lora_dropout) == (32, 16, 0.0)
+    assert c.lora_targets == ["q_proj", "k_proj", "v_proj", "o_proj"] and c.train_embeddings
+    assert (c.learning_rate, c.lr_scheduler, c.warmup_steps) == (5e-5, "linear", 0)
+    assert (c.global_batch_size, c.per_device_batch_size, c.epochs) == (8, 1, 1.0)
+    assert c.rope_theta == 2e8 and c.max_length == 81920 and c.quantization == "4bit"
+    assert c.gradient_checkpointing and c.group_by_length and c.precision == "bf16"
+
+
+def test_yaml_round_trip_is_exact():
+    c = cfg.load_preset("cpu-keys")
+    again = cfg.TrainConfig.from_yaml(c.to_yaml())
+    assert again == c and again.to_yaml() == c.to_yaml()
+
+
+def test_validation_lists_every_problem_once():
+    with pytest.raises(ConfigError) as info:
+        cfg.TrainConfig(max_length=10, overflow="cut", lora_targets=[], global_batch_size=3,
+                        per_device_batch_size=2, data=[]).validate()  # fmt: skip
+    problems = info.value.problems
+    assert len(problems) == 5
+    assert any("max_length" in p for p in problems) and any(
+        "no training data" in p for p in problems
+    )
+
+
+def test_unknown_keys_suggest_the_right_one():
+    with pytest.raises(ConfigError, match="did you mean 'learning_rate'"):
+        cfg.TrainConfig.from_yaml("learning_rte: 0.1\n")
+
+
+def test_form_values_are_coerced_to_declared_types():
+    c = cfg.TrainConfig(max_length=2048.0, lora_r="16", gradient_checkpointing="false",
+                        data=[{"procedural": "keys", "n": 3.0, "length": 100.0}])  # fmt: skip
+    assert c.max_length == 2048 and isinstance(c.max_length, int)
+    assert c.lora_r == 16 and c.gradient_checkpointing is False and c.data[0].n == 3
+
+
+def test_labelled_positions_select_exactly_the_predicting_rows():
+    labels = torch.tensor([[IGNORE, IGNORE, IGNORE, 7, 8, IGNORE, 9]])
+    positions, targets = labelled_positions(labels)
+    # Position p predicts token p + 1: labels at 3, 4, 6 are predicted from rows 2, 3, 5.
+    assert positions.tolist() == [2, 3, 5]
+    assert targets.tolist() == [[7, 8, 9]]
+
+
+def test_collator_pads_labels_with_ignore():
+    batch = Collator(pad_id=0)([{"input_ids": [5, 6, 7], "labels": [IGNORE, 6, 7]},
+                                {"input_ids": [5], "labels": [IGNORE]}])  # fmt: skip
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [5, 0, 0]]
+    assert batch["labels"].tolist() == [[IGNORE, 6, 7], [IGNORE, IGNORE, IGNORE]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_fit_estimate_scales_with_length_and_gives_the_fix():
+    from transformers import LlamaConfig
+
+    llama8b = LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                          num_attention_heads=32, num_key_value_heads=8, vocab_size=128256)  # fmt: skip
+    paper = cfg.load_preset("paper")
+    a800 = ("A800", 80 * fit.GB)
+    est = fit.estimate(paper, llama8b, labelled_tokens=1024, device=a800)
+    assert est.verdict in ("fits", "tight") and "4-bit" in est.summary()
+    paper.max_length = 400_000
+    too_long = fit.estimate(paper, llama8b, labelled_tokens=1024, device=a800)
+    assert too_long.verdict == "too big" and "lower max_length" in too_long.summary()
+    assert too_long.total > est.total

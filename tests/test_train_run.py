@@ -1,0 +1,163 @@
+"""Training runs end to end: the CLI, run folders, labels, stop / kill / resume, export.
+
+A 2-layer random Llama with the embedded tokenizer keeps these fast; one test trains the
+shipped CPU preset on the real embedded model and checks that the loss falls.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from core.errors import LongCtxError
+from core.train import runs
+from core.train.config import DataSource, TrainConfig, load_preset
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tiny_config(model_dir: Path, **overrides) -> TrainConfig:
+    base = dict(name="tiny", model=str(model_dir), quantization="none", engine="transformers",
+                rope_theta=40000.0, max_length=512, precision="fp32", learning_rate=1e-3,
+                global_batch_size=1, max_steps=6, save_steps=3, logging_steps=1,
+                data=[DataSource(procedural="keys", n=24, length=300)])  # fmt: skip
+    return TrainConfig(**{**base, **overrides}).validate()
+
+
+def _cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "core.cli", *args], cwd=ROOT, text=True,
+                          capture_output=True, timeout=timeout, env=os.environ.copy())  # fmt: skip
+
+
+def _wait_for(predicate, timeout: float = 120, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs.reap_children()
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_cli_run_writes_the_run_folder_and_a_paper_shaped_adapter(tiny_llama_dir, tmp_path):
+    config_file = tmp_path / "tiny.yaml"
+    config_file.write_text(tiny_config(tiny_llama_dir).to_yaml())
+    result = _cli("train", str(config_file))
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = Path(result.stdout.split("run ")[1].split(": ")[1].splitlines()[0])
+    for name in ("config.yaml", "status.json", "metrics.jsonl", "log.txt", "adapter"):
+        assert (run_dir / name).exists(), name
+    assert TrainConfig.from_yaml(run_dir / "config.yaml") == tiny_config(tiny_llama_dir)
+    status = runs.read_status(run_dir)
+    assert status["state"] == "completed" and status["step"] == 6
+    metrics = runs.read_metrics(run_dir)
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4, 5, 6]
+    for key in ("loss", "lr", "grad_norm", "tokens_per_s", "mem_bytes", "peak_mem_bytes", "eta_s"):
+        assert all(m.get(key) is not None for m in metrics), key
+    assert metrics[0]["lr"] == pytest.approx(1e-3) and metrics[-1]["lr"] < metrics[0]["lr"]
+
+    adapter = run_dir / "adapter"
+    lora = json.loads((adapter / "adapter_config.json").read_text())
+    assert (lora["r"], lora["lora_alpha"], lora["lora_dropout"]) == (32, 16, 0.0)
+    assert sorted(lora["target_modules"]) == ["k_proj", "o_proj", "q_proj", "v_proj"]
+    assert {m.split(".")[-1] for m in lora["modules_to_save"]} == {"embed_tokens"}
+    meta = json.loads((adapter / "longctx.json").read_text())
+    assert meta["rope_theta"] == 40000.0 and meta["overrides"]["rope_theta"]["from"] == 10000.0
+    weights = load_file(adapter / "adapter_model.safetensors")
+    lora_b = [t for k, t in weights.items() if "lora_B" in k]
+    assert lora_b and all(t.abs().sum() > 0 for t in lora_b)  # B starts at zero: it trained
+    assert any("embed_tokens" in k for k in weights)
+    assert not any("mlp" in k or "norm" in k for k in weights)  # frozen base stays out
+
+
+def test_adapter_loads_with_its_rope_and_exports_merged(tiny_llama_dir, tmp_path):
+    from core import models
+    from core.train import export
+
+    config_file = tmp_path / "tiny.yaml"
+    config_file.write_text(tiny_config(tiny_llama_dir, max_steps=2, save_steps=10).to_yaml())
+    assert _cli("train", str(config_file)).returncode == 0
+    run = runs.list_runs()[0]
+    loaded = models.load_model(models.ModelSpec(name=str(run.path / "adapter")))
+    assert loaded.rope_theta == 40000.0 and loaded.adapter
+    merged_dir = export.merge(run.path / "adapter", tmp_path / "merged")
+    merged_cfg = json.loads((merged_dir / "config.json").read_text())
+    assert merged_cfg["rope_parameters"]["rope_theta"] == 40000.0
+    card = (merged_dir / "README.md").read_text()
+    assert "r=32, alpha=16" in card and "10000.0 -> 40000.0" in card
+    base = load_file(tiny_llama_dir / "model.safetensors")
+    merged = load_file(merged_dir / "model.safetensors")
+    key = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(base[key], merged[key])  # LoRA folded in
+    mlp = "model.layers.0.mlp.up_proj.weight"
+    assert torch.equal(base[mlp], merged[mlp])  # untouched by training
+
+
+def test_killed_run_is_interrupted_and_resumes_from_its_checkpoint(tiny_llama_dir):
+    config = tiny_config(tiny_llama_dir, name="killme", max_steps=400, save_steps=5)
+    run_dir = runs.launch(config)
+    _wait_for(lambda: runs.last_checkpoint(run_dir), what="a first checkpoint")
+    status = runs.read_status(run_dir)
+    os.killpg(status["pid"], signal.SIGKILL)
+    state = _wait_for(lambda: runs.read_status(run_dir)["state"] == "interrupted" and "ok",
+                      what="interrupted state")  # fmt: skip
+    assert state
+    ckpt = runs.last_checkpoint(run_dir)
+    resumed_from = int(ckpt.name.split("-")[1])
+    steps_before = [m["step"] for m in runs.read_metrics(run_dir)]
+    runs.resume(run_dir.name)
+    final = runs.wait(run_dir, timeout=600)
+    assert final["state"] == "completed", runs.tail_log(run_dir)
+    steps_after = [m["step"] for m in runs.read_metrics(run_dir)][len(steps_before) :]
+    # The resumed process picks up after the checkpoint, not from step 1.
+    assert steps_after[0] == resumed_from + 1 and steps_after[-1] == 400
+    state_file = json.loads((runs.last_checkpoint(run_dir) / "trainer_state.json").read_text())
+    assert state_file["global_step"] == 400
+
+
+def test_stop_is_a_clean_checkpoint_and_one_run_per_device(tiny_llama_dir):
+    config = tiny_config(tiny_llama_dir, name="stopme", max_steps=2000, save_steps=1000)
+    run_dir = runs.launch(config)
+    _wait_for(lambda: runs.read_metrics(run_dir), what="first metrics")
+    with pytest.raises(LongCtxError, match="one run per device"):
+        runs.launch(tiny_config(tiny_llama_dir, name="second"))
+    runs.stop(run_dir.name)
+    final = runs.wait(run_dir, timeout=300)
+    assert final["state"] == "stopped"
+    assert runs.last_checkpoint(run_dir) is not None
+    assert (run_dir / "adapter" / "adapter_model.safetensors").exists()
+    assert final["step"] < 2000
+
+
+def test_failures_are_one_line_reasons(tmp_path):
+    config = TrainConfig(
+        name="bad", model="embedded", data=[DataSource(path=str(tmp_path / "none.jsonl"))]
+    )
+    config_file = tmp_path / "bad.yaml"
+    config_file.write_text(config.to_yaml())
+    result = _cli("train", str(config_file))
+    assert result.returncode == 1
+    run = runs.list_runs()[0]
+    assert run.state == "failed" and "none.jsonl" in run.status["reason"]
+    assert "Traceback" not in result.stderr
+
+
+def test_cpu_preset_trains_with_falling_loss():
+    result = _cli("train", str(ROOT / "assets" / "presets" / "cpu-keys.yaml"), timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = runs.list_runs()[0]
+    losses = [m["loss"] for m in runs.read_metrics(run.path)]
+    assert len(losses) == load_preset("cpu-keys").max_steps
+    first, last = sum(losses[:8]) / 8, sum(losses[-8:]) / 8
+    assert last < 0.7 * first, losses

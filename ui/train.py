@@ -1,0 +1,201 @@
+"""Train tab, part 1: the run form (grouped settings, presets), YAML/command preview, fit, launch.
+
+The form is a TrainConfig laid out in groups; every change re-renders the YAML the run will use,
+the exact command, and the memory estimate. Launch writes the YAML into a new run folder and
+starts `longctx train` as a child process (core.train.runs). Part 2 (ui/train_runs.py) watches
+runs.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+import gradio as gr
+
+from core import models
+from core.errors import LongCtxError
+from core.train import config as cfg
+from core.train import fit, plots, runs
+from ui import train_runs
+from ui.common import user_errors
+
+HELP = cfg.field_help()
+FIELDS = [f for f in cfg.TrainConfig.__dataclass_fields__]
+DATA_COLUMNS = ["path", "procedural", "n", "length"]
+
+
+def _help(name: str) -> str | None:
+    return HELP.get(name)
+
+
+def _form(start: cfg.TrainConfig) -> dict[str, gr.components.Component]:
+    """The settings, grouped as a user thinks about them; keys are TrainConfig field names."""
+    c: dict[str, Any] = {}
+    v = dict(zip(FIELDS, form_values(start, FIELDS), strict=True))
+    with gr.Accordion("Model", open=True):
+        c["name"] = gr.Textbox(value=v["name"], label="Run name", info=_help("name"))
+        c["model"] = gr.Dropdown(models.known_models()[:1] + models.known_models()[3:4],
+                                 allow_custom_value=True, value=v["model"], label="Base model", info=_help("model"))  # fmt: skip
+        with gr.Row():
+            c["quantization"] = gr.Radio(
+                ["auto", "4bit", "none"], value=v["quantization"], label="Quantization"
+            )
+            c["engine"] = gr.Radio(list(cfg.ENGINES), value=v["engine"], label="Engine")
+    with gr.Accordion("Data", open=True):
+        c["data"] = gr.Dataframe(headers=DATA_COLUMNS, datatype=["str", "str", "number", "number"],
+                                 column_count=4, interactive=True,
+                                 value=v["data"], label="Sources: a file path, or a procedural task (passkey, keys, "
+                                 "topics) with n samples of length tokens")  # fmt: skip
+    with gr.Accordion("Long context", open=True):
+        with gr.Row():
+            c["rope_theta"] = gr.Number(
+                value=v["rope_theta"], label="RoPE base", info=_help("rope_theta")
+            )
+            c["max_length"] = gr.Number(value=v["max_length"], label="Max length (tokens)", precision=0,
+                                        info=_help("max_length"))  # fmt: skip
+            c["overflow"] = gr.Radio(list(cfg.OVERFLOW), value=v["overflow"], label="Longer samples",
+                                     info=_help("overflow"))  # fmt: skip
+    with gr.Accordion("LoRA", open=False):
+        with gr.Row():
+            c["lora_r"] = gr.Number(value=v["lora_r"], label="r", precision=0)
+            c["lora_alpha"] = gr.Number(value=v["lora_alpha"], label="alpha", precision=0)
+            c["lora_dropout"] = gr.Number(value=v["lora_dropout"], label="dropout")
+        c["lora_targets"] = gr.CheckboxGroup(
+            ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+            value=v["lora_targets"], label="Target modules")  # fmt: skip
+        c["train_embeddings"] = gr.Checkbox(
+            value=v["train_embeddings"],
+            label="Train embeddings fully",
+            info=_help("train_embeddings"),
+        )
+    with gr.Accordion("Optimisation", open=False):
+        with gr.Row():
+            c["learning_rate"] = gr.Number(value=v["learning_rate"], label="Learning rate")
+            c["lr_scheduler"] = gr.Dropdown(
+                list(cfg.SCHEDULERS), value=v["lr_scheduler"], label="Schedule"
+            )
+            c["warmup_steps"] = gr.Number(
+                value=v["warmup_steps"], label="Warmup steps", precision=0
+            )
+            c["weight_decay"] = gr.Number(value=v["weight_decay"], label="Weight decay")
+        with gr.Row():
+            c["global_batch_size"] = gr.Number(value=v["global_batch_size"], label="Global batch", precision=0,
+                                               info=_help("global_batch_size"))  # fmt: skip
+            c["per_device_batch_size"] = gr.Number(
+                value=v["per_device_batch_size"], label="Per-device batch", precision=0
+            )
+            c["epochs"] = gr.Number(value=v["epochs"], label="Epochs")
+            c["max_steps"] = gr.Number(
+                value=v["max_steps"], label="Max steps", precision=0, info=_help("max_steps")
+            )
+            c["seed"] = gr.Number(value=v["seed"], label="Seed", precision=0)
+    with gr.Accordion("Hardware", open=False):
+        with gr.Row():
+            c["precision"] = gr.Radio(list(cfg.PRECISIONS), value=v["precision"], label="Precision")
+            c["num_gpus"] = gr.Number(
+                value=v["num_gpus"], label="GPUs", precision=0, info=_help("num_gpus")
+            )
+        with gr.Row():
+            c["gradient_checkpointing"] = gr.Checkbox(
+                value=v["gradient_checkpointing"], label="Gradient checkpointing"
+            )
+            c["offload_checkpoints"] = gr.Checkbox(
+                value=v["offload_checkpoints"], label="Offload checkpoints to CPU"
+            )
+            c["group_by_length"] = gr.Checkbox(value=v["group_by_length"], label="Group by length")
+        with gr.Row():
+            c["logging_steps"] = gr.Number(value=v["logging_steps"], label="Log every", precision=0)
+            c["save_steps"] = gr.Number(
+                value=v["save_steps"], label="Checkpoint every", precision=0
+            )
+            c["save_total_limit"] = gr.Number(
+                value=v["save_total_limit"], label="Keep checkpoints", precision=0
+            )
+    return c
+
+
+def config_from_form(names: list[str], values: list[Any]) -> cfg.TrainConfig:
+    """Widget values (in `names` order) -> TrainConfig; validation happens in core."""
+    raw = dict(zip(names, values, strict=True))
+    table = raw.pop("data")
+    rows = table.values.tolist() if hasattr(table, "values") else (table or [])
+    raw["data"] = [
+        {k: v for k, v in zip(DATA_COLUMNS, row, strict=False) if v not in (None, "", 0)}
+        for row in rows
+        if any(v not in (None, "", 0) and str(v) != "nan" for v in row)
+    ]
+    return cfg.TrainConfig.from_dict(raw)
+
+
+def form_values(config: cfg.TrainConfig, names: list[str]) -> list[Any]:
+    d = config.to_dict()
+    d["data"] = [[s.get(k, "" if k in ("path", "procedural") else 0) for k in DATA_COLUMNS]
+                 for s in d["data"]] or [["", "", 0, 0]]  # fmt: skip
+    return [d[n] for n in names]
+
+
+def build() -> None:
+    """Lay out the Train tab and wire its events."""
+    presets = cfg.list_presets()
+    first = "cpu-keys" if "cpu-keys" in presets else presets[0]
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3, min_width=420):
+            with gr.Row():
+                preset = gr.Dropdown(presets, value=first, label="Preset", scale=3)
+                load = gr.Button("Load preset", scale=1)
+            preset_note = gr.Markdown(cfg.preset_header(first), elem_classes="preset-note")
+            start_config = cfg.load_preset(first)
+            form = _form(start_config)
+        names = list(form)
+        first_view = preview(names, *form_values(start_config, names))
+        with gr.Column(scale=2, min_width=380):
+            verdict = gr.Markdown(first_view[0], elem_id="fit-verdict")
+            fit_plot = gr.Plot(first_view[1], label="Estimated peak memory")
+            command = gr.Textbox(first_view[2], label="Command the app runs", interactive=False,
+                                 elem_id="train-command")  # fmt: skip
+            yaml_box = gr.Code(first_view[3], language="yaml", label="config.yaml",
+                               interactive=False, max_lines=30)  # fmt: skip
+            launch = gr.Button("Launch", variant="primary", elem_id="train-launch")
+            launched = gr.Markdown()
+    gr.Markdown("### Runs")
+    monitor = train_runs.build()
+
+    inputs = [form[n] for n in names]
+
+    def apply_preset(name):
+        return [cfg.preset_header(name), *form_values(cfg.load_preset(name), names)]
+
+    load.click(user_errors(apply_preset), preset, [preset_note, *inputs])
+
+    outputs = [verdict, fit_plot, command, yaml_box]
+    for comp in inputs:
+        comp.change(lambda *vals: preview(names, *vals), inputs, outputs, show_progress="hidden",
+                    trigger_mode="always_last")  # fmt: skip
+
+    @user_errors
+    def start(*values):
+        config = config_from_form(names, list(values)).validate()
+        run_dir = runs.launch(config)
+        return f"Started run **{run_dir.name}**.", *train_runs.select(run_dir.name)
+
+    launch.click(start, inputs, [launched, *monitor.select_outputs])
+
+
+def preview(names: list[str], *values: Any) -> tuple[str, Any, str, str]:
+    """Verdict, memory figure, command and YAML for the form as it stands."""
+    try:
+        config = config_from_form(names, list(values)).validate()
+    except LongCtxError as exc:  # shown in place of the preview, not as a toast per keystroke
+        return f"**Not ready:** {exc}", None, "", ""
+    try:
+        est = fit.estimate(config)
+        verdict = f"{_ICONS.get(est.verdict, '')} **{est.summary()}**"
+        figure = plots.fit_figure(est)
+    except LongCtxError as exc:
+        verdict, figure = f"**Cannot estimate memory:** {exc}", None
+    cmd = runs.command_for(runs.runs_dir() / "<run-id>", config)
+    return verdict, figure, shlex.join(cmd), config.to_yaml()
+
+
+_ICONS = {"fits": "✅", "tight": "⚠️", "too big": "⛔"}

@@ -1,0 +1,156 @@
+"""Train tab, part 2: the runs — list, live charts, log tail, stop / resume, export, overlay.
+
+Everything shown is read from the run folders on every tick of a `gr.Timer`, so the view comes
+back unchanged after a page refresh or an app restart.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+
+import gradio as gr
+
+from core.train import export, plots, runs
+from ui.common import user_errors
+
+_BADGE = {"running": "#2563eb", "starting": "#2563eb", "stopping": "#d97706",
+          "completed": "#059669", "stopped": "#6b7280", "failed": "#dc2626",
+          "interrupted": "#dc2626", "created": "#6b7280"}  # fmt: skip
+
+
+@dataclass
+class RunsMonitor:
+    run: gr.Dropdown
+    status: gr.HTML
+    chart: gr.Plot
+    log: gr.Textbox
+
+    @property
+    def select_outputs(self) -> list:
+        return [self.run, self.status, self.chart, self.log]
+
+
+def _choices() -> list[tuple[str, str]]:
+    return [(f"{r.id} — {r.state}", r.id) for r in runs.list_runs()]
+
+
+def status_html(run_id: str | None) -> str:
+    if not run_id:
+        return "<p>No run selected. Launch one above, or pick one from the list.</p>"
+    status = runs.read_status(runs.run_path(run_id))
+    state = str(status.get("state", "unknown"))
+    step, total = int(status.get("step") or 0), int(status.get("max_steps") or 0)
+    pct = 100 * step / total if total else 0
+    eta = status.get("eta_s")
+    eta_text = f" · ETA {_duration(eta)}" if eta and state == "running" else ""
+    loss = status.get("loss")
+    reason = status.get("reason")
+    return (
+        f'<div class="run-status"><span class="run-badge" style="background:{_BADGE.get(state, "#6b7280")}">'
+        f"{html.escape(state)}</span> <b>{html.escape(run_id)}</b> · step {step}/{total or '?'}"
+        + (f" · loss {loss:.4f}" if isinstance(loss, float) else "") + eta_text
+        + f'<div class="run-progress"><div style="width:{pct:.1f}%"></div></div>'
+        + (f'<p class="run-reason">{html.escape(str(reason))}</p>' if reason else "")
+        + (f"<p>Adapter: <code>{html.escape(status['adapter'])}</code></p>" if status.get("adapter") else "")
+        + "</div>"
+    )  # fmt: skip
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return (
+        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+        if seconds >= 3600
+        else f"{seconds // 60}m{seconds % 60:02d}s"
+    )
+
+
+def select(run_id: str | None) -> list:
+    """Updates for (run dropdown, status, chart, log) showing `run_id`."""
+    runs.reap_children()
+    choices = _choices()
+    if run_id is None and choices:
+        run_id = choices[0][1]
+    if not run_id:
+        return [gr.update(choices=choices, value=None), status_html(None), None, ""]
+    run_dir = runs.run_path(run_id)
+    figure = plots.run_figure(runs.read_metrics(run_dir), title=run_id)
+    return [gr.update(choices=choices, value=run_id), status_html(run_id), figure,
+            runs.tail_log(run_dir)]  # fmt: skip
+
+
+def build() -> RunsMonitor:
+    """Lay out the runs panel (inside the Train tab) and wire it."""
+    with gr.Row():
+        run = gr.Dropdown(_choices(), label="Run", scale=4, elem_id="run-select")
+        refresh = gr.Button("Refresh", scale=1)
+        stop = gr.Button("Stop", variant="stop", scale=1, elem_id="run-stop")
+        resume = gr.Button("Resume", scale=1, elem_id="run-resume")
+    status = gr.HTML(status_html(None), elem_id="run-status")
+    chart = gr.Plot(label="Live metrics", elem_id="run-chart")
+    with gr.Accordion("Log", open=False):
+        log = gr.Textbox(
+            lines=14, max_lines=14, show_label=False, elem_id="run-log", autoscroll=True
+        )
+    with gr.Accordion("Export", open=False):
+        with gr.Row():
+            merge = gr.Checkbox(label="Merge into the base (saved with the new RoPE base)")
+            repo = gr.Textbox(label="Push to Hub repo (optional)", placeholder="user/model-80k")
+            token = gr.Textbox(label="Hub token", type="password", placeholder="empty: $HF_TOKEN")
+        export_btn = gr.Button("Export")
+        export_out = gr.Markdown()
+    with gr.Accordion("Compare runs", open=False):
+        pick = gr.CheckboxGroup([c[1] for c in _choices()], label="Runs to overlay")
+        overlay = gr.Plot()
+    monitor = RunsMonitor(run, status, chart, log)
+    timer = gr.Timer(2.0)
+
+    outputs = monitor.select_outputs
+    timer.tick(user_errors(select), run, outputs, show_progress="hidden")
+    refresh.click(user_errors(select), run, outputs)
+    run.input(user_errors(select), run, outputs, show_progress="hidden")
+
+    @user_errors
+    def do_stop(run_id):
+        if not run_id:
+            raise gr.Error("Pick a run first.")
+        runs.stop(run_id)
+        return select(run_id)
+
+    @user_errors
+    def do_resume(run_id):
+        if not run_id:
+            raise gr.Error("Pick a run first.")
+        runs.resume(run_id)
+        return select(run_id)
+
+    stop.click(do_stop, run, outputs)
+    resume.click(do_resume, run, outputs)
+
+    @user_errors
+    def do_export(run_id, merge_, repo_, token_, progress=gr.Progress()):
+        if not run_id:
+            raise gr.Error("Pick a run first.")
+        adapter = export.find_adapter(run_id)
+        target, lines = adapter, []
+        if merge_:
+            progress(0.1, desc="merging")
+            target = export.merge(adapter, adapter.parent / "merged")
+            lines.append(f"Merged model: `{target}`")
+        if repo_:
+            progress(0.6, desc="uploading")
+            lines.append(f"Pushed: {export.push(target, repo_, token=token_ or None)}")
+        if not lines:
+            lines.append(f"Adapter: `{adapter}` (tick Merge or give a repo to do more)")
+        return "\n\n".join(lines)
+
+    export_btn.click(do_export, [run, merge, repo, token], export_out)
+
+    def do_overlay(ids):
+        return plots.overlay_figure({i: runs.read_metrics(runs.run_path(i)) for i in ids or []})
+
+    pick.change(do_overlay, pick, overlay)
+    # New runs join the overlay list whenever the list is refreshed.
+    refresh.click(lambda: gr.update(choices=[c[1] for c in _choices()]), None, pick)
+    return monitor
