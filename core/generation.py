@@ -174,7 +174,9 @@ def stream_chat(
     shown = ""
     finish = "length"
     hit_stop_string = False
-    with loaded.lock, torch.inference_mode():
+    # The lock spans the whole reply, but inference mode is entered per forward: a consumer such
+    # as gradio resumes this generator on different threads, and grad mode is per thread.
+    with loaded.lock:
         model = loaded.model
         device = next(model.parameters()).device
         from transformers import DynamicCache
@@ -185,7 +187,8 @@ def stream_chat(
             if cancel is not None and cancel.is_set():
                 finish = "cancelled"
                 break
-            result = model(input_ids=step_input, cache=past, use_cache=True, logits_to_keep=1)
+            with torch.inference_mode():
+                result = model(input_ids=step_input, cache=past, use_cache=True, logits_to_keep=1)
             token = _sample(result.logits[0, -1].to("cpu"), params, generator)
             if token in stops:
                 finish = "stop"

@@ -78,3 +78,19 @@ def test_bad_params_are_refused_together():
 )
 def test_partial_stop_strings_are_held_back(text, stops, expected):
     assert _safe_prefix_len(text, stops) == expected
+
+
+def test_a_stream_can_be_resumed_from_other_threads(embedded):
+    """gradio pulls each chunk of a streaming callback on whichever worker thread is free."""
+    stream = stream_chat(embedded, QUESTION, SamplingParams(temperature=0, max_tokens=12))
+    chunks: list = []
+
+    def pull() -> None:
+        chunks.append(next(stream, None))
+
+    while not chunks or chunks[-1] is not None:
+        worker = threading.Thread(target=pull)  # a fresh thread for every chunk
+        worker.start()
+        worker.join()
+    chunks.pop()
+    assert "Paris" in "".join(c.text for c in chunks)

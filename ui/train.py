@@ -34,83 +34,143 @@ def _form(start: cfg.TrainConfig) -> dict[str, gr.components.Component]:
     c: dict[str, Any] = {}
     v = dict(zip(FIELDS, form_values(start, FIELDS), strict=True))
     with gr.Accordion("Model", open=True):
-        c["name"] = gr.Textbox(value=v["name"], label="Run name", info=_help("name"))
+        c["name"] = gr.Textbox(
+            value=v["name"], elem_id="train-name", label="Run name", info=_help("name")
+        )
         c["model"] = gr.Dropdown(models.known_models()[:1] + models.known_models()[3:4],
-                                 allow_custom_value=True, value=v["model"], label="Base model", info=_help("model"))  # fmt: skip
+                                 allow_custom_value=True, value=v["model"], elem_id="train-model", label="Base model", info=_help("model"))  # fmt: skip
         with gr.Row():
             c["quantization"] = gr.Radio(
-                ["auto", "4bit", "none"], value=v["quantization"], label="Quantization"
+                ["auto", "4bit", "none"],
+                value=v["quantization"],
+                elem_id="train-quantization",
+                label="Quantization",
             )
-            c["engine"] = gr.Radio(list(cfg.ENGINES), value=v["engine"], label="Engine")
+            c["engine"] = gr.Radio(
+                list(cfg.ENGINES), value=v["engine"], elem_id="train-engine", label="Engine"
+            )
     with gr.Accordion("Data", open=True):
         c["data"] = gr.Dataframe(headers=DATA_COLUMNS, datatype=["str", "str", "number", "number"],
                                  column_count=4, interactive=True,
-                                 value=v["data"], label="Sources: a file path, or a procedural task (passkey, keys, "
+                                 value=v["data"], elem_id="train-data", label="Sources: a file path, or a procedural task (passkey, keys, "
                                  "topics) with n samples of length tokens")  # fmt: skip
     with gr.Accordion("Long context", open=True):
         with gr.Row():
             c["rope_theta"] = gr.Number(
-                value=v["rope_theta"], label="RoPE base", info=_help("rope_theta")
+                value=v["rope_theta"],
+                elem_id="train-rope_theta",
+                label="RoPE base",
+                info=_help("rope_theta"),
             )
-            c["max_length"] = gr.Number(value=v["max_length"], label="Max length (tokens)", precision=0,
+            c["max_length"] = gr.Number(value=v["max_length"], elem_id="train-max_length", label="Max length (tokens)", precision=0,
                                         info=_help("max_length"))  # fmt: skip
-            c["overflow"] = gr.Radio(list(cfg.OVERFLOW), value=v["overflow"], label="Longer samples",
+            c["overflow"] = gr.Radio(list(cfg.OVERFLOW), value=v["overflow"], elem_id="train-overflow", label="Longer samples",
                                      info=_help("overflow"))  # fmt: skip
     with gr.Accordion("LoRA", open=False):
         with gr.Row():
-            c["lora_r"] = gr.Number(value=v["lora_r"], label="r", precision=0)
-            c["lora_alpha"] = gr.Number(value=v["lora_alpha"], label="alpha", precision=0)
-            c["lora_dropout"] = gr.Number(value=v["lora_dropout"], label="dropout")
+            c["lora_r"] = gr.Number(
+                value=v["lora_r"], elem_id="train-lora_r", label="r", precision=0
+            )
+            c["lora_alpha"] = gr.Number(
+                value=v["lora_alpha"], elem_id="train-lora_alpha", label="alpha", precision=0
+            )
+            c["lora_dropout"] = gr.Number(
+                value=v["lora_dropout"], elem_id="train-lora_dropout", label="dropout"
+            )
         c["lora_targets"] = gr.CheckboxGroup(
             ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-            value=v["lora_targets"], label="Target modules")  # fmt: skip
+            value=v["lora_targets"], elem_id="train-lora_targets", label="Target modules")  # fmt: skip
         c["train_embeddings"] = gr.Checkbox(
             value=v["train_embeddings"],
+            elem_id="train-train_embeddings",
             label="Train embeddings fully",
             info=_help("train_embeddings"),
         )
     with gr.Accordion("Optimisation", open=False):
         with gr.Row():
-            c["learning_rate"] = gr.Number(value=v["learning_rate"], label="Learning rate")
+            c["learning_rate"] = gr.Number(
+                value=v["learning_rate"], elem_id="train-learning_rate", label="Learning rate"
+            )
             c["lr_scheduler"] = gr.Dropdown(
-                list(cfg.SCHEDULERS), value=v["lr_scheduler"], label="Schedule"
+                list(cfg.SCHEDULERS),
+                value=v["lr_scheduler"],
+                elem_id="train-lr_scheduler",
+                label="Schedule",
             )
             c["warmup_steps"] = gr.Number(
-                value=v["warmup_steps"], label="Warmup steps", precision=0
+                value=v["warmup_steps"],
+                elem_id="train-warmup_steps",
+                label="Warmup steps",
+                precision=0,
             )
-            c["weight_decay"] = gr.Number(value=v["weight_decay"], label="Weight decay")
+            c["weight_decay"] = gr.Number(
+                value=v["weight_decay"], elem_id="train-weight_decay", label="Weight decay"
+            )
         with gr.Row():
-            c["global_batch_size"] = gr.Number(value=v["global_batch_size"], label="Global batch", precision=0,
+            c["global_batch_size"] = gr.Number(value=v["global_batch_size"], elem_id="train-global_batch_size", label="Global batch", precision=0,
                                                info=_help("global_batch_size"))  # fmt: skip
             c["per_device_batch_size"] = gr.Number(
-                value=v["per_device_batch_size"], label="Per-device batch", precision=0
+                value=v["per_device_batch_size"],
+                elem_id="train-per_device_batch_size",
+                label="Per-device batch",
+                precision=0,
             )
-            c["epochs"] = gr.Number(value=v["epochs"], label="Epochs")
+            c["epochs"] = gr.Number(value=v["epochs"], elem_id="train-epochs", label="Epochs")
             c["max_steps"] = gr.Number(
-                value=v["max_steps"], label="Max steps", precision=0, info=_help("max_steps")
+                value=v["max_steps"],
+                elem_id="train-max_steps",
+                label="Max steps",
+                precision=0,
+                info=_help("max_steps"),
             )
-            c["seed"] = gr.Number(value=v["seed"], label="Seed", precision=0)
+            c["seed"] = gr.Number(value=v["seed"], elem_id="train-seed", label="Seed", precision=0)
     with gr.Accordion("Hardware", open=False):
         with gr.Row():
-            c["precision"] = gr.Radio(list(cfg.PRECISIONS), value=v["precision"], label="Precision")
+            c["precision"] = gr.Radio(
+                list(cfg.PRECISIONS),
+                value=v["precision"],
+                elem_id="train-precision",
+                label="Precision",
+            )
             c["num_gpus"] = gr.Number(
-                value=v["num_gpus"], label="GPUs", precision=0, info=_help("num_gpus")
+                value=v["num_gpus"],
+                elem_id="train-num_gpus",
+                label="GPUs",
+                precision=0,
+                info=_help("num_gpus"),
             )
         with gr.Row():
             c["gradient_checkpointing"] = gr.Checkbox(
-                value=v["gradient_checkpointing"], label="Gradient checkpointing"
+                value=v["gradient_checkpointing"],
+                elem_id="train-gradient_checkpointing",
+                label="Gradient checkpointing",
             )
             c["offload_checkpoints"] = gr.Checkbox(
-                value=v["offload_checkpoints"], label="Offload checkpoints to CPU"
+                value=v["offload_checkpoints"],
+                elem_id="train-offload_checkpoints",
+                label="Offload checkpoints to CPU",
             )
-            c["group_by_length"] = gr.Checkbox(value=v["group_by_length"], label="Group by length")
+            c["group_by_length"] = gr.Checkbox(
+                value=v["group_by_length"], elem_id="train-group_by_length", label="Group by length"
+            )
         with gr.Row():
-            c["logging_steps"] = gr.Number(value=v["logging_steps"], label="Log every", precision=0)
+            c["logging_steps"] = gr.Number(
+                value=v["logging_steps"],
+                elem_id="train-logging_steps",
+                label="Log every",
+                precision=0,
+            )
             c["save_steps"] = gr.Number(
-                value=v["save_steps"], label="Checkpoint every", precision=0
+                value=v["save_steps"],
+                elem_id="train-save_steps",
+                label="Checkpoint every",
+                precision=0,
             )
             c["save_total_limit"] = gr.Number(
-                value=v["save_total_limit"], label="Keep checkpoints", precision=0
+                value=v["save_total_limit"],
+                elem_id="train-save_total_limit",
+                label="Keep checkpoints",
+                precision=0,
             )
     return c
 
