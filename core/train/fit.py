@@ -110,6 +110,10 @@ def estimate(
         config.quantization == "auto" and on_gpu and d["hidden"] ** 2 * d["layers"] * 12 > 3e9
     )
     act = 2 if (on_gpu and config.precision != "fp32") else 4
+    # peft's prepare_model_for_kbit_training upcasts the unquantized parameters (embeddings,
+    # norms, lm_head) to fp32, so a 4-bit model carries an fp32 residual stream: the saved
+    # layer inputs are fp32 too (measured: bench/bench_train_gpu.py, BENCHMARKS.md).
+    residual = 4 if quantized else act
     seq = config.max_length * config.per_device_batch_size
     labelled = labelled_tokens or min(4096, max(1, config.max_length // 8))
 
@@ -117,7 +121,7 @@ def estimate(
     block = d["layers"] * (d["hidden"] * (d["q"] + 2 * d["kv"]) + d["q"] * d["hidden"]
                            + 3 * d["hidden"] * d["inter"])  # fmt: skip
     head = 0 if d["tied"] else embed
-    weight_bytes = block * (0.5 + 0.03 if quantized else act) + (embed + head) * act
+    weight_bytes = block * (0.5 + 0.03 if quantized else act) + (embed + head) * residual
     lora = _lora_params(d, list(config.lora_targets), config.lora_r)
     parts = {
         "base weights" + (" (4-bit)" if quantized else ""): weight_bytes,
@@ -126,12 +130,12 @@ def estimate(
     if config.train_embeddings:
         parts["trained embeddings + Adam"] = embed * (act + act + _ADAM)
     boundaries = d["layers"] if config.gradient_checkpointing else d["layers"] * 12
-    stored = seq * d["hidden"] * act * boundaries
+    stored = seq * d["hidden"] * residual * boundaries
     parts["checkpointed activations" + (" (on CPU)" if config.offload_checkpoints else "")] = (
         0 if (config.offload_checkpoints and on_gpu) else stored
     )
     # One layer recomputed and differentiated: projections, MLP intermediates, their grads.
-    per_layer = seq * act * (4 * d["hidden"] + d["q"] + 2 * d["kv"] + 4 * d["inter"]) * 2
+    per_layer = seq * (4 * d["hidden"] * residual + (d["q"] + 2 * d["kv"] + 4 * d["inter"]) * act) * 2
     parts["largest layer working set"] = per_layer
     parts["labelled logits (fp32)"] = labelled * config.per_device_batch_size * d["vocab"] * 4 * 3
     parts["runtime overhead"] = (1.0 if on_gpu else 0.6) * GB
