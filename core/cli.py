@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "core.evals.cli",
     "core.train.cli",
     "core.data.cli",
+    "core.synth.cli",
 ]
 
 

@@ -70,6 +70,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _push_args(u, repo_flag=False)
     u.set_defaults(func=_push)
 
+    # `longctx data make passkey|keys|topics`: procedural sets, built by the synth package.
+    from core.synth.cli import add_make_parser
+
+    add_make_parser(sub)
+
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="embedded", help="whose tokenizer and chat template")

@@ -167,6 +167,8 @@ def make(
         raise ConfigError(f"unknown procedural task {task!r}; choose from {', '.join(TASKS)}")
     if n < 1 or length < 32:
         raise ConfigError("procedural tasks need n >= 1 and length >= 32 tokens")
+    if depths and any(not 0 <= d <= 100 for d in depths):
+        raise ConfigError(f"depths are percentages from 0 (start) to 100 (end), got {depths}")
     rng = random.Random(seed)
     sizer = _Sizer(tokenizer, {})
     samples = []
