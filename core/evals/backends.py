@@ -1,0 +1,440 @@
+"""What answers the evaluation prompts: a local model, or any OpenAI-compatible endpoint.
+
+Both backends take prompts one at a time from an iterator and yield `(prompt, Reply)` as each
+answer is complete, so cells can be recorded (and drawn) as they finish.
+
+The local backend is built for grids whose prompts share long prefixes (a haystack up to the
+needle, a conversation up to its last topic). It keeps one running KV cache: for the next prompt
+it crops the cache back to the longest common token prefix with what the cache already holds and
+feeds only the rest, so the tasks hand prompts over in an order where neighbours share the most
+(NIAH: deepest needle first). Greedy decoding then verifies up to `lookup_tokens` tokens per
+forward pass drafted from the prompt itself (prompt-lookup decoding: a retrieval answer mostly
+copies the needle); a draft token is kept only where it equals the model's own argmax, so the
+answer is the plain greedy answer. Where the model's cache cannot be cropped (sliding-window
+layers), both tricks switch off and every prompt is computed from scratch.
+
+This module knows nothing about haystacks, scoring or result folders.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.errors import ConfigError, LongCtxError
+from core.models import LoadedModel, ModelSpec
+
+
+class Cancelled(LongCtxError):
+    """The cancel event was set; the current prompt was abandoned."""
+
+    def __init__(self) -> None:
+        super().__init__("evaluation cancelled")
+
+
+@dataclass
+class Prompt:
+    """One evaluation prompt, both as exact token ids and as chat messages."""
+
+    key: str
+    """Unique within an evaluation (`L2000-D50`); names the cell in cells.jsonl."""
+    ids: list[int]
+    """Token ids with the chat template applied, as the local backend feeds them."""
+    messages: list[dict[str, str]]
+    """The same prompt as OpenAI-style messages, for endpoints (they apply their own template)."""
+    info: dict[str, Any] = field(default_factory=dict)
+    """Cell fields known before answering (length, depth, expected answer, ...)."""
+
+
+@dataclass
+class Reply:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+    reused_tokens: int = 0
+    """Prompt tokens whose KV came from the cache instead of being computed (local only)."""
+
+
+@dataclass
+class Endpoint:
+    """An OpenAI-compatible chat endpoint (vLLM, TGI, llama.cpp, `longctx serve`, OpenAI)."""
+
+    base_url: str
+    """Up to and including `/v1`, e.g. http://127.0.0.1:8000/v1."""
+    model: str
+    """The model name the server knows."""
+    api_key: str | None = None
+    """Sent as a bearer token; never written to disk. Falls back to $OPENAI_API_KEY."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        self.base_url = (self.base_url or "").strip().rstrip("/")
+        self.model = (self.model or "").strip()
+        if not self.base_url.startswith(("http://", "https://")):
+            problems.append(
+                f"endpoint URL must start with http:// or https://, got {self.base_url!r}"
+            )
+        if not self.model:
+            problems.append("endpoint model name is empty; give the name the server serves")
+        if problems:
+            raise ConfigError(problems)
+
+    def public(self) -> dict[str, Any]:
+        """What may be saved: everything but the key."""
+        return {"base_url": self.base_url, "model": self.model}
+
+    def client(self, timeout: float = 600.0) -> Any:
+        import os
+
+        from openai import OpenAI
+
+        key = self.api_key or os.environ.get("OPENAI_API_KEY") or "none"
+        return OpenAI(base_url=self.base_url, api_key=key, timeout=timeout, max_retries=2)
+
+
+@dataclass
+class Target:
+    """The model under evaluation: a local `ModelSpec`, or an endpoint plus a tokenizer."""
+
+    model: ModelSpec | None = None
+    """Load this model locally (base, base + adapter, RoPE override)."""
+    endpoint: Endpoint | None = None
+    """Or ask this endpoint."""
+    tokenizer: str | None = None
+    """Endpoint only: the model name whose tokenizer measures prompt lengths (a Hub id, a folder
+    or `embedded`). Default: the endpoint's model name."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, dict):
+            self.model = ModelSpec(**self.model)
+        if isinstance(self.endpoint, dict):
+            self.endpoint = Endpoint(**self.endpoint)
+        if (self.model is None) == (self.endpoint is None):
+            raise ConfigError("give either a local model or an endpoint to evaluate, not both")
+
+    @property
+    def label(self) -> str:
+        if self.endpoint is not None:
+            return f"{self.endpoint.model} @ {self.endpoint.base_url}"
+        assert self.model is not None
+        label = self.model.name + (f" + {self.model.adapter}" if self.model.adapter else "")
+        return label + (f" (rope_theta={self.model.rope_theta:g})" if self.model.rope_theta else "")
+
+    def public(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return {
+            "model": asdict(self.model) if self.model else None,
+            "endpoint": self.endpoint.public() if self.endpoint else None,
+            "tokenizer": self.tokenizer,
+        }
+
+
+def open_backend(target: Target, *, models: Any = None) -> LocalBackend | EndpointBackend:
+    """Load (or reuse from `models`, a `core.models.ModelCache`) what `target` names."""
+    if target.endpoint is not None:
+        from core.models import load_tokenizer
+
+        name = target.tokenizer or target.endpoint.model
+        try:
+            tokenizer = load_tokenizer(name)
+        except LongCtxError as exc:
+            raise LongCtxError(
+                f"cannot load a tokenizer for {name!r} to measure prompt lengths ({exc}); "
+                "name one with --tokenizer (a Hub id, a folder, or 'embedded' for rough lengths)"
+            ) from exc
+        return EndpointBackend(target.endpoint, tokenizer)
+    from core.models import default_cache
+
+    assert target.model is not None
+    return LocalBackend((models or default_cache).get(target.model))
+
+
+# ---------------------------------------------------------------------------------------------
+# Local backend.
+
+
+class LocalBackend:
+    """Greedy answers from a loaded model, reusing the KV cache across prompts."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        *,
+        reuse_prefix: bool = True,
+        lookup_tokens: int = 32,
+        prefill_chunk: int = 8192,
+    ):
+        """
+        Args:
+            loaded: the model.
+            reuse_prefix: keep one KV cache across prompts and reuse common prefixes.
+            lookup_tokens: most draft tokens verified per decoding step (0: one token a step).
+            prefill_chunk: feed long prompts in pieces of this many tokens, bounding the
+                activation memory of a forward pass at long context.
+        """
+        from core.generation import eos_ids
+
+        self.loaded = loaded
+        self.tokenizer = loaded.tokenizer
+        self.reuse_prefix = reuse_prefix
+        self.lookup_tokens = lookup_tokens
+        self.prefill_chunk = prefill_chunk
+        self.eos = eos_ids(loaded)
+        self._cache: Any = None
+        self._cached: list[int] = []  # the tokens whose KV the cache holds, in order
+        self.stats = {"prompt_tokens": 0, "computed_tokens": 0, "forward_passes": 0}
+
+    @property
+    def window(self) -> int | None:
+        return self.loaded.window or None
+
+    @property
+    def label(self) -> str:
+        return self.loaded.label
+
+    def answers(
+        self,
+        prompts: Iterable[Prompt],
+        max_new_tokens: int,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[tuple[Prompt, Reply]]:
+        """Answer each prompt greedily, in the given order.
+
+        Raises:
+            Cancelled: `cancel` was set; the prompt being answered is dropped.
+        """
+        try:
+            for prompt in prompts:
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled()
+                start = time.perf_counter()
+                with self.loaded.lock:
+                    out, reused = self._answer(prompt.ids, max_new_tokens, cancel)
+                text = self.tokenizer.decode(out, skip_special_tokens=True).strip()
+                seconds = time.perf_counter() - start
+                yield prompt, Reply(text, len(prompt.ids), len(out), seconds, reused)
+        finally:
+            # The cache of a long prompt can take gigabytes of GPU memory: free it for the chat
+            # and the trainer as soon as the evaluation stops.
+            self.reset()
+
+    def reset(self) -> None:
+        """Drop the cached KV (frees its memory)."""
+        self._cache, self._cached = None, []
+
+    def _answer(
+        self, ids: list[int], max_new_tokens: int, cancel: threading.Event | None
+    ) -> tuple[list[int], int]:
+        import torch
+
+        if not ids:
+            raise LongCtxError("empty prompt")
+        try:
+            with torch.inference_mode():
+                logits, reused = self._prefill(ids)
+                out = self._decode(ids, logits, max_new_tokens, cancel)
+        except BaseException:
+            # A forward pass that failed half way (out of memory, say) may have grown some
+            # layers' KV and not others: never reuse that cache.
+            self.reset()
+            raise
+        return out, reused
+
+    def _croppable(self) -> bool:
+        from transformers.cache_utils import DynamicLayer
+
+        layers = getattr(self._cache, "layers", [])
+        return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+
+    def _forward(self, ids: list[int], keep: int) -> Any:
+        import torch
+
+        device = next(self.loaded.model.parameters()).device
+        result = self.loaded.model(
+            input_ids=torch.tensor([ids], device=device),
+            cache=self._cache,
+            use_cache=True,
+            logits_to_keep=keep,
+        )
+        self._cached.extend(ids)
+        self.stats["forward_passes"] += 1
+        return result.logits[0].float()
+
+    def _prefill(self, ids: list[int]) -> tuple[Any, int]:
+        """Bring the cache to hold `ids`; return the last position's logits and tokens reused."""
+        from transformers import DynamicCache
+
+        keep = 0
+        if self.reuse_prefix and self._cache is not None and self._croppable():
+            keep = _common_prefix(self._cached, ids)
+            keep = min(keep, len(ids) - 1)  # at least one token to feed, for its logits
+            if keep < len(self._cached):
+                self._cache.crop(keep - len(self._cached))
+                del self._cached[keep:]
+        if keep == 0:
+            self._cache = DynamicCache(config=self.loaded.model.config)
+            self._cached = []
+        self.stats["prompt_tokens"] += len(ids)
+        self.stats["computed_tokens"] += len(ids) - keep
+        logits = None
+        for start in range(keep, len(ids), self.prefill_chunk):
+            logits = self._forward(ids[start : start + self.prefill_chunk], 1)
+        return logits[-1], keep
+
+    def _decode(
+        self, prompt: list[int], logits: Any, max_new_tokens: int, cancel: threading.Event | None
+    ) -> list[int]:
+        """Greedy decoding with drafts looked up in the prompt; returns the new token ids."""
+        lookup = _NgramLookup(prompt) if self.lookup_tokens and self._croppable() else None
+        out: list[int] = []
+        token = int(logits.argmax())
+        while True:
+            if token in self.eos:
+                return out
+            out.append(token)
+            if len(out) >= max_new_tokens:
+                return out
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()
+            room = max_new_tokens - len(out) - 1
+            # Match only what the model wrote: an n-gram that runs into the template's
+            # "assistant\n" would draft from wherever that pair happens to occur, and a rejected
+            # draft costs a forward pass twice as dear as a single token (it needs a mask).
+            draft = lookup.draft(out[-3:], min(self.lookup_tokens, room)) if lookup else []
+            greedy = self._forward([token, *draft], len(draft) + 1).argmax(-1).tolist()
+            accepted = 0
+            while accepted < len(draft) and greedy[accepted] == draft[accepted]:
+                accepted += 1
+            if accepted < len(draft):  # the rejected drafts' KV must not stay in the cache
+                self._cache.crop(accepted - len(draft))
+                del self._cached[accepted - len(draft) :]
+            for tok in draft[:accepted]:
+                if tok in self.eos:
+                    return out
+                out.append(tok)
+                if len(out) >= max_new_tokens:
+                    return out
+            token = greedy[accepted]
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:  # the common case for prompts in reuse order: one C-speed comparison
+        return n
+    lo, hi = 0, n  # binary search on slice equality: O(n log n) in C rather than a Python loop
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+class _NgramLookup:
+    """Drafts continuations of the last few tokens from their first occurrence in the prompt."""
+
+    sizes = (3, 2)
+
+    def __init__(self, prompt: list[int]):
+        self.prompt = prompt
+        self.index: dict[tuple[int, ...], int] = {}
+        for n in self.sizes:
+            for end in range(n, len(prompt)):
+                self.index.setdefault(tuple(prompt[end - n : end]), end)
+
+    def draft(self, context: list[int], k: int) -> list[int]:
+        if k <= 0:
+            return []
+        for n in self.sizes:
+            if len(context) < n:
+                continue
+            end = self.index.get(tuple(context[-n:]))
+            if end is not None:
+                return self.prompt[end : end + k]
+        return []
+
+
+# ---------------------------------------------------------------------------------------------
+# OpenAI-compatible endpoint backend.
+
+
+class EndpointBackend:
+    """Answers from an OpenAI-compatible chat endpoint, a few requests in flight at once."""
+
+    def __init__(self, endpoint: Endpoint, tokenizer: Any, *, concurrency: int = 4):
+        self.endpoint = endpoint
+        self.tokenizer = tokenizer
+        self.concurrency = max(1, concurrency)
+        self._client = endpoint.client()
+
+    @property
+    def window(self) -> int | None:
+        return None
+
+    @property
+    def label(self) -> str:
+        return f"{self.endpoint.model} @ {self.endpoint.base_url}"
+
+    def _ask(self, prompt: Prompt, max_new_tokens: int) -> Reply:
+        import openai
+
+        start = time.perf_counter()
+        try:
+            response = self._client.chat.completions.create(
+                model=self.endpoint.model,
+                messages=prompt.messages,
+                max_tokens=max_new_tokens,
+                temperature=0,
+            )
+        except openai.APIConnectionError as exc:
+            raise LongCtxError(
+                f"cannot reach the endpoint {self.endpoint.base_url}: {exc}; is the server up?"
+            ) from exc
+        except openai.APIStatusError as exc:
+            raise LongCtxError(
+                f"the endpoint {self.endpoint.base_url} refused the prompt {prompt.key} "
+                f"(HTTP {exc.status_code}): {str(exc)[:300]}"
+            ) from exc
+        text = (response.choices[0].message.content or "").strip()
+        usage = response.usage
+        return Reply(
+            text,
+            usage.prompt_tokens if usage else len(prompt.ids),
+            usage.completion_tokens if usage else 0,
+            time.perf_counter() - start,
+        )
+
+    def answers(
+        self,
+        prompts: Iterable[Prompt],
+        max_new_tokens: int,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[tuple[Prompt, Reply]]:
+        """Answer the prompts, yielding each as it completes (not necessarily in order)."""
+        pending: dict[Future, Prompt] = {}
+        source = iter(prompts)
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="eval-endpoint") as pool:
+            try:
+                while True:
+                    while len(pending) < self.concurrency and not (cancel and cancel.is_set()):
+                        prompt = next(source, None)
+                        if prompt is None:
+                            break
+                        pending[pool.submit(self._ask, prompt, max_new_tokens)] = prompt
+                    if not pending:
+                        break
+                    done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        yield pending.pop(future), future.result()
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled()
+            finally:
+                for future in pending:
+                    future.cancel()

@@ -1,0 +1,339 @@
+"""`longctx niah`, `longctx topics`, `longctx passkey` and `longctx eval-diff`.
+
+Each evaluation command builds the same config dataclasses the Evaluate tab builds, runs an
+`Evaluation` into a folder (`--out`, or a new `evals/<id>/` in the workspace), prints one line
+per finished cell, and leaves config.json, cells.jsonl and heatmap.html there. Running the same
+command with the same `--out` again resumes: finished cells are skipped.
+
+This module knows nothing about gradio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+from core import workspace
+from core.errors import ConfigError
+from core.evals import plots, results
+from core.evals.backends import Endpoint, Target
+from core.evals.niah import (
+    DEFAULT_ANSWER,
+    DEFAULT_NEEDLE,
+    DEFAULT_QUESTION,
+    DEFAULT_TEMPLATE,
+    NiahConfig,
+    depth_grid,
+    length_grid,
+    parse_numbers,
+)
+from core.evals.procedural import (
+    PASSKEY_QUESTION,
+    TOPIC_QUESTION,
+    PasskeyConfig,
+    TopicsConfig,
+)
+from core.evals.runner import DEFAULT_SCORERS, Evaluation
+from core.evals.scoring import SCORERS, Scorer
+from core.models import DTYPES, QUANTIZATIONS, ModelSpec
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "niah",
+        help="needle-in-a-haystack grid (length x depth) with a heatmap",
+        description="Hide a needle sentence in a haystack at each depth and length, ask for it, "
+        "score the answers. Example: longctx niah --model embedded --lengths 500,1000,2000 "
+        "--depths 0,50,100 --out evals/smollm",
+    )
+    _target_args(p)
+    _grid_args(p, default_depths="0,25,50,75,100")
+    p.add_argument("--needle", default=DEFAULT_NEEDLE, help="the sentence to hide")
+    p.add_argument("--question", default=DEFAULT_QUESTION, help="the question asked after it")
+    p.add_argument("--answer", default=DEFAULT_ANSWER, help="the expected answer")
+    p.add_argument(
+        "--haystack",
+        default="builtin",
+        help="'builtin' (the installed Python's documentation) or a folder of .txt/.md files",
+    )
+    p.add_argument(
+        "--template", default=DEFAULT_TEMPLATE, help="user message with {context} and {question}"
+    )
+    _common_args(p, "niah")
+    p.set_defaults(func=_run_eval)
+
+    p = sub.add_parser(
+        "topics",
+        help="topic retrieval: a conversation over N topics, asked for the first",
+        description="Accuracy of recalling the first of N topics, against N and prompt tokens.",
+    )
+    _target_args(p)
+    p.add_argument("--n-topics", default="2,4,8", help="topic counts, e.g. 2,4,8,16")
+    p.add_argument("--trials", type=int, default=3, help="conversations per topic count")
+    p.add_argument("--turn-tokens", type=int, default=300, help="tokens of each topic's turn")
+    p.add_argument("--seed", type=int, default=0, help="draws the topic orders")
+    p.add_argument("--question", default=TOPIC_QUESTION, help="asked after the conversation")
+    _common_args(p, "topics")
+    p.set_defaults(func=_run_eval)
+
+    p = sub.add_parser(
+        "passkey",
+        help="passkey retrieval: a random number hidden in filler text (length x depth)",
+        description="Hide a 5-digit pass key in repeated filler at each depth and length.",
+    )
+    _target_args(p)
+    _grid_args(p, default_depths="0,50,100")
+    p.add_argument("--trials", type=int, default=1, help="pass keys per cell")
+    p.add_argument("--seed", type=int, default=0, help="draws the pass keys")
+    p.add_argument("--question", default=PASSKEY_QUESTION, help="asked after the filler")
+    _common_args(p, "passkey")
+    p.set_defaults(func=_run_eval)
+
+    p = sub.add_parser(
+        "eval-diff",
+        help="difference heatmap of two NIAH/passkey runs (tuned minus base)",
+    )
+    p.add_argument("base", help="the base model's evaluation folder")
+    p.add_argument("tuned", help="the tuned model's evaluation folder")
+    p.add_argument("-o", "--output", required=True, help="figure file: .html or .png")
+    p.set_defaults(func=_run_diff)
+
+
+def command_for(
+    task: NiahConfig | TopicsConfig | PasskeyConfig,
+    target: Target,
+    scorer: Scorer | None = None,
+    out: str | None = None,
+) -> list[str]:
+    """The `longctx ...` command line that runs this evaluation (what the UI shows it will do).
+
+    Only settings that differ from the defaults are spelled out; API keys never are.
+    """
+    argv = ["longctx", task.kind]
+    if target.endpoint is not None:
+        argv += ["--model", target.endpoint.model, "--base-url", target.endpoint.base_url]
+        argv += ["--tokenizer", target.tokenizer] if target.tokenizer else []
+    else:
+        assert target.model is not None
+        default = ModelSpec()
+        for name in (
+            "name", "adapter", "rope_theta", "max_position_embeddings", "quantization", "dtype",
+            "device",
+        ):  # fmt: skip
+            value = getattr(target.model, name)
+            if value != getattr(default, name) or name == "name":
+                flag = "--model" if name == "name" else "--" + name.replace("_", "-")
+                argv += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    defaults = type(task)()
+    for name, value in vars(task).items():
+        if value == getattr(defaults, name) and name not in ("lengths", "depths", "n_topics"):
+            continue
+        if isinstance(value, list):
+            value = ",".join(str(int(v)) if float(v).is_integer() else str(v) for v in value)
+        argv += ["--" + name.replace("_", "-"), str(value)]
+    if scorer is not None and scorer.kind != DEFAULT_SCORERS[task.kind]:
+        argv += ["--scorer", scorer.kind]
+        if scorer.judge is not None:
+            argv += ["--judge-base-url", scorer.judge.base_url, "--judge-model", scorer.judge.model]
+    return argv + (["--out", str(out)] if out else [])
+
+
+def _target_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model (local, or behind an OpenAI-compatible endpoint)")
+    g.add_argument(
+        "--model",
+        default="embedded",
+        help="'embedded', a folder or a Hub id; with --base-url, the name the server serves",
+    )
+    g.add_argument("--adapter", help="LoRA adapter applied on top of --model")
+    g.add_argument("--rope-theta", type=float, help="new RoPE base (e.g. 200e6)")
+    g.add_argument("--max-position-embeddings", type=int, help="new context window")
+    g.add_argument("--quantization", default="auto", choices=QUANTIZATIONS)
+    g.add_argument("--dtype", default="auto", choices=DTYPES)
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    g.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
+    g.add_argument("--api-key", help="endpoint key (default $OPENAI_API_KEY); never saved")
+    g.add_argument(
+        "--tokenizer", help="endpoint only: tokenizer measuring lengths (default --model)"
+    )
+
+
+def _grid_args(p: argparse.ArgumentParser, default_depths: str) -> None:
+    g = p.add_argument_group("grid")
+    g.add_argument("--lengths", help="prompt lengths in tokens, e.g. 500,1000,2k")
+    g.add_argument("--min-length", type=int, help="or: shortest length ...")
+    g.add_argument("--max-length", type=int, help="... longest length ...")
+    g.add_argument("--num-lengths", type=int, default=5, help="... and how many")
+    g.add_argument("--length-spacing", default="linear", choices=("linear", "log"))
+    g.add_argument("--depths", help=f"needle depths in percent (default {default_depths})")
+    g.add_argument("--num-depths", type=int, help="or: this many depths from 0 to 100 ...")
+    g.add_argument("--depth-spacing", default="linear", choices=("linear", "sigmoid"))
+    p.set_defaults(default_depths=default_depths)
+
+
+def _common_args(p: argparse.ArgumentParser, kind: str) -> None:
+    g = p.add_argument_group("scoring and output")
+    g.add_argument(
+        "--scorer",
+        default=DEFAULT_SCORERS[kind],
+        choices=SCORERS,
+        help=f"how answers are scored (default {DEFAULT_SCORERS[kind]})",
+    )
+    g.add_argument("--judge-base-url", help="judge endpoint (scorer 'judge')")
+    g.add_argument("--judge-model", help="judge model name")
+    g.add_argument("--judge-api-key", help="judge key (default $OPENAI_API_KEY); never saved")
+    g.add_argument("--max-new-tokens", type=int, help="longest answer in tokens")
+    g.add_argument("--out", help="result folder (default: a new evals/<id>/ in the workspace)")
+    g.add_argument("--png", action="store_true", help="also export heatmap.png (needs kaleido)")
+
+
+def _lengths(args: argparse.Namespace, problems: list[str]) -> list[float]:
+    if args.lengths:
+        return parse_numbers(args.lengths)
+    if args.min_length and args.max_length:
+        return [
+            float(x)
+            for x in length_grid(
+                args.min_length, args.max_length, args.num_lengths, args.length_spacing
+            )
+        ]
+    problems.append("give --lengths, or --min-length and --max-length")
+    return []
+
+
+def _depths(args: argparse.Namespace) -> list[float]:
+    if args.depths:
+        return parse_numbers(args.depths)
+    if args.num_depths:
+        return depth_grid(0, 100, args.num_depths, args.depth_spacing)
+    return parse_numbers(args.default_depths)
+
+
+def _target(args: argparse.Namespace) -> Target:
+    if args.base_url:
+        return Target(
+            endpoint=Endpoint(args.base_url, args.model, args.api_key), tokenizer=args.tokenizer
+        )
+    return Target(
+        model=ModelSpec(
+            name=args.model,
+            adapter=args.adapter,
+            rope_theta=args.rope_theta,
+            max_position_embeddings=args.max_position_embeddings,
+            quantization=args.quantization,
+            dtype=args.dtype,
+            device=args.device,
+        )
+    )
+
+
+def _scorer(args: argparse.Namespace) -> Scorer:
+    judge = None
+    if args.scorer == "judge" and (args.judge_base_url or args.judge_model):
+        judge = Endpoint(args.judge_base_url or "", args.judge_model or "", args.judge_api_key)
+    return Scorer(args.scorer, judge)
+
+
+def _extra(args: argparse.Namespace) -> dict:
+    return {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens is not None else {}
+
+
+def _niah_task(args: argparse.Namespace) -> NiahConfig:
+    problems: list[str] = []
+    lengths = _lengths(args, problems)
+    if problems:
+        raise ConfigError(problems)
+    haystack = "builtin"
+    if args.haystack != "builtin":
+        haystack = str(Path(args.haystack).expanduser().resolve())
+        workspace.allow_root(haystack)
+    return NiahConfig(
+        lengths=lengths,
+        depths=_depths(args),
+        needle=args.needle,
+        question=args.question,
+        answer=args.answer,
+        haystack=haystack,
+        template=args.template,
+        **_extra(args),
+    )
+
+
+def _topics_task(args: argparse.Namespace) -> TopicsConfig:
+    return TopicsConfig(
+        n_topics=parse_numbers(args.n_topics),
+        trials=args.trials,
+        turn_tokens=args.turn_tokens,
+        seed=args.seed,
+        question=args.question,
+        **_extra(args),
+    )
+
+
+def _passkey_task(args: argparse.Namespace) -> PasskeyConfig:
+    problems: list[str] = []
+    lengths = _lengths(args, problems)
+    if problems:
+        raise ConfigError(problems)
+    return PasskeyConfig(
+        lengths=lengths,
+        depths=_depths(args),
+        trials=args.trials,
+        seed=args.seed,
+        question=args.question,
+        **_extra(args),
+    )
+
+
+def task_from_args(args: argparse.Namespace) -> NiahConfig | TopicsConfig | PasskeyConfig:
+    """The task config an evaluation command's arguments describe."""
+    return {"niah": _niah_task, "topics": _topics_task, "passkey": _passkey_task}[args.command](
+        args
+    )
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    return _run(task_from_args(args), args)
+
+
+def _run(task, args: argparse.Namespace) -> int:
+    evaluation = Evaluation(task, _target(args), _scorer(args), args.out)
+    pending = evaluation.pending()
+    print(
+        f"{task.kind}: {evaluation.target.label}: {len(pending)} cells to run, "
+        f"{len(task.cell_keys()) - len(pending)} already done, in {evaluation.path}",
+        flush=True,
+    )
+    for cell in evaluation.run():
+        score = "n/a " if cell["score"] is None else f"{cell['score']:.2f}"
+        print(
+            f"{cell['key']:<16} {cell['prompt_tokens']:>7} tokens  score {score}  "
+            f"{cell['seconds']:6.1f}s  {cell['answer'][:70]!r}",
+            flush=True,
+        )
+    cells = evaluation.cells()
+    mean = plots.mean_score(cells)
+    print(
+        f"mean score {'n/a' if math.isnan(mean) else f'{mean:.3f}'} over {len(cells)} cells; "
+        f"{evaluation.path / results.HEATMAP_FILE}",
+        flush=True,
+    )
+    if args.png:
+        path = plots.export(evaluation.figure(cells), evaluation.path / "heatmap.png")
+        print(f"wrote {path}", flush=True)
+    return 0
+
+
+def _run_diff(args: argparse.Namespace) -> int:
+    base, tuned = results.read_config(args.base), results.read_config(args.tuned)
+    fig = plots.diff_heatmap(
+        results.read_cells(args.base),
+        results.read_cells(args.tuned),
+        labels=(base.get("label") or "base", tuned.get("label") or "tuned"),
+        window=tuned.get("window"),
+    )
+    path = plots.export(fig, args.output)
+    print(f"wrote {path}", file=sys.stdout, flush=True)
+    return 0

@@ -1,0 +1,354 @@
+"""Needle in a haystack: the length x depth grid, needle placement in token space, prompts.
+
+A cell asks one question of a prompt of `length` tokens (template and question included) whose
+haystack hides the needle sentence at `depth` percent: 0 is the very start of the haystack, 100
+its very end. The haystack is cut at a sentence end and the needle goes in at the sentence
+boundary nearest the requested depth, both counted in the evaluated model's own tokens, so the
+needle is never glued into the middle of a sentence and the prompt never exceeds `length`.
+
+The placement helpers are pure functions over token texts (tested with exact values); prompts
+are built from token ids (the chat template rendered around a marker), so the local backend
+feeds exactly the tokens that were measured. Cells come out deepest needle first, the order in
+which neighbouring prompts share the longest prefix (see `core.evals.backends`).
+
+This module knows nothing about models, backends, scoring or result folders.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.errors import ConfigError, LongCtxError
+from core.evals.backends import Prompt
+
+DEFAULT_NEEDLE = "The best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny day."
+DEFAULT_QUESTION = "What is the best thing to do in San Francisco?"
+DEFAULT_ANSWER = "Eat a sandwich and sit in Dolores Park on a sunny day."
+DEFAULT_TEMPLATE = (
+    "Read the document below and answer the question that follows it.\n\n"
+    "<document>\n{context}\n</document>\n\n"
+    "Question: {question}\nAnswer in one sentence, using only the document."
+)
+BUILTIN = "builtin"
+_MARK = "\u2063CONTEXT\u2063"  # invisible separator: never in a template or a question
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")
+
+# ---------------------------------------------------------------------------------------------
+# Grids.
+
+
+def parse_numbers(text: str | Sequence[float]) -> list[float]:
+    """`"500, 1k, 2K"` -> [500.0, 1000.0, 2000.0]; a list passes through as floats.
+
+    Raises:
+        ConfigError: an item is not a number.
+    """
+    if not isinstance(text, str):
+        return [float(x) for x in text]
+    values, bad = [], []
+    for item in re.split(r"[,\s]+", text.strip()):
+        if not item:
+            continue
+        match = re.fullmatch(r"([0-9]*\.?[0-9]+)([kKmM]?)", item)
+        if match is None:
+            bad.append(item)
+            continue
+        scale = {"": 1, "k": 1_000, "m": 1_000_000}[match.group(2).lower()]
+        values.append(float(match.group(1)) * scale)
+    if bad:
+        raise ConfigError(f"not numbers: {', '.join(bad)} (write e.g. 500,1000,2k)")
+    return values
+
+
+def linear_points(lo: float, hi: float, count: int) -> list[float]:
+    """`count` evenly spaced values from lo to hi, both included."""
+    if count == 1:
+        return [float(lo)]
+    return [lo + (hi - lo) * i / (count - 1) for i in range(count)]
+
+
+def sigmoid_points(lo: float, hi: float, count: int, steepness: float = 6.0) -> list[float]:
+    """`count` values from lo to hi, both included, denser near both ends (where retrieval fails
+    first), spaced by a logistic curve rescaled to hit lo and hi exactly; rounded to 0.01."""
+    if count == 1:
+        return [float(lo)]
+
+    def s(x: float) -> float:
+        return 1 / (1 + math.exp(-steepness * (x - 0.5)))
+
+    a, b = s(0.0), s(1.0)
+    return [round(lo + (hi - lo) * (s(i / (count - 1)) - a) / (b - a), 2) for i in range(count)]
+
+
+def length_grid(lo: int, hi: int, count: int, spacing: str = "linear") -> list[int]:
+    """Context lengths from lo to hi: `linear` or `log` (geometric) spacing, rounded to ints."""
+    if spacing == "log":
+        if count == 1:
+            return [int(lo)]
+        ratio = (hi / lo) ** (1 / (count - 1))
+        points = [lo * ratio**i for i in range(count)]
+    elif spacing == "linear":
+        points = linear_points(lo, hi, count)
+    else:
+        raise ConfigError(f"length spacing must be 'linear' or 'log', got {spacing!r}")
+    return sorted({int(round(p)) for p in points})
+
+
+def depth_grid(
+    lo: float = 0, hi: float = 100, count: int = 5, spacing: str = "linear"
+) -> list[float]:
+    """Needle depths in percent: `linear` or `sigmoid` spacing (denser near 0 and 100)."""
+    if spacing == "sigmoid":
+        return sigmoid_points(lo, hi, count)
+    if spacing == "linear":
+        return [round(p, 2) for p in linear_points(lo, hi, count)]
+    raise ConfigError(f"depth spacing must be 'linear' or 'sigmoid', got {spacing!r}")
+
+
+def cell_key(length: int, depth: float, trial: int | None = None) -> str:
+    return f"L{length}-D{depth:g}" + (f"-T{trial}" if trial is not None else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# Placement (pure).
+
+
+def sentence_starts(token_texts: Sequence[str]) -> list[int]:
+    """Token positions where a new sentence may begin: after a token ending in . ! or ? (closing
+    quotes and brackets allowed) and before a token that starts with whitespace (so `os.path`
+    and `3.14` do not count). The end of the text counts when the text ends a sentence."""
+    starts = []
+    for i in range(1, len(token_texts) + 1):
+        if not _SENTENCE_END.search(token_texts[i - 1].rstrip()):
+            continue
+        if i == len(token_texts) or token_texts[i][:1].isspace():
+            starts.append(i)
+    return starts
+
+
+def haystack_end(starts: Sequence[int], budget: int) -> int:
+    """Where to cut the haystack: the last sentence start at or before `budget` tokens (the
+    haystack then ends with a whole sentence), or `budget` itself when no sentence ends before."""
+    best = 0
+    for s in starts:
+        if s > budget:
+            break
+        best = s
+    return best or budget
+
+
+def needle_position(starts: Sequence[int], end: int, depth: float) -> int:
+    """Token position in a haystack of `end` tokens for a needle at `depth` percent.
+
+    0 is the start, 100 the end (`end`); other depths go to the nearest sentence boundary
+    (the earlier one on a tie). Without any boundary inside, the exact token position is used.
+    """
+    target = end * depth / 100
+    inside = [s for s in starts if 0 < s < end]
+    if not inside:
+        return int(round(target))
+    candidates = [0, *inside, end]
+    return min(candidates, key=lambda s: (abs(s - target), s))
+
+
+# ---------------------------------------------------------------------------------------------
+# Prompts.
+
+
+@dataclass
+class GridCell:
+    """A cell before tokenization: where the needle goes and what answers it."""
+
+    key: str
+    length: int
+    depth: float
+    needle: str
+    expected: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def chat_frame(tokenizer: Any, template: str, question: str) -> tuple[list[int], list[int]]:
+    """Token ids before and after `{context}` once `template` is rendered by the chat template.
+
+    The pieces are tokenized separately, so the prompt is exactly head + haystack + tail.
+    """
+    content = template.replace("{question}", question).replace("{context}", _MARK)
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
+        )
+        head, tail = text.split(_MARK)
+        encode = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+        return encode(head), encode(tail)
+    # No template: the plain rendering of core.generation.prompt_ids (BOS where the tokenizer
+    # adds one, a newline at the end).
+    head, tail = content.split(_MARK)
+    head_ids = tokenizer(head)["input_ids"]
+    return list(head_ids), tokenizer(tail + "\n", add_special_tokens=False)["input_ids"]
+
+
+class Haystack:
+    """A corpus as token ids with the sentence starts of the evaluated model's tokenizer."""
+
+    def __init__(self, tokenizer: Any, text: str):
+        self.ids: list[int] = tokenizer(text, add_special_tokens=False)["input_ids"]
+        vocab = {i: tokenizer.decode([i]) for i in set(self.ids)}
+        self.texts = [vocab[i] for i in self.ids]
+        self.starts = sentence_starts(self.texts)
+
+    @classmethod
+    def from_source(cls, tokenizer: Any, source: str, n_tokens: int) -> Haystack:
+        """`source` is `builtin` or a folder of .txt/.md files; repeated to reach `n_tokens`."""
+        from core.corpus import builtin_documents, joined_text, load_folder
+
+        docs = builtin_documents() if source == BUILTIN else load_folder(source)
+        chars = 6 * n_tokens + 1000
+        while True:
+            hay = cls(tokenizer, joined_text(docs, chars))
+            if len(hay.ids) >= n_tokens:
+                return hay
+            chars *= 2
+
+
+def grid_prompts(
+    tokenizer: Any,
+    template: str,
+    question: str,
+    haystack: Haystack,
+    cells: Sequence[GridCell],
+) -> Iterator[Prompt]:
+    """One prompt per cell, deepest needle first (the order that shares the longest prefixes).
+
+    Raises:
+        LongCtxError: a length leaves no room for the haystack (the frame alone is longer).
+    """
+    head, tail = chat_frame(tokenizer, template, question)
+    encode = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    planned = []
+    too_short = set()
+    for cell in cells:
+        inner = encode(" " + cell.needle.strip())
+        budget = cell.length - len(head) - len(tail) - len(inner) - 1
+        if budget < 1:
+            too_short.add(cell.length)
+            continue
+        end = haystack_end(haystack.starts, min(budget, len(haystack.ids)))
+        pos = needle_position(haystack.starts, end, cell.depth)
+        planned.append((cell, end, pos))
+    if too_short:
+        frame = len(head) + len(tail) + len(encode(" " + cells[0].needle.strip())) + 1
+        raise LongCtxError(
+            f"lengths {sorted(too_short)} leave no room for a haystack: the template, needle "
+            f"and question alone take {frame} tokens; use lengths above {frame}"
+        )
+    planned.sort(key=lambda p: (-p[2], p[1], p[0].key))
+    for cell, end, pos in planned:
+        # At the very start the needle is followed by a word, elsewhere it follows one.
+        piece = cell.needle.strip() + " " if pos == 0 else " " + cell.needle.strip()
+        needle_ids = encode(piece)
+        context = haystack.ids[:pos] + needle_ids + haystack.ids[pos:end]
+        ids = head + context + tail
+        content = template.replace("{question}", question).replace(
+            "{context}", tokenizer.decode(context)
+        )
+        info = {
+            "length": cell.length,
+            "depth": cell.depth,
+            "expected": cell.expected,
+            "prompt_tokens": len(ids),
+            "haystack_tokens": end,
+            "needle_token": pos,
+            "actual_depth": round(100 * pos / end, 2) if end else 0.0,
+            **cell.info,
+        }
+        yield Prompt(cell.key, ids, [{"role": "user", "content": content}], info)
+
+
+# ---------------------------------------------------------------------------------------------
+# The NIAH task.
+
+
+@dataclass
+class NiahConfig:
+    """A needle-in-a-haystack grid. Every field has a CLI flag and a UI control."""
+
+    lengths: list[int] = field(default_factory=lambda: [1000, 2000, 4000])
+    """Prompt lengths in tokens (template and question included)."""
+    depths: list[float] = field(default_factory=lambda: [0.0, 25.0, 50.0, 75.0, 100.0])
+    """Needle depths in percent of the haystack: 0 = start, 100 = end."""
+    needle: str = DEFAULT_NEEDLE
+    """The sentence hidden in the haystack."""
+    question: str = DEFAULT_QUESTION
+    """Asked after the haystack."""
+    answer: str = DEFAULT_ANSWER
+    """The expected answer the scorer compares with."""
+    haystack: str = BUILTIN
+    """`builtin` (the installed Python's documentation) or a folder of .txt/.md files."""
+    template: str = DEFAULT_TEMPLATE
+    """The user message; `{context}` becomes the haystack, `{question}` the question."""
+    max_new_tokens: int = 64
+    """Longest answer, in tokens."""
+
+    kind = "niah"
+    grid_fields = ("lengths", "depths")
+
+    def __post_init__(self) -> None:
+        problems = []
+        lengths, depths = (
+            _numbers(self.lengths, "lengths", problems),
+            _numbers(self.depths, "depths", problems),
+        )
+        if any(x < 16 or x != int(x) for x in lengths):
+            problems.append(f"lengths must be whole numbers of tokens >= 16, got {lengths}")
+        if any(not 0 <= x <= 100 for x in depths):
+            problems.append(f"depths must be percentages between 0 and 100, got {depths}")
+        for name in ("needle", "question", "answer"):
+            if not str(getattr(self, name) or "").strip():
+                problems.append(f"{name} is empty")
+        template = self.template or ""
+        if template.count("{context}") != 1 or "{question}" not in template:
+            problems.append("template must contain {context} once and {question}")
+        if self.haystack != BUILTIN and not Path(str(self.haystack or "")).expanduser().is_dir():
+            problems.append(
+                f"haystack {self.haystack!r} is neither 'builtin' nor a folder of .txt/.md files"
+            )
+        if not isinstance(self.max_new_tokens, int) or not 1 <= self.max_new_tokens <= 4096:
+            problems.append(f"max_new_tokens must be 1..4096, got {self.max_new_tokens!r}")
+        if problems:
+            raise ConfigError(problems)
+        self.lengths = sorted({int(x) for x in lengths})
+        self.depths = sorted({float(x) for x in depths})
+
+    def cell_keys(self) -> list[str]:
+        return [cell_key(length, d) for length in self.lengths for d in self.depths]
+
+    def prompts(
+        self, tokenizer: Any, skip: set[str] | frozenset[str] = frozenset()
+    ) -> Iterator[Prompt]:
+        """The prompts of the cells not in `skip`, in reuse order."""
+        cells = [
+            GridCell(cell_key(length, d), length, d, self.needle, self.answer)
+            for length in self.lengths
+            for d in self.depths
+            if cell_key(length, d) not in skip
+        ]
+        if not cells:
+            return iter(())
+        hay = Haystack.from_source(tokenizer, self.haystack, max(c.length for c in cells))
+        return grid_prompts(tokenizer, self.template, self.question, hay, cells)
+
+
+def _numbers(value: Any, name: str, problems: list[str]) -> list[float]:
+    try:
+        numbers = parse_numbers(value)
+    except (ConfigError, TypeError, ValueError):
+        problems.append(f"{name} must be a list of numbers, got {value!r}")
+        return []
+    if not numbers:
+        problems.append(f"{name} is empty")
+    return numbers

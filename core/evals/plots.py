@@ -1,0 +1,277 @@
+"""Plotly figures from evaluation cells: NIAH heatmap, base-vs-tuned difference, topic accuracy.
+
+Every figure is built from plain cell records (the lines of cells.jsonl), so the UI can redraw
+it after each finished cell and watch the grid fill in; cells not finished yet stay blank.
+Export writes HTML (plotly.js embedded: opens offline) or PNG (kaleido driving a local
+Chrome/Chromium).
+
+This module knows nothing about models, backends or gradio.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from core.errors import LongCtxError
+
+# Red (0) -> yellow (0.5) -> green (1), the colours of the paper's Figure 1.
+SCORE_COLORS = [[0.0, "#d73027"], [0.5, "#fee08b"], [1.0, "#1a9850"]]
+DIFF_COLORS = [[0.0, "#d73027"], [0.5, "#f7f7f7"], [1.0, "#1a9850"]]
+
+
+def _tokens_label(n: float) -> str:
+    if n >= 1000 and n % 1000 == 0:
+        return f"{int(n) // 1000}K"
+    if n >= 1000:
+        return f"{n / 1000:.1f}K"
+    return str(int(n))
+
+
+def _grid(
+    cells: Iterable[dict[str, Any]], lengths: Sequence[int] | None, depths: Sequence[float] | None
+) -> tuple[list[int], list[float], dict[tuple[int, float], list[dict[str, Any]]]]:
+    by_cell: dict[tuple[int, float], list[dict[str, Any]]] = defaultdict(list)
+    for cell in cells:
+        if cell.get("score") is None:
+            continue
+        by_cell[(int(cell["length"]), float(cell["depth"]))].append(cell)
+    xs = sorted(set(lengths or []) | {k[0] for k in by_cell})
+    ys = sorted(set(depths or []) | {k[1] for k in by_cell})
+    return xs, ys, by_cell
+
+
+def _column_position(lengths: Sequence[int], tokens: float) -> float | None:
+    """Where `tokens` falls on the categorical length axis (column i is at x = i)."""
+    if not lengths or tokens < lengths[0] or tokens > lengths[-1]:
+        return None
+    for i in range(len(lengths) - 1):
+        lo, hi = lengths[i], lengths[i + 1]
+        if lo <= tokens <= hi:
+            return i + (tokens - lo) / (hi - lo)
+    return float(len(lengths) - 1)
+
+
+def _answer_hover(cells: list[dict[str, Any]]) -> str:
+    text = " | ".join(str(c.get("answer", "")) for c in cells)
+    text = text if len(text) <= 240 else text[:237] + "..."
+    # Wrap for the hover box; plotly renders <br>, and answers are user-visible text.
+    text = text.replace("<", "&lt;").replace(">", "&gt;")
+    return "<br>".join(text[i : i + 60] for i in range(0, len(text), 60))
+
+
+def heatmap(
+    cells: Iterable[dict[str, Any]],
+    *,
+    lengths: Sequence[int] | None = None,
+    depths: Sequence[float] | None = None,
+    window: int | None = None,
+    title: str = "Needle in a haystack",
+) -> Any:
+    """Score by context length (x) and needle depth (y), red -> yellow -> green.
+
+    Args:
+        cells: finished cells (`length`, `depth`, `score`, `answer`); repeated (length, depth)
+            cells (trials) are averaged.
+        lengths, depths: the planned grid, so unfinished cells show as blanks.
+        window: draw a dashed vertical line at this many tokens (the model's window or
+            training length), when it falls inside the grid.
+    """
+    import plotly.graph_objects as go
+
+    xs, ys, by_cell = _grid(cells, lengths, depths)
+    z, hover = [], []
+    for d in ys:
+        z_row, h_row = [], []
+        for length in xs:
+            group = by_cell.get((length, d), [])
+            z_row.append(sum(c["score"] for c in group) / len(group) if group else None)
+            hover_text = _answer_hover(group) if group else "not run yet"
+            h_row.append(f"length {length} tokens<br>{hover_text}")
+        z.append(z_row)
+        hover.append(h_row)
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=list(range(len(xs))),
+            y=[f"{d:g}%" for d in ys],
+            customdata=hover,
+            zmin=0,
+            zmax=1,
+            colorscale=SCORE_COLORS,
+            xgap=1,
+            ygap=1,
+            colorbar={"title": "score"},
+            hovertemplate="depth %{y}<br>score %{z:.2f}<br>%{customdata}<extra></extra>",
+        )
+    )
+    _length_axis(fig, xs)
+    fig.update_yaxes(title="needle depth", autorange="reversed", type="category")
+    _window_line(fig, xs, window)
+    fig.update_layout(title=title, template="plotly_white", margin={"t": 60})
+    return fig
+
+
+def _length_axis(fig: Any, xs: Sequence[int]) -> None:
+    fig.update_xaxes(
+        title="context length (tokens)",
+        tickvals=list(range(len(xs))),
+        ticktext=[_tokens_label(x) for x in xs],
+    )
+
+
+def _window_line(fig: Any, xs: Sequence[int], window: int | None) -> None:
+    if not window:
+        return
+    x = _column_position(xs, window)
+    if x is None:
+        return
+    fig.add_vline(
+        x=x,
+        line_dash="dash",
+        line_color="#333",
+        annotation_text=f"window {_tokens_label(window)}",
+        annotation_position="top",
+    )
+
+
+def diff_heatmap(
+    base: Iterable[dict[str, Any]],
+    tuned: Iterable[dict[str, Any]],
+    *,
+    labels: tuple[str, str] = ("base", "tuned"),
+    window: int | None = None,
+) -> Any:
+    """Tuned minus base score per (length, depth): green where tuning helped, red where it hurt.
+    Only cells present in both runs are coloured."""
+    import plotly.graph_objects as go
+
+    xa, ya, a = _grid(base, None, None)
+    xb, yb, b = _grid(tuned, None, None)
+    xs, ys = sorted(set(xa) | set(xb)), sorted(set(ya) | set(yb))
+
+    def mean(group: list[dict[str, Any]]) -> float:
+        return sum(c["score"] for c in group) / len(group)
+
+    z, hover = [], []
+    for d in ys:
+        z_row, h_row = [], []
+        for length in xs:
+            ga, gb = a.get((length, d)), b.get((length, d))
+            if ga and gb:
+                z_row.append(mean(gb) - mean(ga))
+                h_row.append(
+                    f"length {length} tokens<br>"
+                    f"{labels[0]} {mean(ga):.2f}: {_answer_hover(ga)}<br>"
+                    f"{labels[1]} {mean(gb):.2f}: {_answer_hover(gb)}"
+                )
+            else:
+                z_row.append(None)
+                h_row.append(f"length {length} tokens<br>missing in one run")
+        z.append(z_row)
+        hover.append(h_row)
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=list(range(len(xs))),
+            y=[f"{d:g}%" for d in ys],
+            customdata=hover,
+            zmin=-1,
+            zmax=1,
+            zmid=0,
+            colorscale=DIFF_COLORS,
+            xgap=1,
+            ygap=1,
+            colorbar={"title": f"{labels[1]} - {labels[0]}"},
+            hovertemplate="depth %{y}<br>difference %{z:+.2f}<br>%{customdata}<extra></extra>",
+        )
+    )
+    _length_axis(fig, xs)
+    fig.update_yaxes(title="needle depth", autorange="reversed", type="category")
+    _window_line(fig, xs, window)
+    fig.update_layout(
+        title=f"{labels[1]} minus {labels[0]}", template="plotly_white", margin={"t": 60}
+    )
+    return fig
+
+
+def topic_accuracy(runs: dict[str, Iterable[dict[str, Any]]], *, x: str = "tokens") -> Any:
+    """Topic-retrieval accuracy per topic count, one line per run (e.g. base and tuned).
+
+    Args:
+        runs: {label: cells}.
+        x: `tokens` (mean prompt length of the topic count, as in the paper's Figure 2) or
+            `topics` (the number of topics).
+    """
+    import plotly.graph_objects as go
+
+    if x not in ("tokens", "topics"):
+        raise LongCtxError(f"x must be 'tokens' or 'topics', got {x!r}")
+    fig = go.Figure()
+    for label, cells in runs.items():
+        groups: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for cell in cells:
+            if cell.get("score") is not None:
+                groups[int(cell["n_topics"])].append(cell)
+        ns = sorted(groups)
+        tokens = [sum(c["length"] for c in groups[n]) / len(groups[n]) for n in ns]
+        acc = [sum(c["score"] for c in groups[n]) / len(groups[n]) for n in ns]
+        fig.add_trace(
+            go.Scatter(
+                x=tokens if x == "tokens" else ns,
+                y=acc,
+                mode="lines+markers",
+                name=label,
+                customdata=[[n, round(t), len(groups[n])] for n, t in zip(ns, tokens, strict=True)],
+                hovertemplate="%{customdata[0]} topics, %{customdata[1]} tokens<br>"
+                "accuracy %{y:.2f} over %{customdata[2]} trials<extra>" + label + "</extra>",
+            )
+        )
+    fig.update_xaxes(title="context length (tokens)" if x == "tokens" else "number of topics")
+    fig.update_yaxes(title="accuracy", range=[-0.05, 1.05])
+    fig.update_layout(title="Topic retrieval", template="plotly_white")
+    return fig
+
+
+def export(fig: Any, path: str | os.PathLike) -> Path:
+    """Write `fig` as `.html` (self-contained, opens offline) or `.png`.
+
+    Raises:
+        LongCtxError: another suffix, or PNG export without kaleido or a Chrome/Chromium.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix.lower()
+    if suffix in (".html", ".htm"):
+        fig.write_html(path, include_plotlyjs=True, full_html=True)
+        return path
+    if suffix != ".png":
+        raise LongCtxError(f"export as .html or .png, not {suffix or 'a file without suffix'}")
+    try:
+        import kaleido  # noqa: F401
+    except ImportError:
+        raise LongCtxError(
+            "PNG export needs kaleido (pip install kaleido) and Chrome or Chromium; "
+            "export as .html instead, which needs neither"
+        ) from None
+    if not os.environ.get("BROWSER_PATH") and os.path.exists("/usr/bin/chromium"):
+        os.environ["BROWSER_PATH"] = "/usr/bin/chromium"  # Debian's package, found offline
+    try:
+        fig.write_image(path, width=1000, height=600, scale=1)
+    except Exception as exc:  # kaleido reports a missing browser in several ways
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LongCtxError(
+            f"PNG export failed ({reason[:200]}); it needs a Chrome or Chromium that kaleido can "
+            "start (set BROWSER_PATH to its binary); export as .html instead"
+        ) from exc
+    return path
+
+
+def mean_score(cells: Iterable[dict[str, Any]]) -> float:
+    """The average score of the finished cells (NaN when there are none)."""
+    scores = [c["score"] for c in cells if c.get("score") is not None]
+    return sum(scores) / len(scores) if scores else math.nan

@@ -1,0 +1,235 @@
+"""One evaluation, start to finish: folder -> prompts -> answers -> scores -> cells -> heatmap.
+
+`Evaluation` ties a task config (NIAH, topics, passkey), a target (local model or endpoint) and
+a scorer to a result folder. `run()` is a generator: it yields each cell as soon as it is scored
+and written to cells.jsonl, takes a progress callback and a cancel `threading.Event`, and
+renders the folder's heatmap when it stops (finished, cancelled or failed). Rerunning into the
+same folder computes only the cells not yet in cells.jsonl.
+
+This module knows nothing about gradio or argparse.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from core.errors import ConfigError, LongCtxError
+from core.evals import plots, results
+from core.evals.backends import Cancelled, Endpoint, Target, open_backend
+from core.evals.niah import NiahConfig
+from core.evals.procedural import PasskeyConfig, TopicsConfig
+from core.evals.scoring import Scorer
+from core.models import ModelSpec
+
+TaskConfig = NiahConfig | TopicsConfig | PasskeyConfig
+TASKS: dict[str, type] = {"niah": NiahConfig, "topics": TopicsConfig, "passkey": PasskeyConfig}
+DEFAULT_SCORERS = {"niah": "rouge_l", "topics": "exact", "passkey": "exact"}
+Progress = Callable[[int, int, "dict[str, Any] | None"], None]
+
+
+class Evaluation:
+    """An evaluation folder and what fills it.
+
+    Args:
+        task: what to ask (`NiahConfig`, `TopicsConfig` or `PasskeyConfig`).
+        target: who answers.
+        scorer: how answers are scored (default: ROUGE-L for NIAH, exact for the others).
+        out: the folder; default a new `evals/<id>/` in the workspace. A folder that already
+            holds the same evaluation is resumed; its grid may grow or shrink, nothing else
+            may change.
+        models: a `core.models.ModelCache` to share loaded weights with (default: the app's).
+        backend: an already open backend (tests and benchmarks); overrides `target`'s loading.
+
+    Raises:
+        LongCtxError: `out` holds a different evaluation.
+    """
+
+    def __init__(
+        self,
+        task: TaskConfig,
+        target: Target,
+        scorer: Scorer | None = None,
+        out: str | os.PathLike | None = None,
+        *,
+        models: Any = None,
+        backend: Any = None,
+    ):
+        self.task, self.target = task, target
+        self.scorer = scorer or Scorer(DEFAULT_SCORERS[task.kind])
+        self.models, self._backend = models, backend
+        self.path = results.eval_folder(out, task.kind, target.label)
+        self.record = self._prepare()
+        self.log = results.CellLog(self.path)
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike,
+        *,
+        api_key: str | None = None,
+        judge_api_key: str | None = None,
+        models: Any = None,
+        backend: Any = None,
+    ) -> Evaluation:
+        """Reopen an evaluation folder from its config.json, to resume or to redraw it.
+
+        API keys are never saved: pass them again (or set $OPENAI_API_KEY)."""
+        record = results.read_config(path)
+        task = TASKS[record["kind"]](**record["task"])
+        t = record["target"]
+        target = Target(
+            model=ModelSpec(**t["model"]) if t.get("model") else None,
+            endpoint=Endpoint(**t["endpoint"], api_key=api_key) if t.get("endpoint") else None,
+            tokenizer=t.get("tokenizer"),
+        )
+        s = record["scorer"]
+        judge = Endpoint(**s["judge"], api_key=judge_api_key) if s.get("judge") else None
+        return cls(task, target, Scorer(s["kind"], judge), path, models=models, backend=backend)
+
+    # -- folder -----------------------------------------------------------------------------
+
+    def _prepare(self) -> dict[str, Any]:
+        record = {
+            "kind": self.task.kind,
+            "task": asdict(self.task),
+            "target": self.target.public(),
+            "scorer": self.scorer.public(),
+            "label": self.target.label,
+            "total": len(self.task.cell_keys()),
+            "window": None,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        config_path = self.path / results.CONFIG_FILE
+        if config_path.exists():
+            old = results.read_config(self.path)
+            changed = results.config_differences(
+                {"kind": old.get("kind"), **_without(old.get("task", {}), self.task.grid_fields)},
+                {"kind": record["kind"], **_without(record["task"], self.task.grid_fields)},
+                (),
+            )
+            changed += [k for k in ("target", "scorer") if old.get(k) != record[k]]
+            if changed:
+                raise LongCtxError(
+                    f"{self.path} already holds a different evaluation (it differs in "
+                    f"{', '.join(changed)}); choose another output folder"
+                )
+            record["created"], record["window"] = old.get("created"), old.get("window")
+        results.write_config(self.path, record)
+        return record
+
+    def cells(self) -> list[dict[str, Any]]:
+        """The finished cells, read from cells.jsonl."""
+        return results.read_cells(self.path)
+
+    def pending(self) -> list[str]:
+        """Keys of the planned cells not finished yet."""
+        return [k for k in self.task.cell_keys() if k not in self.log.keys]
+
+    # -- running ----------------------------------------------------------------------------
+
+    def run(
+        self,
+        progress: Progress | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Compute the pending cells, yielding each one once it is written to cells.jsonl.
+
+        Args:
+            progress: called as `progress(done, total, cell)`, first with cell None.
+            cancel: set it to stop after the token being decoded; finished cells are kept.
+
+        Raises:
+            LongCtxError: the model cannot be loaded, a length does not fit, an endpoint fails.
+        """
+        planned = set(self.task.cell_keys())
+        done = len(planned & self.log.keys)
+        total = len(planned)
+        if progress:
+            progress(done, total, None)
+        if done == total:
+            self.render()
+            return
+        try:
+            backend = self._backend or open_backend(self.target, models=self.models)
+            self._backend = backend
+            self._note_window(backend)
+            prompts = self.task.prompts(backend.tokenizer, skip=self.log.keys)
+            question = getattr(self.task, "question", "")
+            for prompt, reply in backend.answers(prompts, self.task.max_new_tokens, cancel):
+                cell = {
+                    "key": prompt.key,
+                    **prompt.info,
+                    "answer": reply.text,
+                    **self.scorer.score(reply.text, prompt.info["expected"], question),
+                    "prompt_tokens": reply.prompt_tokens,
+                    "completion_tokens": reply.completion_tokens,
+                    "reused_tokens": reply.reused_tokens,
+                    "seconds": round(reply.seconds, 3),
+                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                }
+                self.log.append(cell)
+                done += 1
+                if progress:
+                    progress(done, total, cell)
+                yield cell
+        except Cancelled:
+            return
+        finally:
+            self.render()
+
+    def run_all(
+        self, progress: Progress | None = None, cancel: threading.Event | None = None
+    ) -> list[dict[str, Any]]:
+        """`run()` to the end; returns every finished cell (old and new)."""
+        for _ in self.run(progress, cancel):
+            pass
+        return self.cells()
+
+    def _note_window(self, backend: Any) -> None:
+        window = backend.window or _config_window(self.target)
+        if window and self.record.get("window") != window:
+            self.record["window"] = window
+            results.write_config(self.path, self.record)
+
+    # -- figures ----------------------------------------------------------------------------
+
+    def figure(self, cells: list[dict[str, Any]] | None = None) -> Any:
+        """The heatmap (NIAH, passkey) or accuracy plot (topics) of the cells so far."""
+        cells = self.cells() if cells is None else cells
+        if self.task.kind == "topics":
+            return plots.topic_accuracy({self.target.label: cells})
+        title = f"{'Needle in a haystack' if self.task.kind == 'niah' else 'Passkey'}: "
+        return plots.heatmap(
+            cells,
+            lengths=self.task.lengths,
+            depths=self.task.depths,
+            window=self.record.get("window"),
+            title=title + self.target.label,
+        )
+
+    def render(self) -> Path:
+        """Write the figure as heatmap.html in the folder."""
+        return plots.export(self.figure(), self.path / results.HEATMAP_FILE)
+
+
+def _without(d: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if k not in keys}
+
+
+def _config_window(target: Target) -> int | None:
+    """An endpoint model's window, from its config where the tokenizer's model can be read."""
+    if target.endpoint is None:
+        return None
+    from core.models import load_config
+
+    try:
+        resolved = load_config(ModelSpec(target.tokenizer or target.endpoint.model))
+    except (LongCtxError, ConfigError, OSError, ValueError):
+        return None
+    return getattr(resolved.config, "max_position_embeddings", None)

@@ -1,0 +1,169 @@
+"""Scoring an answer against the expected one: ROUGE-L recall, keyword recall, exact substring,
+or an LLM judge with a 1-10 rubric through any OpenAI-compatible endpoint.
+
+Every scorer returns a score in [0, 1] so heatmaps of different scorers share one colour scale;
+the judge's raw 1-10 grade is kept next to it. Text is compared as lower-case words with
+punctuation removed, so "Dolores Park." matches "dolores park".
+
+This module knows nothing about haystacks, models or result folders.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from core.errors import ConfigError, LongCtxError
+from core.evals.backends import Endpoint
+
+SCORERS = ("rouge_l", "keywords", "exact", "judge")
+SCORER_HELP = {
+    "rouge_l": "ROUGE-L recall: the share of the expected answer's words the answer contains "
+    "in order (no API needed)",
+    "keywords": "keyword recall: the share of the expected answer's content words that appear "
+    "anywhere in the answer",
+    "exact": "exact: 1 if the expected answer appears in the answer, word for word, else 0",
+    "judge": "LLM judge: a model behind an OpenAI-compatible endpoint grades 1-10 (score = grade/10)",
+}
+STOPWORDS = frozenset(
+    "a an and are as at be by do for from has have in is it its of on or so that the this to "
+    "was were what which who with".split()
+)
+JUDGE_PROMPT = """You grade answers to a question about a long document.
+
+Question: {question}
+Reference answer: {expected}
+Answer to grade: {answer}
+
+Rubric:
+10 - the answer states everything in the reference answer, with nothing wrong added.
+7-9 - the answer has the reference's main point but misses or changes a detail.
+4-6 - the answer is partly right: some of the reference's content, mixed with errors.
+2-3 - the answer is related to the question but mostly wrong.
+1 - the answer is wrong, empty, or unrelated to the reference.
+
+Reply with the grade only, as a whole number from 1 to 10."""
+
+
+def words(text: str) -> list[str]:
+    """Lower-case words without punctuation: `"Dolores Park."` -> `["dolores", "park"]`."""
+    return re.findall(r"[0-9a-z]+(?:'[a-z]+)?", (text or "").lower())
+
+
+def _lcs(a: list[str], b: list[str]) -> int:
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b):
+            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
+        prev = cur
+    return prev[-1]
+
+
+def rouge_l_recall(answer: str, expected: str) -> float:
+    """Longest common word subsequence over the expected answer's length."""
+    ref = words(expected)
+    return _lcs(words(answer), ref) / len(ref) if ref else 0.0
+
+
+def keyword_recall(answer: str, expected: str) -> float:
+    """Share of the expected answer's distinct content words (stopwords left out) in the answer."""
+    keys = {w for w in words(expected) if w not in STOPWORDS} or set(words(expected))
+    have = set(words(answer))
+    return len(keys & have) / len(keys) if keys else 0.0
+
+
+def exact_match(answer: str, expected: str) -> float:
+    """1.0 when the expected answer's words appear, contiguous and in order, in the answer."""
+    ref, got = " ".join(words(expected)), " ".join(words(answer))
+    return 1.0 if ref and f" {ref} " in f" {got} " else 0.0
+
+
+def parse_grade(reply: str) -> int:
+    """The first whole number 1-10 in a judge's reply.
+
+    Raises:
+        LongCtxError: the reply holds no grade.
+    """
+    match = re.search(r"(?<![0-9.])(10|[1-9])(?!\.?[0-9])", reply or "")
+    if match is None:
+        raise LongCtxError(f"the judge replied without a 1-10 grade: {reply[:200]!r}")
+    return int(match.group(1))
+
+
+@dataclass
+class Scorer:
+    """How answers are scored."""
+
+    kind: str = "rouge_l"
+    """One of rouge_l, keywords, exact, judge."""
+    judge: Endpoint | None = None
+    """The judge's endpoint (kind `judge` only)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.judge, dict):
+            self.judge = Endpoint(**self.judge)
+        problems = []
+        if self.kind not in SCORERS:
+            problems.append(f"scorer must be one of {', '.join(SCORERS)}, got {self.kind!r}")
+        if self.kind == "judge" and self.judge is None:
+            problems.append("the judge scorer needs an endpoint: base URL and model name")
+        if problems:
+            raise ConfigError(problems)
+        self._client: Any = None
+
+    def public(self) -> dict[str, Any]:
+        return {"kind": self.kind, "judge": self.judge.public() if self.judge else None}
+
+    def score(self, answer: str, expected: str, question: str = "") -> dict[str, Any]:
+        """`{"score": float in [0, 1]}`, plus `"grade"` (1-10) for the judge.
+
+        A judge reply without a grade gives `score` None and keeps the reply as `judge_reply`
+        (one unparsable reply must not end a long run); an unreachable judge raises.
+        """
+        if self.kind == "rouge_l":
+            return {"score": round(rouge_l_recall(answer, expected), 4)}
+        if self.kind == "keywords":
+            return {"score": round(keyword_recall(answer, expected), 4)}
+        if self.kind == "exact":
+            return {"score": exact_match(answer, expected)}
+        grade, reply = self.grade(answer, expected, question)
+        if grade is None:
+            return {"score": None, "grade": None, "judge_reply": reply[:500]}
+        return {"score": grade / 10, "grade": grade}
+
+    def grade(self, answer: str, expected: str, question: str) -> tuple[int | None, str]:
+        """Ask the judge for a 1-10 grade (greedy; asked twice if the reply has no number).
+
+        Returns:
+            (grade or None, the judge's last reply).
+
+        Raises:
+            LongCtxError: the judge endpoint failed (unreachable, refused, ...).
+        """
+        import openai
+
+        assert self.judge is not None
+        if self._client is None:
+            self._client = self.judge.client(timeout=120)
+        prompt = JUDGE_PROMPT.format(question=question, expected=expected, answer=answer or "")
+        reply = ""
+        for _ in range(2):
+            try:
+                response = self._client.chat.completions.create(
+                    model=self.judge.model,
+                    messages=[{"role": "user", "content": prompt}],
+                    max_tokens=8,
+                    temperature=0,
+                )
+            except openai.APIError as exc:
+                raise LongCtxError(
+                    f"the judge at {self.judge.base_url} failed: {str(exc)[:300]}"
+                ) from exc
+            reply = response.choices[0].message.content or ""
+            try:
+                return parse_grade(reply), reply
+            except LongCtxError:
+                continue
+        return None, reply

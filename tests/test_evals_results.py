@@ -1,0 +1,94 @@
+"""Evaluation folders: cells.jsonl survives a torn line, a rerun skips finished cells, a folder
+refuses a different evaluation; the runner on a tiny random Llama (fast, real forward passes)."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from core.errors import LongCtxError
+from core.evals import results
+from core.evals.backends import LocalBackend, Target
+from core.evals.niah import NiahConfig
+from core.evals.runner import Evaluation
+from core.models import ModelSpec
+
+
+def test_cell_log_appends_and_repairs_a_torn_last_line(tmp_path):
+    log = results.CellLog(tmp_path)
+    log.append({"key": "a", "score": 1.0})
+    with log.path.open("a") as f:
+        f.write('{"key": "b", "sco')  # killed mid-write
+    assert [c["key"] for c in results.read_cells(tmp_path)] == ["a"]
+    log = results.CellLog(tmp_path)
+    assert log.keys == {"a"}
+    log.append({"key": "c", "score": 0.5})
+    assert [json.loads(line)["key"] for line in log.path.read_text().splitlines()] == ["a", "c"]
+
+
+def test_eval_ids_name_kind_and_model():
+    assert results.new_eval_id("niah", "org/My Model_v2").startswith("niah-my-model-v2-")
+
+
+@pytest.fixture(scope="module")
+def tiny_backend(tiny_llama_dir):
+    from core.models import load_model
+
+    return LocalBackend(load_model(ModelSpec(name=str(tiny_llama_dir))))
+
+
+def _task(**kw):
+    return NiahConfig(**{"lengths": [200, 300], "depths": [0, 100], "max_new_tokens": 4, **kw})
+
+
+@pytest.mark.integration
+def test_cancelled_run_resumes_without_recomputing(tmp_path, tiny_backend, tiny_llama_dir):
+    target = Target(ModelSpec(name=str(tiny_llama_dir)))
+    out = tmp_path / "ev"
+    cancel = threading.Event()
+    seen = []
+
+    def progress(done, total, cell):
+        seen.append((done, total))
+        if done == 2:
+            cancel.set()
+
+    first = Evaluation(_task(), target, out=out, backend=tiny_backend)
+    assert first.pending() == ["L200-D0", "L200-D100", "L300-D0", "L300-D100"]
+    done_first = [c["key"] for c in first.run(progress, cancel)]
+    assert len(done_first) == 2 and seen == [(0, 4), (1, 4), (2, 4)]
+    lines = (out / "cells.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and (out / "heatmap.html").exists()
+
+    computed_before = tiny_backend.stats["prompt_tokens"]
+    again = Evaluation.open(out, backend=tiny_backend)
+    pending = again.pending()
+    assert sorted(pending) == sorted(set(first.task.cell_keys()) - set(done_first))
+    new = list(again.run())
+    assert sorted(c["key"] for c in new) == sorted(pending)
+    # Only the two new prompts were fed to the model.
+    assert tiny_backend.stats["prompt_tokens"] - computed_before == sum(
+        c["prompt_tokens"] for c in new
+    )
+    cells = again.cells()
+    assert len(cells) == 4 and (out / "cells.jsonl").read_text().splitlines()[:2] == lines
+    for cell in cells:
+        assert {"length", "depth", "answer", "score", "prompt_tokens"} <= set(cell)
+    assert list(Evaluation.open(out, backend=tiny_backend).run()) == []  # nothing left
+
+
+@pytest.mark.integration
+def test_a_folder_refuses_a_different_evaluation_but_grid_may_grow(
+    tmp_path, tiny_backend, tiny_llama_dir
+):
+    target = Target(ModelSpec(name=str(tiny_llama_dir)))
+    out = tmp_path / "ev"
+    Evaluation(_task(lengths=[200], depths=[0]), target, out=out, backend=tiny_backend).run_all()
+    with pytest.raises(LongCtxError, match="differs in needle"):
+        Evaluation(_task(needle="Another needle."), target, out=out)
+    grown = Evaluation(_task(lengths=[200], depths=[0, 100]), target, out=out, backend=tiny_backend)
+    assert grown.pending() == ["L200-D100"]
+    assert results.read_config(out)["total"] == 2
+    assert results.list_evals(tmp_path)[0]["id"] == "ev"
