@@ -1,0 +1,242 @@
+"""The Data tab in a real browser (headless Debian Chromium), and its small path helpers.
+
+The browser test opens a JSONL in the paper's format with broken rows mixed in, checks every
+broken row is listed by line number, edits one answer through the UI, saves, reloads the page,
+re-opens the file and sees the edit; on disk only that line changed and the backup holds the
+old file. It also checks the table's token count against `apply_chat_template`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+from test_ui_browser import CHROMIUM, CHROMIUM_ARGS, SHOTS, _free_port
+
+pytestmark = pytest.mark.integration
+NEW_ANSWER = "The lighthouse keeper's number is 4711."
+
+
+def _chat(rng: random.Random, k: int) -> dict:
+    from core.synth.procedural import filler_sentence
+
+    context = " ".join(filler_sentence(rng) for _ in range(40))
+    return {"id": f"ok-{k}", "task": "qa", "conversations": [
+        {"role": "user", "content": f"{context}\n\nWhat does the river do? ({k})"},
+        {"role": "assistant", "content": f"It drifts past the stone bridge ({k})."},
+        {"role": "user", "content": "And the orchard?"},
+        {"role": "assistant", "content": "It waits beside the hill path."},
+    ]}  # fmt: skip
+
+
+def _broken_file(folder: Path) -> Path:
+    rng = random.Random(3)
+    good = [json.dumps(_chat(rng, k)) for k in range(5)]
+    lines = [
+        good[0],
+        good[1],
+        '{"conversations": [{"role": "user", "content": "cut off"',  # 3: bad JSON
+        good[2],
+        json.dumps(
+            {
+                "conversations": [
+                    {"role": "user", "content": "a"},  # 5: not alternating
+                    {"role": "user", "content": "b"},
+                    {"role": "assistant", "content": "c"},
+                ]
+            }
+        ),  # fmt: skip
+        json.dumps(
+            {
+                "conversations": [
+                    {"role": "user", "content": "q"},  # 6: empty answer
+                    {"role": "assistant", "content": "  "},
+                ]
+            }
+        ),  # fmt: skip
+        good[3],
+        json.dumps({"id": "meta-only", "source": "nowhere"}),  # 8: neither
+        good[4],
+    ]
+    path = folder / "broken.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    from ui.shell import build_app, style_kwargs
+
+    demo = build_app()
+    demo.queue(default_concurrency_limit=2)
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                **style_kwargs())  # fmt: skip
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not shutil.which(CHROMIUM):
+        pytest.skip("Debian chromium is not installed (make test installs it where apt exists)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def _wait_text(page, selector: str, text: str, timeout: float = 60) -> None:
+    page.wait_for_function(
+        "([s, t]) => (document.querySelector(s)?.innerText || '').includes(t)",
+        arg=[selector, text], timeout=timeout * 1000,
+    )  # fmt: skip
+
+
+def _open(page, path: Path, rows: int) -> None:
+    """Type a path in the Dataset box, press Open, wait until it is measured."""
+    _wait_text(page, "#data-status", "samples (")  # the sample opened on load first
+    box = page.locator("#data-path input")
+    box.fill(str(path))
+    box.press("Enter")
+    page.locator("#data-open").click()
+    _wait_text(page, "#data-status", f"{path.name} · {rows} samples (")
+
+
+def _cell(page, row: int, col: int) -> str:
+    return page.locator(f'#data-table [data-testid="cell-{row}-{col}"]').inner_text().strip()
+
+
+def test_broken_rows_listed_edit_saved_and_back_after_reload(app_url, browser):
+    from core.data import io
+    from ui.data_common import tokenizer
+
+    home = Path(os.environ["LONGCTX_HOME"])
+    path = _broken_file(home / "datasets")
+    before = path.read_bytes()
+    expected = [str(p) for p in io.validate(io.open_source(str(path))).problems]
+    assert {p.split(":")[0] for p in expected} == {"line 3", "line 5", "line 6", "line 8"}
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(app_url)
+    _open(page, path, 9)
+    listed = page.locator("#data-problems textarea").input_value()
+    for problem in expected:
+        assert problem in listed, (problem, listed)
+    assert "problem(s) in 4 row(s)" in page.locator("#data-problems-head").inner_text()
+
+    # The table's total tokens are what the chat template makes of the conversation.
+    tok = tokenizer("embedded")
+    conv = json.loads(before.splitlines()[1])["conversations"]
+    assert _cell(page, 1, 1) == "2"  # line 2
+    assert int(_cell(page, 1, 8)) == len(tok.apply_chat_template(conv, tokenize=True)["input_ids"])
+
+    # Open sample 1 from the table, pick its first answer, change it, save.
+    page.locator('#data-table [data-testid="cell-1-2"]').click()
+    _wait_text(page, "#data-sample-head", "Sample 1")
+    page.locator("#data-turn input").click()
+    page.get_by_role("option", name="2 · assistant").click()
+    content = page.locator("#data-content textarea")
+    page.wait_for_function(
+        "() => document.querySelector('#data-content textarea').value.startsWith('It drifts')"
+    )
+    content.fill(NEW_ANSWER)
+    page.locator("#data-apply").click()
+    _wait_text(page, "#data-history", "1 unsaved change")
+    _wait_text(page, "#data-turns", NEW_ANSWER)
+    page.locator("#data-save").click()
+    _wait_text(page, "#data-saved", "Saved 9 rows")
+    saved = page.locator("#data-saved").inner_text()
+    assert str(path) + ".bak" in saved
+    page.screenshot(path=str(SHOTS / "data.png"), full_page=True)
+
+    # On disk: only line 2 changed, to the new answer; the backup is the old file.
+    old, new = before.splitlines(), path.read_bytes().splitlines()
+    assert len(new) == len(old)
+    assert [k for k, (a, b) in enumerate(zip(old, new, strict=True)) if a != b] == [1]
+    assert json.loads(new[1])["conversations"][1]["content"] == NEW_ANSWER
+    assert json.loads(new[1])["id"] == "ok-1"
+    assert (path.parent / (path.name + ".bak")).read_bytes() == before
+
+    # A reload starts a new session: re-open the file, the edit is there.
+    page.reload()
+    _open(page, path, 9)
+    index = page.locator("#data-index input")
+    index.fill("1")
+    index.press("Enter")
+    _wait_text(page, "#data-turns", NEW_ANSWER)
+    assert "No unsaved changes" in page.locator("#data-history").inner_text()
+    page.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure helpers.
+
+
+def test_resolve_spec_keeps_sampling_and_refuses_outside_paths(tmp_path):
+    from core.errors import LongCtxError
+    from ui.data_common import SAMPLE, resolve_spec
+
+    assert resolve_spec(f"{SAMPLE}[5]") == f"{SAMPLE}[5]"
+    assert resolve_spec("hub:org/name") == "hub:org/name"
+    home = Path(os.environ["LONGCTX_HOME"]).resolve()
+    assert resolve_spec("datasets/x.jsonl") == str(home / "datasets" / "x.jsonl")
+    with pytest.raises(LongCtxError, match="outside"):
+        resolve_spec(str(tmp_path / "x.jsonl"))
+    with pytest.raises(LongCtxError):
+        resolve_spec("  ")
+
+
+def test_writes_go_to_the_workspace_only(tmp_path):
+    from core.data import io
+    from core.errors import LongCtxError
+    from ui.data_common import SAMPLE, save_target, writable_path
+
+    datasets = Path(os.environ["LONGCTX_HOME"]).resolve() / "datasets"
+    assert writable_path("mix") == datasets / "mix.jsonl"
+    assert writable_path("a.json") == datasets / "a.json"
+    with pytest.raises(LongCtxError, match="outside"):
+        writable_path(str(tmp_path / "out.jsonl"))
+    # assets/ is read-only: saving the sample makes a copy in the workspace.
+    target, why = save_target(io.open_source(str(SAMPLE)), "")
+    assert target == datasets / SAMPLE.name and "workspace" in why
+    assert save_target(io.open_source(f"{SAMPLE}[3]"), "")[0] == datasets / (
+        f"{SAMPLE.stem}-sample3.jsonl"
+    )
+    inside = datasets / "inside.jsonl"
+    shutil.copyfile(SAMPLE, inside)
+    assert save_target(io.open_source(str(inside)), "") == (None, "")
+    assert save_target(io.open_source(str(inside)), "other")[0] == datasets / "other.jsonl"
+
+
+def test_dataset_files_lists_datasets_not_presets():
+    from ui.data_common import SAMPLE, dataset_files
+
+    paths = [p for _, p in dataset_files()]
+    assert str(SAMPLE) in paths
+    assert not any(p.endswith((".yaml", ".css", ".md")) for p in paths)
+
+
+def test_widget_values_become_core_configs():
+    from core.errors import ConfigError
+    from ui.data_common import SAMPLE
+    from ui.data_mix import to_spec
+    from ui.data_table import to_query
+
+    q = to_query("keys", "all", 100, None, "yes", "total_tokens", True, 3)
+    assert (q.task, q.kind, q.min_tokens, q.max_tokens, q.has_problems) == (
+        "keys", None, 100, None, True
+    )  # fmt: skip
+    assert (q.sort_by, q.descending, q.page) == ("total_tokens", True, 2)
+    with pytest.raises(ConfigError, match="above"):
+        to_query("all", "all", 10, 5, "all", "index", False, 1)
+    spec = to_spec([[str(SAMPLE), 3, None], ["", None, None], [f"{SAMPLE}[4]", None, 0.5]],
+                   "m", 10, 7, True)  # fmt: skip
+    assert [(p.count, p.ratio) for p in spec.parts] == [(3, None), (None, 0.5)]
+    assert spec.output.endswith("datasets/m.jsonl") and (spec.total, spec.seed) == (10, 7)
