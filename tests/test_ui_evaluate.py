@@ -1,0 +1,169 @@
+"""The Evaluate tab in a real browser (headless Debian Chromium driven by Playwright).
+
+Runs a 2 x 2 needle-in-a-haystack grid on the embedded model from the tab, watches the heatmap
+fill in while cells arrive, checks the cells on disk, then reloads the page: the job re-attaches,
+the evaluation is listed with its heatmap, Resume finds every cell already done, and the
+heatmap exports as HTML. Skipped (with the reason) where /usr/bin/chromium is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+SHOTS = Path(tempfile.gettempdir()) / "longctx-shots"
+SHOTS.mkdir(exist_ok=True)
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+EVAL_ID = "ui-niah"
+# The live heatmap's cells: how many have a score, and the hover texts.
+LIVE_CELLS = """(sel) => {
+  const plot = document.querySelector(sel + ' .js-plotly-plot');
+  if (!plot || !plot.data || !plot.data.length) return null;
+  const z = plot.data[0].z || [];
+  return {filled: z.flat().filter(v => v !== null && v !== undefined).length,
+          hover: JSON.stringify(plot.data[0].customdata || [])};
+}"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Two shared cores: one torch thread keeps the model from fighting the browser."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def app_url(embedded):
+    from ui.shell import build_app, style_kwargs
+
+    demo = build_app()
+    demo.queue(default_concurrency_limit=2)
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                **style_kwargs())  # fmt: skip
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not shutil.which(CHROMIUM):
+        pytest.skip("Debian chromium is not installed (make test installs it where apt exists)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def _fill(page, selector: str, text: str) -> None:
+    box = page.locator(f"{selector} textarea, {selector} input").first
+    box.fill(text)
+    box.press("Tab")
+
+
+def test_niah_heatmap_fills_in_live_and_comes_back_after_reload(app_url, browser, workspace_home):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(app_url)
+    page.get_by_role("tab", name="Evaluate").click()
+    _fill(page, "#eval-lengths", "300,600")
+    _fill(page, "#eval-depths", "0,100")
+    _fill(page, "#eval-out", EVAL_ID)
+    command = page.locator("#eval-command textarea")
+    page.wait_for_function(
+        "() => { const v = document.querySelector('#eval-command textarea').value;"
+        f" return v.includes('--lengths 300,600') && v.includes('--depths 0,100')"
+        f" && v.includes('{EVAL_ID}'); }}",
+        timeout=20000,
+    )
+    assert command.input_value().startswith("longctx niah --model embedded")
+    assert "4 cells" in page.locator("#eval-plan").inner_text()
+    page.locator("#eval-run").click()
+
+    status = page.locator("#eval-status")
+    filled_seen: list[int] = []
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline:
+        done = "completed" in status.inner_text()
+        live = page.evaluate(LIVE_CELLS, "#eval-live")
+        if live is not None and (not filled_seen or live["filled"] != filled_seen[-1]):
+            filled_seen.append(live["filled"])
+        if done or "failed" in status.inner_text():
+            break
+        time.sleep(0.1)
+    assert "completed" in status.inner_text(), status.inner_text()
+    page.wait_for_function(f"() => ({LIVE_CELLS})('#eval-live')?.filled === 4", timeout=10000)
+    live = page.evaluate(LIVE_CELLS, "#eval-live")
+    # The heatmap was redrawn at least twice with part of the grid before the run finished.
+    assert len([n for n in filled_seen if 0 < n < 4]) >= 2, filled_seen
+    assert filled_seen == sorted(filled_seen), filled_seen
+    assert "Dolores" in live["hover"]  # the answers are on hover
+
+    cells = [json.loads(line) for line in
+             (workspace_home / "evals" / EVAL_ID / "cells.jsonl").read_text().splitlines()]  # fmt: skip
+    assert len(cells) == 4
+    assert {(c["length"], c["depth"]) for c in cells} == {
+        (300, 0),
+        (300, 100),
+        (600, 0),
+        (600, 100),
+    }
+    assert all(isinstance(c["answer"], str) and c["score"] is not None for c in cells)
+    assert sum(c["score"] for c in cells) / 4 >= 0.75, [(c["key"], c["answer"]) for c in cells]
+    page.screenshot(path=str(SHOTS / "evaluate.png"), full_page=True)
+
+    # A reload: the job re-attaches, the evaluation is listed and shows its heatmap.
+    page.reload()
+    page.get_by_role("tab", name="Evaluate").click()
+    page.locator("#eval-status b", has_text=EVAL_ID).wait_for(timeout=20000)
+    page.wait_for_function(
+        f"() => (document.querySelector('#eval-pick input') || {{}}).value?.includes('{EVAL_ID}')",
+        timeout=20000,
+    )
+    page.wait_for_function(f"() => ({LIVE_CELLS})('#eval-view')?.filled === 4", timeout=20000)
+    assert "4/4 cells" in page.locator("#eval-summary").inner_text()
+
+    # Resume on a finished folder computes nothing and says so.
+    page.locator("#eval-resume").click()
+    status.get_by_text("4 cells already done").wait_for(timeout=20000)
+    status.locator(".run-badge", has_text="completed").wait_for(timeout=20000)
+    assert len((workspace_home / "evals" / EVAL_ID / "cells.jsonl").read_text().splitlines()) == 4
+
+    page.locator("#eval-html").click()
+    page.locator("#eval-file a[download='heatmap.html']").wait_for(timeout=20000)
+    page.screenshot(path=str(SHOTS / "evaluate-reloaded.png"), full_page=True)
+
+    # The same folder with a grown grid resumes after the 4 cells; Stop ends it early.
+    _fill(page, "#eval-lengths", "300,600")
+    _fill(page, "#eval-depths", "0,50,100")
+    _fill(page, "#eval-out", EVAL_ID)
+    page.locator("#eval-plan", has_text="4 already done").wait_for(timeout=20000)
+    page.locator("#eval-run").click()
+    status.get_by_text("4 cells already done").wait_for(timeout=20000)
+    page.locator("#eval-stop").click()
+    status.locator(".run-badge", has_text="stopped").wait_for(timeout=60000)
+    assert "Run the same folder again to resume" in status.inner_text()
+    assert len((workspace_home / "evals" / EVAL_ID / "cells.jsonl").read_text().splitlines()) < 6
+    page.close()

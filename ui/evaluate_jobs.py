@@ -1,0 +1,146 @@
+"""Evaluate tab, part 2: the running evaluation — one per browser, on a thread, polled by a timer.
+
+A job runs `core.evals.runner.Evaluation.run()` on a daemon thread and is kept in a module-level
+dict under the session that started it; the page keeps that key in the browser's local storage,
+so a reload (a new session) finds its job again. Every finished cell is in the evaluation
+folder's cells.jsonl before the thread sees it, and the timer redraws the heatmap from that
+folder. Stop sets the job's cancel event, which the backend checks between tokens.
+
+Only threads and formatting live here; the work is done by `core.evals`.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.errors import LongCtxError
+from core.evals.runner import Evaluation
+
+log = logging.getLogger(__name__)
+_BADGE = {"loading": "#2563eb", "running": "#2563eb", "stopping": "#d97706",
+          "completed": "#059669", "stopped": "#6b7280", "failed": "#dc2626"}  # fmt: skip
+
+
+@dataclass
+class Job:
+    """One evaluation running (or finished) for one browser."""
+
+    evaluation: Evaluation
+    total: int
+    already: int
+    """Cells that were in the folder before this run: a rerun resumes after them."""
+    done: int = 0
+    cancel: threading.Event = field(default_factory=threading.Event)
+    error: str = ""
+    started: float = field(default_factory=time.monotonic)
+    first_cell: float | None = None
+    finished: float | None = None
+    thread: threading.Thread | None = None
+
+    @property
+    def state(self) -> str:
+        if self.finished is None:
+            if self.cancel.is_set():
+                return "stopping"
+            return "running" if self.first_cell or self.done == self.total else "loading"
+        if self.error:
+            return "failed"
+        return "stopped" if self.done < self.total else "completed"
+
+    def version(self) -> tuple:
+        """Changes whenever what the page shows would change."""
+        return (id(self), self.state, self.done, self.error)
+
+
+_jobs: dict[str, Job] = {}
+_jobs_lock = threading.Lock()
+
+
+def get(key: str | None) -> Job | None:
+    with _jobs_lock:
+        return _jobs.get(key or "")
+
+
+def stop(key: str | None) -> None:
+    job = get(key)
+    if job is not None:
+        job.cancel.set()
+
+
+def start(keys: list[str | None], evaluation: Evaluation) -> Job:
+    """Run `evaluation` on a thread under keys[0]; refused while one of `keys` has a job
+    running, or while any job writes into the same folder."""
+    with _jobs_lock:
+        for key in keys:
+            old = _jobs.get(key or "")
+            if old is not None and old.finished is None:
+                raise LongCtxError("an evaluation is already running here; stop it first")
+        for other in _jobs.values():
+            if other.finished is None and other.evaluation.path == evaluation.path:
+                raise LongCtxError(f"{evaluation.path.name} is being evaluated in another window")
+        total = len(evaluation.task.cell_keys())
+        already = total - len(evaluation.pending())
+        job = Job(evaluation, total=total, already=already, done=already)
+        # The job moves to this session; the one it replaces (this browser before a reload) goes,
+        # so a finished job does not keep its model's weights alive.
+        for key in keys:
+            _jobs.pop(key or "", None)
+        _jobs[keys[0] or ""] = job
+
+    def progress(done: int, total: int, cell: dict[str, Any] | None) -> None:
+        job.done, job.total = done, total
+        if cell is not None and job.first_cell is None:
+            job.first_cell = time.monotonic()
+
+    def body() -> None:
+        try:
+            for _ in evaluation.run(progress=progress, cancel=job.cancel):
+                pass
+        except LongCtxError as exc:
+            job.error = str(exc)
+        except Exception as exc:  # a bug: keep the traceback in the log, show the message
+            log.exception("evaluation failed")
+            job.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            job.finished = time.monotonic()
+
+    job.thread = threading.Thread(target=body, daemon=True, name="longctx-evaluate")
+    job.thread.start()
+    return job
+
+
+def status_html(job: Job | None) -> str:
+    if job is None:
+        return (
+            '<p class="eval-idle">Nothing evaluated yet in this browser: set up a task and Run.</p>'
+        )
+    ev, state = job.evaluation, job.state
+    pct = 100 * job.done / job.total if job.total else 0
+    elapsed = (job.finished or time.monotonic()) - job.started
+    parts = [f"{job.done}/{job.total} cells", f"{elapsed:.0f} s"]
+    if job.already:
+        parts.append(f"{job.already} cells already done (resumed)")
+    out = [
+        f'<div class="run-status eval-status"><span class="run-badge" '
+        f'style="background:{_BADGE.get(state, "#6b7280")}">{state}</span> '
+        f"<b>{html.escape(ev.path.name)}</b> · " + " · ".join(parts),
+        f'<div class="run-progress"><div style="width:{pct:.1f}%"></div></div>',
+        f'<p class="eval-target">{html.escape(ev.target.label)} · {html.escape(str(ev.path))}</p>',
+    ]
+    if job.error:
+        out.append(f'<p class="run-reason">{html.escape(job.error)}</p>')
+    elif state == "loading":
+        out.append("<p>Loading the model and building the prompts…</p>")
+    elif state == "stopped":
+        out.append("<p>Stopped. Run the same folder again to resume where it stopped.</p>")
+    return "".join(out) + "</div>"
+
+
+def figure(job: Job | None) -> Any:
+    """The job's heatmap (or topic accuracy) from the cells in its folder so far."""
+    return job.evaluation.figure() if job is not None else None

@@ -1,0 +1,183 @@
+"""Evaluate tab, part 3: past evaluations — pick one to see its figure, compare two, export.
+
+Everything is read from the evaluation folders (`core.evals.results`), never from memory, so a
+reload, a restart or a second browser shows the same list. Figures come from `core.evals.plots`:
+the heatmap for NIAH and passkey, the accuracy curve for topic retrieval, the tuned-minus-base
+difference heatmap (or both accuracy curves) for a comparison. Exports are written into the
+evaluation folder and offered for download.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from core import workspace
+from core.errors import LongCtxError
+from core.evals import plots, results
+from ui.common import user_errors
+
+TITLES = {"niah": "Needle in a haystack", "passkey": "Passkey"}
+
+
+@dataclass
+class ResultsPanel:
+    pick: gr.Dropdown
+    summary: gr.Markdown
+    view: gr.Plot
+    x_axis: gr.Radio
+    resume: gr.Button
+    base: gr.Dropdown
+    tuned: gr.Dropdown
+
+    @property
+    def list_outputs(self) -> list:
+        """What `refresh()` updates."""
+        return [self.pick, self.base, self.tuned, self.summary, self.view, self.x_axis]
+
+
+def folder(eval_id: str) -> Path:
+    """An evaluation id from the list -> its folder (never outside the workspace's evals/)."""
+    if not eval_id:
+        raise LongCtxError("pick an evaluation first")
+    return workspace.resolve_inside(eval_id, base=workspace.subdir("evals"))
+
+
+def signature() -> tuple:
+    """Changes when an evaluation folder appears or gets a cell; cheap enough for every tick."""
+    base = workspace.subdir("evals")
+    found = []
+    for entry in os.scandir(base):
+        cells = Path(entry.path) / results.CELLS_FILE
+        found.append((entry.name, cells.stat().st_size if cells.exists() else -1))
+    return tuple(sorted(found))
+
+
+def _choices() -> list[tuple[str, str]]:
+    choices = []
+    for e in results.list_evals():
+        mean = f", mean {e['mean_score']:.2f}" if e["mean_score"] is not None else ""
+        choices.append(
+            (f"{e['id']} · {e['label']} · {e['done']}/{e['total']} cells{mean}", e["id"])
+        )
+    return choices
+
+
+def figure(eval_id: str, x: str = "tokens") -> Any:
+    """The figure of one evaluation folder, read without touching it."""
+    path = folder(eval_id)
+    config, cells = results.read_config(path), results.read_cells(path)
+    label = config.get("label") or eval_id
+    if config.get("kind") == "topics":
+        return plots.topic_accuracy({label: cells}, x=x)
+    task = config.get("task", {})
+    return plots.heatmap(cells, lengths=task.get("lengths"), depths=task.get("depths"),
+                         window=config.get("window"),
+                         title=f"{TITLES.get(config.get('kind'), 'Evaluation')}: {label}")  # fmt: skip
+
+
+def summary(eval_id: str | None) -> str:
+    if not eval_id:
+        return "No evaluation picked."
+    path = folder(eval_id)
+    config, cells = results.read_config(path), results.read_cells(path)
+    mean = plots.mean_score(cells)
+    mean_text = "n/a" if mean != mean else f"{mean:.3f}"
+    return (f"**{config.get('kind')}** · {config.get('label')} · {len(cells)}/"
+            f"{config.get('total')} cells · mean score **{mean_text}** · scorer "
+            f"{config.get('scorer', {}).get('kind')} · `{path}`")  # fmt: skip
+
+
+def refresh(current: str | None, x: str) -> list[Any]:
+    """Updates for `ResultsPanel.list_outputs`: the lists, and the picked (else newest) figure."""
+    choices = _choices()
+    ids = [c[1] for c in choices]
+    pick = current if current in ids else (ids[0] if ids else None)
+    return [gr.update(choices=choices, value=pick), gr.update(choices=choices),
+            gr.update(choices=choices), *show(pick, x)]  # fmt: skip
+
+
+def show(eval_id: str | None, x: str) -> list[Any]:
+    """Summary, figure and x-axis switch (topic retrieval only) for one evaluation."""
+    if not eval_id:
+        return [summary(None), None, gr.update(visible=False)]
+    kind = results.read_config(folder(eval_id)).get("kind")
+    return [summary(eval_id), figure(eval_id, x), gr.update(visible=kind == "topics")]
+
+
+def compare(base_id: str, tuned_id: str, x: str = "tokens") -> Any:
+    """Tuned minus base heatmap for two grid evaluations; both accuracy curves for two topic ones."""
+    if not base_id or not tuned_id:
+        raise LongCtxError("pick both a base and a tuned evaluation to compare")
+    a, b = results.read_config(folder(base_id)), results.read_config(folder(tuned_id))
+    labels = (a.get("label") or base_id, b.get("label") or tuned_id)
+    if labels[0] == labels[1]:  # same model twice (another grid, say): name them by role
+        labels = ("base", "tuned")
+    cells_a, cells_b = results.read_cells(folder(base_id)), results.read_cells(folder(tuned_id))
+    topics = [a.get("kind") == "topics", b.get("kind") == "topics"]
+    if all(topics):
+        return plots.topic_accuracy({labels[0]: cells_a, labels[1]: cells_b}, x=x)
+    if any(topics):
+        raise LongCtxError("compare two grid evaluations (NIAH, passkey) or two topic ones")
+    return plots.diff_heatmap(cells_a, cells_b, labels=labels, window=b.get("window"))
+
+
+def export(fig: Any, path: Path) -> Any:
+    """Write `fig` to `path`, let gradio serve that one file where it lies, and show it."""
+    written = plots.export(fig, path)
+    gr.set_static_paths([written])  # the workspace may lie outside gradio's allowed folders
+    return gr.update(value=str(written), visible=True)
+
+
+def build() -> ResultsPanel:
+    """Lay out the past-evaluations panel and wire what needs only it (the caller wires Resume
+    and the timer refresh)."""
+    choices = _choices()
+    first = choices[0][1] if choices else None
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            with gr.Row():
+                pick = gr.Dropdown(choices, value=first, label="Evaluation", scale=5,
+                                   elem_id="eval-pick")  # fmt: skip
+                refresh_btn = gr.Button("Refresh", scale=1)
+                resume = gr.Button("Resume", scale=1, elem_id="eval-resume")
+            info = gr.Markdown(summary(first), elem_id="eval-summary")
+            view = gr.Plot(figure(first) if first else None, label="Figure", elem_id="eval-view")
+        with gr.Column(scale=1, min_width=260):
+            x_axis = gr.Radio([("prompt tokens", "tokens"), ("number of topics", "topics")],
+                              value="tokens", label="Topic retrieval: x axis", visible=False)  # fmt: skip
+            with gr.Row():
+                png = gr.Button("Export PNG", size="sm", elem_id="eval-png")
+                html_btn = gr.Button("Export HTML", size="sm", elem_id="eval-html")
+            download = gr.File(
+                label="Download", interactive=False, visible=False, elem_id="eval-file"
+            )
+    with gr.Accordion("Compare two evaluations (tuned minus base)", open=False):
+        with gr.Row():
+            base = gr.Dropdown(choices, value=None, label="Base", elem_id="eval-base")
+            tuned = gr.Dropdown(choices, value=None, label="Tuned", elem_id="eval-tuned")
+        with gr.Row():
+            diff_btn = gr.Button("Compare", variant="primary", elem_id="eval-compare")
+            diff_png = gr.Button("Export PNG", size="sm")
+            diff_html = gr.Button("Export HTML", size="sm")
+        diff = gr.Plot(label="Difference", elem_id="eval-diff")
+        diff_file = gr.File(label="Download", interactive=False, visible=False)
+    panel = ResultsPanel(pick, info, view, x_axis, resume, base, tuned)
+
+    gr.on([pick.input, x_axis.change], user_errors(show), [pick, x_axis], [info, view, x_axis],
+          show_progress="hidden")  # fmt: skip
+    refresh_btn.click(user_errors(refresh), [pick, x_axis], panel.list_outputs)
+    diff_btn.click(user_errors(compare), [base, tuned, x_axis], diff)
+
+    for button, suffix in ((png, ".png"), (html_btn, ".html")):
+        button.click(user_errors(lambda i, x, s=suffix: export(figure(i, x), folder(i) / f"heatmap{s}")),
+                     [pick, x_axis], download)  # fmt: skip
+    for button, suffix in ((diff_png, ".png"), (diff_html, ".html")):
+        button.click(user_errors(lambda a, b, x, s=suffix: export(compare(a, b, x),
+                                                                  folder(b) / f"diff-vs-{a}{s}")),
+                     [base, tuned, x_axis], diff_file)  # fmt: skip
+    return panel

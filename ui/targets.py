@@ -1,0 +1,95 @@
+"""Model-target controls for the tabs that run a model over prompts (Evaluate): who answers.
+
+A local model (embedded, a Hub id, a folder, or a trained run's adapter from
+`core.models.known_models()`, with an optional adapter and RoPE/window override) or any
+OpenAI-compatible endpoint. The widget values become a `core.evals.backends.Target`; validation
+happens there. The API key is passed to the target in memory only and never written anywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from core import models
+from core.evals.backends import Endpoint, Target
+from ui.common import optional_float, optional_int
+
+LOCAL, ENDPOINT = "local", "endpoint"
+
+
+@dataclass
+class TargetControls:
+    """The widgets that describe one model under test."""
+
+    kind: gr.Radio
+    model: gr.Dropdown
+    adapter: gr.Textbox
+    rope_theta: gr.Number
+    window: gr.Number
+    base_url: gr.Textbox
+    api_key: gr.Textbox
+    endpoint_model: gr.Textbox
+    tokenizer: gr.Textbox
+
+    def inputs(self) -> list[gr.components.Component]:
+        return [self.kind, self.model, self.adapter, self.rope_theta, self.window,
+                self.base_url, self.api_key, self.endpoint_model, self.tokenizer]  # fmt: skip
+
+
+def to_eval_target(
+    kind, model, adapter, rope_theta, window, base_url, api_key, endpoint_model, tokenizer
+) -> Target:
+    """Widget values (in `TargetControls.inputs()` order) -> an evaluation Target."""
+    if kind == ENDPOINT:
+        endpoint = Endpoint(base_url or "", endpoint_model or "", api_key or None)
+        return Target(endpoint=endpoint, tokenizer=(tokenizer or "").strip() or None)
+    spec = models.ModelSpec(
+        name=model or models.EMBEDDED,
+        adapter=adapter or None,
+        rope_theta=optional_float(rope_theta),
+        max_position_embeddings=optional_int(window),
+    )
+    return Target(model=spec)
+
+
+def target_controls(prefix: str, default_model: str = models.EMBEDDED) -> TargetControls:
+    """Lay out the controls (ids `<prefix>-model`, `<prefix>-base-url`, ...) and wire the toggle."""
+    with gr.Group():
+        kind = gr.Radio(
+            [("Local model", LOCAL), ("OpenAI-compatible endpoint", ENDPOINT)],
+            value=LOCAL, show_label=False, elem_id=f"{prefix}-kind",
+        )  # fmt: skip
+        with gr.Column(visible=True) as local_box:
+            model = gr.Dropdown(
+                models.known_models(), value=default_model, allow_custom_value=True,
+                label="Model", elem_id=f"{prefix}-model",
+                info="embedded, a Hub id, a local folder, or a trained run's adapter",
+            )  # fmt: skip
+            adapter = gr.Textbox(label="LoRA adapter on top (optional)",
+                                 placeholder="folder or Hub id")  # fmt: skip
+            with gr.Row():
+                rope_theta = gr.Number(label="RoPE base", info="0: the model's own (paper: 2e8)")
+                window = gr.Number(label="Window (tokens)", precision=0, info="0: the model's own")
+        with gr.Column(visible=False) as endpoint_box:
+            base_url = gr.Textbox(label="Base URL", placeholder="http://127.0.0.1:8000/v1",
+                                  elem_id=f"{prefix}-base-url")  # fmt: skip
+            endpoint_model = gr.Textbox(label="Model name", placeholder="as in /v1/models")
+            api_key = gr.Textbox(label="API key (never saved)", type="password",
+                                 placeholder="empty: $OPENAI_API_KEY")  # fmt: skip
+            tokenizer = gr.Textbox(
+                label="Tokenizer that measures prompt lengths",
+                placeholder="empty: the model name; 'embedded' for rough lengths",
+            )
+
+    def toggle(k):
+        return gr.update(visible=k == LOCAL), gr.update(visible=k == ENDPOINT)
+
+    kind.change(toggle, kind, [local_box, endpoint_box], show_progress="hidden")
+    # Runs trained since the page was built join the list when it is opened.
+    model.focus(lambda: gr.update(choices=models.known_models()), None, model,
+                show_progress="hidden")  # fmt: skip
+    return TargetControls(
+        kind, model, adapter, rope_theta, window, base_url, api_key, endpoint_model, tokenizer
+    )
