@@ -9,6 +9,9 @@ with progress. The panels live in ui/data_*.py; the work is done by `core.data`.
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
 from gradio.context import get_blocks_context
@@ -75,7 +78,16 @@ def _measure(op: Opened, progress) -> None:
     op.measure(progress=lambda d, t: progress((d, t), desc=f"counting tokens ({op.model})"))
 
 
-def build() -> None:
+@dataclass
+class DataTab:
+    """What other tabs need to hand the Data tab a file: its path box and how to open it."""
+
+    path: gr.Dropdown
+    open_after: Callable[[Any], None]
+    """`open_after(event)`: open whatever is in `path` once `event` succeeds."""
+
+
+def build() -> DataTab:
     """Lay out the Data tab and wire its events."""
     opened = gr.State(None)
     with gr.Row(elem_classes="data-bar"):
@@ -152,6 +164,7 @@ def build() -> None:
     smp.follow(table_pick)
     for change in smp.changes:
         follow_rows(change)
+    return DataTab(path, lambda event: open_chain(event.success, [path, model, evidence]))
 
 
 def _picked(evt: gr.SelectData) -> int:

@@ -13,7 +13,7 @@ import gradio as gr
 
 from core import models, workspace
 from core.errors import LongCtxError
-from ui import chat, train
+from ui import chat, data, evaluate, generate, train
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 TITLE = "LongCtx Studio"
@@ -31,12 +31,32 @@ def build_app(model: str = models.EMBEDDED) -> gr.Blocks:
     """The whole app as a Blocks object (not launched)."""
     with gr.Blocks(title=TITLE) as demo:
         gr.HTML(HEADER)
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
+            with gr.Tab("Data", id="data"):
+                data_tab = data.build()
+            with gr.Tab("Generate", id="generate"):
+                generated = generate.build()
+                to_data = gr.Button("Open the result in the Data tab", elem_id="gen-to-data")
             with gr.Tab("Train", id="train"):
                 train.build()
+            with gr.Tab("Evaluate", id="evaluate"):
+                evaluate.build()
             with gr.Tab("Chat", id="chat"):
                 chat.build(default_model=model)
+        _wire_generate_to_data(generated, to_data, data_tab, tabs)
     return demo
+
+
+def _wire_generate_to_data(generated: gr.Textbox, button: gr.Button, data_tab: data.DataTab,
+                           tabs: gr.Tabs) -> None:  # fmt: skip
+    """A generated file opens in the Data tab: the path moves over, the tab switches, it opens."""
+
+    def hand_over(path: str):
+        if not path:
+            raise gr.Error("Nothing generated yet: run a job first.", print_exception=False)
+        return gr.update(value=path), gr.Tabs(selected="data")
+
+    data_tab.open_after(button.click(hand_over, generated, [data_tab.path, tabs]))
 
 
 def style_kwargs() -> dict:

@@ -8,7 +8,6 @@ runs.
 
 from __future__ import annotations
 
-import shlex
 from typing import Any
 
 import gradio as gr
@@ -255,7 +254,7 @@ def preview(names: list[str], *values: Any) -> tuple[str, Any, str, str]:
     except LongCtxError as exc:
         verdict, figure = f"**Cannot estimate memory:** {exc}", None
     cmd = runs.command_for(runs.runs_dir() / "<run-id>", config)
-    return verdict, figure, shlex.join(cmd), config.to_yaml()
+    return verdict, figure, runs.display_command(cmd), config.to_yaml()
 
 
 _ICONS = {"fits": "✅", "tight": "⚠️", "too big": "⛔"}

@@ -52,7 +52,7 @@ def status_html(run_id: str | None) -> str:
         + (f" · loss {loss:.4f}" if isinstance(loss, float) else "") + eta_text
         + f'<div class="run-progress"><div style="width:{pct:.1f}%"></div></div>'
         + (f'<p class="run-reason">{html.escape(str(reason))}</p>' if reason else "")
-        + (f"<p>Adapter: <code>{html.escape(status['adapter'])}</code></p>" if status.get("adapter") else "")
+        + (f"<p>Adapter: <code>{html.escape(runs.short_path(status['adapter']))}</code></p>" if status.get("adapter") else "")
         + "</div>"
     )  # fmt: skip
 

@@ -135,7 +135,9 @@ def estimate(
         0 if (config.offload_checkpoints and on_gpu) else stored
     )
     # One layer recomputed and differentiated: projections, MLP intermediates, their grads.
-    per_layer = seq * (4 * d["hidden"] * residual + (d["q"] + 2 * d["kv"] + 4 * d["inter"]) * act) * 2
+    per_layer = (
+        seq * (4 * d["hidden"] * residual + (d["q"] + 2 * d["kv"] + 4 * d["inter"]) * act) * 2
+    )
     parts["largest layer working set"] = per_layer
     parts["labelled logits (fp32)"] = labelled * config.per_device_batch_size * d["vocab"] * 4 * 3
     parts["runtime overhead"] = (1.0 if on_gpu else 0.6) * GB

@@ -205,6 +205,30 @@ def command_for(run_dir: Path, config: TrainConfig, resume: bool = False) -> lis
     return [sys.executable, *tail]
 
 
+def display_command(cmd: list[str]) -> str:
+    """The command as a user would type it: `python`, paths relative to $LONGCTX_HOME."""
+    import shlex
+
+    home = str(workspace.home())
+    parts = []
+    for arg in cmd:
+        if arg == sys.executable:
+            parts.append("python")
+        elif arg.startswith(home):
+            parts.append('"$LONGCTX_HOME' + arg[len(home) :] + '"')  # double quotes: $ expands
+        else:
+            parts.append(shlex.quote(arg))
+    return " ".join(parts)
+
+
+def short_path(path: str | Path) -> str:
+    """A workspace path shown relative to the workspace (`runs/<id>/adapter`)."""
+    try:
+        return str(Path(path).resolve().relative_to(workspace.home()))
+    except ValueError:
+        return str(path)
+
+
 def launch(config: TrainConfig, run_dir: Path | None = None, resume: bool = False) -> Path:
     """Start training in a child process and return its run folder at once.
 
