@@ -74,10 +74,14 @@ def test_endpoint_chat_streams_through_our_server(embedded):
         target = chat.ChatTarget(kind=chat.ENDPOINT, base_url=server.base_url,
                                  endpoint_model="embedded")  # fmt: skip
         messages = chat.build_messages("What is the capital of France?")
-        chunks = list(chat.stream_reply(target, messages, SamplingParams(temperature=0, max_tokens=20)))
+        chunks = list(
+            chat.stream_reply(target, messages, SamplingParams(temperature=0, max_tokens=20))
+        )
         assert "Paris" in "".join(c.text for c in chunks)
         assert chunks[-1].finish_reason == "stop" and chunks[-1].prompt_tokens > 10
         assert chat.endpoint_window(server.base_url, "", "embedded") == 8192
-        wrong = chat.ChatTarget(kind=chat.ENDPOINT, base_url=server.base_url, endpoint_model="gpt-9")
+        wrong = chat.ChatTarget(
+            kind=chat.ENDPOINT, base_url=server.base_url, endpoint_model="gpt-9"
+        )
         with pytest.raises(LongCtxError, match="answered 404"):
             list(chat.stream_reply(wrong, messages, SamplingParams(max_tokens=5)))
