@@ -7,51 +7,14 @@ Skipped (with the reason) where /usr/bin/chromium is not installed.
 from __future__ import annotations
 
 import re
-import shutil
-import socket
 import time
 
 import pytest
+from conftest import start_app
 
 pytestmark = pytest.mark.integration
 SHOTS = __import__("pathlib").Path(__import__("tempfile").gettempdir()) / "longctx-shots"
 SHOTS.mkdir(exist_ok=True)
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def app_url(embedded):
-    from ui.shell import build_app, style_kwargs
-
-    demo = build_app()
-    demo.queue(default_concurrency_limit=2)
-    port = _free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                **style_kwargs())  # fmt: skip
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not shutil.which(CHROMIUM):
-        pytest.skip("Debian chromium is not installed (make test installs it where apt exists)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def test_chat_reply_streams_in(app_url, browser):
@@ -129,10 +92,16 @@ def test_train_tab_launches_a_run_that_survives_reload_and_restart(
     assert str(tiny_llama_dir) in yaml_box.inner_text()
     assert "core.cli train" in page.locator("#train-command textarea").input_value()
     page.locator("#train-launch").click()
-    status = page.locator("#run-status")
-    status.get_by_text("completed").wait_for(timeout=180000)
-    run_id = status.locator("b").inner_text()
-    assert "step 4/4" in status.inner_text()
+    started = page.get_by_text("Started run")
+    started.wait_for(timeout=30000)
+    run_id = started.locator("strong").inner_text()
+    # The panel follows the new run until it completes (it showed older runs before).
+    page.wait_for_function(
+        "([id]) => { const t = document.querySelector('#run-status')?.innerText || '';"
+        " return t.includes(id) && t.includes('completed'); }",
+        arg=[run_id], timeout=180000,
+    )  # fmt: skip
+    assert "step 4/4" in page.locator("#run-status").inner_text()
     page.locator("#run-chart .js-plotly-plot").wait_for(timeout=20000)
     assert page.locator("#run-chart .scatterlayer .trace").count() >= 4  # loss, smooth, lr, ...
 
@@ -145,18 +114,14 @@ def test_train_tab_launches_a_run_that_survives_reload_and_restart(
 
 def test_runs_come_back_after_an_app_restart(browser, embedded):
     from core.train import runs
-    from ui.shell import build_app, style_kwargs
 
     finished = [r for r in runs.list_runs() if r.state == "completed"]
-    if not finished:
-        pytest.skip("no completed run in this session's workspace yet")
-    demo = build_app()
-    port = _free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                **style_kwargs())  # fmt: skip
+    if not finished or runs.list_runs()[0].id != finished[0].id:
+        pytest.skip("the newest run of this session's workspace has not completed")
+    demo, url = start_app()  # a second app process state: nothing shared but the run folders
     try:
         page = browser.new_page()
-        _open_tab(page, f"http://127.0.0.1:{port}/", "Train")
+        _open_tab(page, url, "Train")
         page.locator("#run-status b", has_text=finished[0].id).wait_for(timeout=20000)
         assert "completed" in page.locator("#run-status").inner_text()
         page.locator("#run-chart .js-plotly-plot").wait_for(timeout=20000)

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_ui_browser import CHROMIUM, CHROMIUM_ARGS, SHOTS, _free_port
+from test_ui_browser import SHOTS
 
 pytestmark = pytest.mark.integration
 NEW_ANSWER = "The lighthouse keeper's number is 4711."
@@ -65,31 +65,6 @@ def _broken_file(folder: Path) -> Path:
     path = folder / "broken.jsonl"
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-@pytest.fixture(scope="module")
-def app_url():
-    from ui.shell import build_app, style_kwargs
-
-    demo = build_app()
-    demo.queue(default_concurrency_limit=2)
-    port = _free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                **style_kwargs())  # fmt: skip
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not shutil.which(CHROMIUM):
-        pytest.skip("Debian chromium is not installed (make test installs it where apt exists)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def _wait_text(page, selector: str, text: str, timeout: float = 60) -> None:
@@ -167,6 +142,8 @@ def test_broken_rows_listed_edit_saved_and_back_after_reload(app_url, browser):
     # A reload starts a new session: re-open the file, the edit is there.
     page.reload()
     _open(page, path, 9)
+    # Let the open finish drawing sample 0 before asking for another one.
+    _wait_text(page, "#data-sample-head", "Sample 0")
     index = page.locator("#data-index input")
     index.fill("1")
     index.press("Enter")

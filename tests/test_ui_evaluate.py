@@ -9,8 +9,6 @@ heatmap exports as HTML. Skipped (with the reason) where /usr/bin/chromium is no
 from __future__ import annotations
 
 import json
-import shutil
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -20,11 +18,6 @@ import pytest
 pytestmark = pytest.mark.integration
 SHOTS = Path(tempfile.gettempdir()) / "longctx-shots"
 SHOTS.mkdir(exist_ok=True)
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
 EVAL_ID = "ui-niah"
 # The live heatmap's cells: how many have a score, and the hover texts.
 LIVE_CELLS = """(sel) => {
@@ -36,12 +29,6 @@ LIVE_CELLS = """(sel) => {
 }"""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """Two shared cores: one torch thread keeps the model from fighting the browser."""
@@ -51,31 +38,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def app_url(embedded):
-    from ui.shell import build_app, style_kwargs
-
-    demo = build_app()
-    demo.queue(default_concurrency_limit=2)
-    port = _free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                **style_kwargs())  # fmt: skip
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not shutil.which(CHROMIUM):
-        pytest.skip("Debian chromium is not installed (make test installs it where apt exists)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def _fill(page, selector: str, text: str) -> None:

@@ -9,8 +9,6 @@ Skipped (with the reason) where /usr/bin/chromium is not installed.
 from __future__ import annotations
 
 import re
-import shutil
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -20,42 +18,6 @@ import pytest
 pytestmark = pytest.mark.integration
 SHOTS = Path(tempfile.gettempdir()) / "longctx-shots"
 SHOTS.mkdir(exist_ok=True)
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def app_url():
-    from ui.shell import build_app, style_kwargs
-
-    demo = build_app()
-    demo.queue(default_concurrency_limit=2)
-    port = _free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                **style_kwargs())  # fmt: skip
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not shutil.which(CHROMIUM):
-        pytest.skip("Debian chromium is not installed (make test installs it where apt exists)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def _open(browser, url: str):
