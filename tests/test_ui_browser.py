@@ -108,7 +108,7 @@ def test_train_tab_launches_a_run_that_survives_reload_and_restart(
     # A reload shows the same run, read back from its folder.
     page.reload()
     page.get_by_role("tab", name="Train").click()
-    page.locator("#run-status b", has_text=run_id).wait_for(timeout=20000)
+    page.locator("#run-status b", has_text=run_id).wait_for(timeout=60000)
     page.close()
 
 

@@ -83,7 +83,7 @@ def select(run_id: str | None) -> list:
 def build() -> RunsMonitor:
     """Lay out the runs panel (inside the Train tab) and wire it."""
     with gr.Row():
-        run = gr.Dropdown(_choices(), label="Run", scale=4, elem_id="run-select")
+        run = gr.Dropdown(_choices(), value=None, label="Run", scale=4, elem_id="run-select")
         refresh = gr.Button("Refresh", scale=1)
         stop = gr.Button("Stop", variant="stop", scale=1, elem_id="run-stop")
         resume = gr.Button("Resume", scale=1, elem_id="run-resume")
