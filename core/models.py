@@ -524,6 +524,31 @@ def _attach_adapter(model: Any, adapter: str, *, trainable: bool) -> Any:
         raise LongCtxError(f"cannot apply adapter {adapter!r}: {str(exc).splitlines()[0]}") from exc
 
 
+def add_spec_args(parser: Any) -> None:
+    """The ModelSpec flags that follow `--model` on every command that loads a model."""
+    parser.add_argument(
+        "--adapter", help="LoRA adapter (folder or Hub id) applied on top of --model"
+    )
+    parser.add_argument("--rope-theta", type=float, help="new RoPE base (e.g. 2e8); default: own")
+    parser.add_argument("--max-position-embeddings", type=int, help="new context window in tokens")
+    parser.add_argument("--quantization", default="auto", choices=QUANTIZATIONS)
+    parser.add_argument("--dtype", default="auto", choices=DTYPES)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+
+
+def spec_from_args(args: Any) -> ModelSpec:
+    """The ModelSpec that `--model` and the `add_spec_args` flags describe."""
+    return ModelSpec(
+        name=args.model,
+        adapter=args.adapter,
+        rope_theta=args.rope_theta,
+        max_position_embeddings=args.max_position_embeddings,
+        quantization=args.quantization,
+        dtype=args.dtype,
+        device=args.device,
+    )
+
+
 def known_models() -> list[tuple[str, str]]:
     """(label, name) pairs for model pickers: embedded, the paper's models, trained adapters."""
     choices = [

@@ -37,7 +37,7 @@ from core.evals.procedural import (
 )
 from core.evals.runner import DEFAULT_SCORERS, Evaluation
 from core.evals.scoring import SCORERS, Scorer
-from core.models import DTYPES, QUANTIZATIONS, ModelSpec
+from core.models import ModelSpec, add_spec_args, spec_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -147,12 +147,7 @@ def _target_args(p: argparse.ArgumentParser) -> None:
         default="embedded",
         help="'embedded', a folder or a Hub id; with --base-url, the name the server serves",
     )
-    g.add_argument("--adapter", help="LoRA adapter applied on top of --model")
-    g.add_argument("--rope-theta", type=float, help="new RoPE base (e.g. 200e6)")
-    g.add_argument("--max-position-embeddings", type=int, help="new context window")
-    g.add_argument("--quantization", default="auto", choices=QUANTIZATIONS)
-    g.add_argument("--dtype", default="auto", choices=DTYPES)
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    add_spec_args(g)
     g.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
     g.add_argument("--api-key", help="endpoint key (default $OPENAI_API_KEY); never saved")
     g.add_argument(
@@ -216,17 +211,7 @@ def _target(args: argparse.Namespace) -> Target:
         return Target(
             endpoint=Endpoint(args.base_url, args.model, args.api_key), tokenizer=args.tokenizer
         )
-    return Target(
-        model=ModelSpec(
-            name=args.model,
-            adapter=args.adapter,
-            rope_theta=args.rope_theta,
-            max_position_embeddings=args.max_position_embeddings,
-            quantization=args.quantization,
-            dtype=args.dtype,
-            device=args.device,
-        )
-    )
+    return Target(model=spec_from_args(args))
 
 
 def _scorer(args: argparse.Namespace) -> Scorer:

@@ -18,7 +18,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from core.errors import LongCtxError
-from core.models import EMBEDDED, LoadedModel, ModelSpec
+from core.models import EMBEDDED, LoadedModel, ModelSpec, add_spec_args, spec_from_args
 from core.serve.app import _State, create_app
 
 log = logging.getLogger(__name__)
@@ -167,12 +167,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Prints the base URL once ready; stop with Ctrl-C.",
     )
     p.add_argument("--model", default=EMBEDDED, help="'embedded', a local folder or a Hub id")
-    p.add_argument("--adapter", help="LoRA adapter (folder or Hub id) applied on top of --model")
-    p.add_argument("--rope-theta", type=float, help="new RoPE base (None keeps the model's)")
-    p.add_argument("--max-position-embeddings", type=int, help="new context window in tokens")
-    p.add_argument("--quantization", default="auto", choices=("auto", "4bit", "none"))
-    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    add_spec_args(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free one)")
     p.add_argument("--served-name", help="model id clients ask for (default: --model)")
@@ -188,15 +183,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    spec = ModelSpec(
-        name=args.model,
-        adapter=args.adapter,
-        rope_theta=args.rope_theta,
-        max_position_embeddings=args.max_position_embeddings,
-        quantization=args.quantization,
-        dtype=args.dtype,
-        device=args.device,
-    )
+    spec = spec_from_args(args)
     server = BackgroundServer(
         spec,
         host=args.host,
