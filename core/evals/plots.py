@@ -81,7 +81,6 @@ def heatmap(
         window: draw a dashed vertical line at this many tokens (the model's window or
             training length), when it falls inside the grid.
     """
-    import plotly.graph_objects as go
 
     xs, ys, by_cell = _grid(cells, lengths, depths)
     z, hover = [], []
@@ -94,20 +93,28 @@ def heatmap(
             h_row.append(f"length {length} tokens<br>{hover_text}")
         z.append(z_row)
         hover.append(h_row)
+    return _grid_figure(
+        z, hover, xs, ys, window, title,
+        zmin=0, zmax=1, colorscale=SCORE_COLORS, colorbar={"title": "score"},
+        hovertemplate="depth %{y}<br>score %{z:.2f}<br>%{customdata}<extra></extra>",
+    )  # fmt: skip
+
+
+def _grid_figure(z: list, hover: list, xs: Sequence[int], ys: Sequence[float],
+                 window: int | None, title: str, **heatmap: Any) -> Any:  # fmt: skip
+    """A length x depth heatmap; `heatmap` gives its scale, colours and hover text."""
+    import plotly.graph_objects as go
+
     fig = go.Figure(
         go.Heatmap(
             z=z,
             x=list(range(len(xs))),
             y=[f"{d:g}%" for d in ys],
             customdata=hover,
-            zmin=0,
-            zmax=1,
-            colorscale=SCORE_COLORS,
             xgap=1,
             ygap=1,
-            colorbar={"title": "score"},
-            hovertemplate="depth %{y}<br>score %{z:.2f}<br>%{customdata}<extra></extra>",
-        )
+            **heatmap,
+        )  # fmt: skip
     )
     _length_axis(fig, xs)
     fig.update_yaxes(title="needle depth", autorange="reversed", type="category")
@@ -148,7 +155,6 @@ def diff_heatmap(
 ) -> Any:
     """Tuned minus base score per (length, depth): green where tuning helped, red where it hurt.
     Only cells present in both runs are coloured."""
-    import plotly.graph_objects as go
 
     xa, ya, a = _grid(base, None, None)
     xb, yb, b = _grid(tuned, None, None)
@@ -174,29 +180,12 @@ def diff_heatmap(
                 h_row.append(f"length {length} tokens<br>missing in one run")
         z.append(z_row)
         hover.append(h_row)
-    fig = go.Figure(
-        go.Heatmap(
-            z=z,
-            x=list(range(len(xs))),
-            y=[f"{d:g}%" for d in ys],
-            customdata=hover,
-            zmin=-1,
-            zmax=1,
-            zmid=0,
-            colorscale=DIFF_COLORS,
-            xgap=1,
-            ygap=1,
-            colorbar={"title": f"{labels[1]} - {labels[0]}"},
-            hovertemplate="depth %{y}<br>difference %{z:+.2f}<br>%{customdata}<extra></extra>",
-        )
-    )
-    _length_axis(fig, xs)
-    fig.update_yaxes(title="needle depth", autorange="reversed", type="category")
-    _window_line(fig, xs, window)
-    fig.update_layout(
-        title=f"{labels[1]} minus {labels[0]}", template="plotly_white", margin={"t": 60}
-    )
-    return fig
+    return _grid_figure(
+        z, hover, xs, ys, window, f"{labels[1]} minus {labels[0]}",
+        zmin=-1, zmax=1, zmid=0, colorscale=DIFF_COLORS,
+        colorbar={"title": f"{labels[1]} - {labels[0]}"},
+        hovertemplate="depth %{y}<br>difference %{z:+.2f}<br>%{customdata}<extra></extra>",
+    )  # fmt: skip
 
 
 def topic_accuracy(runs: dict[str, Iterable[dict[str, Any]]], *, x: str = "tokens") -> Any:
