@@ -142,11 +142,10 @@ def test_broken_rows_listed_edit_saved_and_back_after_reload(app_url, browser):
     # A reload starts a new session: re-open the file, the edit is there.
     page.reload()
     _open(page, path, 9)
-    # Let the open finish drawing sample 0 before asking for another one.
+    # Let the open finish drawing sample 0, then pick sample 1 in the table, as before the save.
     _wait_text(page, "#data-sample-head", "Sample 0")
-    index = page.locator("#data-index input")
-    index.fill("1")
-    index.press("Enter")
+    page.locator('#data-table [data-testid="cell-1-2"]').click()
+    _wait_text(page, "#data-sample-head", "Sample 1")
     _wait_text(page, "#data-turns", NEW_ANSWER)
     assert "No unsaved changes" in page.locator("#data-history").inner_text()
     page.close()
