@@ -1,7 +1,7 @@
 """Evaluate tab, part 2: the running evaluation — one per browser, on a thread, polled by a timer.
 
-A job runs `core.evals.runner.Evaluation.run()` on a daemon thread and is kept in a module-level
-dict under the session that started it; the page keeps that key in the browser's local storage,
+A job runs `core.evals.runner.Evaluation.run()` on a daemon thread, kept in a `ui.jobs.Registry`
+under the session that started it; the page keeps that key in the browser's local storage,
 so a reload (a new session) finds its job again. Every finished cell is in the evaluation
 folder's cells.jsonl before the thread sees it, and the timer redraws the heatmap from that
 folder. Stop sets the job's cancel event, which the backend checks between tokens.
@@ -12,16 +12,14 @@ Only threads and formatting live here; the work is done by `core.evals`.
 from __future__ import annotations
 
 import html
-import logging
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.errors import LongCtxError
 from core.evals.runner import Evaluation
+from ui.jobs import Registry
 
-log = logging.getLogger(__name__)
 _BADGE = {"loading": "#2563eb", "running": "#2563eb", "stopping": "#d97706",
           "completed": "#059669", "stopped": "#6b7280", "failed": "#dc2626"}  # fmt: skip
 
@@ -57,61 +55,33 @@ class Job:
         return (id(self), self.state, self.done, self.error)
 
 
-_jobs: dict[str, Job] = {}
-_jobs_lock = threading.Lock()
-
-
-def get(key: str | None) -> Job | None:
-    with _jobs_lock:
-        return _jobs.get(key or "")
-
-
-def stop(key: str | None) -> None:
-    job = get(key)
-    if job is not None:
-        job.cancel.set()
+_jobs: Registry[Job] = Registry("evaluate", "an evaluation is already running here; stop it first")
+get = _jobs.get
+stop = _jobs.stop
 
 
 def start(keys: list[str | None], evaluation: Evaluation) -> Job:
     """Run `evaluation` on a thread under keys[0]; refused while one of `keys` has a job
     running, or while any job writes into the same folder."""
-    with _jobs_lock:
-        for key in keys:
-            old = _jobs.get(key or "")
-            if old is not None and old.finished is None:
-                raise LongCtxError("an evaluation is already running here; stop it first")
-        for other in _jobs.values():
-            if other.finished is None and other.evaluation.path == evaluation.path:
-                raise LongCtxError(f"{evaluation.path.name} is being evaluated in another window")
-        total = len(evaluation.task.cell_keys())
-        already = total - len(evaluation.pending())
-        job = Job(evaluation, total=total, already=already, done=already)
-        # The job moves to this session; the one it replaces (this browser before a reload) goes,
-        # so a finished job does not keep its model's weights alive.
-        for key in keys:
-            _jobs.pop(key or "", None)
-        _jobs[keys[0] or ""] = job
+    total = len(evaluation.task.cell_keys())
+    already = total - len(evaluation.pending())
+    job = Job(evaluation, total=total, already=already, done=already)
 
     def progress(done: int, total: int, cell: dict[str, Any] | None) -> None:
         job.done, job.total = done, total
         if cell is not None and job.first_cell is None:
             job.first_cell = time.monotonic()
 
-    def body() -> None:
-        try:
-            for _ in evaluation.run(progress=progress, cancel=job.cancel):
-                pass
-        except LongCtxError as exc:
-            job.error = str(exc)
-        except Exception as exc:  # a bug: keep the traceback in the log, show the message
-            log.exception("evaluation failed")
-            job.error = f"{type(exc).__name__}: {exc}"
-        finally:
-            job.finished = time.monotonic()
+    def work() -> None:
+        for _ in evaluation.run(progress=progress, cancel=job.cancel):
+            pass
 
-    job.thread = threading.Thread(target=body, daemon=True, name="longctx-evaluate")
-    job.thread.start()
-    return job
+    def clash(other: Job) -> str:
+        if other.evaluation.path != evaluation.path:
+            return ""
+        return f"{evaluation.path.name} is being evaluated in another window"
+
+    return _jobs.start(keys, job, work, clash)
 
 
 def status_html(job: Job | None) -> str:

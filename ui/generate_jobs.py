@@ -1,7 +1,7 @@
 """Generate tab, part 3: the jobs behind the page — one per browser, on a thread, polled by a timer.
 
 A job is a `core.synth.engine.SynthJob` run or a `core.synth.procedural.make` call on a daemon
-thread, kept in a module-level dict under the session that started it. The page keeps that key
+thread, kept in a `ui.jobs.Registry` under the session that started it. The page keeps that key
 in the browser's local storage, so a reload (which gets a new session) finds its job again; the
 timer renders `view()` of it. The embedded model is served to the generator by one
 `core.serve.BackgroundServer`, started on first use and stopped when the app exits.
@@ -23,11 +23,11 @@ from typing import Any
 
 from core import models, workspace
 from core.data import io
-from core.errors import LongCtxError
 from core.serve import BackgroundServer
 from core.synth import procedural
 from core.synth.config import SynthConfig
 from core.synth.engine import SynthJob, SynthResult
+from ui.jobs import Registry
 
 log = logging.getLogger(__name__)
 PREVIEW_SAMPLES = 3
@@ -117,56 +117,20 @@ class Job:
         return (id(self), self.state, *self.progress(), elapsed, self.error), (id(self), made)
 
 
-_jobs: dict[str, Job] = {}
-_jobs_lock = threading.Lock()
-
-
-def get(key: str | None) -> Job | None:
-    with _jobs_lock:
-        return _jobs.get(key or "")
-
-
-def stop(key: str | None) -> None:
-    job = get(key)
-    if job is not None:
-        job.cancel.set()
-
-
-def _start(keys: list[str | None], job: Job, work) -> Job:
-    with _jobs_lock:
-        for key in keys:
-            old = _jobs.get(key or "")
-            if old is not None and old.finished is None:
-                raise LongCtxError("a generation is already running here; stop it first")
-        _jobs[keys[0] or ""] = job
-
-    def body() -> None:
-        try:
-            work(job)
-        except _Stopped:
-            log.info("procedural %s stopped before writing", job.task)
-        except LongCtxError as exc:
-            job.error = str(exc)
-        except Exception as exc:  # a bug: keep the traceback in the log, show the message
-            log.exception("generation failed")
-            job.error = f"{type(exc).__name__}: {exc}"
-        finally:
-            job.finished = time.monotonic()
-
-    job.thread = threading.Thread(target=body, daemon=True, name=f"longctx-generate-{job.task}")
-    job.thread.start()
-    return job
+_jobs: Registry[Job] = Registry("generate", "a generation is already running here; stop it first")
+get = _jobs.get
+stop = _jobs.stop
 
 
 def start_synth(keys: list[str | None], config: SynthConfig) -> Job:
     """Run `config` (validated by the caller) on a thread; keys[0] owns it, others are checked."""
     job = Job(config.task, config.output_path(), config.failures_path())
 
-    def work(job: Job) -> None:
+    def work() -> None:
         job.synth = SynthJob(config, tokenizer=tokenizer(config.tokenizer))
         job.result = job.synth.run(cancel=job.cancel)
 
-    return _start(keys, job, work)
+    return _jobs.start(keys, job, work)
 
 
 def start_procedural(
@@ -182,14 +146,18 @@ def start_procedural(
         if job.cancel.is_set():
             raise _Stopped
 
-    def work(job: Job) -> None:
-        samples = procedural.make(task, n, length, tokenizer(tokenizer_name), seed=seed,
-                                  depths=depths, n_topics=n_topics, progress=progress)  # fmt: skip
+    def work() -> None:
+        try:
+            samples = procedural.make(task, n, length, tokenizer(tokenizer_name), seed=seed,
+                                      depths=depths, n_topics=n_topics, progress=progress)  # fmt: skip
+        except _Stopped:
+            log.info("procedural %s stopped before writing", task)
+            return
         job.output.parent.mkdir(parents=True, exist_ok=True)
         io.write_jsonl(job.output, samples)
         job.samples = samples
 
-    return _start(keys, job, work)
+    return _jobs.start(keys, job, work)
 
 
 # ---------------------------------------------------------------------------------------------
