@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
+from core import space
 from core.errors import LongCtxError
 
 # Each module exposes `register(subparsers)` adding its sub-command(s) with `func` set.
@@ -24,23 +26,35 @@ COMMAND_MODULES = [
 ]
 
 
-def _register_app(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("app", help="start the Gradio app (same as `python app.py`)")
+def add_app_args(p: argparse.ArgumentParser) -> None:
+    """The app's flags, shared by `longctx app` and `python app.py`."""
     p.add_argument("--model", default="embedded", help="model the Chat tab starts with")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 on a Space)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--allow", action="append", default=[], help="extra folder the app may read")
     p.add_argument("--auth", help="user:password; required for a non-local address")
     p.add_argument("--share", action="store_true", help="gradio share link (needs --auth)")
-    p.set_defaults(func=_run_app)
+    p.add_argument("--public", action="store_true",
+                   help="serve strangers without a login: they may chat, browse data and run small "
+                        "evaluations; training, paid generation and saving stay refused")  # fmt: skip
 
 
-def _run_app(args: argparse.Namespace) -> int:
+def run_app(args: argparse.Namespace) -> int:
     # The UI package is imported lazily and by name so that core/ never imports gradio itself:
     # `longctx app` is only a convenience for `python app.py`.
+    space.keep_downloads_persistent()
     shell = importlib.import_module("ui.shell")
-    shell.launch(args.model, args.host, args.port, args.allow, args.auth, args.share)
+    if args.public:
+        os.environ["LONGCTX_PUBLIC"] = "1"  # read by core.space, here and in child processes
+    host = args.host or ("0.0.0.0" if space.space_id() else "127.0.0.1")
+    shell.launch(args.model, host, args.port, args.allow, args.auth, args.share)
     return 0
+
+
+def _register_app(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("app", help="start the Gradio app (same as `python app.py`)")
+    add_app_args(p)
+    p.set_defaults(func=run_app)
 
 
 def build_parser() -> argparse.ArgumentParser:

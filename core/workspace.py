@@ -1,6 +1,7 @@
 """The workspace: the one directory everything the app writes lives under.
 
-`LONGCTX_HOME` (default `./workspace` beside app.py) holds `models/`, `datasets/`, `runs/`,
+`LONGCTX_HOME` (default `./workspace` beside app.py, or the persistent storage of a Space that
+has it mounted) holds `models/`, `datasets/`, `runs/`,
 `evals/` and `cache/`. This module also decides which user paths may be read: the workspace and
 roots the user allowed explicitly (paths given on the command line). It knows nothing about
 what is stored in those folders.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from core import space
 from core.errors import LongCtxError
 
 SUBDIRS = ("models", "datasets", "runs", "evals", "cache")
@@ -20,8 +22,11 @@ _extra_roots: list[Path] = []
 
 def home() -> Path:
     """The workspace root, created on first use with its standard sub-folders."""
-    root = Path(os.environ.get("LONGCTX_HOME") or _PROJECT_ROOT / "workspace").expanduser()
-    root = root.resolve()
+    configured = os.environ.get("LONGCTX_HOME")
+    if configured:
+        root = Path(configured).expanduser().resolve()
+    else:
+        root = (space.persistent_home() or _PROJECT_ROOT / "workspace").resolve()
     for sub in SUBDIRS:
         (root / sub).mkdir(parents=True, exist_ok=True)
     return root

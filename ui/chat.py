@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import gradio as gr
 
 from core import chat as core_chat
-from core import models
+from core import models, space
 from core.generation import SamplingParams
+from ui import access
 from ui.common import optional_float, optional_int, user_errors
 
 # Stop requests, per browser session and side: the Stop button sets the event, the streaming
@@ -199,20 +200,28 @@ def _wire(target_a, target_b, compare, b_box, settings, message, doc_file, budge
 
     def respond(side: str):
         @user_errors
-        def run(request: gr.Request, hist, system_, doc, max_new, temp, top_p_, seed_, stop_,
-                compare_, *target):  # fmt: skip
+        def run(request: gr.Request, profile: gr.OAuthProfile | None, hist, system_, doc, max_new,
+                temp, top_p_, seed_, stop_, compare_, *target):  # fmt: skip
             if side == "B" and not compare_:
                 return
             if not hist or hist[-1]["role"] != "user":
                 return
             params = _params(max_new, temp, top_p_, seed_, stop_)
             tgt = to_target(*target)
+            if tgt.kind != core_chat.LOCAL:
+                # An endpoint may bill the owner's key, and would make the app a proxy.
+                access.require_owner(request, profile, "Chatting through an API endpoint")
             messages = core_chat.build_messages("", hist, system_ or "", doc or "")
             cancel = threading.Event()
             _cancel_events[(request.session_hash or "", side)] = cancel
             hist = hist + [{"role": "assistant", "content": ""}]
             start_t, last = time.monotonic(), None
-            for chunk in core_chat.stream_reply(tgt, messages, params, cancel):
+            if tgt.kind == core_chat.LOCAL and space.zero_gpu():
+                # The GPU worker cannot share an Event; Stop ends this generator instead.
+                replies = _reply_on_gpu(tgt, messages, params)
+            else:
+                replies = core_chat.stream_reply(tgt, messages, params, cancel)
+            for chunk in replies:
                 hist[-1]["content"] += chunk.text
                 last = chunk
                 yield hist, gr.update()
@@ -235,6 +244,13 @@ def _wire(target_a, target_b, compare, b_box, settings, message, doc_file, budge
 
     stop_btn.click(stop_all, None, None, show_progress="hidden")
     clear.click(lambda: ([], [], "", ""), None, [chat_a, chat_b, stats_a, stats_b])
+
+
+@space.gpu(duration=120)
+def _reply_on_gpu(target: core_chat.ChatTarget, messages: list[dict[str, str]],
+                  params: SamplingParams):  # fmt: skip
+    """A local model's reply while ZeroGPU lends the GPU (module level: ZeroGPU needs that)."""
+    yield from core_chat.stream_reply(target, messages, params)
 
 
 def _stats_line(chunk, elapsed: float) -> str:

@@ -12,6 +12,7 @@ import gradio as gr
 
 from core.data import mix
 from core.errors import LongCtxError
+from ui import access
 from ui.common import optional_int, user_errors
 from ui.data_common import dataset_files, resolve_spec, writable_path
 
@@ -91,7 +92,9 @@ def build(path: gr.Dropdown) -> None:
         box.focus(lambda: gr.update(choices=dataset_files()), None, box, show_progress="hidden")
 
     @user_errors
-    def do_mix(rows, output_, total_, seed_, shuffle_, progress=gr.Progress()):
+    def do_mix(request: gr.Request, profile: gr.OAuthProfile | None, rows, output_, total_,
+               seed_, shuffle_, progress=gr.Progress()):  # fmt: skip
+        access.require_owner(request, profile, "Writing a mixed dataset")
         spec = to_spec(rows, output_, total_, seed_, shuffle_)
         done = mix.build_mix(spec, progress=lambda d, t: progress((d, t), desc="writing"))
         files = dataset_files()
@@ -101,7 +104,9 @@ def build(path: gr.Dropdown) -> None:
     build_btn.click(do_mix, [parts, output, total, seed, shuffle], [report, path, push_file])
 
     @user_errors
-    def do_push(file, repo_, token_, private_, progress=gr.Progress()):
+    def do_push(request: gr.Request, profile: gr.OAuthProfile | None, file, repo_, token_,
+                private_, progress=gr.Progress()):  # fmt: skip
+        access.require_owner(request, profile, "Pushing to the Hub")
         if not file:
             raise LongCtxError("pick the file to push")
         progress(0.2, desc="uploading")

@@ -14,6 +14,7 @@ import gradio as gr
 
 from core.data import edit, schema
 from core.errors import LongCtxError
+from ui import access
 from ui.common import user_errors
 from ui.data_common import dataset_files, save_target
 from ui.data_view import COLORS, TURN_COLUMNS, history_md, show, turn_fields
@@ -113,7 +114,9 @@ def build(opened: gr.State, max_length: gr.Number, path: gr.Dropdown) -> SampleP
     ]
 
     @user_errors
-    def do_save(op, i, name, progress=gr.Progress()):
+    def do_save(request: gr.Request, profile: gr.OAuthProfile | None, op, i, name,
+                progress=gr.Progress()):  # fmt: skip
+        access.require_owner(request, profile, "Saving a dataset")
         session = op.edits()
         target, why = save_target(session.source, name)
         result = session.save(target)

@@ -14,6 +14,7 @@ from typing import Any
 
 import gradio as gr
 
+from core import space
 from core.errors import LongCtxError
 from core.evals import cli as evals_cli
 from core.evals import results
@@ -21,10 +22,10 @@ from core.evals.backends import Target
 from core.evals.niah import NiahConfig
 from core.evals.runner import Evaluation
 from core.models import ModelSpec
+from ui import access, targets
 from ui import evaluate_form as form
 from ui import evaluate_jobs as jobs
 from ui import evaluate_results as past
-from ui import targets
 from ui.common import user_errors
 
 
@@ -96,15 +97,18 @@ def _wire(target, c, run, stop, status, live, command, plan, panel, owner, shown
         return [request.session_hash, jobs.status_html(job), jobs.figure(job), job.version()]
 
     @user_errors
-    def start(request: gr.Request, key, *vals):
+    def start(request: gr.Request, profile: gr.OAuthProfile | None, key, *vals):
         task, target_, scorer, v = parts(vals)
         evaluation = Evaluation(task, target_, scorer, form.output(v))
+        _check_visitor(request, profile, evaluation)
         return started(request, jobs.start([request.session_hash, key], evaluation))
 
     @user_errors
-    def resume(request: gr.Request, key, eval_id, api_key, judge_key):
+    def resume(request: gr.Request, profile: gr.OAuthProfile | None, key, eval_id, api_key,
+               judge_key):  # fmt: skip
         evaluation = Evaluation.open(past.folder(eval_id), api_key=api_key or None,
                                      judge_api_key=judge_key or None)  # fmt: skip
+        _check_visitor(request, profile, evaluation)
         return started(request, jobs.start([request.session_hash, key], evaluation))
 
     job_outputs = [owner, status, live, shown]
@@ -125,6 +129,18 @@ def _wire(target, c, run, stop, status, live, command, plan, panel, owner, shown
 
     timer.tick(user_errors(poll), [owner, shown, listed, panel.pick, panel.x_axis],
                [status, live, shown, listed, *panel.list_outputs], show_progress="hidden")  # fmt: skip
+
+
+def _check_visitor(request: gr.Request, profile: gr.OAuthProfile | None,
+                   evaluation: Evaluation) -> None:  # fmt: skip
+    """On a public app, visitors other than the owner run small grids on local models only."""
+    if access.visitor(request, profile).is_owner:
+        return
+    paid = evaluation.target.endpoint is not None or evaluation.scorer.judge is not None
+    why = space.PUBLIC_LIMITS.refusal(len(evaluation.task.cell_keys()), evaluation.task.longest(),
+                                      paid)  # fmt: skip
+    if why:
+        raise gr.Error(why[0].upper() + why[1:] + ".", print_exception=False)
 
 
 def _list_or_range(mode: str) -> tuple[Any, Any]:

@@ -16,6 +16,7 @@ import gradio as gr
 
 from core.synth import procedural, prompts
 from core.synth.engine import SynthJob
+from ui import access
 from ui import generate_form as form
 from ui import generate_jobs as jobs
 from ui.common import user_errors
@@ -99,7 +100,8 @@ def build() -> gr.Textbox:
     dry.click(dry_run, [task, *inputs], estimate)
 
     @user_errors
-    def start(request: gr.Request, key, name, *vals):
+    def start(request: gr.Request, profile: gr.OAuthProfile | None, key, name, *vals):
+        access.require_owner(request, profile, "Generating data")
         v, mine = values(vals), request.session_hash
         if name in procedural.TASKS:
             job = jobs.start_procedural([mine, key], name, **form.procedural_args(v))

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import gradio as gr
 
-from core import models, workspace
+from core import models, space, workspace
 from core.errors import LongCtxError
-from ui import chat, data, evaluate, generate, train
+from ui import access, chat, data, evaluate, generate, train
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 TITLE = "LongCtx Studio"
@@ -31,6 +31,12 @@ def build_app(model: str = models.EMBEDDED) -> gr.Blocks:
     """The whole app as a Blocks object (not launched)."""
     with gr.Blocks(title=TITLE) as demo:
         gr.HTML(HEADER)
+        if space.restricted():
+            with gr.Row(elem_id="lc-access"):
+                note = gr.Markdown(elem_id="access-note")
+                if access.oauth_configured():
+                    gr.LoginButton(size="sm", scale=0)
+            demo.load(access.banner, None, note)
         with gr.Tabs() as tabs:
             with gr.Tab("Data", id="data"):
                 data_tab = data.build()
@@ -95,12 +101,16 @@ def launch(
     auth: str | None = None,
     share: bool = False,
 ) -> None:
-    """Build and serve the app. Refuses a public address or share link without credentials."""
+    """Build and serve the app. Refuses a public address or share link without credentials,
+    unless the app is public by choice (restricted, see core.space)."""
     credentials = parse_auth(auth)
-    if (share or not _is_loopback(host)) and credentials is None:
+    # A public app (a Space, or --public) lets strangers in by design: its owner-only actions
+    # are refused per request instead (ui/access.py).
+    if (share or not _is_loopback(host)) and credentials is None and not space.restricted():
         raise LongCtxError(
             f"listening on {host}{' with a share link' if share else ''} would expose the app; "
-            "give --auth user:password (or set LONGCTX_AUTH), or use --host 127.0.0.1"
+            "give --auth user:password (or set LONGCTX_AUTH), use --public for a demo where "
+            "visitors cannot train, spend API keys or save files, or use --host 127.0.0.1"
         )
     for root in allow or []:
         workspace.allow_root(root)

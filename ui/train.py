@@ -16,7 +16,7 @@ from core import models
 from core.errors import LongCtxError
 from core.train import config as cfg
 from core.train import fit, plots, runs
-from ui import train_runs
+from ui import access, train_runs
 from ui.common import user_errors
 
 HELP = cfg.field_help()
@@ -233,7 +233,8 @@ def build() -> None:
                     trigger_mode="always_last")  # fmt: skip
 
     @user_errors
-    def start(*values):
+    def start(request: gr.Request, profile: gr.OAuthProfile | None, *values):
+        access.require_owner(request, profile, "Launching training")
         config = config_from_form(names, list(values)).validate()
         run_dir = runs.launch(config)
         return f"Started run **{run_dir.name}**.", *train_runs.select(run_dir.name)

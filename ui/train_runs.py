@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from core.train import export, plots, runs
+from ui import access
 from ui.common import user_errors
 
 _BADGE = {"running": "#2563eb", "starting": "#2563eb", "stopping": "#d97706",
@@ -112,14 +113,16 @@ def build() -> RunsMonitor:
     run.input(user_errors(select), run, outputs, show_progress="hidden")
 
     @user_errors
-    def do_stop(run_id):
+    def do_stop(request: gr.Request, profile: gr.OAuthProfile | None, run_id):
+        access.require_owner(request, profile, "Stopping a run")
         if not run_id:
             raise gr.Error("Pick a run first.")
         runs.stop(run_id)
         return select(run_id)
 
     @user_errors
-    def do_resume(run_id):
+    def do_resume(request: gr.Request, profile: gr.OAuthProfile | None, run_id):
+        access.require_owner(request, profile, "Resuming a run")
         if not run_id:
             raise gr.Error("Pick a run first.")
         runs.resume(run_id)
@@ -129,7 +132,9 @@ def build() -> RunsMonitor:
     resume.click(do_resume, run, outputs)
 
     @user_errors
-    def do_export(run_id, merge_, repo_, token_, progress=gr.Progress()):
+    def do_export(request: gr.Request, profile: gr.OAuthProfile | None, run_id, merge_, repo_,
+                  token_, progress=gr.Progress()):  # fmt: skip
+        access.require_owner(request, profile, "Exporting a run")
         if not run_id:
             raise gr.Error("Pick a run first.")
         adapter = export.find_adapter(run_id)

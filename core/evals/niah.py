@@ -327,6 +327,10 @@ class NiahConfig:
     def cell_keys(self) -> list[str]:
         return [cell_key(length, d) for length in self.lengths for d in self.depths]
 
+    def longest(self) -> int:
+        """Tokens in the longest prompt."""
+        return max(self.lengths)
+
     def prompts(
         self, tokenizer: Any, skip: set[str] | frozenset[str] = frozenset()
     ) -> Iterator[Prompt]:

@@ -78,6 +78,10 @@ class TopicsConfig:
     def cell_keys(self) -> list[str]:
         return [f"N{n}-T{t}" for t in range(self.trials) for n in self.n_topics]
 
+    def longest(self) -> int:
+        """Tokens in the longest prompt (about: each topic's turn, plus the question)."""
+        return max(self.n_topics) * self.turn_tokens
+
     def prompts(
         self, tokenizer: Any, skip: set[str] | frozenset[str] = frozenset()
     ) -> Iterator[Prompt]:
@@ -172,6 +176,10 @@ class PasskeyConfig:
 
     def cell_keys(self) -> list[str]:
         return [c.key for c in self._cells()]
+
+    def longest(self) -> int:
+        """Tokens in the longest prompt."""
+        return max(self.lengths)
 
     def prompts(
         self, tokenizer: Any, skip: set[str] | frozenset[str] = frozenset()
