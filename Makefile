@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 7860
 
-.PHONY: app test test-unit lint format bench setup browser clean
+.PHONY: app test test-unit lint format bench setup browser allocator clean
 
 setup: $(STAMP)
 
@@ -30,10 +30,19 @@ browser:
 	    $$SUDO apt-get install -y -q chromium >/dev/null || echo "chromium not installed: browser tests will be skipped"; \
 	  else echo "no apt-get: browser tests will be skipped"; fi; }
 
-app: $(STAMP)
+# CPU training runs on tcmalloc, which hands freed memory back (core/train/allocator.py); without
+# it training still works, on more memory.
+allocator:
+	@ldconfig -p 2>/dev/null | grep -q -e libtcmalloc_minimal -e libjemalloc || { \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get install -y -q libtcmalloc-minimal4 >/dev/null || echo "tcmalloc not installed: CPU training will use more memory"; \
+	  else echo "no apt-get: CPU training will use glibc malloc (more memory)"; fi; }
+
+app: $(STAMP) allocator
 	$(BIN)/python app.py --model embedded --host $(HOST) --port $(PORT)
 
-test: $(STAMP) browser
+test: $(STAMP) browser allocator
 	$(BIN)/python -m pytest -q -m "not gpu" tests
 
 test-unit: $(STAMP)

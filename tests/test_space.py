@@ -120,3 +120,26 @@ def test_public_demo_listens_on_all_addresses_without_a_login():
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.mark.integration
+def test_on_zero_gpu_an_evaluation_runs_in_the_gpu_function_from_its_folder(
+    monkeypatch, tmp_path, embedded
+):
+    from core.evals.backends import Target
+    from core.evals.procedural import PasskeyConfig
+    from core.evals.runner import Evaluation
+    from core.models import ModelSpec
+    from ui import evaluate_jobs
+
+    monkeypatch.setenv("SPACES_ZERO_GPU", "1")
+    folders = []
+    on_gpu = evaluate_jobs._evaluate_on_gpu
+    monkeypatch.setattr(evaluate_jobs, "_evaluate_on_gpu", lambda p: folders.append(p) or on_gpu(p))
+    evaluation = Evaluation(PasskeyConfig(lengths=[300], depths=[0, 100], max_new_tokens=8),
+                            Target(ModelSpec()), out=tmp_path / "ev")  # fmt: skip
+    job = evaluate_jobs.start(["zero-gpu-session"], evaluation)
+    job.thread.join(timeout=300)
+    assert folders == [str(evaluation.path)]  # rebuilt from its folder, not handed the object
+    assert job.state == "completed" and job.done == job.total == 2
+    assert len(Evaluation.open(evaluation.path).cells()) == 2

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from core.errors import LongCtxError
-from core.train import runs
+from core.train import allocator, runs
 from core.train.config import DataSource, TrainConfig, load_preset
 
 pytestmark = pytest.mark.integration
@@ -66,6 +66,7 @@ def test_cli_run_writes_the_run_folder_and_a_paper_shaped_adapter(tiny_llama_dir
     for key in ("loss", "lr", "grad_norm", "tokens_per_s", "mem_bytes", "peak_mem_bytes", "eta_s"):
         assert all(m.get(key) is not None for m in metrics), key
     assert metrics[0]["lr"] == pytest.approx(1e-3) and metrics[-1]["lr"] < metrics[0]["lr"]
+    _assert_lean_allocator(run_dir)
 
     adapter = run_dir / "adapter"
     lora = json.loads((adapter / "adapter_config.json").read_text())
@@ -138,6 +139,13 @@ def test_stop_is_a_clean_checkpoint_and_one_run_per_device(tiny_llama_dir):
     assert runs.last_checkpoint(run_dir) is not None
     assert (run_dir / "adapter" / "adapter_model.safetensors").exists()
     assert final["step"] < 2000
+    _assert_lean_allocator(run_dir)  # the app's way in (a child process) gets it too
+
+
+def _assert_lean_allocator(run_dir: Path) -> None:
+    """CPU training runs on tcmalloc/jemalloc when one is installed (see core/train/allocator)."""
+    expected = allocator.find() or "the system's malloc"
+    assert f"memory allocator: {expected}" in (run_dir / "log.txt").read_text()
 
 
 def test_failures_are_one_line_reasons(tmp_path):

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from core import space
 from core.evals.runner import Evaluation
 from ui.jobs import Registry
 
@@ -73,6 +74,10 @@ def start(keys: list[str | None], evaluation: Evaluation) -> Job:
             job.first_cell = time.monotonic()
 
     def work() -> None:
+        if space.zero_gpu() and evaluation.target.model is not None:
+            job.first_cell = time.monotonic()  # the heatmap follows cells.jsonl from here on
+            job.done = min(job.total, _evaluate_on_gpu(str(evaluation.path)))
+            return
         for _ in evaluation.run(progress=progress, cancel=job.cancel):
             pass
 
@@ -82,6 +87,18 @@ def start(keys: list[str | None], evaluation: Evaluation) -> Job:
         return f"{evaluation.path.name} is being evaluated in another window"
 
     return _jobs.start(keys, job, work, clash)
+
+
+@space.gpu(duration=300)
+def _evaluate_on_gpu(path: str) -> int:
+    """Run an evaluation while ZeroGPU lends the GPU; returns the cells finished.
+
+    It runs in ZeroGPU's worker process, which rebuilds the evaluation from its folder: this
+    thread's Stop event and progress callback cannot cross over, so Stop waits for the call to
+    end. A call cut short by ZeroGPU's time limit keeps its finished cells; a rerun resumes."""
+    evaluation = Evaluation.open(path)
+    evaluation.run_all()
+    return len(evaluation.cells())
 
 
 def status_html(job: Job | None) -> str:

@@ -14,8 +14,10 @@ import time
 from pathlib import Path
 
 from core.errors import LongCtxError
-from core.train import runs
+from core.train import allocator, runs
 from core.train.config import TrainConfig
+
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,6 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     config = TrainConfig.from_yaml(Path(args.config)).validate()
+    if runs.device_key(config) == "cpu" and not args.detach:
+        allocator.reexec_with_allocator()  # returns when there is none to switch to
     if args.run_dir:
         run_dir = Path(args.run_dir).resolve()
         return _train_here(config, run_dir, args.resume)
@@ -72,6 +76,9 @@ def _train_here(config: TrainConfig, run_dir: Path, resume: bool) -> int:
     from core.train.engine import run_training
 
     logging.getLogger().setLevel(logging.INFO)
+    if runs.device_key(config) == "cpu":
+        allocator.tune_glibc()
+    log.info("memory allocator: %s", allocator.active() or "the system's malloc")
     try:
         final = run_training(config, run_dir, resume=resume)
     except torch.OutOfMemoryError as exc:

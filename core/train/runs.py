@@ -24,6 +24,7 @@ from typing import Any
 
 from core import workspace
 from core.errors import LongCtxError
+from core.train import allocator
 from core.train.config import TrainConfig
 
 ACTIVE = ("starting", "running", "stopping")
@@ -246,6 +247,8 @@ def launch(config: TrainConfig, run_dir: Path | None = None, resume: bool = Fals
     cmd = command_for(run_dir, config, resume)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "LONGCTX_HOME": str(workspace.home())}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PROJECT_ROOT), env.get("PYTHONPATH")]))
+    if device == "cpu":
+        env = allocator.child_env(env)
     with (run_dir / "log.txt").open("ab") as log:
         log.write(f"$ {' '.join(cmd)}\n".encode())
         log.flush()
