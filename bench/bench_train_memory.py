@@ -3,9 +3,11 @@
 Both train the embedded model (SmolLM2-135M-Instruct) with LoRA r=32/alpha=16 on q,k,v,o plus
 fully trained embed_tokens, gradient checkpointing on, on one sample of N tokens whose last 32
 tokens are the labelled answer. Baseline: `model(input_ids, labels=labels)` (full logits over
-the sequence). Ours: `core.train.engine` (logits only at labelled positions). Each (engine,
-length) runs in its own process so peak RSS is its own; two steps are run and the second is
-timed.
+the sequence) in a plain Python process. Ours: `core.train.engine` (logits only at labelled
+positions) in a process set up the way `longctx train` sets up CPU training (tcmalloc or
+jemalloc preloaded when installed, see core/train/allocator.py). A third column runs the plain
+step on that same allocator, so the two effects can be told apart. Each (engine, length) runs
+in its own process so peak RSS is its own; two steps are run and the second is timed.
 
     python bench/bench_train_memory.py                 # 2K, 4K, 8K
     python bench/bench_train_memory.py --lengths 2048
@@ -65,6 +67,10 @@ def worker(engine: str, length: int) -> dict:
     import torch
 
     torch.manual_seed(0)
+    if engine == "ours":
+        from core.train import allocator
+
+        allocator.tune_glibc()  # as `longctx train` does when no allocator could be preloaded
     model = _plain_model() if engine == "plain" else _ours_model()
     model.train()
     ids, labels = _batch(length, model.config.vocab_size)
@@ -100,20 +106,29 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args.worker[0], int(args.worker[1]))))
         return
+    from core.train import allocator
+
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    env.pop("LD_PRELOAD", None)
+    lean = allocator.child_env(dict(env))
+    print(f"allocator of `longctx train` on CPU: {lean.get('LD_PRELOAD') or 'glibc malloc'}")
+    setups = {"plain": env, "plain+alloc": lean, "ours": lean}
     results = {}
     for length in [int(x) for x in args.lengths.split(",")]:
-        for engine in ("plain", "ours"):
+        for name, setup in setups.items():
+            engine = name.split("+")[0]
             out = subprocess.run([sys.executable, __file__, "--worker", engine, str(length)],
-                                 capture_output=True, text=True, env=env, cwd=ROOT)  # fmt: skip
+                                 capture_output=True, text=True, env=setup, cwd=ROOT)  # fmt: skip
             if out.returncode != 0:
                 print(out.stderr[-2000:], file=sys.stderr)
-                raise SystemExit(f"{engine} at {length} failed")
-            results[(engine, length)] = json.loads(out.stdout.strip().splitlines()[-1])
-        plain, ours = results[("plain", length)], results[("ours", length)]
+                raise SystemExit(f"{name} at {length} failed")
+            results[(name, length)] = json.loads(out.stdout.strip().splitlines()[-1])
+        plain, same, ours = (results[(name, length)] for name in setups)
         print(f"{length:>6} tokens | plain: {plain['peak_rss_gb']:.2f} GB, {plain['s_per_step']:.2f} s/step"
+              f" | plain+alloc: {same['peak_rss_gb']:.2f} GB, {same['s_per_step']:.2f} s/step"
               f" | ours: {ours['peak_rss_gb']:.2f} GB, {ours['s_per_step']:.2f} s/step"
               f" | memory ratio ours/plain {ours['peak_rss_gb'] / plain['peak_rss_gb']:.3f}x"
+              f" (ours/plain+alloc {ours['peak_rss_gb'] / same['peak_rss_gb']:.3f}x)"
               f" | speed ratio plain/ours {plain['s_per_step'] / ours['s_per_step']:.2f}x"
               f" | loss plain {plain['loss']:.4f} ours {ours['loss']:.4f}", flush=True)  # fmt: skip
 

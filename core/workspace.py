@@ -58,6 +58,19 @@ def allowed_roots() -> list[Path]:
     return [home(), _PROJECT_ROOT / "assets", *_extra_roots]
 
 
+def model_from_user(name: str | None) -> str | None:
+    """A model or adapter named in the UI: `embedded` and Hub ids pass as they are; a folder
+    (anything written as a path, or that exists on disk) must lie inside the allowed roots and
+    comes back absolute."""
+    text = (name or "").strip()
+    if not text:
+        return name
+    path = Path(text).expanduser()
+    if path.is_absolute() or text.startswith((".", "~")) or path.exists():
+        return str(resolve_inside(path.resolve()))
+    return text
+
+
 def resolve_inside(path: str | os.PathLike, base: Path | None = None) -> Path:
     """Resolve a user-supplied path and refuse it unless it lies under an allowed root.
 

@@ -12,6 +12,8 @@ import time
 import pytest
 from conftest import start_app
 
+from core import workspace
+
 pytestmark = pytest.mark.integration
 SHOTS = __import__("pathlib").Path(__import__("tempfile").gettempdir()) / "longctx-shots"
 SHOTS.mkdir(exist_ok=True)
@@ -75,6 +77,7 @@ def _open_tab(page, url: str, name: str) -> None:
 def test_train_tab_launches_a_run_that_survives_reload_and_restart(
     app_url, browser, tiny_llama_dir
 ):
+    workspace.allow_root(tiny_llama_dir)  # as `python app.py --allow DIR` does
     page = browser.new_page()
     _open_tab(page, app_url, "Train")
     model = page.locator("#train-model input")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from core import chat as core_chat
-from core import models, space
+from core import models, space, workspace
 from core.generation import SamplingParams
 from ui import access
 from ui.common import optional_float, optional_int, user_errors
@@ -45,8 +45,8 @@ class TargetControls:
 def to_target(kind, model, adapter, rope_theta, window, base_url, api_key, endpoint_model):
     """Widget values -> core ChatTarget (validation happens in core)."""
     spec = models.ModelSpec(
-        name=model or models.EMBEDDED,
-        adapter=adapter or None,
+        name=workspace.model_from_user(model) or models.EMBEDDED,
+        adapter=workspace.model_from_user(adapter) or None,
         rope_theta=optional_float(rope_theta),
         max_position_embeddings=optional_int(window),
     )

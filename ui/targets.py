@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from core import models
+from core import models, workspace
 from core.evals.backends import Endpoint, Target
 from ui.common import optional_float, optional_int
 
@@ -46,8 +46,8 @@ def to_eval_target(
         endpoint = Endpoint(base_url or "", endpoint_model or "", api_key or None)
         return Target(endpoint=endpoint, tokenizer=(tokenizer or "").strip() or None)
     spec = models.ModelSpec(
-        name=model or models.EMBEDDED,
-        adapter=adapter or None,
+        name=workspace.model_from_user(model) or models.EMBEDDED,
+        adapter=workspace.model_from_user(adapter) or None,
         rope_theta=optional_float(rope_theta),
         max_position_embeddings=optional_int(window),
     )

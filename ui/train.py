@@ -12,12 +12,13 @@ from typing import Any
 
 import gradio as gr
 
-from core import models
+from core import models, workspace
 from core.errors import LongCtxError
 from core.train import config as cfg
 from core.train import fit, plots, runs
 from ui import access, train_runs
 from ui.common import user_errors
+from ui.data_common import resolve_spec
 
 HELP = cfg.field_help()
 FIELDS = [f for f in cfg.TrainConfig.__dataclass_fields__]
@@ -184,6 +185,11 @@ def config_from_form(names: list[str], values: list[Any]) -> cfg.TrainConfig:
         for row in rows
         if any(v not in (None, "", 0) and str(v) != "nan" for v in row)
     ]
+    # Paths typed into the page are only read inside the allowed roots.
+    raw["model"] = workspace.model_from_user(raw.get("model"))
+    for source in raw["data"]:
+        if source.get("path"):
+            source["path"] = resolve_spec(source["path"])
     return cfg.TrainConfig.from_dict(raw)
 
 
