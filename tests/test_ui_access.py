@@ -77,3 +77,16 @@ def test_the_apps_own_login_makes_the_owner(public_app, browser):
     note.wait_for(timeout=30000)
     assert "alice" in note.inner_text() and "the owner" in note.inner_text()
     page.close()
+
+
+def test_uploads_over_the_cap_are_refused(app_url):
+    import httpx
+
+    from ui.shell import MAX_UPLOAD
+
+    cap = int(MAX_UPLOAD.removesuffix("mb")) * 1024 * 1024
+    small = httpx.post(app_url + "gradio_api/upload", files={"files": ("ok.jsonl", b"{}\n")})
+    assert small.status_code == 200 and small.json()
+    big = httpx.post(app_url + "gradio_api/upload", timeout=60,
+                     files={"files": ("big.jsonl", b"x" * (cap + 1024))})  # fmt: skip
+    assert big.status_code == 413

@@ -65,11 +65,15 @@ def _wire_generate_to_data(generated: gr.Textbox, button: gr.Button, data_tab: d
     data_tab.open_after(button.click(hand_over, generated, [data_tab.path, tabs]))
 
 
+MAX_UPLOAD = "50mb"
+
+
 def style_kwargs() -> dict:
-    """Theme and CSS: gradio 6 takes them at launch(), not in Blocks()."""
+    """Theme, CSS and the upload cap: gradio 6 takes them at launch(), not in Blocks()."""
     return {
         "theme": gr.themes.Soft(primary_hue="indigo", secondary_hue="emerald"),
         "css_paths": [ASSETS / "app.css"],
+        "max_file_size": MAX_UPLOAD,
     }
 
 
@@ -122,6 +126,5 @@ def launch(
         auth=credentials,
         share=share,
         **style_kwargs(),
-        max_file_size="50mb",
         footer_links=["api", "settings"],
     )
