@@ -111,11 +111,17 @@ def _sample(logits: Any, params: SamplingParams, generator: Any) -> int:
 
     if params.temperature == 0:
         return int(torch.argmax(logits))
-    probs = torch.softmax(logits.float() / params.temperature, dim=-1)
+    # In float64 and shifted so the largest is 0: any positive temperature, however small, then
+    # gives 0 for the best token and at worst -inf for the others (float32 would overflow to
+    # inf - inf, or see a temperature under 1e-45 as a division by zero).
+    logits = logits.double()
+    probs = torch.softmax((logits - logits.max()) / params.temperature, dim=-1)
     if params.top_p < 1:
         sorted_probs, order = torch.sort(probs, descending=True)
-        # Keep every token whose preceding mass is below top_p (the first one always stays).
+        # Keep every token whose preceding mass is below top_p, and always the most likely one
+        # (a top_p that rounds to 0 in float32 would keep none).
         keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < params.top_p
+        keep[0] = True
         sorted_probs = sorted_probs * keep
         choice = torch.multinomial(sorted_probs / sorted_probs.sum(), 1, generator=generator)
         return int(order[choice])

@@ -53,6 +53,14 @@ def test_chat_reply_streams_in(app_url, browser):
     assert "prompt" in stats and "tokens/s" in stats
     # The user's message stays in the conversation above the reply.
     assert "three sentences about the ocean" in page.locator("#chat-a .user").last.inner_text()
+
+    # The conversation is kept in the browser: a reload brings it back.
+    page.reload()
+    page.get_by_role("tab", name="Chat").click()
+    page.locator("#chat-a .user", has_text="three sentences about the ocean").wait_for(
+        timeout=30000
+    )
+    assert page.locator("#chat-a .bot").last.inner_text().strip() == final
     page.close()
 
 

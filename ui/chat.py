@@ -108,7 +108,21 @@ def _budget_html(labels_budgets: list[tuple[str, core_chat.Budget]]) -> str:
     return "".join(rows)
 
 
-def build(default_model: str = models.EMBEDDED) -> None:
+@dataclass
+class ChatTab:
+    """What the shell needs to bring a browser's conversation back when the page loads."""
+
+    history: gr.BrowserState
+    chats: tuple[gr.Chatbot, gr.Chatbot]
+
+    def restore_on(self, tab: gr.Tab) -> None:
+        # On opening the tab rather than on page load: at load time the browser has not yet
+        # handed the stored value over.
+        tab.select(lambda saved: tuple(saved or ([], [])), self.history, list(self.chats),
+                   show_progress="hidden")  # fmt: skip
+
+
+def build(default_model: str = models.EMBEDDED) -> ChatTab:
     """Lay out the Chat tab inside the current Blocks and wire its events."""
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=320):
@@ -147,13 +161,17 @@ def build(default_model: str = models.EMBEDDED) -> None:
                 send = gr.Button("Send", variant="primary", elem_id="chat-send")
                 stop_btn = gr.Button("Stop", variant="stop", elem_id="chat-stop")
                 clear = gr.Button("Clear")
+    # The conversation lives in the browser (local storage), so a reload or a restart of the
+    # app brings it back; it never touches the server's disk.
+    history = gr.BrowserState([[], []], storage_key="longctx-chat-history")
     settings = [system, document, max_tokens, temperature, top_p, seed, stop]
     _wire(target_a, target_b, compare, b_box, settings, message, doc_file, budget,
-          (chat_a, stats_a), (chat_b, stats_b), send, stop_btn, clear)  # fmt: skip
+          (chat_a, stats_a), (chat_b, stats_b), send, stop_btn, clear, history)  # fmt: skip
+    return ChatTab(history, (chat_a, chat_b))
 
 
 def _wire(target_a, target_b, compare, b_box, settings, message, doc_file, budget,
-          side_a, side_b, send, stop_btn, clear) -> None:  # fmt: skip
+          side_a, side_b, send, stop_btn, clear, history) -> None:  # fmt: skip
     (chat_a, stats_a), (chat_b, stats_b) = side_a, side_b
     system, document, max_tokens, temperature, top_p, seed, stop = settings
     n_target = len(target_a.inputs())
@@ -231,10 +249,17 @@ def _wire(target_a, target_b, compare, b_box, settings, message, doc_file, budge
         return run
 
     sampling = [system, document, max_tokens, temperature, top_p, seed, stop, compare]
+
+    def keep(hist_a, hist_b):
+        return [hist_a or [], hist_b or []]
+
     for trigger in (send.click, message.submit):
         started = trigger(start, [message, chat_a, chat_b, compare], [message, chat_a, chat_b])
-        started.then(respond("A"), [chat_a, *sampling, *target_a.inputs()], [chat_a, stats_a])
-        started.then(respond("B"), [chat_b, *sampling, *target_b.inputs()], [chat_b, stats_b])
+        for side, chat, stats, target in (("A", chat_a, stats_a, target_a),
+                                          ("B", chat_b, stats_b, target_b)):  # fmt: skip
+            answered = started.then(respond(side), [chat, *sampling, *target.inputs()],
+                                    [chat, stats])  # fmt: skip
+            answered.then(keep, [chat_a, chat_b], history, show_progress="hidden")
 
     def stop_all(request: gr.Request):
         for side in ("A", "B"):
@@ -243,7 +268,8 @@ def _wire(target_a, target_b, compare, b_box, settings, message, doc_file, budge
                 event.set()
 
     stop_btn.click(stop_all, None, None, show_progress="hidden")
-    clear.click(lambda: ([], [], "", ""), None, [chat_a, chat_b, stats_a, stats_b])
+    clear.click(lambda: ([], [], "", "", [[], []]), None,
+                [chat_a, chat_b, stats_a, stats_b, history])  # fmt: skip
 
 
 @space.gpu(duration=120)

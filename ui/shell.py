@@ -47,9 +47,10 @@ def build_app(model: str = models.EMBEDDED) -> gr.Blocks:
                 train.build()
             with gr.Tab("Evaluate", id="evaluate"):
                 evaluate.build()
-            with gr.Tab("Chat", id="chat"):
-                chat.build(default_model=model)
+            with gr.Tab("Chat", id="chat") as chat_page:
+                chat_tab = chat.build(default_model=model)
         _wire_generate_to_data(generated, to_data, data_tab, tabs)
+        chat_tab.restore_on(chat_page)
     return demo
 
 

@@ -511,6 +511,7 @@ def atomic_write(path: str | os.PathLike, chunks: Iterable[bytes], *, backup: bo
     Returns the number of bytes written.
     """
     path = Path(path)
+    _remove_orphans(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     written = 0
     try:
@@ -528,6 +529,16 @@ def atomic_write(path: str | os.PathLike, chunks: Iterable[bytes], *, backup: bo
         raise
     _fsync_dir(path.parent)
     return written
+
+
+def _remove_orphans(path: Path) -> None:
+    """Delete temporary files a killed writer of `path` left behind (its process is gone)."""
+    import psutil
+
+    for tmp in path.parent.glob(f".{path.name}.tmp-*-*"):
+        pid = tmp.name.rsplit("-", 2)[-2]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            tmp.unlink(missing_ok=True)
 
 
 def _make_backup(path: Path) -> None:

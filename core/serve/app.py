@@ -138,8 +138,13 @@ class _Generation:
         finish = None
         try:
             for chunk in stream_chat(self._state.loaded, messages, params, self.cancel, ids=ids):
-                self._put(chunk)
                 finish = chunk.finish_reason
+                if finish is not None and self._slot is not None:
+                    # Free the slot before the client can see its answer end: released after,
+                    # a client sending its next request at once could race it and get a 429
+                    # with nothing else in flight (seen with max_queue=0).
+                    self._slot.release()
+                self._put(chunk)
         except Exception as exc:  # handed to the request, which turns it into a response
             self._put(exc)
         finally:
@@ -323,11 +328,18 @@ def _parse(raw: bytes, state: _State) -> tuple[ChatRequest, list[dict[str, str]]
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise APIError(400, "the request body is not valid JSON", code="invalid_json") from None
+    except RecursionError:  # e.g. b"[" * 100_000: json's decoder recurses per level (was a 500)
+        raise APIError(
+            400, "the request body is nested too deeply to parse", code="invalid_json"
+        ) from None
     if not isinstance(body, dict):
         raise APIError(400, "the request body must be a JSON object", code="invalid_value")
     if state.fault_injection:
         digest = json.dumps(body.get("messages"), sort_keys=True, ensure_ascii=False)
-        state.message_hashes.append(hashlib.sha256(digest.encode()).hexdigest()[:16])
+        # surrogatepass: JSON may carry a lone surrogate ("\ud800"), which strict UTF-8 refuses
+        # (that was a 500); the digest only has to tell requests apart.
+        digest_bytes = digest.encode("utf-8", "surrogatepass")
+        state.message_hashes.append(hashlib.sha256(digest_bytes).hexdigest()[:16])
     try:
         req = ChatRequest.model_validate(body)
     except ValidationError as exc:

@@ -95,7 +95,9 @@ class ChatRequest(_Strict):
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    # OpenAI's seed is a 64-bit integer; torch's generator refuses anything outside
+    # [-2**63, 2**64) while decoding, which was a 500 instead of this 400.
+    seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1)
     n: int | None = None
 
 
