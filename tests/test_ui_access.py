@@ -43,6 +43,7 @@ def _toast(page, text: str) -> str:
 
 def test_visitor_sees_the_limits_and_cannot_train_generate_or_evaluate_big(public_app, browser):
     runs_before = set(workspace.subdir("runs").iterdir())
+    evals_before = set(workspace.subdir("evals").iterdir())
     page = browser.new_page()
     page.goto(public_app())
     page.locator("#access-note", has_text="Public demo").wait_for(timeout=30000)
@@ -63,6 +64,7 @@ def test_visitor_sees_the_limits_and_cannot_train_generate_or_evaluate_big(publi
     page.locator("#eval-plan", has_text="10 cells").wait_for(timeout=20000)
     page.locator("#eval-run").click()
     assert "16,000 tokens" in _toast(page, "Visitors may run up to")
+    assert set(workspace.subdir("evals").iterdir()) == evals_before  # refused: nothing written
     page.close()
 
 

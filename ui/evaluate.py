@@ -99,8 +99,8 @@ def _wire(target, c, run, stop, status, live, command, plan, panel, owner, shown
     @user_errors
     def start(request: gr.Request, profile: gr.OAuthProfile | None, key, *vals):
         task, target_, scorer, v = parts(vals)
+        _check_visitor(request, profile, task, target_, scorer)  # before the folder is made
         evaluation = Evaluation(task, target_, scorer, form.output(v))
-        _check_visitor(request, profile, evaluation)
         return started(request, jobs.start([request.session_hash, key], evaluation))
 
     @user_errors
@@ -108,7 +108,7 @@ def _wire(target, c, run, stop, status, live, command, plan, panel, owner, shown
                judge_key):  # fmt: skip
         evaluation = Evaluation.open(past.folder(eval_id), api_key=api_key or None,
                                      judge_api_key=judge_key or None)  # fmt: skip
-        _check_visitor(request, profile, evaluation)
+        _check_visitor(request, profile, evaluation.task, evaluation.target, evaluation.scorer)
         return started(request, jobs.start([request.session_hash, key], evaluation))
 
     job_outputs = [owner, status, live, shown]
@@ -131,14 +131,13 @@ def _wire(target, c, run, stop, status, live, command, plan, panel, owner, shown
                [status, live, shown, listed, *panel.list_outputs], show_progress="hidden")  # fmt: skip
 
 
-def _check_visitor(request: gr.Request, profile: gr.OAuthProfile | None,
-                   evaluation: Evaluation) -> None:  # fmt: skip
+def _check_visitor(request: gr.Request, profile: gr.OAuthProfile | None, task: Any,
+                   target: Target, scorer: Any) -> None:  # fmt: skip
     """On a public app, visitors other than the owner run small grids on local models only."""
     if access.visitor(request, profile).is_owner:
         return
-    paid = evaluation.target.endpoint is not None or evaluation.scorer.judge is not None
-    why = space.PUBLIC_LIMITS.refusal(len(evaluation.task.cell_keys()), evaluation.task.longest(),
-                                      paid)  # fmt: skip
+    paid = target.endpoint is not None or scorer.judge is not None
+    why = space.PUBLIC_LIMITS.refusal(len(task.cell_keys()), task.longest(), paid)
     if why:
         raise gr.Error(why[0].upper() + why[1:] + ".", print_exception=False)
 

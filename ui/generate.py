@@ -10,10 +10,13 @@ the file written under workspace/datasets. The run goes on a thread (ui/generate
 from __future__ import annotations
 
 import html
+import shlex
 from typing import Any
 
 import gradio as gr
 
+from core.errors import LongCtxError
+from core.synth import cli as synth_cli
 from core.synth import procedural, prompts
 from core.synth.engine import SynthJob
 from ui import access
@@ -57,6 +60,9 @@ def build() -> gr.Textbox:
                                   interactive=False, elem_id="gen-failures")  # fmt: skip
             gr.Markdown("**Latest samples**")
             preview = gr.HTML(jobs.preview_html(None), elem_id="gen-preview")
+            command = gr.Textbox(command_line("single-detail", {n: c[n].value for n in form.INPUTS}),
+                                 label="The same run from a shell", interactive=False, lines=2,
+                                 buttons=["copy"], elem_id="gen-command")  # fmt: skip
     owner = gr.BrowserState(None, storage_key="longctx-generate-job")
     shown = gr.State(None)
     timer = gr.Timer(1.0)
@@ -89,6 +95,10 @@ def build() -> gr.Textbox:
                               [c["base_url"], c["model"], c["api_key"]], show_progress="hidden")  # fmt: skip
     prompt_boxes = [c[f"prompt:{n}"] for n in prompts.DEFAULTS]
     c["reset_prompts"].click(lambda: list(prompts.DEFAULTS.values()), None, prompt_boxes)
+
+    for comp in [task, *inputs]:
+        comp.change(lambda name, *vals: command_line(name, values(vals)), [task, *inputs],
+                    command, show_progress="hidden", trigger_mode="always_last")  # fmt: skip
 
     @user_errors
     def dry_run(name, *vals):
@@ -129,6 +139,18 @@ def build() -> gr.Textbox:
     timer.tick(poll, [owner, shown], [status, preview, output, failures, shown],
                show_progress="hidden")  # fmt: skip
     return output
+
+
+def command_line(task: str, v: dict[str, Any]) -> str:
+    """The `longctx` command that makes the same samples, or why the form is not ready."""
+    try:
+        if task in procedural.TASKS:
+            argv = synth_cli.make_command_for(task, **form.procedural_args(v))
+        else:
+            argv = synth_cli.command_for(form.synth_config(task, v, serve=False))
+    except LongCtxError as exc:  # shown in place of the command, not as a toast per keystroke
+        return f"Not ready: {exc}"
+    return shlex.join(argv)
 
 
 def _estimate_html(est: Any, price_in: float, price_out: float) -> str:

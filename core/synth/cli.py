@@ -244,6 +244,57 @@ def _result_text(result: Any, config: SynthConfig) -> str:
 # Procedural data.
 
 
+# SynthConfig fields spelled as `--name-with-dashes`, and EndpointConfig fields by their flag.
+_SYNTH_FLAGS = ("source", "n_docs", "min_tokens", "max_tokens", "chunk_tokens", "qa_per_chunk",
+                "chunks_per_doc", "multi_mode", "passages", "multi_requests", "characters",
+                "clusters", "min_support", "tokenizer", "seed", "out", "cache_dir")  # fmt: skip
+_ENDPOINT_FLAGS = {"base_url": "--base-url", "model": "--model", "concurrency": "--concurrency",
+                   "temperature": "--temperature", "answer_tokens": "--answer-tokens",
+                   "timeout_s": "--timeout", "max_retries": "--max-retries",
+                   "backoff_s": "--backoff", "price_in": "--price-in", "price_out": "--price-out"}  # fmt: skip
+
+
+def _arg(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def command_for(config: SynthConfig) -> list[str]:
+    """The `longctx synth` command line that runs `config` (what the Generate tab shows).
+
+    Only settings that differ from the defaults are spelled out. The API key never is: the
+    command reads $OPENAI_API_KEY. Edited prompts are marked, since the command takes them from
+    files (`--prompt NAME=FILE`).
+    """
+    default, default_ep = SynthConfig(), EndpointConfig()
+    argv = ["longctx", "synth", config.task]
+    for name in _SYNTH_FLAGS:
+        value = getattr(config, name)
+        if value not in ("", None) and value != getattr(default, name):
+            argv += ["--" + name.replace("_", "-"), _arg(value)]
+    argv += ["--drop-unsupported"] if config.drop_unsupported else []
+    argv += ["--no-cache"] if not config.use_cache else []
+    for name, flag in _ENDPOINT_FLAGS.items():
+        value = getattr(config.endpoint, name)
+        if value != getattr(default_ep, name) or name in ("base_url", "model"):
+            argv += [flag, _arg(value)]
+    for name in sorted(config.prompts or {}):
+        argv += ["--prompt", f"{name}=FILE"]
+    return argv
+
+
+def make_command_for(task: str, n: int, length: int, tokenizer_name: str, seed: int,
+                     depths: list[float] | None, n_topics: int, out: Any = None) -> list[str]:  # fmt: skip
+    """The `longctx data make` command line for a procedural set (same arguments as
+    `ui.generate_jobs.start_procedural`)."""
+    argv = ["longctx", "data", "make", task, "--n", str(n), "--length", str(length),
+            "--model", tokenizer_name or "embedded", "--seed", str(seed)]  # fmt: skip
+    if depths:
+        argv += ["--depths", *(_arg(float(d)) for d in depths)]
+    if task == "topics":
+        argv += ["--topics", str(n_topics)]
+    return argv + (["--out", str(out)] if out else [])
+
+
 def add_make_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add a `make` command to any sub-command group (`longctx make`, or `longctx data make`)."""
     p = subparsers.add_parser(

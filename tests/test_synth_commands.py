@@ -1,0 +1,40 @@
+"""The command lines the Generate tab shows run exactly what the form describes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from core.cli import build_parser
+from core.synth import cli as synth_cli
+from core.synth.client import EndpointConfig
+from core.synth.config import SynthConfig
+
+
+def test_synth_command_round_trips_through_the_real_parser(tmp_path):
+    config = SynthConfig(
+        task="multi-detail", source=str(tmp_path), n_docs=3, min_tokens=500, seed=7,
+        multi_mode="heterogeneous", drop_unsupported=True, use_cache=False,
+        out=str(tmp_path / "out.jsonl"),
+        endpoint=EndpointConfig(base_url="http://127.0.0.1:9/v1", model="gpt-x",
+                                api_key="sk-never-shown", temperature=0.3, price_in=2.5),
+    )  # fmt: skip
+    argv = synth_cli.command_for(config)
+    assert argv[:3] == ["longctx", "synth", "multi-detail"]
+    assert "sk-never-shown" not in " ".join(argv)
+    parsed = synth_cli.config_from_args(build_parser().parse_args(argv[1:]))
+    assert parsed == replace(config, endpoint=replace(config.endpoint, api_key=""))
+
+
+def test_defaults_are_left_out_and_edited_prompts_are_marked():
+    config = SynthConfig(prompts={"single_detail": "my prompt {passage}"})
+    argv = synth_cli.command_for(config)
+    assert argv == ["longctx", "synth", "single-detail", "--base-url", EndpointConfig.base_url,
+                    "--model", EndpointConfig.model, "--prompt", "single_detail=FILE"]  # fmt: skip
+
+
+def test_make_command_parses_to_the_same_settings():
+    argv = synth_cli.make_command_for("topics", n=12, length=2000, tokenizer_name="embedded",
+                                      seed=3, depths=[0, 50.5], n_topics=4, out="t.jsonl")  # fmt: skip
+    args = build_parser().parse_args(argv[1:])
+    assert (args.task, args.n, args.length, args.model, args.seed, args.depths, args.topics,
+            args.out) == ("topics", 12, 2000, "embedded", 3, [0.0, 50.5], 4, "t.jsonl")  # fmt: skip
