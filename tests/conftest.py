@@ -7,9 +7,13 @@ pay the ~20 s GGUF conversion.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -90,6 +94,31 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_process(*args: str, stderr=subprocess.DEVNULL, timeout: float = 120):
+    """`longctx serve ARGS` in its own process, yielding (base_url, process) once it is ready;
+    stopped with SIGTERM afterwards (killed if it does not stop)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "core.cli", "serve", *args], cwd=Path(__file__).parent.parent,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=stderr,
+        text=True,
+    )  # fmt: skip
+    try:
+        ready: list[str] = []
+        reader = threading.Thread(target=lambda: ready.append(process.stdout.readline()))
+        reader.start()
+        reader.join(timeout)
+        assert ready and "ready at" in ready[0], f"no ready line: {ready!r}"
+        yield ready[0].split("ready at ")[1].strip(), process
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(30)
 
 
 def start_app():

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import shutil
 import signal
@@ -265,34 +264,13 @@ def _hammer(index: int, base_url: str, until: float, outcomes: Counter, failures
 @pytest.fixture
 def serve_process(tiny_llama_dir, tmp_path):
     """`longctx serve` on the tiny Llama in its own process: (base_url, process, log path)."""
-    from conftest import free_port
+    from conftest import free_port, serve_process
 
     log = tmp_path / "serve.log"
-    command = [sys.executable, "-m", "core.cli", "serve", "--model", str(tiny_llama_dir)]
-    command += ["--port", str(free_port()), "--served-name", "tiny", "--max-queue", "4"]
-    with open(log, "w") as stderr:
-        process = subprocess.Popen(
-            [*command, "--fault-injection"],  # for /_stats: the server's own status counts
-            cwd=ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-        )
-    try:
-        ready: list[str] = []
-        reader = threading.Thread(target=lambda: ready.append(process.stdout.readline()))
-        reader.start()
-        reader.join(120)
-        assert ready and "ready at" in ready[0], f"no ready line: {ready!r}\n{log.read_text()}"
-        yield ready[0].split("ready at ")[1].strip(), process, log
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(30)
+    args = ["--model", str(tiny_llama_dir), "--port", str(free_port()), "--served-name", "tiny",
+            "--max-queue", "4", "--fault-injection"]  # fault injection for /_stats: status counts  # fmt: skip
+    with open(log, "w") as stderr, serve_process(*args, stderr=stderr) as (base_url, process):
+        yield base_url, process, log
 
 
 @pytest.mark.integration

@@ -8,10 +8,7 @@ faults (with the client's own retries) and the `longctx serve` command itself.
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -384,30 +381,16 @@ def _free_port() -> int:
 
 @pytest.mark.integration
 def test_longctx_serve_command(embedded):
+    from conftest import serve_process
+
     port = _free_port()
-    command = [sys.executable, "-m", "core.cli", "serve", "--model", "embedded"]
-    process = subprocess.Popen(
-        [*command, "--port", str(port), "--served-name", "smol"],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        ready: list[str] = []
-        reader = threading.Thread(target=lambda: ready.append(process.stdout.readline()))
-        reader.start()
-        reader.join(90)
-        assert ready and "ready at" in ready[0], f"no ready line: {ready!r}"
-        base_url = ready[0].split("ready at ")[1].strip()
+    args = ["--model", "embedded", "--port", str(port), "--served-name", "smol"]
+    with serve_process(*args) as (base_url, process):
         assert base_url == f"http://127.0.0.1:{port}/v1"
         models = httpx.get(base_url + "/models").json()
         assert [m["id"] for m in models["data"]] == ["smol"]
-    finally:
         process.terminate()
-        returncode = process.wait(20)
-    assert returncode == 0  # SIGTERM is a clean stop
+        assert process.wait(20) == 0  # SIGTERM is a clean stop
 
 
 @pytest.mark.integration
