@@ -169,3 +169,24 @@ def test_cpu_preset_trains_with_falling_loss():
     assert len(losses) == load_preset("cpu-keys").max_steps
     first, last = sum(losses[:8]) / 8, sum(losses[-8:]) / 8
     assert last < 0.7 * first, losses
+
+
+def test_several_processes_share_the_global_batch(tiny_llama_dir):
+    # The multi-GPU launch (torchrun, one process per device) exercised on CPU processes with
+    # the gloo backend: the same command, the same accumulation arithmetic, rank 0 alone writing.
+    config = tiny_config(tiny_llama_dir, name="two-procs", num_gpus=2, global_batch_size=4,
+                         max_steps=4, save_steps=2, data=[DataSource(procedural="keys", n=32,
+                                                                     length=120)])  # fmt: skip
+    assert config.gradient_accumulation_steps == 2  # 4 = 2 processes x 1 sample x 2 steps
+    run_dir = runs.launch(config)
+    command = runs.read_status(run_dir)["command"]
+    assert command[1:4] == ["-m", "torch.distributed.run", "--standalone"]
+    assert "--nproc_per_node=2" in command
+    final = runs.wait(run_dir, timeout=600)
+    assert final["state"] == "completed", runs.tail_log(run_dir)
+    assert [m["step"] for m in runs.read_metrics(run_dir)] == [1, 2, 3, 4]  # one writer
+    log = (run_dir / "log.txt").read_text()
+    assert log.count("data: DataReport(samples=32") == 2  # both ranks read the data
+    state = json.loads((runs.last_checkpoint(run_dir) / "trainer_state.json").read_text())
+    assert state["epoch"] == pytest.approx(0.5)  # 4 steps x 4 samples of 32: the global batch
+    assert (run_dir / "adapter" / "adapter_model.safetensors").exists()
