@@ -137,16 +137,17 @@ def build() -> ResultsPanel:
     """Lay out the past-evaluations panel and wire what needs only it (the caller wires Resume
     and the timer refresh)."""
     choices = _choices()
-    first = choices[0][1] if choices else None
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
             with gr.Row():
-                pick = gr.Dropdown(choices, value=first, label="Evaluation", scale=5,
+                # No value here: one fixed at app start would be every later page's pick. The
+                # caller's first refresh picks the newest evaluation when the page loads.
+                pick = gr.Dropdown(choices, value=None, label="Evaluation", scale=5,
                                    elem_id="eval-pick")  # fmt: skip
                 refresh_btn = gr.Button("Refresh", scale=1)
                 resume = gr.Button("Resume", scale=1, elem_id="eval-resume")
-            info = gr.Markdown(summary(first), elem_id="eval-summary")
-            view = gr.Plot(figure(first) if first else None, label="Figure", elem_id="eval-view")
+            info = gr.Markdown(summary(None), elem_id="eval-summary")
+            view = gr.Plot(None, label="Figure", elem_id="eval-view")
         with gr.Column(scale=1, min_width=260):
             x_axis = gr.Radio([("prompt tokens", "tokens"), ("number of topics", "topics")],
                               value="tokens", label="Topic retrieval: x axis", visible=False)  # fmt: skip

@@ -68,8 +68,10 @@ def child_env(env: dict[str, str]) -> dict[str, str]:
 
 def reexec_with_allocator() -> None:
     """Restart this command with the allocator preloaded; returns only when there is none."""
+    if active():
+        return
     env = child_env(dict(os.environ))
-    if env is os.environ or not env.get(_ACTIVE) or active():
+    if not env.get(_ACTIVE):
         return
     log.info("restarting on %s (set LONGCTX_ALLOCATOR=system to keep glibc malloc)", env[_ACTIVE])
     sys.stdout.flush()
