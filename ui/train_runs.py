@@ -148,9 +148,9 @@ def build() -> RunsMonitor:
             lines.append(f"Pushed: {export.push(target, repo_, token=token_ or None)}")
         if not lines:
             lines.append(f"Adapter: `{adapter}` (tick Merge or give a repo to do more)")
-        return "\n\n".join(lines)
+        return "\n\n".join(lines), gr.update(value="") if repo_ else gr.skip()  # token used: gone
 
-    export_btn.click(do_export, [run, merge, repo, token], export_out)
+    export_btn.click(do_export, [run, merge, repo, token], [export_out, token])
 
     def do_overlay(ids):
         return plots.overlay_figure({i: runs.read_metrics(runs.run_path(i)) for i in ids or []})
