@@ -62,9 +62,13 @@ class Visitor:
         if self.is_owner:
             return None
         who = " or ".join(sorted(owners())) or "the owner"
-        signed = f"You are signed in as {self.hf_user}; " if self.hf_user else ""
-        return (f"{action} is for the owner of this app. {signed}sign in with Hugging Face as "
-                f"{who}, or duplicate the Space to run it on your own hardware.")  # fmt: skip
+        sign_in = f"sign in with Hugging Face as {who}"
+        if self.hf_user:
+            sign_in = f"You are signed in as {self.hf_user}; {sign_in}"
+        else:
+            sign_in = sign_in[0].upper() + sign_in[1:]
+        return (f"{action} is for the owner of this app. {sign_in}, or duplicate the Space to "
+                "run it on your own hardware.")  # fmt: skip
 
 
 @dataclass(frozen=True)
