@@ -18,10 +18,8 @@ import gradio as gr
 
 from core import workspace
 from core.errors import LongCtxError
-from core.evals import plots, results
+from core.evals import plots, results, runner
 from ui.common import user_errors
-
-TITLES = {"niah": "Needle in a haystack", "passkey": "Passkey"}
 
 
 @dataclass
@@ -68,16 +66,7 @@ def _choices() -> list[tuple[str, str]]:
 
 
 def figure(eval_id: str, x: str = "tokens") -> Any:
-    """The figure of one evaluation folder, read without touching it."""
-    path = folder(eval_id)
-    config, cells = results.read_config(path), results.read_cells(path)
-    label = config.get("label") or eval_id
-    if config.get("kind") == "topics":
-        return plots.topic_accuracy({label: cells}, x=x)
-    task = config.get("task", {})
-    return plots.heatmap(cells, lengths=task.get("lengths"), depths=task.get("depths"),
-                         window=config.get("window"),
-                         title=f"{TITLES.get(config.get('kind'), 'Evaluation')}: {label}")  # fmt: skip
+    return runner.folder_figure(folder(eval_id), x)
 
 
 def summary(eval_id: str | None) -> str:

@@ -201,17 +201,7 @@ class Evaluation:
 
     def figure(self, cells: list[dict[str, Any]] | None = None) -> Any:
         """The heatmap (NIAH, passkey) or accuracy plot (topics) of the cells so far."""
-        cells = self.cells() if cells is None else cells
-        if self.task.kind == "topics":
-            return plots.topic_accuracy({self.target.label: cells})
-        title = f"{'Needle in a haystack' if self.task.kind == 'niah' else 'Passkey'}: "
-        return plots.heatmap(
-            cells,
-            lengths=self.task.lengths,
-            depths=self.task.depths,
-            window=self.record.get("window"),
-            title=title + self.target.label,
-        )
+        return figure_from(self.record, self.cells() if cells is None else cells)
 
     def render(self) -> Path:
         """Write the figure as heatmap.html in the folder."""
@@ -233,3 +223,23 @@ def _config_window(target: Target) -> int | None:
     except (LongCtxError, ConfigError, OSError, ValueError):
         return None
     return getattr(resolved.config, "max_position_embeddings", None)
+
+
+_TITLES = {"niah": "Needle in a haystack", "passkey": "Passkey"}
+
+
+def figure_from(record: dict[str, Any], cells: list[dict[str, Any]], x: str = "tokens") -> Any:
+    """The figure of an evaluation from its config.json record and its cells: a heatmap
+    (NIAH, passkey; unfinished cells blank) or an accuracy plot (topics, against `x`)."""
+    label = record.get("label") or "evaluation"
+    if record.get("kind") == "topics":
+        return plots.topic_accuracy({label: cells}, x=x)
+    task = record.get("task", {})
+    title = f"{_TITLES.get(record.get('kind'), 'Evaluation')}: {label}"
+    return plots.heatmap(cells, lengths=task.get("lengths"), depths=task.get("depths"),
+                         window=record.get("window"), title=title)  # fmt: skip
+
+
+def folder_figure(path: str | os.PathLike, x: str = "tokens") -> Any:
+    """The figure of an evaluation folder, read without touching it."""
+    return figure_from(results.read_config(path), results.read_cells(path), x)
