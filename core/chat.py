@@ -22,6 +22,7 @@ from typing import Any
 from core import models
 from core.errors import ConfigError, LongCtxError
 from core.generation import Chunk, SamplingParams, count_prompt_tokens, stream_chat
+from core.openai_compat import create_chat_completion
 
 LOCAL, ENDPOINT = "local", "endpoint"
 DOCUMENT_SUFFIXES = (".txt", ".md", ".markdown", ".rst")
@@ -236,7 +237,7 @@ def _stream_endpoint(
         kwargs["seed"] = params.seed
     finish, usage, produced = None, None, 0
     try:
-        stream = _client(target.base_url, target.api_key).chat.completions.create(**kwargs)
+        stream = create_chat_completion(_client(target.base_url, target.api_key), **kwargs)
         with stream:
             for event in stream:
                 if cancel is not None and cancel.is_set():

@@ -27,6 +27,7 @@ from typing import Any
 
 from core.errors import ConfigError, LongCtxError
 from core.models import LoadedModel, ModelSpec
+from core.openai_compat import create_chat_completion
 
 
 class Cancelled(LongCtxError):
@@ -387,7 +388,8 @@ class EndpointBackend:
 
         start = time.perf_counter()
         try:
-            response = self._client.chat.completions.create(
+            response = create_chat_completion(
+                self._client,
                 model=self.endpoint.model,
                 messages=prompt.messages,
                 max_tokens=max_new_tokens,

@@ -16,6 +16,7 @@ from typing import Any
 
 from core.errors import ConfigError, LongCtxError
 from core.evals.backends import Endpoint
+from core.openai_compat import create_chat_completion
 
 SCORERS = ("rouge_l", "keywords", "exact", "judge")
 SCORER_HELP = {
@@ -151,7 +152,8 @@ class Scorer:
         reply = ""
         for _ in range(2):
             try:
-                response = self._client.chat.completions.create(
+                response = create_chat_completion(
+                    self._client,
                     model=self.judge.model,
                     messages=[{"role": "user", "content": prompt}],
                     max_tokens=8,

@@ -49,6 +49,7 @@ class _State:
     def __init__(self, loaded: LoadedModel, served_name: str, max_queue: int, faults: bool):
         self.loaded, self.served_name, self.max_queue = loaded, served_name, max_queue
         self.fault_injection = faults
+        self.refuse_max_tokens = False
         self.created = int(time.time())
         self.faults: deque[Fault] = deque()
         self.requests = 0
@@ -204,6 +205,7 @@ def create_app(
     max_queue: int = 16,
     served_name: str | None = None,
     fault_injection: bool = False,
+    refuse_max_tokens: bool = False,
 ) -> FastAPI:
     """Build the FastAPI app serving one model (loading it now if given a spec or a name).
 
@@ -212,11 +214,14 @@ def create_app(
         max_queue: requests that may wait behind the one generating; more get a 429.
         served_name: the model id clients use (default: the spec's name, e.g. `embedded`).
         fault_injection: add `/_faults` and `/_stats` for testing clients.
+        refuse_max_tokens: answer `max_tokens` with the 400 OpenAI's newest models give (they
+            take only `max_completion_tokens`), for testing clients.
     """
     if max_queue < 0:
         raise ConfigError(f"max_queue must be 0 or more, got {max_queue}")
     loaded = _load(loaded_or_spec)
     state = _State(loaded, served_name or loaded.spec.name, max_queue, fault_injection)
+    state.refuse_max_tokens = refuse_max_tokens
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -351,6 +356,14 @@ def _parse(raw: bytes, state: _State) -> tuple[ChatRequest, list[dict[str, str]]
             f"{state.served_name!r} (see /v1/models)",
             param="model",
             code="model_not_found",
+        )
+    if state.refuse_max_tokens and req.max_tokens is not None:
+        raise APIError(
+            400,
+            "Unsupported parameter: 'max_tokens' is not supported with this model. "
+            "Use 'max_completion_tokens' instead.",
+            param="max_tokens",
+            code="unsupported_parameter",
         )
     if req.n not in (None, 1):
         raise APIError(400, f"only n=1 is supported, got n={req.n}", param="n")

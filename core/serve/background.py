@@ -179,6 +179,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="enable /_faults and /_stats (for testing OpenAI clients; never in production)",
     )
+    p.add_argument(
+        "--refuse-max-tokens",
+        action="store_true",
+        help="refuse max_tokens like OpenAI's newest models do (for testing clients)",
+    )
     p.set_defaults(func=_run_serve)
 
 
@@ -191,6 +196,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         served_name=args.served_name,
         fault_injection=args.fault_injection,
+        refuse_max_tokens=args.refuse_max_tokens,
     )
     server.start()
     stop = threading.Event()

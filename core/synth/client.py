@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from core.errors import LongCtxError
+from core.openai_compat import create_chat_completion
 from core.synth.cache import ReplyCache, request_key
 
 log = logging.getLogger(__name__)
@@ -268,8 +269,8 @@ class Generator:
             if self.cancel.is_set():
                 raise Cancelled()
             try:
-                response = self._openai().chat.completions.create(
-                    model=ep.model, messages=messages, **ep.params()
+                response = create_chat_completion(
+                    self._openai(), model=ep.model, messages=messages, **ep.params()
                 )
             except openai.APIError as exc:
                 retry, reason, wait = self._classify(exc)
