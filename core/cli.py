@@ -43,6 +43,7 @@ def run_app(args: argparse.Namespace) -> int:
     # The UI package is imported lazily and by name so that core/ never imports gradio itself:
     # `longctx app` is only a convenience for `python app.py`.
     space.keep_downloads_persistent()
+    space.load_zero_gpu()
     shell = importlib.import_module("ui.shell")
     if args.public:
         os.environ["LONGCTX_PUBLIC"] = "1"  # read by core.space, here and in child processes

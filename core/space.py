@@ -114,6 +114,13 @@ def zero_gpu() -> bool:
     return os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true")
 
 
+def load_zero_gpu() -> None:
+    """On ZeroGPU hardware, import `spaces` now: it must patch torch before anything touches
+    CUDA, so before the app's modules load."""
+    if zero_gpu():
+        import spaces  # noqa: F401
+
+
 def gpu(duration: int = 60) -> Callable[[F], F]:
     """Decorate a function that needs the GPU so that ZeroGPU lends one while it runs.
 
