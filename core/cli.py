@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # The command line of this process, for a command that restarts itself (`train` swapping
+    # its allocator); None when called in-process, where restarting would replace the caller.
+    args.process_argv = sys.argv[1:] if argv is None else None
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

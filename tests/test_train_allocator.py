@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -50,3 +51,21 @@ def test_glibc_fallback_takes_effect():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True, cwd=ROOT).stdout  # fmt: skip
     assert out.strip() == "True"
+
+
+@pytest.mark.integration
+def test_train_called_in_process_never_restarts_its_caller(tiny_llama_dir, tmp_path, capsys):
+    from core.cli import main
+    from core.train.config import DataSource, TrainConfig
+
+    config = TrainConfig(name="in-process", model=str(tiny_llama_dir), quantization="none",
+                         precision="fp32", max_length=256, max_steps=1, global_batch_size=1,
+                         data=[DataSource(procedural="keys", n=2, length=120)])  # fmt: skip
+    path = tmp_path / "c.yaml"
+    path.write_text(config.to_yaml())
+    pid, level = os.getpid(), logging.getLogger().level
+    try:
+        assert main(["train", str(path)]) == 0  # a restart would have replaced this process
+    finally:
+        logging.getLogger().setLevel(level)  # `train` turns INFO on for its own output
+    assert os.getpid() == pid and "completed at step 1" in capsys.readouterr().out

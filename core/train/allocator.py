@@ -66,8 +66,9 @@ def child_env(env: dict[str, str]) -> dict[str, str]:
     }
 
 
-def reexec_with_allocator() -> None:
-    """Restart this command with the allocator preloaded; returns only when there is none."""
+def reexec_with_allocator(argv: list[str]) -> None:
+    """Restart this process as `longctx ARGV` with the allocator preloaded; returns only when
+    there is none to switch to."""
     if active():
         return
     env = child_env(dict(os.environ))
@@ -76,7 +77,7 @@ def reexec_with_allocator() -> None:
     log.info("restarting on %s (set LONGCTX_ALLOCATOR=system to keep glibc malloc)", env[_ACTIVE])
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, "-m", "core.cli", *sys.argv[1:]], env)
+    os.execve(sys.executable, [sys.executable, "-m", "core.cli", *argv], env)
 
 
 def tune_glibc() -> bool:

@@ -52,8 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     config = TrainConfig.from_yaml(Path(args.config)).validate()
-    if runs.device_key(config) == "cpu" and not args.detach:
-        allocator.reexec_with_allocator()  # returns when there is none to switch to
+    restartable = getattr(args, "process_argv", None) is not None
+    if restartable and runs.device_key(config) == "cpu" and not args.detach:
+        allocator.reexec_with_allocator(args.process_argv)  # returns if there is nothing to swap
     if args.run_dir:
         run_dir = Path(args.run_dir).resolve()
         return _train_here(config, run_dir, args.resume)
