@@ -14,77 +14,22 @@ from dataclasses import dataclass
 import gradio as gr
 
 from core import chat as core_chat
-from core import models, space, workspace
+from core import models, space
 from core.generation import SamplingParams
-from ui import access
-from ui.common import optional_float, optional_int, user_errors
+from ui import access, targets
+from ui.common import optional_int, user_errors
 
 # Stop requests, per browser session and side: the Stop button sets the event, the streaming
 # loop checks it between tokens (cleaner than cancelling the worker thread mid-forward).
 _cancel_events: dict[tuple[str, str], threading.Event] = {}
 
 
-@dataclass
-class TargetControls:
-    """The widgets that describe one model to talk to."""
-
-    kind: gr.Radio
-    model: gr.Dropdown
-    adapter: gr.Textbox
-    rope_theta: gr.Number
-    window: gr.Number
-    base_url: gr.Textbox
-    api_key: gr.Textbox
-    endpoint_model: gr.Textbox
-
-    def inputs(self) -> list[gr.components.Component]:
-        return [self.kind, self.model, self.adapter, self.rope_theta, self.window,
-                self.base_url, self.api_key, self.endpoint_model]  # fmt: skip
-
-
 def to_target(kind, model, adapter, rope_theta, window, base_url, api_key, endpoint_model):
-    """Widget values -> core ChatTarget (validation happens in core)."""
-    spec = models.ModelSpec(
-        name=workspace.model_from_user(model) or models.EMBEDDED,
-        adapter=workspace.model_from_user(adapter) or None,
-        rope_theta=optional_float(rope_theta),
-        max_position_embeddings=optional_int(window),
-    )
+    """Widget values (in `TargetControls.inputs()` order) -> core ChatTarget (validated there)."""
     return core_chat.ChatTarget(
-        kind=kind, spec=spec, base_url=base_url or "", api_key=api_key or "",
-        endpoint_model=endpoint_model or "",
+        kind=kind, spec=targets.model_spec(model, adapter, rope_theta, window),
+        base_url=base_url or "", api_key=api_key or "", endpoint_model=endpoint_model or "",
     )  # fmt: skip
-
-
-def _target_controls(title: str, default_model: str) -> TargetControls:
-    with gr.Group():
-        gr.Markdown(f"**{title}**")
-        kind = gr.Radio(
-            [("Local model", core_chat.LOCAL), ("OpenAI-compatible endpoint", core_chat.ENDPOINT)],
-            value=core_chat.LOCAL, show_label=False,
-        )  # fmt: skip
-        with gr.Column(visible=True) as local_box:
-            model = gr.Dropdown(
-                models.known_models(), value=default_model, allow_custom_value=True,
-                label="Model", info="embedded, a local folder, a Hub id, or a trained run",
-            )  # fmt: skip
-            adapter = gr.Textbox(label="LoRA adapter (optional)", placeholder="folder or Hub id")
-            with gr.Row():
-                rope_theta = gr.Number(label="RoPE base", info="0: the model's own (paper: 2e8)")
-                window = gr.Number(label="Window (tokens)", precision=0, info="0: the model's own")
-        with gr.Column(visible=False) as endpoint_box:
-            base_url = gr.Textbox(label="Base URL", placeholder="http://127.0.0.1:8000/v1")
-            api_key = gr.Textbox(
-                label="API key", type="password", placeholder="empty: $OPENAI_API_KEY"
-            )
-            endpoint_model = gr.Textbox(label="Model name", placeholder="as in /v1/models")
-    kind.change(
-        lambda k: (gr.update(visible=k == core_chat.LOCAL), gr.update(visible=k != core_chat.LOCAL)),
-        kind, [local_box, endpoint_box], show_progress="hidden",
-    )  # fmt: skip
-    return TargetControls(
-        kind, model, adapter, rope_theta, window, base_url, api_key, endpoint_model
-    )
 
 
 def _params(max_tokens, temperature, top_p, seed, stop) -> SamplingParams:
@@ -126,10 +71,12 @@ def build(default_model: str = models.EMBEDDED) -> ChatTab:
     """Lay out the Chat tab inside the current Blocks and wire its events."""
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=320):
-            target_a = _target_controls("Model", default_model)
+            target_a = targets.target_controls("chat-target-a", default_model, title="Model",
+                                               tokenizer=False)  # fmt: skip
             compare = gr.Checkbox(label="Side by side: also send each prompt to a second model")
             with gr.Column(visible=False) as b_box:
-                target_b = _target_controls("Model B", default_model)
+                target_b = targets.target_controls("chat-target-b", default_model,
+                                                   title="Model B", tokenizer=False)  # fmt: skip
             system = gr.Textbox(label="System prompt", lines=2, placeholder="optional")
             with gr.Accordion("Sampling", open=False):
                 max_tokens = gr.Slider(16, 4096, value=512, step=16, label="Max new tokens")

@@ -1,9 +1,10 @@
-"""Model-target controls for the tabs that run a model over prompts (Evaluate): who answers.
+"""Model-target controls for the tabs that run a model (Chat, Evaluate): who answers.
 
 A local model (embedded, a Hub id, a folder, or a trained run's adapter from
 `core.models.known_models()`, with an optional adapter and RoPE/window override) or any
-OpenAI-compatible endpoint. The widget values become a `core.evals.backends.Target`; validation
-happens there. The API key is passed to the target in memory only and never written anywhere.
+OpenAI-compatible endpoint. The widget values become a `ModelSpec` here, and a chat or
+evaluation target in the tab; validation happens in core. The API key is passed on in memory
+only and never written anywhere.
 """
 
 from __future__ import annotations
@@ -31,11 +32,23 @@ class TargetControls:
     base_url: gr.Textbox
     api_key: gr.Textbox
     endpoint_model: gr.Textbox
-    tokenizer: gr.Textbox
+    tokenizer: gr.Textbox | None = None
+    """Evaluate only: the tokenizer that measures an endpoint's prompt lengths."""
 
     def inputs(self) -> list[gr.components.Component]:
-        return [self.kind, self.model, self.adapter, self.rope_theta, self.window,
-                self.base_url, self.api_key, self.endpoint_model, self.tokenizer]  # fmt: skip
+        boxes = [self.kind, self.model, self.adapter, self.rope_theta, self.window,
+                 self.base_url, self.api_key, self.endpoint_model]  # fmt: skip
+        return boxes + ([self.tokenizer] if self.tokenizer is not None else [])
+
+
+def model_spec(model, adapter, rope_theta, window) -> models.ModelSpec:
+    """The local-model widgets -> a ModelSpec; folders typed in must lie in the allowed roots."""
+    return models.ModelSpec(
+        name=workspace.model_from_user(model) or models.EMBEDDED,
+        adapter=workspace.model_from_user(adapter) or None,
+        rope_theta=optional_float(rope_theta),
+        max_position_embeddings=optional_int(window),
+    )
 
 
 def to_eval_target(
@@ -45,18 +58,16 @@ def to_eval_target(
     if kind == ENDPOINT:
         endpoint = Endpoint(base_url or "", endpoint_model or "", api_key or None)
         return Target(endpoint=endpoint, tokenizer=(tokenizer or "").strip() or None)
-    spec = models.ModelSpec(
-        name=workspace.model_from_user(model) or models.EMBEDDED,
-        adapter=workspace.model_from_user(adapter) or None,
-        rope_theta=optional_float(rope_theta),
-        max_position_embeddings=optional_int(window),
-    )
-    return Target(model=spec)
+    return Target(model=model_spec(model, adapter, rope_theta, window))
 
 
-def target_controls(prefix: str, default_model: str = models.EMBEDDED) -> TargetControls:
-    """Lay out the controls (ids `<prefix>-model`, `<prefix>-base-url`, ...) and wire the toggle."""
+def target_controls(prefix: str, default_model: str = models.EMBEDDED, *,
+                    title: str | None = None, tokenizer: bool = True) -> TargetControls:  # fmt: skip
+    """Lay out the controls (ids `<prefix>-model`, `<prefix>-base-url`, ...) and wire the toggle;
+    `tokenizer` adds the box that measures an endpoint's prompts (Evaluate)."""
     with gr.Group():
+        if title:
+            gr.Markdown(f"**{title}**")
         kind = gr.Radio(
             [("Local model", LOCAL), ("OpenAI-compatible endpoint", ENDPOINT)],
             value=LOCAL, show_label=False, elem_id=f"{prefix}-kind",
@@ -78,10 +89,12 @@ def target_controls(prefix: str, default_model: str = models.EMBEDDED) -> Target
             endpoint_model = gr.Textbox(label="Model name", placeholder="as in /v1/models")
             api_key = gr.Textbox(label="API key (never saved)", type="password",
                                  placeholder="empty: $OPENAI_API_KEY")  # fmt: skip
-            tokenizer = gr.Textbox(
-                label="Tokenizer that measures prompt lengths",
-                placeholder="empty: the model name; 'embedded' for rough lengths",
-            )
+            tokenizer_box = None
+            if tokenizer:
+                tokenizer_box = gr.Textbox(
+                    label="Tokenizer that measures prompt lengths",
+                    placeholder="empty: the model name; 'embedded' for rough lengths",
+                )
 
     def toggle(k):
         return gr.update(visible=k == LOCAL), gr.update(visible=k == ENDPOINT)
@@ -91,5 +104,5 @@ def target_controls(prefix: str, default_model: str = models.EMBEDDED) -> Target
     model.focus(lambda: gr.update(choices=models.known_models()), None, model,
                 show_progress="hidden")  # fmt: skip
     return TargetControls(
-        kind, model, adapter, rope_theta, window, base_url, api_key, endpoint_model, tokenizer
+        kind, model, adapter, rope_theta, window, base_url, api_key, endpoint_model, tokenizer_box
     )
