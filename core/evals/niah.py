@@ -298,15 +298,8 @@ class NiahConfig:
     grid_fields = ("lengths", "depths")
 
     def __post_init__(self) -> None:
-        problems = []
-        lengths, depths = (
-            _numbers(self.lengths, "lengths", problems),
-            _numbers(self.depths, "depths", problems),
-        )
-        if any(x < 16 or x != int(x) for x in lengths):
-            problems.append(f"lengths must be whole numbers of tokens >= 16, got {lengths}")
-        if any(not 0 <= x <= 100 for x in depths):
-            problems.append(f"depths must be percentages between 0 and 100, got {depths}")
+        problems: list[str] = []
+        lengths, depths = grid_axes(self.lengths, self.depths, problems)
         for name in ("needle", "question", "answer"):
             if not str(getattr(self, name) or "").strip():
                 problems.append(f"{name} is empty")
@@ -317,12 +310,10 @@ class NiahConfig:
             problems.append(
                 f"haystack {self.haystack!r} is neither 'builtin' nor a folder of .txt/.md files"
             )
-        if not isinstance(self.max_new_tokens, int) or not 1 <= self.max_new_tokens <= 4096:
-            problems.append(f"max_new_tokens must be 1..4096, got {self.max_new_tokens!r}")
+        check_max_new_tokens(self.max_new_tokens, problems)
         if problems:
             raise ConfigError(problems)
-        self.lengths = sorted({int(x) for x in lengths})
-        self.depths = sorted({float(x) for x in depths})
+        self.lengths, self.depths = lengths, depths
 
     def cell_keys(self) -> list[str]:
         return [cell_key(length, d) for length in self.lengths for d in self.depths]
@@ -345,6 +336,23 @@ class NiahConfig:
             return iter(())
         hay = Haystack.from_source(tokenizer, self.haystack, max(c.length for c in cells))
         return grid_prompts(tokenizer, self.template, self.question, hay, cells)
+
+
+def grid_axes(lengths: Any, depths: Any, problems: list[str]) -> tuple[list[int], list[float]]:
+    """A grid's lengths (whole tokens >= 16) and depths (0-100 %), parsed, checked (each problem
+    added to `problems`) and sorted without repeats."""
+    length_values = _numbers(lengths, "lengths", problems)
+    depth_values = _numbers(depths, "depths", problems)
+    if any(x < 16 or x != int(x) for x in length_values):
+        problems.append(f"lengths must be whole numbers of tokens >= 16, got {length_values}")
+    if any(not 0 <= x <= 100 for x in depth_values):
+        problems.append(f"depths must be percentages between 0 and 100, got {depth_values}")
+    return sorted({int(x) for x in length_values}), sorted({float(x) for x in depth_values})
+
+
+def check_max_new_tokens(value: Any, problems: list[str]) -> None:
+    if not isinstance(value, int) or not 1 <= value <= 4096:
+        problems.append(f"max_new_tokens must be 1..4096, got {value!r}")
 
 
 def _numbers(value: Any, name: str, problems: list[str]) -> list[float]:

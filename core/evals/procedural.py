@@ -22,7 +22,16 @@ from typing import Any
 
 from core.errors import ConfigError, LongCtxError
 from core.evals.backends import Prompt
-from core.evals.niah import GridCell, Haystack, _numbers, cell_key, grid_prompts, haystack_end
+from core.evals.niah import (
+    GridCell,
+    Haystack,
+    _numbers,
+    cell_key,
+    check_max_new_tokens,
+    grid_axes,
+    grid_prompts,
+    haystack_end,
+)
 
 TOPIC_OPENING = "I would like to discuss the topic of the {topic} module."
 TOPIC_QUESTION = "What is the first topic we discussed? Only give me the topic name."
@@ -69,8 +78,7 @@ class TopicsConfig:
             problems.append(f"turn_tokens must be an integer >= 20, got {self.turn_tokens!r}")
         if not str(self.question or "").strip():
             problems.append("question is empty")
-        if not isinstance(self.max_new_tokens, int) or not 1 <= self.max_new_tokens <= 4096:
-            problems.append(f"max_new_tokens must be 1..4096, got {self.max_new_tokens!r}")
+        check_max_new_tokens(self.max_new_tokens, problems)
         if problems:
             raise ConfigError(problems)
         self.n_topics = sorted({int(x) for x in counts})
@@ -148,20 +156,13 @@ class PasskeyConfig:
 
     def __post_init__(self) -> None:
         problems: list[str] = []
-        lengths = _numbers(self.lengths, "lengths", problems)
-        depths = _numbers(self.depths, "depths", problems)
-        if any(x < 16 or x != int(x) for x in lengths):
-            problems.append(f"lengths must be whole numbers of tokens >= 16, got {lengths}")
-        if any(not 0 <= x <= 100 for x in depths):
-            problems.append(f"depths must be percentages between 0 and 100, got {depths}")
+        lengths, depths = grid_axes(self.lengths, self.depths, problems)
         if not isinstance(self.trials, int) or self.trials < 1:
             problems.append(f"trials must be a positive integer, got {self.trials!r}")
-        if not isinstance(self.max_new_tokens, int) or not 1 <= self.max_new_tokens <= 4096:
-            problems.append(f"max_new_tokens must be 1..4096, got {self.max_new_tokens!r}")
+        check_max_new_tokens(self.max_new_tokens, problems)
         if problems:
             raise ConfigError(problems)
-        self.lengths = sorted({int(x) for x in lengths})
-        self.depths = sorted({float(x) for x in depths})
+        self.lengths, self.depths = lengths, depths
 
     def _cells(self) -> list[GridCell]:
         cells = []
