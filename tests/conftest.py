@@ -96,6 +96,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module: on two shared cores, two intra-op threads wait on each
+    other (decoding runs many times slower) or fight the browser."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def reset_faults(server):
+    """A fault-injection server with no pending faults and fresh statistics."""
+    import httpx
+
+    httpx.delete(server.url + "/_faults").raise_for_status()
+    httpx.delete(server.url + "/_stats").raise_for_status()
+    return server
+
+
 @contextlib.contextmanager
 def serve_process(*args: str, stderr=subprocess.DEVNULL, timeout: float = 120):
     """`longctx serve ARGS` in its own process, yielding (base_url, process) once it is ready;

@@ -153,7 +153,8 @@ def test_cli_run_killed_half_way_resumes_without_recomputing(tmp_path):
         first.kill()
         first.wait()
     kept = cells_file.read_text().splitlines()
-    assert 1 <= len(kept) < 4
+    # A range, not a count: the kill lands after the first cell at a moment we do not control.
+    assert 1 <= len(kept) < 4, f"the kill must land mid-run; {len(kept)} of 4 cells were done"
 
     second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from conftest import reset_faults
 
 from core.serve import BackgroundServer, Fault
 from core.serve.app import _break
@@ -46,9 +47,7 @@ def fault_server(embedded):
 @pytest.fixture
 def faults(fault_server):
     """The fault server with no pending faults and fresh statistics."""
-    httpx.delete(fault_server.url + "/_faults").raise_for_status()
-    httpx.delete(fault_server.url + "/_stats").raise_for_status()
-    return fault_server
+    return reset_faults(fault_server)
 
 
 def _assert_openai_error(response: httpx.Response, status: int, code: str | None = None) -> dict:

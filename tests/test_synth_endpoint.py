@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import reset_faults
 
 from core.cli import build_parser, main
 from core.data import io, schema
@@ -33,7 +34,7 @@ from core.synth.cli import config_from_args
 from core.synth.client import EndpointConfig, Generator
 from core.synth.engine import SynthConfig, SynthJob
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "sk-test-SECRET-4242"
 COPY_QA = (
@@ -49,18 +50,6 @@ PROMPTS = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # On a busy 2-core machine two intra-op threads wait on each other: decoding runs many
-    # times slower than with one. The server's generations are tiny here.
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def server(embedded):
     with BackgroundServer(embedded, fault_injection=True) as running:
@@ -69,9 +58,7 @@ def server(embedded):
 
 @pytest.fixture
 def fresh(server):
-    httpx.delete(server.url + "/_faults").raise_for_status()
-    httpx.delete(server.url + "/_stats").raise_for_status()
-    return server
+    return reset_faults(server)
 
 
 @pytest.fixture(scope="module")
@@ -262,7 +249,10 @@ def test_a_killed_cli_run_resumes_with_only_the_missing_requests(fresh, tmp_path
     assert child.returncode == -signal.SIGKILL, out
     gen = Generator(config.endpoint, cache=cache)
     cached = [m for m in planned if gen.is_cached(m)]
-    assert 1 <= len(cached) < len(planned), out
+    # A range, not a count: the kill lands after the first reply at a moment we do not control.
+    assert 1 <= len(cached) < len(planned), (
+        f"the kill must land mid-run; {len(cached)} cached\n{out}"
+    )
     killed_run = _stats(fresh)["message_hashes"]
     # At most one request was in flight (concurrency 1) when the process died.
     assert len(killed_run) - len(cached) <= 1

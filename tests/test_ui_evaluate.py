@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 SHOTS = Path(tempfile.gettempdir()) / "longctx-shots"
 SHOTS.mkdir(exist_ok=True)
 EVAL_ID = "ui-niah"
@@ -27,17 +27,6 @@ LIVE_CELLS = """(sel) => {
   return {filled: z.flat().filter(v => v !== null && v !== undefined).length,
           hover: JSON.stringify(plot.data[0].customdata || [])};
 }"""
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two shared cores: one torch thread keeps the model from fighting the browser."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _fill(page, selector: str, text: str) -> None:
