@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 7860
 
-.PHONY: app test test-unit lint format bench setup browser allocator clean
+.PHONY: app test test-unit test-gpu lint format bench bench-gpu setup browser allocator clean
 
 setup: $(STAMP)
 
@@ -48,6 +48,10 @@ test: $(STAMP) browser allocator
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not gpu and not integration" tests
 
+# On a CUDA machine: 4-bit training through bitsandbytes and the unsloth engine (when installed).
+test-gpu: $(STAMP)
+	$(BIN)/python -m pytest -q -m gpu tests
+
 lint: $(STAMP)
 	$(BIN)/ruff check core ui tests bench app.py
 	$(BIN)/ruff format --check core ui tests bench app.py
@@ -57,7 +61,10 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix core ui tests bench app.py
 
 bench: $(STAMP)
-	@for f in bench/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+	@for f in $(filter-out %_gpu.py,$(wildcard bench/bench_*.py)); do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+bench-gpu: $(STAMP)
+	$(BIN)/python bench/bench_train_gpu.py --engine both
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -8,13 +8,19 @@ length whose last 512 tokens are the answer. Prints, per length, the second step
 tokens/s and peak GPU memory, next to the fit estimate (`core.train.fit`) for the same config.
 Goal (issue 5): 80K tokens in under 80 GB (the paper's A800) at more than 2K tokens/s.
 
-    python bench/bench_train_gpu.py [--lengths 32768,81920] [--out DIR]
+`--engine both` measures the unsloth engine against the transformers engine (the baseline) on
+the same saved model, each in its own process (unsloth patches transformers when it imports),
+and prints the ratios.
+
+    python bench/bench_train_gpu.py [--lengths 32768,81920] [--offload]
+                                    [--engine transformers|unsloth|both] [--out DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -62,7 +68,7 @@ def make_random_model(folder: Path, shape: dict) -> float:
 
 
 def run(folder: Path, lengths: list[int], out: Path, smoke: bool = False,
-        offload: bool = False) -> list[dict]:  # fmt: skip
+        offload: bool = False, engine: str = "transformers") -> list[dict]:  # fmt: skip
     import torch
     from transformers import TrainerCallback
 
@@ -79,6 +85,7 @@ def run(folder: Path, lengths: list[int], out: Path, smoke: bool = False,
     config.save_steps = 10**6
     config.max_length = max(lengths)
     config.offload_checkpoints = offload
+    config.engine = engine
     if smoke:  # the same code path on a CPU, to check the script before spending GPU time
         config.quantization, config.precision = "none", "fp32"
 
@@ -121,7 +128,7 @@ def run(folder: Path, lengths: list[int], out: Path, smoke: bool = False,
         est = fit.estimate(config, loaded.model.config, labelled_tokens=ANSWER,
                            device=("GPU", 80 * 2**30))  # fmt: skip
         step = timer.times[-1]
-        result = {"length": length, "s_per_step": round(step, 2), "tokens_per_s": round(length / step),
+        result = {"engine": engine, "length": length, "s_per_step": round(step, 2), "tokens_per_s": round(length / step),
                   "peak_gpu_gb": round(peak / 2**30, 1), "peak_reserved_gb": round(reserved / 2**30, 1),
                   "fit_estimate_gb": round(est.total / 2**30, 1), "first_step_s": round(timer.times[0], 2),
                   "loss": trainer.state.log_history[-1].get("train_loss")}  # fmt: skip
@@ -145,26 +152,61 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="where to write results.json")
     parser.add_argument("--smoke", action="store_true", help="tiny model on CPU: check the script")
     parser.add_argument("--offload", action="store_true", help="offload_checkpoints: true")
+    parser.add_argument("--engine", choices=["transformers", "unsloth", "both"],
+                        default="transformers")  # fmt: skip
+    parser.add_argument("--model-dir", help=argparse.SUPPRESS)  # `both`: the child's saved model
+    parser.add_argument("--results", help=argparse.SUPPRESS)  # `both`: where the child writes
     args = parser.parse_args()
+    if args.engine == "unsloth":
+        import unsloth  # noqa: F401  (before transformers, which it patches)
     import torch
 
     if not torch.cuda.is_available() and not args.smoke:
         raise SystemExit("needs a CUDA GPU (or --smoke for a CPU check of the script)")
     lengths = [256] if args.smoke else [int(x) for x in args.lengths.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "llama3-8b-random"
-        made = make_random_model(folder, SMOKE if args.smoke else LLAMA3_8B)
-        print(f"random Llama-3-8B-shaped model saved in {made:.0f} s", flush=True)
-        results = run(folder, lengths, Path(tmp), smoke=args.smoke, offload=args.offload)
+        folder = Path(args.model_dir) if args.model_dir else Path(tmp) / "llama3-8b-random"
+        if not args.model_dir:
+            made = make_random_model(folder, SMOKE if args.smoke else LLAMA3_8B)
+            print(f"random Llama-3-8B-shaped model saved in {made:.0f} s", flush=True)
+        if args.engine == "both":
+            results = []
+            for engine in ("transformers", "unsloth"):
+                results += _in_child(engine, folder, args, Path(tmp))
+        else:
+            results = run(folder, lengths, Path(tmp), smoke=args.smoke, offload=args.offload,
+                          engine=args.engine)  # fmt: skip
+    if args.results:  # a child of `--engine both`
+        Path(args.results).write_text(json.dumps(results))
+        return
     print(f"GPU: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none (smoke)'}")
     for r in results:
         goal = " (goal: < 80 GB, > 2000 tokens/s)" if r["length"] >= 80000 else ""
-        print(f"{r['length']:>6} tokens: {r['s_per_step']} s/step, {r['tokens_per_s']} tokens/s, "
-              f"peak {r['peak_gpu_gb']} GB allocated ({r['peak_reserved_gb']} GB reserved), "
-              f"fit estimate {r['fit_estimate_gb']} GB{goal}")  # fmt: skip
+        print(f"{r['engine']:>12} {r['length']:>6} tokens: {r['s_per_step']} s/step, "
+              f"{r['tokens_per_s']} tokens/s, peak {r['peak_gpu_gb']} GB allocated "
+              f"({r['peak_reserved_gb']} GB reserved), fit estimate {r['fit_estimate_gb']} GB{goal}")  # fmt: skip
+    base = {r["length"]: r for r in results if r["engine"] == "transformers"}
+    for r in results:
+        if r["engine"] == "unsloth" and r["length"] in base:
+            b = base[r["length"]]
+            print(f"unsloth / transformers at {r['length']}: "
+                  f"{r['tokens_per_s'] / b['tokens_per_s']:.2f}x tokens/s, "
+                  f"{r['peak_gpu_gb'] / b['peak_gpu_gb']:.2f}x peak GPU memory")  # fmt: skip
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / "results.json").write_text(json.dumps(results, indent=1))
+
+
+def _in_child(engine: str, folder: Path, args: argparse.Namespace, tmp: Path) -> list[dict]:
+    """One engine measured in a fresh process on the already saved model."""
+    out = tmp / f"{engine}.json"
+    cmd = [sys.executable, __file__, "--engine", engine, "--model-dir", str(folder),
+           "--lengths", args.lengths, "--results", str(out)]  # fmt: skip
+    cmd += ["--smoke"] * args.smoke + ["--offload"] * args.offload
+    if subprocess.run(cmd).returncode != 0:
+        print(f"{engine}: failed (see above)", flush=True)
+        return []
+    return json.loads(out.read_text())
 
 
 if __name__ == "__main__":

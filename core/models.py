@@ -463,9 +463,7 @@ def load_model(spec: ModelSpec, *, for_training: bool = False) -> LoadedModel:
     )
     device = pick_device(spec.device)
     dtype = pick_dtype(spec.dtype, device)
-    quantize = spec.quantization == "4bit" or (
-        spec.quantization == "auto" and _big_model(config) and bnb_4bit_available(device)
-    )
+    quantize = wants_4bit(spec.quantization, config, device)
     if quantize and not bnb_4bit_available(device):
         raise LongCtxError(
             f"4-bit loading needs bitsandbytes on a CUDA GPU; this machine runs on {device}. "
@@ -509,10 +507,14 @@ def load_model(spec: ModelSpec, *, for_training: bool = False) -> LoadedModel:
     )
 
 
-def _big_model(config: Any) -> bool:
+def wants_4bit(quantization: str, config: Any, device: str) -> bool:
+    """Whether to load in 4-bit: asked for, or `auto` with a model over ~3B on a CUDA device."""
+    if quantization == "4bit":
+        return True
     hidden = getattr(config, "hidden_size", 0) or 0
     layers = getattr(config, "num_hidden_layers", 0) or 0
-    return hidden * hidden * layers * 12 > 3e9
+    big = hidden * hidden * layers * 12 > 3e9
+    return quantization == "auto" and big and bnb_4bit_available(device)
 
 
 def _attach_adapter(model: Any, adapter: str, *, trainable: bool) -> Any:

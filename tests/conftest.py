@@ -35,6 +35,16 @@ def pytest_configure(config):
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
+def pytest_unconfigure(config):
+    """Remove the session workspace (runs, evaluations: ~1.5 GB); LONGCTX_KEEP_TEST_HOME=1 keeps it."""
+    if _SESSION_HOME is None:
+        return
+    if os.environ.get("LONGCTX_KEEP_TEST_HOME"):
+        print(f"\ntest workspace kept: {_SESSION_HOME}")
+        return
+    shutil.rmtree(_SESSION_HOME, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def workspace_home() -> Path:
     return _SESSION_HOME

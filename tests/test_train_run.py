@@ -190,3 +190,41 @@ def test_several_processes_share_the_global_batch(tiny_llama_dir):
     state = json.loads((runs.last_checkpoint(run_dir) / "trainer_state.json").read_text())
     assert state["epoch"] == pytest.approx(0.5)  # 4 steps x 4 samples of 32: the global batch
     assert (run_dir / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_unsloth_engine_without_a_gpu_is_refused_before_any_run_folder(tiny_llama_dir, tmp_path):
+    config = tiny_config(tiny_llama_dir, engine="unsloth")
+    config_file = tmp_path / "unsloth.yaml"
+    config_file.write_text(config.to_yaml())
+    before = {r.id for r in runs.list_runs()}
+    result = _cli("train", str(config_file))
+    assert result.returncode == 1
+    assert "engine unsloth:" in result.stderr and "use engine: transformers" in result.stderr
+    assert "Traceback" not in result.stderr
+    with pytest.raises(LongCtxError, match="engine unsloth"):
+        runs.launch(config)  # the app's path
+    assert {r.id for r in runs.list_runs()} == before
+
+
+def test_unsloth_loads_a_staged_folder_with_the_new_rope_base(tiny_llama_dir, tmp_path):
+    # unsloth adds linear RoPE scaling when max_seq_length > max_position_embeddings, so it is
+    # handed a folder whose config already has the new base and window; the weights are links.
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from core import models
+    from core.train.unsloth_engine import stage_model
+
+    original = (tiny_llama_dir / "config.json").read_bytes()
+    resolved = models.load_config(models.ModelSpec(name=str(tiny_llama_dir), rope_theta=2e8,
+                                                   max_position_embeddings=8192))  # fmt: skip
+    staged = stage_model(tiny_llama_dir, resolved.config, tmp_path / "staged")
+    config = AutoConfig.from_pretrained(staged)
+    assert models.get_rope_theta(config) == 2e8 and config.max_position_embeddings == 8192
+    assert not getattr(config, "rope_scaling", None) or config.rope_scaling.get("rope_type") in (
+        None, "default")  # fmt: skip
+    weights = staged / "model.safetensors"
+    assert weights.is_symlink() and weights.resolve() == (tiny_llama_dir / "model.safetensors")
+    assert (tiny_llama_dir / "config.json").read_bytes() == original
+    a = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).state_dict()
+    b = AutoModelForCausalLM.from_pretrained(staged).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -45,10 +45,10 @@ def _form(start: cfg.TrainConfig) -> dict[str, gr.components.Component]:
                 value=v["quantization"],
                 elem_id="train-quantization",
                 label="Quantization",
+                info=_help("quantization"),
             )
-            c["engine"] = gr.Radio(
-                list(cfg.ENGINES), value=v["engine"], elem_id="train-engine", label="Engine"
-            )
+            c["engine"] = gr.Radio(list(cfg.ENGINES), value=v["engine"], elem_id="train-engine",
+                                   label="Engine", info=_help("engine"))  # fmt: skip
     with gr.Accordion("Data", open=True):
         c["data"] = gr.Dataframe(headers=DATA_COLUMNS, datatype=["str", "str", "number", "number"],
                                  column_count=4, interactive=True,

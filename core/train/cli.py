@@ -7,6 +7,7 @@ same command as a child process (with `--run-dir`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -52,6 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     config = TrainConfig.from_yaml(Path(args.config)).validate()
+    runs.check_engine(config)
     restartable = getattr(args, "process_argv", None) is not None
     if restartable and runs.device_key(config) == "cpu" and not args.detach:
         allocator.reexec_with_allocator(args.process_argv)  # returns if there is nothing to swap
@@ -72,6 +74,11 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _train_here(config: TrainConfig, run_dir: Path, resume: bool) -> int:
+    if config.engine == "unsloth":
+        # unsloth patches transformers and peft as it imports, so it goes first; if it cannot
+        # import, load_for_training says why.
+        with contextlib.suppress(Exception):
+            import unsloth  # noqa: F401
     import torch
 
     from core.train.engine import run_training

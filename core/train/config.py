@@ -66,8 +66,9 @@ class TrainConfig:
     quantization: str = "auto"
     """`4bit` (NF4 + double quantization, CUDA), `none`, or `auto` (4-bit on CUDA for > 3B)."""
     engine: str = "auto"
-    """`auto` and `transformers`: transformers + peft (bitsandbytes for 4-bit). `unsloth` is
-    refused with a clear error until it is wired in and verified on a GPU."""
+    """`auto` and `transformers`: transformers + peft (bitsandbytes for 4-bit). `unsloth`: its
+    kernels and offloaded checkpointing, on a CUDA GPU with unsloth installed (not yet measured
+    on a GPU, so `auto` does not pick it)."""
     # -- long context ---------------------------------------------------------------------------
     rope_theta: float | None = None
     """New RoPE base (paper: 500K -> 2e8). Empty keeps the model's own."""

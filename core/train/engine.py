@@ -33,17 +33,44 @@ IGNORE = -100
 # -- 1. load ---------------------------------------------------------------------------------------
 
 
+def resolve_engine(config: TrainConfig) -> str:
+    """`unsloth` when asked for and usable, else `transformers`; an unusable unsloth is an error.
+
+    `auto` means transformers until the unsloth path has been measured on a GPU (issue 5).
+    """
+    if config.engine != "unsloth":
+        return "transformers"
+    from core.train import unsloth_engine
+
+    unsloth_engine.require()
+    return "unsloth"
+
+
 def load_for_training(config: TrainConfig) -> models.LoadedModel:
     """The base model with the RoPE override, quantized when asked, with LoRA attached."""
     import torch
+
+    base = models.load_config(models.ModelSpec(name=config.model)).config
+    # The window recorded in the config covers the longest training sample.
+    window = max(int(getattr(base, "max_position_embeddings", 0) or 0), config.max_length)
+    if resolve_engine(config) == "unsloth":
+        from core.train import unsloth_engine
+
+        loaded = unsloth_engine.load_for_training(config, _dtype(config), window)
+    else:
+        loaded = _load_with_peft(config, window)
+    # Record a portable base name (a Hub id, not this machine's cache path) in adapter_config.
+    loaded.model.peft_config["default"].base_model_name_or_path = (
+        models.EMBEDDED_HUB_ID if config.model == models.EMBEDDED else config.model
+    )
+    torch.manual_seed(config.seed)
+    return loaded
+
+
+def _load_with_peft(config: TrainConfig, window: int) -> models.LoadedModel:
+    """The transformers engine: transformers (+ bitsandbytes) loads, peft wraps."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    if config.engine == "unsloth":
-        raise LongCtxError(
-            "the unsloth engine is not wired in yet; use engine: transformers (or auto)"
-        )
-    base = models.load_config(models.ModelSpec(name=config.model)).config
-    window = max(int(getattr(base, "max_position_embeddings", 0) or 0), config.max_length)
     spec = models.ModelSpec(
         name=config.model,
         rope_theta=config.rope_theta,
@@ -71,16 +98,11 @@ def load_for_training(config: TrainConfig) -> models.LoadedModel:
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(model, lora)
-    # Record a portable base name (a Hub id, not this machine's cache path) in adapter_config.
-    model.peft_config["default"].base_model_name_or_path = (
-        models.EMBEDDED_HUB_ID if config.model == models.EMBEDDED else config.model
-    )
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if not config.train_embeddings:
             # With frozen embeddings nothing before the first checkpoint requires grad.
             model.enable_input_require_grads()
-    torch.manual_seed(config.seed)
     loaded.model = model
     return loaded
 
@@ -238,10 +260,13 @@ def make_trainer_class() -> type:
         # The loss below is already divided by the labelled tokens of the whole accumulated batch.
         loss_is_scaled_for_ga = True
 
-        def __init__(self, *args: Any, tokens: Any = None, offload: bool = False, **kwargs: Any):
+        def __init__(self, *args: Any, tokens: Any = None, offload: bool = False,
+                     hidden_states_only: bool = False, **kwargs: Any):  # fmt: skip
             super().__init__(*args, **kwargs)
             self.tokens = tokens
             self.offload = offload
+            # unsloth: the forward returns hidden states and lm_head runs here on labelled rows.
+            self.hidden_states_only = hidden_states_only
             # Make the Trainer count labelled tokens over the accumulated batch for us.
             self.model_accepts_loss_kwargs = True
 
@@ -254,8 +279,18 @@ def make_trainer_class() -> type:
                 else contextlib.nullcontext()
             )
             with offload:
-                outputs = model(**inputs, logits_to_keep=positions, use_cache=False)
-            logits = outputs.logits.float()
+                if self.hidden_states_only:
+                    from core.train.unsloth_engine import hidden_states_only
+
+                    with hidden_states_only():
+                        outputs = model(**inputs, use_cache=False)
+                    lm_head = self.accelerator.unwrap_model(model).get_output_embeddings()
+                    hidden = outputs.logits[:, positions]
+                    logits = lm_head(hidden.to(lm_head.weight.dtype))
+                else:
+                    outputs = model(**inputs, logits_to_keep=positions, use_cache=False)
+                    logits = outputs.logits
+            logits = logits.float()
             loss = torch.nn.functional.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]), targets.reshape(-1).to(logits.device),
                 ignore_index=IGNORE, reduction="sum",
@@ -307,6 +342,7 @@ def build_trainer(config: TrainConfig, loaded: models.LoadedModel, dataset: Any,
         use_cpu=not loaded.device.startswith("cuda"),
         ddp_find_unused_parameters=False,
     )
+    unsloth = config.engine == "unsloth"  # load_for_training refused it if it is not usable
     trainer_cls = make_trainer_class()
     return trainer_cls(
         model=loaded.model,
@@ -315,7 +351,8 @@ def build_trainer(config: TrainConfig, loaded: models.LoadedModel, dataset: Any,
         data_collator=Collator(loaded.tokenizer.pad_token_id),
         callbacks=callbacks,
         tokens=tokens,
-        offload=config.offload_checkpoints,
+        offload=config.offload_checkpoints and not unsloth,  # unsloth offloads on its own
+        hidden_states_only=unsloth,
     )
 
 
@@ -356,7 +393,8 @@ def run_training(config: TrainConfig, run_dir: Path, resume: bool = False) -> di
     dataset, report = prepare_dataset(config, loaded.tokenizer)
     if is_main:
         runs.update_status(run_dir, data=report.__dict__, overrides=loaded.overrides,
-                           trainable=_trainable(loaded.model))  # fmt: skip
+                           trainable=_trainable(loaded.model),
+                           engine=resolve_engine(config))  # fmt: skip
     log.info("data: %s", report)
     trainer = build_trainer(config, loaded, dataset, run_dir, [monitor], tokens)
     checkpoint = runs.last_checkpoint(run_dir) if resume else None

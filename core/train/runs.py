@@ -230,12 +230,21 @@ def short_path(path: str | Path) -> str:
         return str(path)
 
 
+def check_engine(config: TrainConfig) -> None:
+    """Refuse, before any run folder exists, an engine this machine cannot run."""
+    if config.engine == "unsloth":
+        from core.train import unsloth_engine
+
+        unsloth_engine.require(try_import=False)  # importing would patch this process
+
+
 def launch(config: TrainConfig, run_dir: Path | None = None, resume: bool = False) -> Path:
     """Start training in a child process and return its run folder at once.
 
     Refuses when another run is training on the same device.
     """
     config.validate()
+    check_engine(config)
     device = device_key(config)
     busy = busy_run(device)
     if busy is not None and (run_dir is None or busy.path != run_dir):
