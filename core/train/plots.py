@@ -70,16 +70,27 @@ def overlay_figure(curves: dict[str, list[dict[str, Any]]]) -> go.Figure:
 
 
 def fit_figure(est: FitEstimate) -> go.Figure:
-    """One stacked horizontal bar of the estimated memory, with the device's capacity marked."""
+    """One stacked horizontal bar of the estimated memory, with the device's capacity marked.
+
+    Each part's size is in its legend entry: at 8B scale the parts differ by 100x, and the thin
+    ones are not readable off the bar.
+    """
     colors = ["#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3", "#b6e880"]
     fig = go.Figure()
     for (name, value), color in zip(est.parts.items(), colors * 2, strict=False):
-        fig.add_trace(go.Bar(y=["memory"], x=[value / GB], name=name, orientation="h",
-                             marker_color=color, hovertemplate=f"{name}: %{{x:.2f}} GB<extra></extra>"))  # fmt: skip
+        fig.add_trace(go.Bar(y=[""], x=[value / GB], name=f"{name}: {value / GB:.2f} GB",
+                             orientation="h", marker_color=color, width=0.6,
+                             hovertemplate=f"{name}: %{{x:.2f}} GB<extra></extra>"))  # fmt: skip
+    right = est.total
     if est.capacity:
+        right = max(right, est.capacity)
         fig.add_vline(x=est.capacity / GB, line=dict(color="black", dash="dash"),
-                      annotation_text=f"{est.device}: {est.capacity / GB:.0f} GB")  # fmt: skip
-    fig.update_layout(barmode="stack", height=200, template="plotly_white",
-                      margin=dict(l=10, r=10, t=30, b=30), xaxis_title="GB",
-                      legend=dict(orientation="h", y=-0.6), yaxis=dict(showticklabels=False))  # fmt: skip
+                      annotation_text=f"{est.device}: {est.capacity / GB:.0f} GB",
+                      annotation_position="top left")  # fmt: skip
+    # The top margin leaves room for gradio's label badge, which sits over the plot's corner.
+    fig.update_layout(barmode="stack", height=300, template="plotly_white",
+                      margin=dict(l=10, r=10, t=60, b=10),
+                      xaxis=dict(ticksuffix=" GB", range=[0, right / GB * 1.08]),
+                      legend=dict(orientation="h", y=-0.25, yanchor="top", traceorder="normal"),
+                      yaxis=dict(showticklabels=False))  # fmt: skip
     return fig
