@@ -161,6 +161,15 @@ def get_rope_theta(config: Any) -> float | None:
     return float(theta) if theta is not None else None
 
 
+def get_rope_parameters(config: Any) -> dict[str, Any]:
+    """The RoPE settings as one dict: v5's `rope_parameters`, or the older `rope_scaling`
+    (which on v5 is the same dict, with `rope_type: default` when nothing is scaled)."""
+    params = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None)
+    if isinstance(params, dict):
+        return dict(params)
+    return dict(vars(params)) if params is not None else {}
+
+
 def set_rope_theta(config: Any, theta: float) -> None:
     params = getattr(config, "rope_parameters", None)
     if isinstance(params, dict):

@@ -1,8 +1,9 @@
 """Training on a CUDA GPU: 4-bit NF4 through bitsandbytes, and the unsloth engine.
 
 Skipped without CUDA (and the unsloth tests without unsloth); run on a GPU machine with
-`pytest -m gpu tests/test_train_gpu.py`. A 2-layer random Llama with head size 64 keeps them
-to seconds.
+`make test-gpu`. A 2-layer random Llama with head size 64 keeps them to seconds. Its tokenizer
+is a small BPE trained here on the built-in corpus with a ChatML template, so the tests need
+neither the embedded model nor a download.
 """
 
 from __future__ import annotations
@@ -38,20 +39,46 @@ needs_unsloth = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="module")
-def gpu_llama_dir(tmp_path_factory, embedded_tokenizer) -> Path:
-    from transformers import LlamaConfig, LlamaForCausalLM
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
+
+def bpe_tokenizer(folder: Path, vocab_size: int = 4000) -> None:
+    """Train a byte-level BPE on the built-in corpus and save it with a ChatML template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from core.corpus import builtin_documents
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    tok.train_from_iterator((d.text for d in builtin_documents()), trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>",
+                                   pad_token="<|endoftext|>", bos_token="<|im_start|>")  # fmt: skip
+    fast.chat_template = CHATML
+    fast.save_pretrained(folder)
+
+
+@pytest.fixture(scope="module")
+def gpu_llama_dir(tmp_path_factory) -> Path:
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    path = tmp_path_factory.mktemp("gpu-llama")
+    bpe_tokenizer(path)
+    tok = AutoTokenizer.from_pretrained(path)
     torch.manual_seed(0)
-    tok = embedded_tokenizer
     config = LlamaConfig(vocab_size=len(tok), hidden_size=256, intermediate_size=512,
                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                          max_position_embeddings=1024, rope_theta=10000.0,
                          bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                          pad_token_id=tok.pad_token_id, tie_word_embeddings=False)  # fmt: skip
-    path = tmp_path_factory.mktemp("gpu-llama")
     LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(path)
-    tok.save_pretrained(path)
     return path
 
 
@@ -117,7 +144,8 @@ rotary = model.base_model.model.model.rotary_emb
 dim = rotary.inv_freq.numel() * 2
 expected = 1.0 / (2e8 ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
 assert torch.allclose(rotary.inv_freq.float().cpu(), expected, rtol=1e-3), "RoPE base not 2e8"
-assert not getattr(model.config, "rope_scaling", None) or model.config.rope_scaling.get("rope_type") in (None, "default")
+from core import models
+assert models.get_rope_parameters(model.config).get("rope_type", "default") == "default"
 torch.manual_seed(0)
 ids = torch.randint(5, 1000, (1, 1800), device="cuda")
 labels = torch.full_like(ids, -100); labels[:, -40:] = ids[:, -40:]

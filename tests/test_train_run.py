@@ -220,8 +220,7 @@ def test_unsloth_loads_a_staged_folder_with_the_new_rope_base(tiny_llama_dir, tm
     staged = stage_model(tiny_llama_dir, resolved.config, tmp_path / "staged")
     config = AutoConfig.from_pretrained(staged)
     assert models.get_rope_theta(config) == 2e8 and config.max_position_embeddings == 8192
-    assert not getattr(config, "rope_scaling", None) or config.rope_scaling.get("rope_type") in (
-        None, "default")  # fmt: skip
+    assert models.get_rope_parameters(config).get("rope_type", "default") == "default"
     weights = staged / "model.safetensors"
     assert weights.is_symlink() and weights.resolve() == (tiny_llama_dir / "model.safetensors")
     assert (tiny_llama_dir / "config.json").read_bytes() == original

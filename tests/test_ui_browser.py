@@ -123,6 +123,24 @@ def test_train_tab_launches_a_run_that_survives_reload_and_restart(
     page.close()
 
 
+def test_an_engine_this_machine_lacks_is_flagged_and_refused(app_url, browser):
+    from core.train import runs
+
+    before = {r.id for r in runs.list_runs()}
+    page = browser.new_page()
+    _open_tab(page, app_url, "Train")
+    page.locator("#train-engine").get_by_role("radio", name="unsloth").check()
+    verdict = page.locator("#fit-verdict")
+    verdict.get_by_text("Cannot launch here").wait_for(timeout=20000)
+    assert "engine unsloth" in verdict.inner_text()
+    page.locator("#train-launch").click()
+    toast = page.locator(".toast-body", has_text="engine unsloth").first
+    toast.wait_for(timeout=20000)
+    assert "use engine: transformers" in toast.inner_text()
+    assert {r.id for r in runs.list_runs()} == before  # refused before any run folder
+    page.close()
+
+
 def test_runs_come_back_after_an_app_restart(browser, embedded):
     from core.train import runs
 

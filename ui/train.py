@@ -260,6 +260,10 @@ def preview(names: list[str], *values: Any) -> tuple[str, Any, str, str]:
         figure = plots.fit_figure(est)
     except LongCtxError as exc:
         verdict, figure = f"**Cannot estimate memory:** {exc}", None
+    try:
+        runs.check_engine(config)
+    except LongCtxError as exc:  # Launch would refuse it; say so before the click
+        verdict += f"\n\n⛔ **Cannot launch here:** {exc}"
     cmd = runs.command_for(runs.runs_dir() / "<run-id>", config)
     return verdict, figure, runs.display_command(cmd), config.to_yaml()
 

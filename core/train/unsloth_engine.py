@@ -129,10 +129,10 @@ def load_for_training(config: Any, dtype: str, window: int) -> models.LoadedMode
         dtype=getattr(torch, dtype),
         load_in_4bit=quantize,
     )
-    if getattr(model.config, "rope_scaling", None):
+    rope = models.get_rope_parameters(model.config)
+    if rope.get("rope_type", "default") != "default" or rope.get("factor"):
         raise LongCtxError(
-            f"unsloth added RoPE scaling {model.config.rope_scaling} on top of the new base; "
-            "use engine: transformers"
+            f"unsloth added RoPE scaling {rope} on top of the new base; use engine: transformers"
         )
     checkpointing: bool | str = config.gradient_checkpointing
     if checkpointing and config.offload_checkpoints:
