@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import ConfigError, LongCtxError
-from core.models import LoadedModel
+from core.models import LoadedModel, cache_argument
 
 
 @dataclass
@@ -188,13 +188,14 @@ def stream_chat(
         from transformers import DynamicCache
 
         past = DynamicCache(config=model.config)  # filled in place by each forward
+        cache = {cache_argument(model): past}
         step_input = torch.tensor([ids], device=device)
         while len(out) < budget:
             if cancel is not None and cancel.is_set():
                 finish = "cancelled"
                 break
             with torch.inference_mode():
-                result = model(input_ids=step_input, cache=past, use_cache=True, logits_to_keep=1)
+                result = model(input_ids=step_input, **cache, use_cache=True, logits_to_keep=1)
             token = _sample(result.logits[0, -1].to("cpu"), params, generator)
             if token in stops:
                 finish = "stop"

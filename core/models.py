@@ -12,6 +12,7 @@ This module knows nothing about chat, training or serving; it hands out (model, 
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import logging
@@ -159,6 +160,23 @@ def get_rope_theta(config: Any) -> float | None:
         return float(params["rope_theta"])
     theta = getattr(config, "rope_theta", None)
     return float(theta) if theta is not None else None
+
+
+def cache_argument(model: Any) -> str:
+    """The name under which `model`'s forward takes its KV cache.
+
+    transformers renamed `past_key_values` to `cache` during 5.x; unsloth pins transformers at
+    5.17, from before the rename, so both must work.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return _cache_argument(type(base))
+
+
+@functools.cache
+def _cache_argument(cls: type) -> str:
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
 
 
 def get_rope_parameters(config: Any) -> dict[str, Any]:

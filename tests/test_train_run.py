@@ -83,7 +83,7 @@ def test_cli_run_writes_the_run_folder_and_a_paper_shaped_adapter(tiny_llama_dir
 
 
 def test_adapter_loads_with_its_rope_and_exports_merged(tiny_llama_dir, tmp_path):
-    from core import models
+    from core import models, workspace
     from core.train import export
 
     config_file = tmp_path / "tiny.yaml"
@@ -92,11 +92,21 @@ def test_adapter_loads_with_its_rope_and_exports_merged(tiny_llama_dir, tmp_path
     run = runs.list_runs()[0]
     loaded = models.load_model(models.ModelSpec(name=str(run.path / "adapter")))
     assert loaded.rope_theta == 40000.0 and loaded.adapter
+    # Evaluations of the adapter and of its bare base make the card's base-vs-tuned table.
+    tuned_eval, base_eval = tmp_path / "eval-tuned", tmp_path / "eval-base"
+    for model, out in ((run.path / "adapter", tuned_eval), (tiny_llama_dir, base_eval)):
+        done = _cli("niah", "--model", str(model), "--lengths", "200", "--depths", "0,100",
+                    "--max-new-tokens", "4", "--out", str(workspace.subdir("evals") / out.name))  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
     merged_dir = export.merge(run.path / "adapter", tmp_path / "merged")
     merged_cfg = json.loads((merged_dir / "config.json").read_text())
     assert merged_cfg["rope_parameters"]["rope_theta"] == 40000.0
     card = (merged_dir / "README.md").read_text()
     assert "r=32, alpha=16" in card and "10000.0 -> 40000.0" in card
+    rows = [line for line in card.splitlines() if line.startswith("| ") and "`eval-" in line]
+    assert [r.split(" | ")[:2] for r in rows] == [["| tuned", "`eval-tuned`"],
+                                                 ["| base", "`eval-base`"]]  # fmt: skip
+    assert all(" niah | 200 | 2/2 | " in r for r in rows)
     base = load_file(tiny_llama_dir / "model.safetensors")
     merged = load_file(merged_dir / "model.safetensors")
     key = "model.layers.0.self_attn.q_proj.weight"

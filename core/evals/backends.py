@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import ConfigError, LongCtxError
-from core.models import LoadedModel, ModelSpec
+from core.models import LoadedModel, ModelSpec, cache_argument
 from core.openai_compat import create_chat_completion
 
 
@@ -257,9 +257,10 @@ class LocalBackend:
         import torch
 
         device = next(self.loaded.model.parameters()).device
-        result = self.loaded.model(
+        model = self.loaded.model
+        result = model(
             input_ids=torch.tensor([ids], device=device),
-            cache=self._cache,
+            **{cache_argument(model): self._cache},
             use_cache=True,
             logits_to_keep=keep,
         )

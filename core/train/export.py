@@ -1,7 +1,8 @@
 """Export a trained adapter: merge it into its base (saved with the new RoPE base) and push to the Hub.
 
 The model card states the recipe (base, RoPE base before/after, LoRA settings, data, steps) and
-links the evaluation results of the run when there are any. Knows nothing about the UI.
+a table of the workspace's evaluations of the adapter (or of a model merged from it) next to
+those of its base, so a reader sees base vs. tuned. Knows nothing about the UI.
 """
 
 from __future__ import annotations
@@ -55,6 +56,12 @@ def _recipe(adapter: Path) -> dict[str, Any]:
     return {"meta": meta, "lora": lora, "config": config or {}, "status": status}
 
 
+_NO_EVALS = (
+    "No evaluation yet: run a Needle-in-a-Haystack grid on the base and on this model in "
+    "LongCtx Studio's Evaluate tab, then export again."
+)
+
+
 def write_model_card(folder: Path, adapter: Path, merged: bool) -> Path:
     r = _recipe(adapter)
     meta, lora, cfg, status = r["meta"], r["lora"], r["config"], r["status"]
@@ -64,11 +71,7 @@ def write_model_card(folder: Path, adapter: Path, merged: bool) -> Path:
         d.get("path") or f"{d.get('procedural')} x{d.get('n')} @ {d.get('length')} tokens"
         for d in cfg.get("data", [])
     )
-    evals = (
-        sorted(p.name for p in (adapter.parent / "evals").glob("*"))
-        if (adapter.parent / "evals").exists()
-        else []
-    )
+    evals = evaluations_of(adapter, base)
     lines = [
         "---",
         "library_name: " + ("transformers" if merged else "peft"),
@@ -96,14 +99,58 @@ def write_model_card(folder: Path, adapter: Path, merged: bool) -> Path:
         "",
         "## Evaluation",
         "",
-        ("Results: " + ", ".join(f"`evals/{e}`" for e in evals))
-        if evals
-        else "Run a Needle-in-a-Haystack grid in LongCtx Studio's Evaluate tab and link it here.",
+        *(_eval_table(evals) if evals else [_NO_EVALS]),
         "",
     ]
     card = folder / "README.md"
     card.write_text("\n".join(lines))
     return card
+
+
+def evaluations_of(adapter: Path, base: str) -> list[dict[str, Any]]:
+    """The workspace's evaluations of this adapter's run (adapter or merged model: `tuned`) and
+    of its base with no adapter (`base`), each with its id, task, lengths and mean score."""
+    from core import workspace
+    from core.evals import results
+
+    run_dir = adapter.resolve().parent
+    bases = {base, models.EMBEDDED if base == models.EMBEDDED_HUB_ID else base}
+    found = []
+    for summary in results.list_evals():
+        try:
+            record = results.read_config(summary["path"])
+        except (LongCtxError, ValueError):
+            continue
+        spec = (record.get("target") or {}).get("model") or {}
+        names = [n for n in (spec.get("name"), spec.get("adapter")) if n]
+        which = None
+        for name in names:
+            path = Path(name).expanduser()
+            path = path if path.is_absolute() else workspace.home() / path
+            if path.exists() and path.resolve().is_relative_to(run_dir):
+                which = "tuned"
+        if which is None and not spec.get("adapter") and spec.get("name") in bases:
+            which = "base"
+        if which and summary["done"]:
+            lengths = (record.get("task") or {}).get("lengths") or []
+            found.append({**summary, "which": which, "lengths": lengths,
+                          "rope_theta": spec.get("rope_theta")})  # fmt: skip
+    return sorted(found, key=lambda e: (e["which"] != "tuned", e.get("created") or ""))
+
+
+def _eval_table(evals: list[dict[str, Any]]) -> list[str]:
+    """Markdown rows: one per evaluation, tuned ones first."""
+    rows = ["| model | evaluation | task | context lengths | cells | mean score |",
+            "|---|---|---|---|---:|---:|"]  # fmt: skip
+    for e in evals:
+        who = e["which"] + (f" (RoPE base {e['rope_theta']:g})" if e.get("rope_theta") else "")
+        lengths = ", ".join(f"{n:,}" for n in e["lengths"]) or "-"
+        score = "-" if e["mean_score"] is None else f"{e['mean_score']:.3f}"
+        rows.append(f"| {who} | `{e['id']}` | {e['kind']} | {lengths} | "
+                    f"{e['done']}/{e['total']} | {score} |")  # fmt: skip
+    rows += ["", "Scores are between 0 and 1 (the evaluation's own scorer); the folders are under "
+             "`evals/` in the LongCtx Studio workspace that trained this model."]  # fmt: skip
+    return rows
 
 
 def push(folder: Path, repo_id: str, token: str | None = None, private: bool = False) -> str:
