@@ -48,6 +48,12 @@ def test_validation_lists_every_problem_once():
     )
 
 
+def test_unsloth_is_refused_in_fp32():
+    with pytest.raises(ConfigError, match="engine unsloth trains in bf16 or fp16"):
+        cfg.TrainConfig(engine="unsloth", precision="fp32",
+                        data=[cfg.DataSource(procedural="keys", n=2, length=100)]).validate()  # fmt: skip
+
+
 def test_unknown_keys_suggest_the_right_one():
     with pytest.raises(ConfigError, match="did you mean 'learning_rate'"):
         cfg.TrainConfig.from_yaml("learning_rte: 0.1\n")

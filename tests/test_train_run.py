@@ -203,7 +203,7 @@ def test_several_processes_share_the_global_batch(tiny_llama_dir):
 
 
 def test_unsloth_engine_without_a_gpu_is_refused_before_any_run_folder(tiny_llama_dir, tmp_path):
-    config = tiny_config(tiny_llama_dir, engine="unsloth")
+    config = tiny_config(tiny_llama_dir, engine="unsloth", precision="auto")
     config_file = tmp_path / "unsloth.yaml"
     config_file.write_text(config.to_yaml())
     before = {r.id for r in runs.list_runs()}

@@ -129,6 +129,8 @@ def test_an_engine_this_machine_lacks_is_flagged_and_refused(app_url, browser):
     before = {r.id for r in runs.list_runs()}
     page = browser.new_page()
     _open_tab(page, app_url, "Train")
+    page.get_by_text("Hardware").click()
+    page.locator("#train-precision").get_by_role("radio", name="auto").check()  # not fp32
     page.locator("#train-engine").get_by_role("radio", name="unsloth").check()
     verdict = page.locator("#fit-verdict")
     verdict.get_by_text("Cannot launch here").wait_for(timeout=20000)

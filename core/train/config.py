@@ -172,6 +172,8 @@ class TrainConfig:
             p.append(f"overflow must be one of {OVERFLOW}, got {self.overflow!r}")
         if self.engine not in ENGINES:
             p.append(f"engine must be one of {ENGINES}, got {self.engine!r}")
+        elif self.engine == "unsloth" and self.precision == "fp32":
+            p.append("engine unsloth trains in bf16 or fp16; set precision to auto, bf16 or fp16")
         if self.quantization not in ("auto", "4bit", "none"):
             p.append(f"quantization must be auto, 4bit or none, got {self.quantization!r}")
         if self.precision not in PRECISIONS:

@@ -56,7 +56,7 @@ def load_for_training(config: TrainConfig) -> models.LoadedModel:
     if resolve_engine(config) == "unsloth":
         from core.train import unsloth_engine
 
-        loaded = unsloth_engine.load_for_training(config, _dtype(config), window)
+        loaded = unsloth_engine.load_for_training(config, _dtype(config), window, _device())
     else:
         loaded = _load_with_peft(config, window)
     # Record a portable base name (a Hub id, not this machine's cache path) in adapter_config.

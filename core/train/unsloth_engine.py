@@ -98,13 +98,14 @@ def _scratch() -> Path:
     return folder
 
 
-def load_for_training(config: Any, dtype: str, window: int) -> models.LoadedModel:
+def load_for_training(config: Any, dtype: str, window: int, device: str) -> models.LoadedModel:
     """The base through unsloth's FastLanguageModel with the RoPE override and LoRA attached.
 
     Args:
         config: the TrainConfig.
         dtype: compute dtype name (`bfloat16`, ...).
         window: max_position_embeddings to record (>= config.max_length).
+        device: this process's GPU (`cuda:LOCAL_RANK`); the whole model goes there.
     """
     import torch
     from unsloth import FastLanguageModel
@@ -128,6 +129,7 @@ def load_for_training(config: Any, dtype: str, window: int) -> models.LoadedMode
         max_seq_length=config.max_length,
         dtype=getattr(torch, dtype),
         load_in_4bit=quantize,
+        device_map={"": device},  # one whole copy per process, as DDP expects
     )
     rope = models.get_rope_parameters(model.config)
     if rope.get("rope_type", "default") != "default" or rope.get("factor"):
