@@ -107,6 +107,13 @@ def test_adapter_loads_with_its_rope_and_exports_merged(tiny_llama_dir, tmp_path
     assert [r.split(" | ")[:2] for r in rows] == [["| tuned", "`eval-tuned`"],
                                                  ["| base", "`eval-base`"]]  # fmt: skip
     assert all(" niah | 200 | 2/2 | " in r for r in rows)
+    adapter_card = export.refresh_model_card(run.path / "adapter").read_text()  # what a push sends
+    assert "library_name: peft" in adapter_card and "`eval-tuned`" in adapter_card
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "README.md").write_text("Someone's own card.")
+    assert export.refresh_model_card(foreign) is None
+    assert (foreign / "README.md").read_text() == "Someone's own card."
     base = load_file(tiny_llama_dir / "model.safetensors")
     merged = load_file(merged_dir / "model.safetensors")
     key = "model.layers.0.self_attn.q_proj.weight"

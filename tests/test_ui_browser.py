@@ -115,6 +115,13 @@ def test_train_tab_launches_a_run_that_survives_reload_and_restart(
     assert "step 4/4" in page.locator("#run-status").inner_text()
     page.locator("#run-chart .js-plotly-plot").wait_for(timeout=20000)
     assert page.locator("#run-chart .scatterlayer .trace").count() >= 4  # loss, smooth, lr, ...
+    # Export with nothing ticked names the adapter and shows the card a push would send.
+    page.get_by_text("Export", exact=True).first.click()
+    page.get_by_role("button", name="Export", exact=True).click()
+    page.get_by_text("Model card (README.md").click()
+    card = page.locator("#export-card")
+    card.get_by_text("Recipe").wait_for(timeout=30000)
+    assert "r=32, alpha=16" in card.inner_text() and "library_name" not in card.inner_text()
 
     # A reload shows the same run, read back from its folder.
     page.reload()

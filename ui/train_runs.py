@@ -101,6 +101,8 @@ def build() -> RunsMonitor:
             token = gr.Textbox(label="Hub token", type="password", placeholder="empty: $HF_TOKEN")
         export_btn = gr.Button("Export")
         export_out = gr.Markdown()
+        with gr.Accordion("Model card (README.md, shown after Export)", open=False):
+            card_out = gr.Markdown(elem_id="export-card")
     with gr.Accordion("Compare runs", open=False):
         pick = gr.CheckboxGroup([c[1] for c in _choices()], label="Runs to overlay")
         overlay = gr.Plot()
@@ -148,9 +150,12 @@ def build() -> RunsMonitor:
             lines.append(f"Pushed: {export.push(target, repo_, token=token_ or None)}")
         if not lines:
             lines.append(f"Adapter: `{adapter}` (tick Merge or give a repo to do more)")
-        return "\n\n".join(lines), gr.update(value="") if repo_ else gr.skip()  # token used: gone
+        card = export.refresh_model_card(target)
+        card_text = _without_front_matter(card.read_text()) if card else ""
+        token_box = gr.update(value="") if repo_ else gr.skip()  # token used: gone
+        return "\n\n".join(lines), card_text, token_box
 
-    export_btn.click(do_export, [run, merge, repo, token], [export_out, token])
+    export_btn.click(do_export, [run, merge, repo, token], [export_out, card_out, token])
 
     def do_overlay(ids):
         return plots.overlay_figure({i: runs.read_metrics(runs.run_path(i)) for i in ids or []})
@@ -159,3 +164,10 @@ def build() -> RunsMonitor:
     # New runs join the overlay list whenever the list is refreshed.
     refresh.click(lambda: gr.update(choices=[c[1] for c in _choices()]), None, pick)
     return monitor
+
+
+def _without_front_matter(card: str) -> str:
+    """A model card's text without its YAML header (the Hub reads it; people need not)."""
+    if card.startswith("---\n") and "\n---\n" in card[4:]:
+        return card[4:].split("\n---\n", 1)[1]
+    return card

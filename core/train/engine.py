@@ -373,6 +373,9 @@ def save_adapter(loaded: models.LoadedModel, config: TrainConfig, run_dir: Path)
         "recipe": "LongCtx Studio QLoRA context extension",
     }
     (out / models.ADAPTER_META_FILE).write_text(json.dumps(meta, indent=1))
+    from core.train import export
+
+    export.refresh_model_card(out)  # ours in place of peft's blank template
     return out
 
 

@@ -56,6 +56,7 @@ def _recipe(adapter: Path) -> dict[str, Any]:
     return {"meta": meta, "lora": lora, "config": config or {}, "status": status}
 
 
+CARD_TAG = "longctx-studio"  # in the front matter of every card written here
 _NO_EVALS = (
     "No evaluation yet: run a Needle-in-a-Haystack grid on the base and on this model in "
     "LongCtx Studio's Evaluate tab, then export again."
@@ -76,7 +77,7 @@ def write_model_card(folder: Path, adapter: Path, merged: bool) -> Path:
         "---",
         "library_name: " + ("transformers" if merged else "peft"),
         f"base_model: {base}",
-        "tags: [long-context, lora, longctx-studio]",
+        f"tags: [long-context, lora, {CARD_TAG}]",
         "---",
         f"# {folder.name}",
         "",
@@ -153,14 +154,30 @@ def _eval_table(evals: list[dict[str, Any]]) -> list[str]:
     return rows
 
 
+def refresh_model_card(folder: Path) -> Path | None:
+    """(Re)write the card of an adapter folder or of a model merged from one, so it lists the
+    evaluations made since. A README.md someone else wrote is left alone (returns None)."""
+    card = folder / "README.md"
+    if card.exists() and not _replaceable(card.read_text(errors="replace")):
+        return None
+    is_adapter = (folder / "adapter_config.json").exists()
+    adapter = folder if is_adapter else folder.parent / "adapter"
+    if not (adapter / "adapter_config.json").exists():
+        return None  # a merged model moved away from its run: nothing to state the recipe from
+    return write_model_card(folder, adapter, merged=not is_adapter)
+
+
+def _replaceable(card: str) -> bool:
+    """Ours, or the blank template peft's save_pretrained writes (which names a local path)."""
+    return CARD_TAG in card[:500] or "# Model Card for Model ID" in card
+
+
 def push(folder: Path, repo_id: str, token: str | None = None, private: bool = False) -> str:
     """Upload `folder` (adapter or merged model) to `repo_id`; the token comes from the caller or
     the environment (HF_TOKEN) and is never written anywhere."""
     from huggingface_hub import HfApi
 
-    if not (folder / "README.md").exists():
-        write_model_card(folder, folder if (folder / "adapter_config.json").exists() else folder.parent / "adapter",
-                         merged=not (folder / "adapter_config.json").exists())  # fmt: skip
+    refresh_model_card(folder)
     api = HfApi(token=token or None)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
