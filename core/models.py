@@ -222,7 +222,7 @@ def apply_overrides(
 # Resolution: name -> local folder or Hub id.
 
 
-def _looks_like_hub_id(name: str) -> bool:
+def looks_like_hub_id(name: str) -> bool:
     parts = name.split("/")
     return len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~"))
 
@@ -307,7 +307,7 @@ def resolve(name: str) -> str:
         return str(path.resolve())
     if path.exists():
         raise LongCtxError(f"{name!r} is a file; a model is a folder, a Hub id or 'embedded'")
-    if _looks_like_hub_id(name):
+    if looks_like_hub_id(name):
         if _hub_reachable():
             return name
         # Offline: use a complete copy from the Hub cache if there is one, rather than letting

@@ -103,6 +103,8 @@ def test_adapter_loads_with_its_rope_and_exports_merged(tiny_llama_dir, tmp_path
     assert merged_cfg["rope_parameters"]["rope_theta"] == 40000.0
     card = (merged_dir / "README.md").read_text()
     assert "r=32, alpha=16" in card and "10000.0 -> 40000.0" in card
+    assert card.startswith("---\nlibrary_name: transformers\ntags:")  # a local base: no id
+    assert f"# {run.id}\n" in card
     rows = [line for line in card.splitlines() if line.startswith("| ") and "`eval-" in line]
     assert [r.split(" | ")[:2] for r in rows] == [["| tuned", "`eval-tuned`"],
                                                  ["| base", "`eval-base`"]]  # fmt: skip

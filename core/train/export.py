@@ -73,17 +73,20 @@ def write_model_card(folder: Path, adapter: Path, merged: bool) -> Path:
         for d in cfg.get("data", [])
     )
     evals = evaluations_of(adapter, base)
+    title = adapter.resolve().parent.name if folder.name in ("adapter", "merged") else folder.name
+    full = sorted({m.split(".")[-1] for m in lora.get("modules_to_save") or []})
+    quantized = " on a 4-bit base (QLoRA)" if cfg.get("quantization") == "4bit" else ""
     lines = [
         "---",
         "library_name: " + ("transformers" if merged else "peft"),
-        f"base_model: {base}",
+        *([f"base_model: {base}"] if models.looks_like_hub_id(base) else []),  # the Hub wants ids
         f"tags: [long-context, lora, {CARD_TAG}]",
         "---",
-        f"# {folder.name}",
+        f"# {title}",
         "",
         f"{'Merged model' if merged else 'LoRA adapter'} that extends the context window of "
         f"`{base}`, trained with LongCtx Studio following *Extending Llama-3's Context Ten-Fold "
-        "Overnight* (QLoRA on synthetic long-context samples, larger RoPE base).",
+        f"Overnight*: LoRA{quantized} on long-context samples, with a larger RoPE base.",
         "",
         "## Recipe",
         "",
@@ -92,7 +95,7 @@ def write_model_card(folder: Path, adapter: Path, merged: bool) -> Path:
         f"{meta.get('max_length', cfg.get('max_length', '?'))}",
         f"- LoRA: r={lora.get('r')}, alpha={lora.get('lora_alpha')}, dropout="
         f"{lora.get('lora_dropout')}, targets={sorted(lora.get('target_modules') or [])}, "
-        f"fully trained: {lora.get('modules_to_save') or []}",
+        f"fully trained: {full}",
         f"- Optimisation: lr {cfg.get('learning_rate')}, {cfg.get('lr_scheduler')} schedule, "
         f"global batch {cfg.get('global_batch_size')}, {cfg.get('epochs')} epoch(s), "
         f"{status.get('step', '?')} steps",
