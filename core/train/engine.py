@@ -67,6 +67,17 @@ def load_for_training(config: TrainConfig) -> models.LoadedModel:
     return loaded
 
 
+def lora_settings(config: TrainConfig) -> dict[str, Any]:
+    """The LoRA part of the recipe, as both peft and unsloth name it."""
+    return {
+        "r": config.lora_r,
+        "lora_alpha": config.lora_alpha,
+        "lora_dropout": config.lora_dropout,
+        "target_modules": list(config.lora_targets),
+        "modules_to_save": ["embed_tokens"] if config.train_embeddings else None,
+    }
+
+
 def _load_with_peft(config: TrainConfig, window: int) -> models.LoadedModel:
     """The transformers engine: transformers (+ bitsandbytes) loads, peft wraps."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
@@ -90,12 +101,8 @@ def _load_with_peft(config: TrainConfig, window: int) -> models.LoadedModel:
     lora = LoraConfig(
         # Tied input/output embeddings (SmolLM2) must stay tied when embed_tokens is trained.
         ensure_weight_tying=tied and config.train_embeddings,
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=list(config.lora_targets),
-        modules_to_save=["embed_tokens"] if config.train_embeddings else None,
         task_type="CAUSAL_LM",
+        **lora_settings(config),
     )
     model = get_peft_model(model, lora)
     if config.gradient_checkpointing:

@@ -139,13 +139,11 @@ def load_for_training(config: Any, dtype: str, window: int, device: str) -> mode
     checkpointing: bool | str = config.gradient_checkpointing
     if checkpointing and config.offload_checkpoints:
         checkpointing = "unsloth"  # unsloth's own CPU-offloaded checkpointing
+    from core.train.engine import lora_settings
+
     model = FastLanguageModel.get_peft_model(
         model,
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=list(config.lora_targets),
-        modules_to_save=["embed_tokens"] if config.train_embeddings else None,
+        **lora_settings(config),
         bias="none",
         use_gradient_checkpointing=checkpointing,
         random_state=config.seed,
