@@ -106,7 +106,12 @@ def _load_with_peft(config: TrainConfig, window: int) -> models.LoadedModel:
     )
     model = get_peft_model(model, lora)
     if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        kwargs = {"use_reentrant": False}
+        # Renamed in transformers 5.2x; 5.17 (unsloth's cap) has only the old name.
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         if not config.train_embeddings:
             # With frozen embeddings nothing before the first checkpoint requires grad.
             model.enable_input_require_grads()
@@ -332,7 +337,6 @@ def build_trainer(config: TrainConfig, loaded: models.LoadedModel, dataset: Any,
         weight_decay=config.weight_decay,
         bf16=bf16,
         fp16=_dtype(config) == "float16" and loaded.device.startswith("cuda"),
-        gradient_checkpointing=False,  # enabled on the peft model in load_for_training
         logging_steps=config.logging_steps,
         logging_first_step=True,
         save_strategy="steps",
