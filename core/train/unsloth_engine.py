@@ -32,6 +32,8 @@ from core.errors import LongCtxError
 
 # Logit transforms some families apply after lm_head; with hidden states we would skip them.
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
+# The RoPE settings that must come out of unsloth's loader as they went in (with defaults).
+_ROPE_KEYS = {"rope_type": "default", "factor": None, "rope_theta": None}
 # Big files a Hub snapshot does not need for transformers/unsloth (Llama-3's original/*.pth).
 _SNAPSHOT_SKIP = ["original/*", "*.pth", "*.gguf"]
 
@@ -131,10 +133,11 @@ def load_for_training(config: Any, dtype: str, window: int, device: str) -> mode
         load_in_4bit=quantize,
         device_map={"": device},  # one whole copy per process, as DDP expects
     )
-    rope = models.get_rope_parameters(model.config)
-    if rope.get("rope_type", "default") != "default" or rope.get("factor"):
+    # The model's own scaling (Llama-3.1's llama3 type) is kept; only a change by unsloth counts.
+    before, after = (models.get_rope_parameters(c) for c in (resolved.config, model.config))
+    if any(before.get(k, d) != after.get(k, d) for k, d in _ROPE_KEYS.items()):
         raise LongCtxError(
-            f"unsloth added RoPE scaling {rope} on top of the new base; use engine: transformers"
+            f"unsloth changed the RoPE settings from {before} to {after}; use engine: transformers"
         )
     checkpointing: bool | str = config.gradient_checkpointing
     if checkpointing and config.offload_checkpoints:
