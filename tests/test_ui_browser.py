@@ -142,6 +142,7 @@ def test_an_engine_this_machine_lacks_is_flagged_and_refused(app_url, browser):
     verdict = page.locator("#fit-verdict")
     verdict.get_by_text("Cannot launch here").wait_for(timeout=20000)
     assert "engine unsloth" in verdict.inner_text()
+    assert "estimated for the transformers engine" in verdict.inner_text()
     page.locator("#train-launch").click()
     toast = page.locator(".toast-body", has_text="engine unsloth").first
     toast.wait_for(timeout=20000)

@@ -257,6 +257,8 @@ def preview(names: list[str], *values: Any) -> tuple[str, Any, str, str]:
     try:
         est = fit.estimate(config)
         verdict = f"{_ICONS.get(est.verdict, '')} **{est.summary()}**"
+        if config.engine == "unsloth":  # its kernels and offloading are not modelled
+            verdict += " (estimated for the transformers engine)"
         figure = plots.fit_figure(est)
     except LongCtxError as exc:
         verdict, figure = f"**Cannot estimate memory:** {exc}", None
