@@ -150,8 +150,10 @@ def build() -> RunsMonitor:
             lines.append(f"Pushed: {export.push(target, repo_, token=token_ or None)}")
         if not lines:
             lines.append(f"Adapter: `{adapter}` (tick Merge or give a repo to do more)")
-        card = export.refresh_model_card(target)
-        card_text = _without_front_matter(card.read_text()) if card else ""
+        if not (merge_ or repo_):  # merge and push write the card themselves
+            export.refresh_model_card(target)
+        card = target / "README.md"
+        card_text = _without_front_matter(card.read_text()) if card.exists() else ""
         token_box = gr.update(value="") if repo_ else gr.skip()  # token used: gone
         return "\n\n".join(lines), card_text, token_box
 

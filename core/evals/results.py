@@ -108,7 +108,8 @@ class CellLog:
 
 def list_evals(root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
     """Summaries of the evaluation folders under `root` (default: the workspace's evals/),
-    newest first: id, path, kind, label, created, cells done, cells planned, mean score."""
+    newest first: id, path, kind, label, created, cells done, cells planned, mean score, and
+    the config's target and task."""
     base = Path(root) if root else workspace.subdir("evals")
     found = []
     for folder in base.iterdir() if base.is_dir() else []:
@@ -128,6 +129,8 @@ def list_evals(root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
                 "done": len(cells),
                 "total": config.get("total"),
                 "mean_score": round(sum(scores) / len(scores), 4) if scores else None,
+                "target": config.get("target") or {},
+                "task": config.get("task") or {},
             }
         )
     return sorted(found, key=lambda e: e.get("created") or "", reverse=True)

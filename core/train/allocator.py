@@ -5,7 +5,8 @@ A long-sequence step allocates and frees many large, short-lived tensors of vary
 blocks in fragmented heaps, so the process's resident memory climbs far above what is alive:
 on the embedded model at 2K tokens it peaks at 3.2 GB where 1.7 GB suffice. tcmalloc and
 jemalloc reuse and release such blocks; preloaded into the training process they bring the 8K
-step from 8.9 GB to 2.5 GB at no loss of speed (bench/bench_train_memory.py, BENCHMARKS.md).
+step to 2.5 GB (0.19x a plain transformers+peft step; 0.71x before) at no loss of speed
+(bench/bench_train_memory.py, BENCHMARKS.md).
 
 No Python package does this, hence this module. An allocator can only be swapped before the
 process starts (`LD_PRELOAD`), so `child_env` prepares the environment of a training child and

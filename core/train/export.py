@@ -118,26 +118,24 @@ def evaluations_of(adapter: Path, base: str) -> list[dict[str, Any]]:
     from core.evals import results
 
     run_dir = adapter.resolve().parent
-    bases = {base, models.EMBEDDED if base == models.EMBEDDED_HUB_ID else base}
+    bases = {base, models.EMBEDDED} if base == models.EMBEDDED_HUB_ID else {base}
+
+    def in_run(name: str) -> bool:
+        path = Path(name).expanduser()
+        path = path if path.is_absolute() else workspace.home() / path
+        return path.exists() and path.resolve().is_relative_to(run_dir)
+
     found = []
     for summary in results.list_evals():
-        try:
-            record = results.read_config(summary["path"])
-        except (LongCtxError, ValueError):
-            continue
-        spec = (record.get("target") or {}).get("model") or {}
-        names = [n for n in (spec.get("name"), spec.get("adapter")) if n]
-        which = None
-        for name in names:
-            path = Path(name).expanduser()
-            path = path if path.is_absolute() else workspace.home() / path
-            if path.exists() and path.resolve().is_relative_to(run_dir):
-                which = "tuned"
-        if which is None and not spec.get("adapter") and spec.get("name") in bases:
+        spec = summary["target"].get("model") or {}
+        if any(in_run(n) for n in (spec.get("name"), spec.get("adapter")) if n):
+            which = "tuned"
+        elif not spec.get("adapter") and spec.get("name") in bases:
             which = "base"
-        if which and summary["done"]:
-            lengths = (record.get("task") or {}).get("lengths") or []
-            found.append({**summary, "which": which, "lengths": lengths,
+        else:
+            continue
+        if summary["done"]:
+            found.append({**summary, "which": which, "lengths": summary["task"].get("lengths") or [],
                           "rope_theta": spec.get("rope_theta")})  # fmt: skip
     return sorted(found, key=lambda e: (e["which"] != "tuned", e.get("created") or ""))
 
