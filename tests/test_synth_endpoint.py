@@ -236,12 +236,16 @@ def test_a_killed_cli_run_resumes_with_only_the_missing_requests(fresh, tmp_path
     job = SynthJob(config, tokenizer=embedded.tokenizer)
     planned = [a.messages for a in job.first_asks(job.prepare()[0])]
     cache = ReplyCache(tmp_path / "cache")
+    # The first request is answered, the second held for 15 s: the kill lands between them.
+    _faults(fresh, {}, {"delay_s": 15})
     env = {**os.environ, "OPENAI_API_KEY": SECRET}
     child = subprocess.Popen([sys.executable, "-m", "core.cli", *argv], cwd=ROOT, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
     try:
         deadline = time.monotonic() + 120
-        while len(cache) < 1 and child.poll() is None and time.monotonic() < deadline:
+        # Killed once the server holds the second request (the first is answered by then).
+        while (len(_stats(fresh)["message_hashes"]) < 2 and child.poll() is None
+               and time.monotonic() < deadline):  # fmt: skip
             time.sleep(0.05)
         child.send_signal(signal.SIGKILL)
     finally:
@@ -249,13 +253,9 @@ def test_a_killed_cli_run_resumes_with_only_the_missing_requests(fresh, tmp_path
     assert child.returncode == -signal.SIGKILL, out
     gen = Generator(config.endpoint, cache=cache)
     cached = [m for m in planned if gen.is_cached(m)]
-    # A range, not a count: the kill lands after the first reply at a moment we do not control.
-    assert 1 <= len(cached) < len(planned), (
-        f"the kill must land mid-run; {len(cached)} cached\n{out}"
-    )
+    assert len(planned) == 3 and cached == planned[:1], f"{len(cached)} cached\n{out}"
     killed_run = _stats(fresh)["message_hashes"]
-    # At most one request was in flight (concurrency 1) when the process died.
-    assert len(killed_run) - len(cached) <= 1
+    assert len(killed_run) == 2  # the answered request and the held one (concurrency 1)
 
     result = SynthJob(config, tokenizer=embedded.tokenizer).run()
     assert result.usage.cached == len(cached)
@@ -265,6 +265,10 @@ def test_a_killed_cli_run_resumes_with_only_the_missing_requests(fresh, tmp_path
     assert sorted(set(killed_run + resumed)) == sorted(_server_hash(m) for m in planned)
     assert len(_valid_file(result.output)) == 1
     _no_secret_under(tmp_path / "cache")
+    deadline = time.monotonic() + 60  # the held request of the killed client ends too
+    while _stats(fresh)["in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _stats(fresh)["in_flight"] == 0
 
 
 # ---------------------------------------------------------------------------------------------
