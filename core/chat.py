@@ -83,6 +83,20 @@ def build_messages(
     return ([{"role": "system", "content": system}] if system.strip() else []) + turns
 
 
+def pending_messages(
+    message: str,
+    history: list[dict[str, str]] | None = None,
+    system: str = "",
+    document: str = "",
+) -> list[dict[str, str]]:
+    """What Send would put before the model now, for the context budget: the conversation so far
+    plus the message being typed. Before anything is written that is one empty user turn (with
+    the document, if any), so the template's own tokens are counted too."""
+    if message.strip() or history:
+        return build_messages(message, history, system, document)
+    return build_messages(" ", [{"role": "user", "content": ""}], system, document)
+
+
 def _text(content: Any) -> str:
     """Chat UIs store a message as a string or as a list of parts; keep the text."""
     if isinstance(content, str):

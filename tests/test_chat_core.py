@@ -42,6 +42,21 @@ def test_read_document_bounds_type_and_size(tmp_path):
         chat.read_document(good, max_bytes=10)
 
 
+def test_pending_messages_are_what_send_would_send():
+    history = [{"role": "user", "content": "doc question"}, {"role": "assistant", "content": "A"}]
+    # Typing a follow-up: the whole conversation plus the new message.
+    assert chat.pending_messages("next?", history, document="DOC") == chat.build_messages(
+        "next?", history, document="DOC"
+    )
+    # After a reply, with the box empty: the conversation alone, document still first.
+    pending = chat.pending_messages("", history, system="S", document="DOC")
+    assert [m["role"] for m in pending] == ["system", "user", "assistant"]
+    assert pending[1]["content"].startswith("DOC")
+    # Nothing written yet: one user turn holding just the document, never an error.
+    assert chat.pending_messages("", [], document="DOC") == [{"role": "user", "content": "DOC\n\n"}]
+    assert chat.pending_messages("  ", None) == [{"role": "user", "content": ""}]
+
+
 def test_endpoint_target_is_validated():
     with pytest.raises(ConfigError) as info:
         chat.ChatTarget(kind=chat.ENDPOINT, base_url="localhost:8000")

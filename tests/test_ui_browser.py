@@ -53,6 +53,15 @@ def test_chat_reply_streams_in(app_url, browser):
     assert "prompt" in stats and "tokens/s" in stats
     # The user's message stays in the conversation above the reply.
     assert "three sentences about the ocean" in page.locator("#chat-a .user").last.inner_text()
+    # The context budget now counts the whole conversation, the reply included: more than the
+    # prompt that produced it.
+    prompt_tokens = int(re.match(r"([\d,]+) prompt", stats).group(1).replace(",", ""))
+    page.wait_for_function(
+        "([n]) => { const m = (document.querySelector('#chat-budget')?.innerText || '')"
+        ".match(/([\\d,]+) \\/ 8,192 tokens/);"
+        " return m && parseInt(m[1].replace(/,/g, '')) > n; }",
+        arg=[prompt_tokens], timeout=30000,
+    )  # fmt: skip
 
     # The conversation is kept in the browser: a reload brings it back.
     page.reload()
@@ -68,12 +77,15 @@ def test_budget_counts_the_document_against_the_window(app_url, browser):
     page = browser.new_page()
     page.goto(app_url)
     page.get_by_role("tab", name="Chat").click()
+    # Shown as soon as the tab opens, before anything is typed.
+    budget = page.locator("#chat-budget")
+    budget.get_by_text("/ 8,192 tokens").wait_for(timeout=30000)
+    assert "over the window" not in budget.inner_text()
     page.get_by_text("Long document").click()
     page.get_by_label("Document text").fill("lorem ipsum " * 5000)
     page.locator("#chat-input textarea").fill("Summarize.")
-    budget = page.locator("#chat-budget")
-    budget.get_by_text("/ 8,192 tokens").wait_for(timeout=30000)
-    assert "over the window" in budget.inner_text()
+    budget.get_by_text("over the window").wait_for(timeout=30000)
+    assert "/ 8,192 tokens" in budget.inner_text()
     page.close()
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
 
@@ -59,12 +61,15 @@ class ChatTab:
 
     history: gr.BrowserState
     chats: tuple[gr.Chatbot, gr.Chatbot]
+    budget_after: Callable[[Any], Any]
+    """Chains a refresh of the context budget after an event."""
 
     def restore_on(self, tab: gr.Tab) -> None:
         # On opening the tab rather than on page load: at load time the browser has not yet
-        # handed the stored value over.
-        tab.select(lambda saved: tuple(saved or ([], [])), self.history, list(self.chats),
-                   show_progress="hidden")  # fmt: skip
+        # handed the stored value over. The budget follows, so it counts the restored turns.
+        restored = tab.select(lambda saved: tuple(saved or ([], [])), self.history,
+                              list(self.chats), show_progress="hidden")  # fmt: skip
+        self.budget_after(restored)
 
 
 def build(default_model: str = models.EMBEDDED) -> ChatTab:
@@ -112,25 +117,29 @@ def build(default_model: str = models.EMBEDDED) -> ChatTab:
     # app brings it back; it never touches the server's disk.
     history = gr.BrowserState([[], []], storage_key="longctx-chat-history")
     settings = [system, document, max_tokens, temperature, top_p, seed, stop]
-    _wire(target_a, target_b, compare, b_box, settings, message, doc_file, budget,
-          (chat_a, stats_a), (chat_b, stats_b), send, stop_btn, clear, history)  # fmt: skip
-    return ChatTab(history, (chat_a, chat_b))
+    budget_after = _wire(target_a, target_b, compare, b_box, settings, message, doc_file, budget,
+                         (chat_a, stats_a), (chat_b, stats_b), send, stop_btn, clear,
+                         history)  # fmt: skip
+    return ChatTab(history, (chat_a, chat_b), budget_after)
 
 
 def _wire(target_a, target_b, compare, b_box, settings, message, doc_file, budget,
-          side_a, side_b, send, stop_btn, clear, history) -> None:  # fmt: skip
+          side_a, side_b, send, stop_btn, clear, history) -> Callable[[Any], Any]:  # fmt: skip
+    """Wire the tab's events; returns what chains a budget refresh after another event."""
     (chat_a, stats_a), (chat_b, stats_b) = side_a, side_b
     system, document, max_tokens, temperature, top_p, seed, stop = settings
     n_target = len(target_a.inputs())
 
     @user_errors
-    def show_budget(msg, system_, doc, max_new, compare_, *targets):
+    def show_budget(msg, system_, doc, max_new, compare_, hist_a, hist_b, *targets):
         rows = []
-        for label, values in (("A", targets[:n_target]), ("B", targets[n_target:])):
+        for label, hist, values in (("A", hist_a, targets[:n_target]),
+                                    ("B", hist_b, targets[n_target:])):  # fmt: skip
             if label == "B" and not compare_:
                 continue
             target = to_target(*values)
-            messages = core_chat.build_messages(msg or " ", [], system_ or "", doc or "")
+            # The whole conversation goes to the model with each message, so it all counts.
+            messages = core_chat.pending_messages(msg or "", hist, system_ or "", doc or "")
             window = None
             if target.kind == core_chat.ENDPOINT:
                 window = core_chat.endpoint_window(target.base_url, target.api_key,
@@ -138,13 +147,13 @@ def _wire(target_a, target_b, compare, b_box, settings, message, doc_file, budge
             rows.append((target.label, core_chat.budget(target, messages, int(max_new), window)))
         return _budget_html(rows)
 
-    budget_inputs = [message, system, document, max_tokens, compare,
+    budget_inputs = [message, system, document, max_tokens, compare, chat_a, chat_b,
                      *target_a.inputs(), *target_b.inputs()]  # fmt: skip
+    budget_kwargs = {"show_progress": "hidden", "trigger_mode": "always_last"}
     for trigger in (message.change, document.change, system.change, max_tokens.release,
                     compare.change, target_a.model.change, target_a.window.change,
                     target_b.model.change):  # fmt: skip
-        trigger(show_budget, budget_inputs, budget, show_progress="hidden",
-                trigger_mode="always_last")  # fmt: skip
+        trigger(show_budget, budget_inputs, budget, **budget_kwargs)
 
     @user_errors
     def load_document(path):
@@ -207,6 +216,7 @@ def _wire(target_a, target_b, compare, b_box, settings, message, doc_file, budge
             answered = started.then(respond(side), [chat, *sampling, *target.inputs()],
                                     [chat, stats])  # fmt: skip
             answered.then(keep, [chat_a, chat_b], history, show_progress="hidden")
+            answered.then(show_budget, budget_inputs, budget, show_progress="hidden")
 
     def stop_all(request: gr.Request):
         for side in ("A", "B"):
@@ -215,8 +225,10 @@ def _wire(target_a, target_b, compare, b_box, settings, message, doc_file, budge
                 event.set()
 
     stop_btn.click(stop_all, None, None, show_progress="hidden")
-    clear.click(lambda: ([], [], "", "", [[], []]), None,
-                [chat_a, chat_b, stats_a, stats_b, history])  # fmt: skip
+    cleared = clear.click(lambda: ([], [], "", "", [[], []]), None,
+                          [chat_a, chat_b, stats_a, stats_b, history])  # fmt: skip
+    cleared.then(show_budget, budget_inputs, budget, show_progress="hidden")
+    return lambda event: event.then(show_budget, budget_inputs, budget, show_progress="hidden")
 
 
 @space.gpu(duration=120)
