@@ -33,145 +33,64 @@ def _form(start: cfg.TrainConfig) -> dict[str, gr.components.Component]:
     """The settings, grouped as a user thinks about them; keys are TrainConfig field names."""
     c: dict[str, Any] = {}
     v = dict(zip(FIELDS, form_values(start, FIELDS), strict=True))
+
+    def field(widget: type, name: str, label: str, *choices: Any, **kwargs: Any) -> None:
+        """One setting: its widget holds the start value, is found by `#train-<name>` and
+        carries the field's help from core.train.config where there is one."""
+        c[name] = widget(*choices, value=v[name], elem_id=f"train-{name}", label=label,
+                         info=_help(name), **kwargs)  # fmt: skip
+
     with gr.Accordion("Model", open=True):
-        c["name"] = gr.Textbox(
-            value=v["name"], elem_id="train-name", label="Run name", info=_help("name")
-        )
-        c["model"] = gr.Dropdown(models.known_models()[:1] + models.known_models()[3:4],
-                                 allow_custom_value=True, value=v["model"], elem_id="train-model", label="Base model", info=_help("model"))  # fmt: skip
+        field(gr.Textbox, "name", "Run name")
+        base_models = models.known_models()[:1] + models.known_models()[3:4]
+        field(gr.Dropdown, "model", "Base model", base_models, allow_custom_value=True)
         with gr.Row():
-            c["quantization"] = gr.Radio(
-                ["auto", "4bit", "none"],
-                value=v["quantization"],
-                elem_id="train-quantization",
-                label="Quantization",
-                info=_help("quantization"),
-            )
-            c["engine"] = gr.Radio(list(cfg.ENGINES), value=v["engine"], elem_id="train-engine",
-                                   label="Engine", info=_help("engine"))  # fmt: skip
+            field(gr.Radio, "quantization", "Quantization", ["auto", "4bit", "none"])
+            field(gr.Radio, "engine", "Engine", list(cfg.ENGINES))
     with gr.Accordion("Data", open=True):
-        c["data"] = gr.Dataframe(headers=DATA_COLUMNS, datatype=["str", "str", "number", "number"],
-                                 column_count=4, interactive=True,
-                                 value=v["data"], elem_id="train-data", label="Sources: a file path, or a procedural task (passkey, keys, "
-                                 "topics) with n samples of length tokens")  # fmt: skip
+        # A table takes no help line: its label says what a row is.
+        c["data"] = gr.Dataframe(v["data"], headers=DATA_COLUMNS, column_count=4,
+                                 datatype=["str", "str", "number", "number"], interactive=True,
+                                 elem_id="train-data", label="Sources: a file path, or a "
+                                 "procedural task (passkey, keys, topics) with n samples of "
+                                 "length tokens")  # fmt: skip
     with gr.Accordion("Long context", open=True):
         with gr.Row():
-            c["rope_theta"] = gr.Number(
-                value=v["rope_theta"],
-                elem_id="train-rope_theta",
-                label="RoPE base",
-                info=_help("rope_theta"),
-            )
-            c["max_length"] = gr.Number(value=v["max_length"], elem_id="train-max_length", label="Max length (tokens)", precision=0,
-                                        info=_help("max_length"))  # fmt: skip
-            c["overflow"] = gr.Radio(list(cfg.OVERFLOW), value=v["overflow"], elem_id="train-overflow", label="Longer samples",
-                                     info=_help("overflow"))  # fmt: skip
+            field(gr.Number, "rope_theta", "RoPE base")
+            field(gr.Number, "max_length", "Max length (tokens)", precision=0)
+            field(gr.Radio, "overflow", "Longer samples", list(cfg.OVERFLOW))
     with gr.Accordion("LoRA", open=False):
         with gr.Row():
-            c["lora_r"] = gr.Number(
-                value=v["lora_r"], elem_id="train-lora_r", label="r", precision=0
-            )
-            c["lora_alpha"] = gr.Number(
-                value=v["lora_alpha"], elem_id="train-lora_alpha", label="alpha", precision=0
-            )
-            c["lora_dropout"] = gr.Number(
-                value=v["lora_dropout"], elem_id="train-lora_dropout", label="dropout"
-            )
-        c["lora_targets"] = gr.CheckboxGroup(
-            ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-            value=v["lora_targets"], elem_id="train-lora_targets", label="Target modules")  # fmt: skip
-        c["train_embeddings"] = gr.Checkbox(
-            value=v["train_embeddings"],
-            elem_id="train-train_embeddings",
-            label="Train embeddings fully",
-            info=_help("train_embeddings"),
-        )
+            field(gr.Number, "lora_r", "r", precision=0)
+            field(gr.Number, "lora_alpha", "alpha", precision=0)
+            field(gr.Number, "lora_dropout", "dropout")
+        field(gr.CheckboxGroup, "lora_targets", "Target modules",
+              ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])  # fmt: skip
+        field(gr.Checkbox, "train_embeddings", "Train embeddings fully")
     with gr.Accordion("Optimisation", open=False):
         with gr.Row():
-            c["learning_rate"] = gr.Number(
-                value=v["learning_rate"], elem_id="train-learning_rate", label="Learning rate"
-            )
-            c["lr_scheduler"] = gr.Dropdown(
-                list(cfg.SCHEDULERS),
-                value=v["lr_scheduler"],
-                elem_id="train-lr_scheduler",
-                label="Schedule",
-            )
-            c["warmup_steps"] = gr.Number(
-                value=v["warmup_steps"],
-                elem_id="train-warmup_steps",
-                label="Warmup steps",
-                precision=0,
-            )
-            c["weight_decay"] = gr.Number(
-                value=v["weight_decay"], elem_id="train-weight_decay", label="Weight decay"
-            )
+            field(gr.Number, "learning_rate", "Learning rate")
+            field(gr.Dropdown, "lr_scheduler", "Schedule", list(cfg.SCHEDULERS))
+            field(gr.Number, "warmup_steps", "Warmup steps", precision=0)
+            field(gr.Number, "weight_decay", "Weight decay")
         with gr.Row():
-            c["global_batch_size"] = gr.Number(value=v["global_batch_size"], elem_id="train-global_batch_size", label="Global batch", precision=0,
-                                               info=_help("global_batch_size"))  # fmt: skip
-            c["per_device_batch_size"] = gr.Number(
-                value=v["per_device_batch_size"],
-                elem_id="train-per_device_batch_size",
-                label="Per-device batch",
-                precision=0,
-            )
-            c["epochs"] = gr.Number(value=v["epochs"], elem_id="train-epochs", label="Epochs")
-            c["max_steps"] = gr.Number(
-                value=v["max_steps"],
-                elem_id="train-max_steps",
-                label="Max steps",
-                precision=0,
-                info=_help("max_steps"),
-            )
-            c["seed"] = gr.Number(value=v["seed"], elem_id="train-seed", label="Seed", precision=0)
+            field(gr.Number, "global_batch_size", "Global batch", precision=0)
+            field(gr.Number, "per_device_batch_size", "Per-device batch", precision=0)
+            field(gr.Number, "epochs", "Epochs")
+            field(gr.Number, "max_steps", "Max steps", precision=0)
+            field(gr.Number, "seed", "Seed", precision=0)
     with gr.Accordion("Hardware", open=False):
         with gr.Row():
-            c["precision"] = gr.Radio(
-                list(cfg.PRECISIONS),
-                value=v["precision"],
-                elem_id="train-precision",
-                label="Precision",
-            )
-            c["num_gpus"] = gr.Number(
-                value=v["num_gpus"],
-                elem_id="train-num_gpus",
-                label="GPUs",
-                precision=0,
-                info=_help("num_gpus"),
-            )
+            field(gr.Radio, "precision", "Precision", list(cfg.PRECISIONS))
+            field(gr.Number, "num_gpus", "GPUs", precision=0)
         with gr.Row():
-            c["gradient_checkpointing"] = gr.Checkbox(
-                value=v["gradient_checkpointing"],
-                elem_id="train-gradient_checkpointing",
-                label="Gradient checkpointing",
-            )
-            c["offload_checkpoints"] = gr.Checkbox(
-                value=v["offload_checkpoints"],
-                elem_id="train-offload_checkpoints",
-                label="Offload checkpoints to CPU",
-            )
-            c["group_by_length"] = gr.Checkbox(
-                value=v["group_by_length"], elem_id="train-group_by_length", label="Group by length"
-            )
+            field(gr.Checkbox, "gradient_checkpointing", "Gradient checkpointing")
+            field(gr.Checkbox, "offload_checkpoints", "Offload checkpoints to CPU")
+            field(gr.Checkbox, "group_by_length", "Group by length")
         with gr.Row():
-            c["logging_steps"] = gr.Number(
-                value=v["logging_steps"],
-                elem_id="train-logging_steps",
-                label="Log every",
-                precision=0,
-            )
-            c["save_steps"] = gr.Number(
-                value=v["save_steps"],
-                elem_id="train-save_steps",
-                label="Checkpoint every",
-                precision=0,
-            )
-            c["save_total_limit"] = gr.Number(
-                value=v["save_total_limit"],
-                elem_id="train-save_total_limit",
-                label="Keep checkpoints",
-                precision=0,
-            )
+            field(gr.Number, "logging_steps", "Log every", precision=0)
+            field(gr.Number, "save_steps", "Checkpoint every", precision=0)
+            field(gr.Number, "save_total_limit", "Keep checkpoints", precision=0)
     return c
 
 
