@@ -1,4 +1,5 @@
-"""Training configs: presets, YAML round trip, validation, the loss-position selection, fit."""
+"""Training configs: presets, YAML round trip, validation, the loss-position selection, fit;
+the run log's tail."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch
 
 from core.errors import ConfigError
 from core.train import config as cfg
-from core.train import fit
+from core.train import fit, runs
 from core.train.engine import IGNORE, Collator, labelled_positions
 
 
@@ -95,3 +96,17 @@ def test_fit_estimate_scales_with_length_and_gives_the_fix():
     too_long = fit.estimate(paper, llama8b, labelled_tokens=1024, device=a800)
     assert too_long.verdict == "too big" and "lower max_length" in too_long.summary()
     assert too_long.total > est.total
+
+
+def test_log_tail_shows_progress_bars_as_a_terminal_would(tmp_path):
+    bar = "".join(f"\r{pct:3d}%|{'#' * (pct // 10):10}| {pct // 10}/10" for pct in (0, 50, 100))
+    (tmp_path / "log.txt").write_text(
+        "loading\r\n" + bar + "\r" + " " * 30 + "\r{'loss': '0.25'}\n" + bar + "\n\ndone\n"
+    )
+    assert runs.tail_log(tmp_path).splitlines() == [
+        "loading",
+        "{'loss': '0.25'}",
+        "100%|##########| 10/10",
+        "done",
+    ]
+    assert runs.tail_log(tmp_path, lines=2).splitlines() == ["100%|##########| 10/10", "done"]

@@ -156,6 +156,7 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def tail_log(run_dir: Path, lines: int = 40) -> str:
+    """The last `lines` non-blank lines of a run's log, as a terminal would show them."""
     file = run_dir / "log.txt"
     if not file.exists():
         return ""
@@ -163,9 +164,10 @@ def tail_log(run_dir: Path, lines: int = 40) -> str:
         f.seek(0, os.SEEK_END)
         f.seek(max(0, f.tell() - 64 * 1024))
         text = f.read().decode("utf-8", errors="replace")
-    # tqdm redraws with carriage returns: keep the last state of each line.
-    cleaned = [part.split("\r")[-1] for part in text.splitlines()]
-    return "\n".join(cleaned[-lines:])
+    # tqdm redraws a line with carriage returns: keep what a terminal would show, the text after
+    # the last one (str.splitlines would split at each of them, so split at newlines only).
+    shown = [line.rstrip("\r").rsplit("\r", 1)[-1].rstrip() for line in text.split("\n")]
+    return "\n".join([line for line in shown if line][-lines:])
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:
