@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from core.errors import LongCtxError
@@ -84,6 +85,10 @@ def _train_here(config: TrainConfig, run_dir: Path, resume: bool) -> int:
     from core.train.engine import run_training
 
     logging.getLogger().setLevel(logging.INFO)
+    # At each save peft asks the Hub whether the base's vocabulary grew (ours never does: the
+    # tokenizer is used as it is); offline that prints two warnings per checkpoint into the log.
+    for noise in ("Unable to fetch remote file", "Could not find a config file in"):
+        warnings.filterwarnings("ignore", message=noise)
     if runs.device_key(config) == "cpu":
         allocator.tune_glibc()
     log.info("memory allocator: %s", allocator.active() or "the system's malloc")
