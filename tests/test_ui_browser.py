@@ -127,6 +127,15 @@ def test_train_tab_launches_a_run_that_survives_reload_and_restart(
     assert "step 4/4" in page.locator("#run-status").inner_text()
     page.locator("#run-chart .js-plotly-plot").wait_for(timeout=20000)
     assert page.locator("#run-chart .scatterlayer .trace").count() >= 4  # loss, smooth, lr, ...
+    # The log opens at its end: the run's last line is in view.
+    page.get_by_text("Log", exact=True).click()
+    log = page.locator("#run-log textarea")
+    assert log.input_value().splitlines()[-1].startswith(f"run {run_id} completed at step 4")
+    page.wait_for_function(
+        "() => { const t = document.querySelector('#run-log textarea');"
+        " return t.scrollTop + t.clientHeight >= t.scrollHeight - 2; }",
+        timeout=10000,
+    )
     # Export with nothing ticked names the adapter and shows the card a push would send.
     page.get_by_text("Export", exact=True).first.click()
     page.get_by_role("button", name="Export", exact=True).click()

@@ -81,6 +81,12 @@ def select(run_id: str | None) -> list:
             runs.tail_log(run_dir)]  # fmt: skip
 
 
+SCROLL_LOG_TO_END = """() => requestAnimationFrame(() => {
+  const box = document.querySelector('#run-log textarea');
+  if (box) box.scrollTop = box.scrollHeight;
+})"""
+
+
 def build() -> RunsMonitor:
     """Lay out the runs panel (inside the Train tab) and wire it."""
     with gr.Row():
@@ -90,10 +96,12 @@ def build() -> RunsMonitor:
         resume = gr.Button("Resume", scale=1, elem_id="run-resume")
     status = gr.HTML(status_html(None), elem_id="run-status")
     chart = gr.Plot(label="Live metrics", elem_id="run-chart")
-    with gr.Accordion("Log", open=False):
+    with gr.Accordion("Log", open=False) as log_box:
         log = gr.Textbox(
             lines=14, max_lines=14, show_label=False, elem_id="run-log", autoscroll=True
         )
+    # autoscroll follows new lines only; a finished run's log opens at its end too.
+    log_box.expand(None, js=SCROLL_LOG_TO_END)
     with gr.Accordion("Export", open=False):
         with gr.Row():
             merge = gr.Checkbox(label="Merge into the base (saved with the new RoPE base)")
