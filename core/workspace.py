@@ -58,6 +58,17 @@ def allowed_roots() -> list[Path]:
     return [home(), _PROJECT_ROOT / "assets", *_extra_roots]
 
 
+def shown(path: str | os.PathLike) -> str:
+    """A path as the UI shows it: `workspace/...` or `assets/...` inside those roots (short, and
+    no server paths on a public page); anywhere else as it is."""
+    text = str(path)
+    for root, label in ((home(), "workspace"), (_PROJECT_ROOT / "assets", "assets")):
+        prefix = str(root)
+        if text == prefix or text.startswith(prefix + os.sep):
+            return label + text[len(prefix) :]
+    return text
+
+
 def model_from_user(name: str | None) -> str | None:
     """A model or adapter named in the UI: `embedded` and Hub ids pass as they are; a folder
     (anything written as a path, or that exists on disk) must lie inside the allowed roots and

@@ -44,6 +44,17 @@ def test_a_link_inside_the_workspace_pointing_out_is_refused(tmp_path):
         link.unlink()
 
 
+def test_pages_show_root_relative_paths_not_the_servers():
+    sample = ROOT / "assets" / "sample" / "longctx-sample.jsonl"
+    assert workspace.shown(sample) == "assets/sample/longctx-sample.jsonl"
+    assert workspace.shown(f"{sample}[5]") == "assets/sample/longctx-sample.jsonl[5]"
+    run = workspace.subdir("evals") / "niah-x"
+    assert workspace.shown(run) == "workspace/evals/niah-x"
+    # Only whole folder names match; other paths and Hub ids stay as they are.
+    assert workspace.shown(f"{ROOT / 'assets'}-old/x") == f"{ROOT / 'assets'}-old/x"
+    assert workspace.shown("hub:org/name") == "hub:org/name"
+
+
 def test_model_folders_from_the_ui_must_be_inside_the_roots(tiny_llama_dir):
     assert workspace.model_from_user("embedded") == "embedded"
     assert workspace.model_from_user("HuggingFaceTB/SmolLM2-135M-Instruct").startswith("Hugging")

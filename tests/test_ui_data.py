@@ -82,6 +82,9 @@ def _open(page, path: Path, rows: int) -> None:
     box.press("Enter")
     page.locator("#data-open").click()
     _wait_text(page, "#data-status", f"{path.name} · {rows} samples (")
+    # Named from its root (the workspace), not by the server's absolute path.
+    status = page.locator("#data-status .data-status").inner_text()
+    assert status.startswith("workspace/") and str(path.parent) not in status, status
 
 
 def _cell(page, row: int, col: int) -> str:

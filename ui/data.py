@@ -16,7 +16,7 @@ from typing import Any
 import gradio as gr
 from gradio.context import get_blocks_context
 
-from core import models
+from core import models, workspace
 from core.data import edit, io
 from ui import data_mix, data_sample, data_stats, data_table
 from ui.common import optional_int, user_errors
@@ -30,7 +30,7 @@ def status_html(op: Opened | None, max_length=None) -> str:
     """One line about the open file: its size, kinds, tokens, and indexing progress."""
     if op is None:
         return ""
-    name = html.escape(op.spec)
+    name = html.escape(workspace.shown(op.spec))
     if op.stats is None:
         size, done = getattr(op.source, "size", 0), getattr(op.source, "indexed_bytes", 0)
         pct = 100 * done / size if size else 100

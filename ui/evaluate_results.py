@@ -78,7 +78,7 @@ def summary(eval_id: str | None) -> str:
     mean_text = "n/a" if mean != mean else f"{mean:.3f}"
     return (f"**{config.get('kind')}** · {config.get('label')} · {len(cells)}/"
             f"{config.get('total')} cells · mean score **{mean_text}** · scorer "
-            f"{config.get('scorer', {}).get('kind')} · `{path}`")  # fmt: skip
+            f"{config.get('scorer', {}).get('kind')} · `{workspace.shown(path)}`")  # fmt: skip
 
 
 def refresh(current: str | None, x: str) -> list[Any]:
