@@ -67,7 +67,9 @@ def build(path: gr.Dropdown) -> None:
                           "as the files allow")  # fmt: skip
         seed = gr.Number(42, label="Seed", precision=0)
         shuffle = gr.Checkbox(True, label="Shuffle the parts together")
-        output = gr.Textbox("mix.jsonl", label="Output (in workspace/datasets)",
+        # The paper preset's `data` names this file, so the default mixture is what it trains on.
+        output = gr.Textbox("longctx-mix.jsonl", label="Output (in workspace/datasets)",
+                            info="the paper preset trains on longctx-mix.jsonl",
                             elem_id="data-mix-output")  # fmt: skip
     build_btn = gr.Button("Build the mixture", variant="primary", elem_id="data-mix-build")
     report = gr.Markdown(elem_id="data-mix-report")
