@@ -172,6 +172,41 @@ def test_resolve_spec_keeps_sampling_and_refuses_outside_paths(tmp_path):
         resolve_spec("  ")
 
 
+def test_mix_builds_a_training_set_from_parts(app_url, browser):
+    from ui.data_common import SAMPLE
+
+    datasets = Path(os.environ["LONGCTX_HOME"]) / "datasets"
+    texts = datasets / "mix-texts.jsonl"
+    texts.write_text('{"text": "alpha"}\n{"text": "beta"}\nnot json\n{"text": "gamma"}\n')
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(app_url)
+    page.get_by_role("tab", name="Mix & push").click()
+    pick = page.locator("#data-mix-pick input")
+    for n, file in enumerate((SAMPLE, texts), start=1):
+        pick.fill(str(file))
+        pick.press("Enter")
+        page.get_by_role("button", name="Add as a part").click()
+        page.locator(f'#data-mix-parts [data-testid="cell-{n - 1}-0"]').wait_for(timeout=10000)
+    # Five rows of the sample; the other file whole (no amount).
+    page.locator('#data-mix-parts [data-testid="cell-0-1"]').dblclick()
+    page.keyboard.type("5")
+    page.keyboard.press("Enter")
+    page.locator("#data-mix-output textarea").fill("ui-mix.jsonl")
+    page.locator("#data-mix-build").click()
+    report = page.locator("#data-mix-report")
+    report.get_by_text("Wrote").wait_for(timeout=60000)
+    text = report.inner_text()
+    assert "Wrote 8 samples to workspace/datasets/ui-mix.jsonl" in text, text
+    assert "assets/sample/longctx-sample.jsonl: took 5 of 20 valid rows (20 in all)" in text
+    assert "workspace/datasets/mix-texts.jsonl: took 3 of 3 valid rows (4 in all)" in text
+    assert "Left out 1 malformed row(s)" in text and "line 3" in text
+    rows = [json.loads(line) for line in (datasets / "ui-mix.jsonl").read_text().splitlines()]
+    sample_ids = {json.loads(line)["id"] for line in SAMPLE.read_text().splitlines()}
+    assert sorted(r["text"] for r in rows if "id" not in r) == ["alpha", "beta", "gamma"]
+    assert len([r for r in rows if r.get("id") in sample_ids]) == 5
+    page.close()
+
+
 def test_writes_go_to_the_workspace_only(tmp_path):
     from core.data import io
     from core.errors import LongCtxError

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from core import workspace
 from core.data import mix
 from core.errors import LongCtxError
 from ui import access
@@ -38,11 +39,11 @@ def to_spec(rows, output, total, seed, shuffle) -> mix.MixSpec:
 
 
 def report_md(report: mix.MixReport) -> str:
-    lines = [f"✅ Wrote **{report.rows:,} samples** to `{report.output}`"]
+    lines = [f"✅ Wrote **{report.rows:,} samples** to `{workspace.shown(report.output)}`"]
     if report.backup:
-        lines[0] += f" (previous version kept as `{report.backup}`)"
-    lines += [f"- `{p.path}`: took {p.taken:,} of {p.valid:,} valid rows ({p.rows:,} in all)"
-              for p in report.parts]  # fmt: skip
+        lines[0] += f" (previous version kept as `{workspace.shown(report.backup)}`)"
+    lines += [f"- `{workspace.shown(p.path)}`: took {p.taken:,} of {p.valid:,} valid rows "
+              f"({p.rows:,} in all)" for p in report.parts]  # fmt: skip
     if report.skipped:
         lines.append(f"\nLeft out {len(report.skipped):,} malformed row(s):")
         lines += [f"- {s}" for s in report.skipped[:200]]
