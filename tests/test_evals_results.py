@@ -10,7 +10,7 @@ import pytest
 
 from core.errors import LongCtxError
 from core.evals import results
-from core.evals.backends import LocalBackend, Target
+from core.evals.backends import Endpoint, LocalBackend, Target
 from core.evals.niah import NiahConfig
 from core.evals.runner import Evaluation
 from core.models import ModelSpec
@@ -30,6 +30,21 @@ def test_cell_log_appends_and_repairs_a_torn_last_line(tmp_path):
 
 def test_eval_ids_name_kind_and_model():
     assert results.new_eval_id("niah", "org/My Model_v2").startswith("niah-my-model-v2-")
+    # Folder names say what was evaluated: the run an adapter came from, the RoPE base written
+    # the way it is meant (1e6, never a '1e-06' made of '1e+06'), an endpoint's model.
+    tuned = ModelSpec(adapter="/w/runs/20261129-004208-cpu-keys/adapter", rope_theta=1e6)
+    assert Target(model=tuned).slug == "embedded-cpu-keys-rope-1e6"
+    hub = ModelSpec(name="meta-llama/Meta-Llama-3-8B-Instruct", rope_theta=2e8,
+                    adapter="namespace-Pt/Llama-3-8B-Instruct-80K-QLoRA")  # fmt: skip
+    assert Target(model=hub).slug == (
+        "Meta-Llama-3-8B-Instruct-Llama-3-8B-Instruct-80K-QLoRA-rope-2e8"
+    )
+    assert Target(model=ModelSpec(rope_theta=500000.0)).slug == "embedded-rope-500000"
+    endpoint = Target(endpoint=Endpoint("http://127.0.0.1:8000/v1", "gpt-4o"))
+    assert results.new_eval_id("niah", endpoint.slug).startswith("niah-gpt-4o-2")
+    assert results.new_eval_id("passkey", Target(model=tuned).slug).startswith(
+        "passkey-embedded-cpu-keys-rope-1e6-2"
+    )
 
 
 @pytest.fixture(scope="module")

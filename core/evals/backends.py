@@ -18,11 +18,13 @@ This module knows nothing about haystacks, scoring or result folders.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from core.errors import ConfigError, LongCtxError
@@ -125,6 +127,24 @@ class Target:
         assert self.model is not None
         label = self.model.name + (f" + {self.model.adapter}" if self.model.adapter else "")
         return label + (f" (rope_theta={self.model.rope_theta:g})" if self.model.rope_theta else "")
+
+    @property
+    def slug(self) -> str:
+        """A few words for the evaluation's folder name: the model, the run or repo its adapter
+        came from, the RoPE base; e.g. `embedded-cpu-keys-rope-1e6`."""
+        if self.endpoint is not None:
+            return self.endpoint.model
+        assert self.model is not None
+        words = [Path(self.model.name).name]
+        if self.model.adapter:
+            adapter = Path(self.model.adapter)
+            # A run's adapter or merged model: name the run, without its date and time.
+            run = re.sub(r"^\d{8}-\d{6}-", "", adapter.parent.name)
+            words.append(run if adapter.name in ("adapter", "merged") and run else adapter.name)
+        if self.model.rope_theta:
+            # 1e+06 -> 1e6: in a slug the '+' would become '-' and read as 1e-06.
+            words.append("rope-" + re.sub(r"e\+0*", "e", f"{self.model.rope_theta:g}"))
+        return "-".join(words)
 
     def public(self) -> dict[str, Any]:
         from dataclasses import asdict

@@ -27,7 +27,7 @@ HEATMAP_FILE = "heatmap.html"
 
 def new_eval_id(kind: str, label: str) -> str:
     """`niah-embedded-20250101-120000`: kind, a slug of the model, the local time."""
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", label.split("/")[-1]).strip("-").lower()[:40] or "model"
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", label.split("/")[-1]).strip("-").lower()[:48] or "model"
     return f"{kind}-{slug}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 

@@ -63,7 +63,7 @@ class Evaluation:
         self.task, self.target = task, target
         self.scorer = scorer or Scorer(DEFAULT_SCORERS[task.kind])
         self.models, self._backend = models, backend
-        self.path = results.eval_folder(out, task.kind, target.label)
+        self.path = results.eval_folder(out, task.kind, target.slug)
         self.record = self._prepare()
         self.log = results.CellLog(self.path)
 
