@@ -89,6 +89,35 @@ def test_budget_counts_the_document_against_the_window(app_url, browser):
     page.close()
 
 
+def test_side_by_side_sends_one_prompt_to_two_models(app_url, browser):
+    page = browser.new_page()
+    page.goto(app_url)
+    page.get_by_role("tab", name="Chat").click()
+    page.get_by_text("Side by side").click()
+    # Model B: the same weights with a wider window; each side's budget says which is which.
+    window = page.locator("#chat-target-b-window input")
+    window.fill("16384")
+    window.press("Tab")
+    budget = page.locator("#chat-budget")
+    budget.get_by_text("/ 16,384 tokens").wait_for(timeout=30000)
+    rows = budget.locator(".ctx-budget").all_inner_texts()
+    assert rows[0].startswith("A · embedded") and "/ 8,192 tokens" in rows[0], rows
+    assert rows[1].startswith("B · embedded") and "/ 16,384 tokens" in rows[1], rows
+
+    page.locator("#chat-input textarea").fill("Name one color.")
+    page.locator("#chat-send").click()
+    for side in ("a", "b"):
+        page.locator(f"#chat-{side} .user", has_text="Name one color.").wait_for(timeout=30000)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.chat-stats')].filter("
+        "e => e.innerText.includes('tokens/s')).length === 2",
+        timeout=120000,
+    )
+    for side in ("a", "b"):
+        assert page.locator(f"#chat-{side} .bot").last.inner_text().strip()
+    page.close()
+
+
 def _open_tab(page, url: str, name: str) -> None:
     page.goto(url)
     page.get_by_role("tab", name=name).click()

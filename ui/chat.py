@@ -144,7 +144,8 @@ def _wire(target_a, target_b, compare, b_box, settings, message, doc_file, budge
             if target.kind == core_chat.ENDPOINT:
                 window = core_chat.endpoint_window(target.base_url, target.api_key,
                                                    target.endpoint_model)  # fmt: skip
-            rows.append((target.label, core_chat.budget(target, messages, int(max_new), window)))
+            name = f"{label} · {target.label}" if compare_ else target.label  # which side is which
+            rows.append((name, core_chat.budget(target, messages, int(max_new), window)))
         return _budget_html(rows)
 
     budget_inputs = [message, system, document, max_tokens, compare, chat_a, chat_b,
@@ -152,7 +153,8 @@ def _wire(target_a, target_b, compare, b_box, settings, message, doc_file, budge
     budget_kwargs = {"show_progress": "hidden", "trigger_mode": "always_last"}
     for trigger in (message.change, document.change, system.change, max_tokens.release,
                     compare.change, target_a.model.change, target_a.window.change,
-                    target_b.model.change):  # fmt: skip
+                    target_a.adapter.blur, target_b.model.change, target_b.window.change,
+                    target_b.adapter.blur):  # fmt: skip
         trigger(show_budget, budget_inputs, budget, **budget_kwargs)
 
     @user_errors

@@ -81,8 +81,10 @@ def target_controls(prefix: str, default_model: str = models.EMBEDDED, *,
             adapter = gr.Textbox(label="LoRA adapter on top (optional)",
                                  placeholder="folder or Hub id")  # fmt: skip
             with gr.Row():
-                rope_theta = gr.Number(label="RoPE base", info="0: the model's own (paper: 2e8)")
-                window = gr.Number(label="Window (tokens)", precision=0, info="0: the model's own")
+                rope_theta = gr.Number(label="RoPE base", info="0: the model's own (paper: 2e8)",
+                                       elem_id=f"{prefix}-rope-theta")  # fmt: skip
+                window = gr.Number(label="Window (tokens)", precision=0, elem_id=f"{prefix}-window",
+                                   info="0: the model's own")  # fmt: skip
         with gr.Column(visible=False) as endpoint_box:
             base_url = gr.Textbox(label="Base URL", placeholder="http://127.0.0.1:8000/v1",
                                   elem_id=f"{prefix}-base-url")  # fmt: skip
