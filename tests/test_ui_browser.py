@@ -165,6 +165,11 @@ def test_train_tab_launches_a_run_that_survives_reload_and_restart(
         " return t.scrollTop + t.clientHeight >= t.scrollHeight - 2; }",
         timeout=10000,
     )
+    # The new run can be overlaid with others (the list was drawn before it existed).
+    page.get_by_text("Compare runs").click()
+    page.locator("#run-compare-pick").get_by_label(run_id).check()
+    page.locator("#run-compare .js-plotly-plot").wait_for(timeout=20000)
+    assert page.locator("#run-compare .scatterlayer .trace").count() >= 1
     # Export with nothing ticked names the adapter and shows the card a push would send.
     page.get_by_text("Export", exact=True).first.click()
     page.get_by_role("button", name="Export", exact=True).click()

@@ -111,9 +111,10 @@ def build() -> RunsMonitor:
         export_out = gr.Markdown()
         with gr.Accordion("Model card (README.md, shown after Export)", open=False):
             card_out = gr.Markdown(elem_id="export-card")
-    with gr.Accordion("Compare runs", open=False):
-        pick = gr.CheckboxGroup([c[1] for c in _choices()], label="Runs to overlay")
-        overlay = gr.Plot()
+    with gr.Accordion("Compare runs", open=False) as compare_box:
+        pick = gr.CheckboxGroup([c[1] for c in _choices()], label="Runs to overlay",
+                                elem_id="run-compare-pick")  # fmt: skip
+        overlay = gr.Plot(elem_id="run-compare")
     monitor = RunsMonitor(run, status, chart, log)
     timer = gr.Timer(2.0)
 
@@ -171,8 +172,10 @@ def build() -> RunsMonitor:
         return plots.overlay_figure({i: runs.read_metrics(runs.run_path(i)) for i in ids or []})
 
     pick.change(do_overlay, pick, overlay)
-    # New runs join the overlay list whenever the list is refreshed.
-    refresh.click(lambda: gr.update(choices=[c[1] for c in _choices()]), None, pick)
+    # Runs launched since the page loaded join the list when it is opened or refreshed.
+    for event in (compare_box.expand, refresh.click):
+        event(lambda: gr.update(choices=[c[1] for c in _choices()]), None, pick,
+              show_progress="hidden")  # fmt: skip
     return monitor
 
 
