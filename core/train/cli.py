@@ -54,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     config = TrainConfig.from_yaml(Path(args.config)).validate()
-    runs.check_engine(config)
+    runs.check_launchable(config)
     restartable = getattr(args, "process_argv", None) is not None
     if restartable and runs.device_key(config) == "cpu" and not args.detach:
         allocator.reexec_with_allocator(args.process_argv)  # returns if there is nothing to swap
@@ -89,7 +89,12 @@ def _train_here(config: TrainConfig, run_dir: Path, resume: bool) -> int:
     # tokenizer is used as it is); offline that prints two warnings per checkpoint into the log.
     for noise in ("Unable to fetch remote file", "Could not find a config file in"):
         warnings.filterwarnings("ignore", message=noise)
+    # peft still reads transformers' deprecated name for it; nothing a user can act on.
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
     if runs.device_key(config) == "cpu":
+        # bitsandbytes warns at import that its optional CPU 4-bit kernels are missing; CPU runs
+        # never quantize, so that is noise at the top of every CPU log.
+        logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
         allocator.tune_glibc()
     log.info("memory allocator: %s", allocator.active() or "the system's malloc")
     try:

@@ -240,13 +240,22 @@ def check_engine(config: TrainConfig) -> None:
         unsloth_engine.require(try_import=False)  # importing would patch this process
 
 
+def check_launchable(config: TrainConfig) -> None:
+    """Refuse, before any run folder exists, what would fail as the run starts: an engine this
+    machine cannot run, or a model it cannot find (a config file is read, no weights)."""
+    from core import models
+
+    check_engine(config)
+    models.load_config(models.ModelSpec(name=config.model))
+
+
 def launch(config: TrainConfig, run_dir: Path | None = None, resume: bool = False) -> Path:
     """Start training in a child process and return its run folder at once.
 
     Refuses when another run is training on the same device.
     """
     config.validate()
-    check_engine(config)
+    check_launchable(config)
     device = device_key(config)
     busy = busy_run(device)
     if busy is not None and (run_dir is None or busy.path != run_dir):
