@@ -29,6 +29,28 @@ LIVE_CELLS = """(sel) => {
 }"""
 
 
+def _server_side() -> str:
+    """For a failure message: the app's evaluation jobs and where each of its threads is (the
+    app runs in this process)."""
+    import sys
+    import threading
+    import traceback
+
+    from ui import evaluate_jobs
+
+    lines = [
+        f"job {key!r}: {job.state}, {job.done}/{job.total} cells, finished={job.finished}, "
+        f"error={job.error!r}, thread alive={bool(job.thread and job.thread.is_alive())}"
+        for key, job in evaluate_jobs._jobs._jobs.items()
+    ]
+    names = {t.ident: t.name for t in threading.enumerate()}
+    for ident, frame in sys._current_frames().items():
+        inner = reversed(traceback.extract_stack(frame)[-5:])
+        where = " <- ".join(f"{f.name} ({Path(f.filename).name}:{f.lineno})" for f in inner)
+        lines.append(f"thread {names.get(ident, ident)}: {where}")
+    return "\n".join(lines)
+
+
 def _fill(page, selector: str, text: str) -> None:
     box = page.locator(f"{selector} textarea, {selector} input").first
     box.fill(text)
@@ -64,7 +86,7 @@ def test_niah_heatmap_fills_in_live_and_comes_back_after_reload(app_url, browser
         if done or "failed" in status.inner_text():
             break
         time.sleep(0.1)
-    assert "completed" in status.inner_text(), status.inner_text()
+    assert "completed" in status.inner_text(), f"{status.inner_text()}\n{_server_side()}"
     page.wait_for_function(f"() => ({LIVE_CELLS})('#eval-live')?.filled === 4", timeout=10000)
     live = page.evaluate(LIVE_CELLS, "#eval-live")
     # The heatmap was redrawn at least twice with part of the grid before the run finished.
