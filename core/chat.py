@@ -55,8 +55,7 @@ class ChatTarget:
     def label(self) -> str:
         if self.kind == ENDPOINT:
             return f"{self.endpoint_model} @ {self.base_url}"
-        label = self.spec.name + (f" + {self.spec.adapter}" if self.spec.adapter else "")
-        return label + (f" (rope_theta={self.spec.rope_theta:g})" if self.spec.rope_theta else "")
+        return self.spec.label
 
 
 def build_messages(

@@ -95,6 +95,13 @@ class ModelSpec:
         if self.max_position_embeddings is not None:
             self.max_position_embeddings = int(self.max_position_embeddings)
 
+    @property
+    def label(self) -> str:
+        """How pages and logs name it: `name + adapter (rope_theta=…)`, folders from their root."""
+        label = workspace.shown(self.name)
+        label += f" + {workspace.shown(self.adapter)}" if self.adapter else ""
+        return label + (f" (rope_theta={self.rope_theta:g})" if self.rope_theta else "")
+
     def key(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
@@ -128,7 +135,8 @@ class LoadedModel:
 
     @property
     def label(self) -> str:
-        label = self.spec.name + (f" + {self.adapter}" if self.adapter else "")
+        label = workspace.shown(self.spec.name)
+        label += f" + {workspace.shown(self.adapter)}" if self.adapter else ""
         if "rope_theta" in self.overrides:
             label += f" (rope_theta={self.overrides['rope_theta']['to']:g})"
         return label

@@ -53,6 +53,10 @@ def test_pages_show_root_relative_paths_not_the_servers():
     # Only whole folder names match; other paths and Hub ids stay as they are.
     assert workspace.shown(f"{ROOT / 'assets'}-old/x") == f"{ROOT / 'assets'}-old/x"
     assert workspace.shown("hub:org/name") == "hub:org/name"
+    from core.models import ModelSpec
+
+    tuned = ModelSpec(adapter=str(workspace.subdir("runs") / "r1" / "adapter"), rope_theta=1e6)
+    assert tuned.label == "embedded + workspace/runs/r1/adapter (rope_theta=1e+06)"
 
 
 def test_model_folders_from_the_ui_must_be_inside_the_roots(tiny_llama_dir):

@@ -178,6 +178,27 @@ def test_train_tab_launches_a_run_that_survives_reload_and_restart(
     card.get_by_text("Recipe").wait_for(timeout=30000)
     assert "r=32, alpha=16" in card.inner_text() and "library_name" not in card.inner_text()
 
+    # On to the next steps: the run's adapter goes under test in Evaluate...
+    page.locator("#run-to-evaluate").click()
+    command = page.locator("#eval-command textarea")
+    page.wait_for_function(
+        "([id]) => (document.querySelector('#eval-command textarea')?.value || '')"
+        ".includes(id + '/adapter')",
+        arg=[run_id], timeout=20000,
+    )  # fmt: skip
+    assert run_id in page.locator("#eval-model input").input_value()
+    assert "--model" in command.input_value()
+    # ...and Chat sets it beside its base, side by side.
+    page.get_by_role("tab", name="Train").click()
+    page.locator("#run-to-chat").click()
+    budget = page.locator("#chat-budget")
+    budget.get_by_text("B · ").wait_for(timeout=30000)
+    assert f"B · workspace/runs/{run_id}/adapter" in budget.inner_text()  # named from its root
+    assert page.locator("#chat-target-a-model input").input_value() == str(tiny_llama_dir)
+    assert run_id in page.locator("#chat-target-b-model input").input_value()
+    assert page.get_by_label("Side by side").is_checked()
+    page.get_by_role("tab", name="Train").click()
+
     # A reload shows the same run, read back from its folder.
     page.reload()
     page.get_by_role("tab", name="Train").click()

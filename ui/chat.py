@@ -63,6 +63,10 @@ class ChatTab:
     chats: tuple[gr.Chatbot, gr.Chatbot]
     budget_after: Callable[[Any], Any]
     """Chains a refresh of the context budget after an event."""
+    sides: tuple[targets.TargetControls, targets.TargetControls]
+    """The controls of model A and model B."""
+    compare: gr.Checkbox
+    """Side by side: the prompt also goes to the second target."""
 
     def restore_on(self, tab: gr.Tab) -> None:
         # On opening the tab rather than on page load: at load time the browser has not yet
@@ -120,7 +124,7 @@ def build(default_model: str = models.EMBEDDED) -> ChatTab:
     budget_after = _wire(target_a, target_b, compare, b_box, settings, message, doc_file, budget,
                          (chat_a, stats_a), (chat_b, stats_b), send, stop_btn, clear,
                          history)  # fmt: skip
-    return ChatTab(history, (chat_a, chat_b), budget_after)
+    return ChatTab(history, (chat_a, chat_b), budget_after, (target_a, target_b), compare)
 
 
 def _wire(target_a, target_b, compare, b_box, settings, message, doc_file, budget,

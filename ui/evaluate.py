@@ -29,8 +29,9 @@ from ui import evaluate_results as past
 from ui.common import user_errors
 
 
-def build() -> None:
-    """Lay out the Evaluate tab inside the current Blocks and wire its events."""
+def build() -> targets.TargetControls:
+    """Lay out the Evaluate tab inside the current Blocks and wire its events; returns the
+    model-under-test controls."""
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=380):
             gr.Markdown("**Model under test**")
@@ -55,6 +56,7 @@ def build() -> None:
     listed = gr.State(None)
     timer = gr.Timer(1.0)
     _wire(target, c, run, stop, status, live, command, plan, panel, owner, shown, listed, timer)
+    return target
 
 
 def _wire(target, c, run, stop, status, live, command, plan, panel, owner, shown, listed,

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from core import space
+from core import space, workspace
 from core.evals.runner import Evaluation
 from ui.jobs import Registry
 
@@ -117,7 +117,7 @@ def status_html(job: Job | None) -> str:
         f'style="background:{_BADGE.get(state, "#6b7280")}">{state}</span> '
         f"<b>{html.escape(ev.path.name)}</b> · " + " · ".join(parts),
         f'<div class="run-progress"><div style="width:{pct:.1f}%"></div></div>',
-        f'<p class="eval-target">{html.escape(ev.target.label)} · {html.escape(str(ev.path))}</p>',
+        f'<p class="eval-target">{html.escape(ev.target.label)} · {html.escape(workspace.shown(ev.path))}</p>',
     ]
     if job.error:
         out.append(f'<p class="run-reason">{html.escape(job.error)}</p>')

@@ -13,7 +13,10 @@ import gradio as gr
 
 from core import models, space, workspace
 from core.errors import LongCtxError
-from ui import access, chat, data, evaluate, generate, train
+from core.train import export, runs
+from core.train.config import TrainConfig
+from ui import access, chat, data, evaluate, generate, targets, train, train_runs
+from ui.common import user_errors
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 TITLE = "LongCtx Studio"
@@ -44,12 +47,13 @@ def build_app(model: str = models.EMBEDDED) -> gr.Blocks:
                 generated = generate.build()
                 to_data = gr.Button("Open the result in the Data tab", elem_id="gen-to-data")
             with gr.Tab("Train", id="train"):
-                train.build()
+                runs_panel = train.build()
             with gr.Tab("Evaluate", id="evaluate"):
-                evaluate.build()
+                eval_target = evaluate.build()
             with gr.Tab("Chat", id="chat") as chat_page:
                 chat_tab = chat.build(default_model=model)
         _wire_generate_to_data(generated, to_data, data_tab, tabs)
+        _wire_run_handoffs(runs_panel, eval_target, chat_tab, tabs)
         chat_tab.restore_on(chat_page)
     return demo
 
@@ -64,6 +68,35 @@ def _wire_generate_to_data(generated: gr.Textbox, button: gr.Button, data_tab: d
         return gr.update(value=path), gr.Tabs(selected="data")
 
     data_tab.open_after(button.click(hand_over, generated, [data_tab.path, tabs]))
+
+
+def _wire_run_handoffs(panel: train_runs.RunsMonitor, eval_target: targets.TargetControls,
+                       chat_tab: chat.ChatTab, tabs: gr.Tabs) -> None:  # fmt: skip
+    """From a trained run to the next step of the recipe: Evaluate puts its adapter under test;
+    Chat sets its base beside it (side by side, base vs. tuned). The adapter brings its RoPE."""
+
+    def adapter_and_base(run_id: str | None) -> tuple[str, str]:
+        if not run_id:
+            raise LongCtxError("pick a run first")
+        adapter = export.find_adapter(run_id)  # says so when the run has none yet
+        base = TrainConfig.from_yaml(runs.run_path(run_id) / "config.yaml").model
+        return str(adapter), base
+
+    def to_evaluate(run_id):
+        adapter, _ = adapter_and_base(run_id)
+        return [*targets.pick_local(adapter), gr.Tabs(selected="evaluate")]
+
+    def to_chat(run_id):
+        adapter, base = adapter_and_base(run_id)
+        return [*targets.pick_local(base), *targets.pick_local(adapter), True,
+                gr.Tabs(selected="chat")]  # fmt: skip
+
+    side_a, side_b = chat_tab.sides
+    panel.to_evaluate.click(user_errors(to_evaluate), panel.run,
+                            [*eval_target.local_outputs(), tabs])  # fmt: skip
+    panel.to_chat.click(user_errors(to_chat), panel.run,
+                        [*side_a.local_outputs(), *side_b.local_outputs(), chat_tab.compare,
+                         tabs])  # fmt: skip
 
 
 MAX_UPLOAD = "50mb"

@@ -10,6 +10,7 @@ only and never written anywhere.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
 
@@ -39,6 +40,16 @@ class TargetControls:
         boxes = [self.kind, self.model, self.adapter, self.rope_theta, self.window,
                  self.base_url, self.api_key, self.endpoint_model]  # fmt: skip
         return boxes + ([self.tokenizer] if self.tokenizer is not None else [])
+
+    def local_outputs(self) -> list[gr.components.Component]:
+        """What `pick_local` updates."""
+        return [self.kind, self.model, self.adapter, self.rope_theta, self.window]
+
+
+def pick_local(model: str) -> list[Any]:
+    """Updates (for `TargetControls.local_outputs`) that put `model` under test as it is: a
+    local model, no extra adapter, its own RoPE base and window (an adapter brings its own)."""
+    return [LOCAL, gr.update(choices=models.known_models(), value=model), "", 0, 0]
 
 
 def model_spec(model, adapter, rope_theta, window) -> models.ModelSpec:

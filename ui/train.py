@@ -119,8 +119,8 @@ def form_values(config: cfg.TrainConfig, names: list[str]) -> list[Any]:
     return [d[n] for n in names]
 
 
-def build() -> None:
-    """Lay out the Train tab and wire its events."""
+def build() -> train_runs.RunsMonitor:
+    """Lay out the Train tab and wire its events; returns the runs panel."""
     presets = cfg.list_presets()
     first = "cpu-keys" if "cpu-keys" in presets else presets[0]
     with gr.Row(equal_height=False):
@@ -165,6 +165,7 @@ def build() -> None:
         return f"Started run **{run_dir.name}**.", *train_runs.select(run_dir.name)
 
     launch.click(start, inputs, [launched, *monitor.select_outputs])
+    return monitor
 
 
 def preview(names: list[str], *values: Any) -> tuple[str, Any, str, str]:

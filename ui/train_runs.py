@@ -26,6 +26,10 @@ class RunsMonitor:
     status: gr.HTML
     chart: gr.Plot
     log: gr.Textbox
+    to_evaluate: gr.Button
+    """Opens the Evaluate tab with the picked run's adapter under test (wired by the shell)."""
+    to_chat: gr.Button
+    """Opens the Chat tab with the run's base beside its adapter (wired by the shell)."""
 
     @property
     def select_outputs(self) -> list:
@@ -95,6 +99,9 @@ def build() -> RunsMonitor:
         stop = gr.Button("Stop", variant="stop", scale=1, elem_id="run-stop")
         resume = gr.Button("Resume", scale=1, elem_id="run-resume")
     status = gr.HTML(status_html(None), elem_id="run-status")
+    with gr.Row():
+        to_evaluate = gr.Button("Evaluate this run →", size="sm", elem_id="run-to-evaluate")
+        to_chat = gr.Button("Chat: base vs. this run →", size="sm", elem_id="run-to-chat")
     chart = gr.Plot(label="Live metrics", elem_id="run-chart")
     with gr.Accordion("Log", open=False) as log_box:
         log = gr.Textbox(
@@ -115,7 +122,7 @@ def build() -> RunsMonitor:
         pick = gr.CheckboxGroup([c[1] for c in _choices()], label="Runs to overlay",
                                 elem_id="run-compare-pick")  # fmt: skip
         overlay = gr.Plot(elem_id="run-compare")
-    monitor = RunsMonitor(run, status, chart, log)
+    monitor = RunsMonitor(run, status, chart, log, to_evaluate, to_chat)
     timer = gr.Timer(2.0)
 
     outputs = monitor.select_outputs

@@ -125,8 +125,7 @@ class Target:
         if self.endpoint is not None:
             return f"{self.endpoint.model} @ {self.endpoint.base_url}"
         assert self.model is not None
-        label = self.model.name + (f" + {self.model.adapter}" if self.model.adapter else "")
-        return label + (f" (rope_theta={self.model.rope_theta:g})" if self.model.rope_theta else "")
+        return self.model.label
 
     @property
     def slug(self) -> str:
