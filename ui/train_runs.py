@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
+from pathlib import Path
 
 import gradio as gr
 
@@ -71,10 +72,11 @@ def _duration(seconds: float) -> str:
     )
 
 
-def select(run_id: str | None) -> list:
-    """Updates for (run dropdown, status, chart, log) showing `run_id`."""
-    runs.reap_children()
-    choices = _choices()
+def select(run_id: str | None, choices: list[tuple[str, str]] | None = None) -> list:
+    """Updates for (run dropdown, status, chart, log) showing `run_id` (default: the newest)."""
+    if choices is None:
+        runs.reap_children()
+        choices = _choices()
     if run_id is None and choices:
         run_id = choices[0][1]
     if not run_id:
@@ -83,6 +85,32 @@ def select(run_id: str | None) -> list:
     figure = plots.run_figure(runs.read_metrics(run_dir), title=run_id)
     return [gr.update(choices=choices, value=run_id), status_html(run_id), figure,
             runs.tail_log(run_dir)]  # fmt: skip
+
+
+def poll(run_id: str | None, seen: tuple | None) -> list:
+    """The timer's refresh: `select`'s updates plus what they show, or skips while nothing has
+    changed, so a chart being zoomed or hovered is not redrawn under the pointer."""
+    runs.reap_children()
+    choices = _choices()
+    shown_id = run_id or (choices[0][1] if choices else None)
+    files = ()
+    if shown_id:
+        run_dir = runs.run_path(shown_id)
+        files = tuple(
+            _stamp(run_dir / name) for name in ("status.json", "metrics.jsonl", "log.txt")
+        )
+    signature = (tuple(choices), shown_id, files)
+    if signature == seen:
+        return [gr.skip()] * 4 + [seen]
+    return [*select(run_id, choices), signature]
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
 
 
 SCROLL_LOG_TO_END = """() => requestAnimationFrame(() => {
@@ -126,7 +154,8 @@ def build() -> RunsMonitor:
     timer = gr.Timer(2.0)
 
     outputs = monitor.select_outputs
-    timer.tick(user_errors(select), run, outputs, show_progress="hidden")
+    shown = gr.State(None)  # what the panel shows, as `poll` stamps it
+    timer.tick(user_errors(poll), [run, shown], [*outputs, shown], show_progress="hidden")
     refresh.click(user_errors(select), run, outputs)
     run.input(user_errors(select), run, outputs, show_progress="hidden")
 
