@@ -92,14 +92,16 @@ def poll(run_id: str | None, seen: tuple | None) -> list:
     changed, so a chart being zoomed or hovered is not redrawn under the pointer."""
     runs.reap_children()
     choices = _choices()
-    shown_id = run_id or (choices[0][1] if choices else None)
+    ids = [c[1] for c in choices]
+    if run_id not in ids:  # none picked yet, or its folder was deleted: show the newest
+        run_id = ids[0] if ids else None
     files = ()
-    if shown_id:
-        run_dir = runs.run_path(shown_id)
+    if run_id:
+        run_dir = runs.run_path(run_id)
         files = tuple(
             _stamp(run_dir / name) for name in ("status.json", "metrics.jsonl", "log.txt")
         )
-    signature = (tuple(choices), shown_id, files)
+    signature = (tuple(choices), run_id, files)
     if signature == seen:
         return [gr.skip()] * 4 + [seen]
     return [*select(run_id, choices), signature]
