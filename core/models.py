@@ -20,7 +20,7 @@ import os
 import shutil
 import threading
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -135,11 +135,9 @@ class LoadedModel:
 
     @property
     def label(self) -> str:
-        label = workspace.shown(self.spec.name)
-        label += f" + {workspace.shown(self.adapter)}" if self.adapter else ""
-        if "rope_theta" in self.overrides:
-            label += f" (rope_theta={self.overrides['rope_theta']['to']:g})"
-        return label
+        """The spec's label for what was loaded: the adapter found and the RoPE base applied."""
+        rope = self.overrides.get("rope_theta", {}).get("to")
+        return replace(self.spec, adapter=self.adapter, rope_theta=rope).label
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able summary for the UI and logs."""
