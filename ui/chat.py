@@ -154,12 +154,15 @@ def _wire(target_a, target_b, compare, b_box, settings, message, doc_file, budge
 
     budget_inputs = [message, system, document, max_tokens, compare, chat_a, chat_b,
                      *target_a.inputs(), *target_b.inputs()]  # fmt: skip
-    budget_kwargs = {"show_progress": "hidden", "trigger_mode": "always_last"}
     for trigger in (message.change, document.change, system.change, max_tokens.release,
                     compare.change, target_a.model.change, target_a.window.change,
                     target_a.adapter.blur, target_b.model.change, target_b.window.change,
                     target_b.adapter.blur):  # fmt: skip
-        trigger(show_budget, budget_inputs, budget, **budget_kwargs)
+        trigger(show_budget, budget_inputs, budget, show_progress="hidden",
+                trigger_mode="always_last")  # fmt: skip
+
+    def budget_after(event: Any) -> Any:
+        return event.then(show_budget, budget_inputs, budget, show_progress="hidden")
 
     @user_errors
     def load_document(path):
@@ -222,7 +225,7 @@ def _wire(target_a, target_b, compare, b_box, settings, message, doc_file, budge
             answered = started.then(respond(side), [chat, *sampling, *target.inputs()],
                                     [chat, stats])  # fmt: skip
             answered.then(keep, [chat_a, chat_b], history, show_progress="hidden")
-            answered.then(show_budget, budget_inputs, budget, show_progress="hidden")
+            budget_after(answered)
 
     def stop_all(request: gr.Request):
         for side in ("A", "B"):
@@ -231,10 +234,9 @@ def _wire(target_a, target_b, compare, b_box, settings, message, doc_file, budge
                 event.set()
 
     stop_btn.click(stop_all, None, None, show_progress="hidden")
-    cleared = clear.click(lambda: ([], [], "", "", [[], []]), None,
-                          [chat_a, chat_b, stats_a, stats_b, history])  # fmt: skip
-    cleared.then(show_budget, budget_inputs, budget, show_progress="hidden")
-    return lambda event: event.then(show_budget, budget_inputs, budget, show_progress="hidden")
+    budget_after(clear.click(lambda: ([], [], "", "", [[], []]), None,
+                             [chat_a, chat_b, stats_a, stats_b, history]))  # fmt: skip
+    return budget_after
 
 
 @space.gpu(duration=120)
