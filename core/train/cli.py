@@ -54,21 +54,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     config = TrainConfig.from_yaml(Path(args.config)).validate()
-    runs.check_launchable(config)
     restartable = getattr(args, "process_argv", None) is not None
     if restartable and runs.device_key(config) == "cpu" and not args.detach:
         allocator.reexec_with_allocator(args.process_argv)  # returns if there is nothing to swap
-    if args.run_dir:
+    if args.run_dir:  # started by runs.launch, which made these checks
         run_dir = Path(args.run_dir).resolve()
         return _train_here(config, run_dir, args.resume)
+    if args.detach:
+        run_dir = runs.launch(config)  # checks, refuses a busy device, makes the run folder
+        print(f"started run {run_dir.name} in the background ({run_dir})")
+        return 0
+    # After the restart above, so the model's config is read once.
+    runs.check_launchable(config)
     busy = runs.busy_run(runs.device_key(config))
     if busy is not None:
         raise LongCtxError(f"run {busy.id} is training on this device; stop it or wait")
     run_dir = runs.new_run_dir(config)
-    if args.detach:
-        runs.launch(config, run_dir)
-        print(f"started run {run_dir.name} in the background ({run_dir})")
-        return 0
     print(f"run {run_dir.name}: {run_dir}", flush=True)
     with _tee(run_dir / "log.txt"):
         return _train_here(config, run_dir, args.resume)
