@@ -152,16 +152,45 @@ def serve_process(*args: str, stderr=subprocess.DEVNULL, timeout: float = 120):
             process.wait(30)
 
 
-def start_app():
-    """The whole app on a free 127.0.0.1 port, styled as `python app.py`: (demo, url)."""
+def start_app(**launch) -> tuple:
+    """The whole app on a free 127.0.0.1 port, styled as `python app.py`: (demo, url).
+
+    `launch` adds keyword arguments to `demo.launch` (e.g. `auth`).
+    """
     from ui.shell import build_app, style_kwargs
 
     demo = build_app()
     demo.queue(default_concurrency_limit=2)
     port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                **style_kwargs())  # fmt: skip
-    return demo, f"http://127.0.0.1:{port}/"
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
+                    quiet=True, **style_kwargs(), **launch)  # fmt: skip
+    except ValueError as exc:
+        # Gradio probes its page once the server runs, with a 3 s timeout, and raises when that
+        # times out. On two loaded cores the first render can take longer; the server is up
+        # (nothing after the probe matters without a share link), so wait for it here instead.
+        if "localhost is not accessible" not in str(exc):
+            raise
+        _wait_until_served(url, timeout=90)
+    return demo, url
+
+
+def _wait_until_served(url: str, timeout: float) -> None:
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=30).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the app at {url} did not answer within {timeout:.0f} s")
+        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")

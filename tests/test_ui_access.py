@@ -4,7 +4,7 @@ actions are refused with a reason while nothing is started or written."""
 from __future__ import annotations
 
 import pytest
-from conftest import free_port
+from conftest import start_app
 
 from core import workspace
 
@@ -18,16 +18,11 @@ def public_app(monkeypatch, embedded):
     monkeypatch.setenv("SPACE_ID", "alice/longctx-studio")
     monkeypatch.setenv("SPACE_AUTHOR_NAME", "alice")
     monkeypatch.delenv("OAUTH_CLIENT_ID", raising=False)
-    from ui.shell import build_app, style_kwargs
 
     def start(auth=None):
-        demo = build_app()
-        demo.queue(default_concurrency_limit=2)
-        port = free_port()
-        demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
-                    quiet=True, auth=auth, **style_kwargs())  # fmt: skip
+        demo, url = start_app(auth=auth)
         started.append(demo)
-        return f"http://127.0.0.1:{port}/"
+        return url
 
     started = []
     yield start

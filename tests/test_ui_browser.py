@@ -11,6 +11,7 @@ import time
 
 import pytest
 from conftest import start_app
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from core import workspace
 
@@ -118,6 +119,17 @@ def test_side_by_side_sends_one_prompt_to_two_models(app_url, browser):
     page.close()
 
 
+def _run_files(run_id: str) -> str:
+    """For a failure message: what the run's folder says (status, last log lines)."""
+    folder = workspace.subdir("runs") / run_id
+    status = folder / "status.json"
+    log = folder / "log.txt"
+    return (
+        f"status.json: {status.read_text() if status.exists() else 'missing'}\n"
+        f"log.txt ends: {chr(10).join(log.read_text().splitlines()[-15:]) if log.exists() else 'missing'}"
+    )
+
+
 def _open_tab(page, url: str, name: str) -> None:
     page.goto(url)
     page.get_by_role("tab", name=name).click()
@@ -148,11 +160,14 @@ def test_train_tab_launches_a_run_that_survives_reload_and_restart(
     started.wait_for(timeout=30000)
     run_id = started.locator("strong").inner_text()
     # The panel follows the new run until it completes (it showed older runs before).
-    page.wait_for_function(
-        "([id]) => { const t = document.querySelector('#run-status')?.innerText || '';"
-        " return t.includes(id) && t.includes('completed'); }",
-        arg=[run_id], timeout=180000,
-    )  # fmt: skip
+    try:
+        page.wait_for_function(
+            "([id]) => { const t = document.querySelector('#run-status')?.innerText || '';"
+            " return t.includes(id) && t.includes('completed'); }",
+            arg=[run_id], timeout=180000,
+        )  # fmt: skip
+    except PlaywrightTimeout:
+        pytest.fail(f"{page.locator('#run-status').inner_text()}\n{_run_files(run_id)}")
     assert "step 4/4" in page.locator("#run-status").inner_text()
     page.locator("#run-chart .js-plotly-plot").wait_for(timeout=20000)
     assert page.locator("#run-chart .scatterlayer .trace").count() >= 4  # loss, smooth, lr, ...
