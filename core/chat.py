@@ -19,13 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core import models
+from core import documents, models
 from core.errors import ConfigError, LongCtxError
 from core.generation import Chunk, SamplingParams, count_prompt_tokens, stream_chat
 from core.openai_compat import create_chat_completion
 
 LOCAL, ENDPOINT = "local", "endpoint"
-DOCUMENT_SUFFIXES = (".txt", ".md", ".markdown", ".rst")
 MAX_DOCUMENT_BYTES = 20 * 1024 * 1024  # ~5M tokens: far past any window, still bounded
 
 
@@ -108,19 +107,12 @@ def _text(content: Any) -> str:
 
 
 def read_document(path: str | Path, max_bytes: int = MAX_DOCUMENT_BYTES) -> str:
-    """Read an uploaded .txt/.md document as text, refusing other types and oversized files."""
-    path = Path(path)
-    if path.suffix.lower() not in DOCUMENT_SUFFIXES:
-        raise LongCtxError(
-            f"{path.name}: attach a text document ({', '.join(DOCUMENT_SUFFIXES)}); "
-            "convert PDFs or Word files to text first"
-        )
-    size = path.stat().st_size
-    if size > max_bytes:
-        raise LongCtxError(
-            f"{path.name} is {size / 2**20:.1f} MB; the limit is {max_bytes / 2**20:.0f} MB"
-        )
-    return path.read_bytes().decode("utf-8", errors="replace")
+    """An uploaded document as text (`core.documents`: text, Markdown, PDF, EPUB, HTML).
+
+    Raises:
+        LongCtxError: another file type, more than `max_bytes` of text, or no text to read.
+    """
+    return documents.read_text(path, max_bytes=max_bytes)
 
 
 # ---------------------------------------------------------------------------------------------

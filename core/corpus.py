@@ -4,7 +4,7 @@ Needle-in-a-haystack evaluations and the procedural data generators need long, n
 licence-free filler text on every machine, offline. The built-in corpus is generated at run time
 from the docstrings of the installed standard library (modules, classes, functions, methods),
 cleaned down to prose paragraphs and cached under `LONGCTX_HOME/cache/corpus/` — nothing is
-copied into the repository. A user's own corpus is a folder of `.txt` / `.md` files.
+copied into the repository. A user's own corpus is a folder of documents (text, Markdown, PDF, EPUB, HTML).
 
 This module knows nothing about tokenizers, models or evaluations: it hands out `Document`s.
 """
@@ -21,7 +21,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from core import workspace
+from core import documents, workspace
 from core.errors import LongCtxError
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,6 @@ STDLIB_MODULES = (
     "traceback", "typing", "unittest.case", "unittest.mock", "urllib.parse", "urllib.request",
     "uuid", "warnings", "weakref", "xml.dom.minidom", "xml.etree.ElementTree", "zipfile",
 )  # fmt: skip
-TEXT_SUFFIXES = (".txt", ".md")
 _CACHE_VERSION = 1
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]?$")
 
@@ -82,27 +81,38 @@ def builtin_documents(min_chars: int = 0, *, refresh: bool = False) -> list[Docu
 
 
 def load_folder(path: str | os.PathLike, *, min_chars: int = 0) -> list[Document]:
-    """Every `.txt` / `.md` file under `path` (recursively, sorted by path) as a Document.
+    """Every document under `path` (recursively, sorted by path): text, Markdown, PDF, EPUB
+    and HTML files (`core.documents.SUFFIXES`).
 
     The folder must lie under a root the app may read (the workspace, or a path given on the
     command line via `core.workspace.allow_root`); a relative path is taken from the workspace.
+    A file that cannot be read (a scanned PDF, a damaged book) is left out with a warning in
+    the log, so one bad file does not sink a corpus of hundreds.
 
     Raises:
-        LongCtxError: the folder is missing, not allowed, or holds no text files.
+        LongCtxError: the folder is missing, not allowed, or holds no readable documents.
     """
     root = workspace.resolve_inside(path)
     if not root.is_dir():
         raise LongCtxError(f"corpus folder {str(path)!r} does not exist or is not a folder")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
-    docs = []
+    files = sorted(
+        p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in documents.SUFFIXES
+    )
+    docs, skipped = [], []
     for file in files:
-        text = file.read_text(encoding="utf-8", errors="replace").strip()
+        try:
+            text = documents.read_text(file).strip()
+        except LongCtxError as exc:
+            log.warning("corpus %s: %s; left out", root, exc)
+            skipped.append(str(exc))
+            continue
         if text and len(text) >= min_chars:
             docs.append(Document(str(file.relative_to(root)), text, str(file)))
     if not docs:
         raise LongCtxError(
-            f"corpus folder {str(path)!r} holds no .txt or .md files"
+            f"corpus folder {str(path)!r} holds no documents ({documents.kinds()})"
             + (f" of at least {min_chars} characters" if min_chars else "")
+            + (f"; {len(skipped)} could not be read, e.g. {skipped[0]}" if skipped else "")
         )
     return docs
 

@@ -211,3 +211,76 @@ def browser():
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+# -- documents built in the test (no binary files in the repository) -------------------------
+
+
+def make_pdf(path: Path, pages: list[list[str]]) -> Path:
+    """A PDF whose pages carry these lines of text (Helvetica, one line per row); a page with
+    no lines has no text at all, like a scanned one."""
+
+    def escape(line: str) -> str:
+        return line.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+
+    bodies = {
+        1: b"<< /Type /Catalog /Pages 2 0 R >>",
+        3: b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    }
+    kids = []
+    for n, lines in enumerate(pages):
+        page, content = 4 + 2 * n, 5 + 2 * n
+        rows = " ".join(f"({escape(line)}) Tj T*" for line in lines)
+        stream = f"BT /F1 10 Tf 13 TL 56 740 Td {rows} ET".encode() if lines else b""
+        bodies[page] = (
+            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+            f"/Resources << /Font << /F1 3 0 R >> >> /Contents {content} 0 R >>"
+        ).encode()
+        bodies[content] = b"<< /Length %d >>\nstream\n%s\nendstream" % (len(stream), stream)
+        kids.append(page)
+    refs = " ".join(f"{k} 0 R" for k in kids)
+    bodies[2] = f"<< /Type /Pages /Kids [{refs}] /Count {len(kids)} >>".encode()
+    out, offsets = bytearray(b"%PDF-1.4\n"), {}
+    for num in sorted(bodies):
+        offsets[num] = len(out)
+        out += b"%d 0 obj\n%s\nendobj\n" % (num, bodies[num])
+    xref, size = len(out), max(bodies) + 1
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % size
+    out += b"".join(b"%010d 00000 n \n" % offsets[num] for num in range(1, size))
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (size, xref)
+    path.write_bytes(bytes(out))
+    return path
+
+
+def make_epub(path: Path, chapters: list[tuple[str, str]], spine: list[int] | None = None) -> Path:
+    """An EPUB of (file name, XHTML body) chapters, read in `spine` order (indexes)."""
+    import zipfile
+
+    spine = list(range(len(chapters))) if spine is None else spine
+    items = "".join(
+        f'<item id="c{i}" href="{name.replace(" ", "%20")}" media-type="application/xhtml+xml"/>'
+        for i, (name, _) in enumerate(chapters)
+    )
+    refs = "".join(f'<itemref idref="c{i}"/>' for i in spine)
+    with zipfile.ZipFile(path, "w") as book:
+        book.writestr("mimetype", "application/epub+zip")
+        book.writestr(
+            "META-INF/container.xml",
+            '<?xml version="1.0"?><container version="1.0" '
+            'xmlns="urn:oasis:names:tc:opendocument:xmlns:container"><rootfiles>'
+            '<rootfile full-path="OEBPS/content.opf" media-type="application/oebps-package+xml"/>'
+            "</rootfiles></container>",
+        )
+        book.writestr(
+            "OEBPS/content.opf",
+            '<?xml version="1.0"?><package xmlns="http://www.idpf.org/2007/opf" version="3.0">'
+            f"<manifest>{items}</manifest><spine>{refs}</spine></package>",
+        )
+        for name, body in chapters:
+            book.writestr(
+                f"OEBPS/{name}",
+                '<?xml version="1.0"?><html xmlns="http://www.w3.org/1999/xhtml"><head>'
+                f"<title>{name}</title><style>p {{ margin: 0 }}</style></head>"
+                f"<body>{body}</body></html>",
+            )
+    return path

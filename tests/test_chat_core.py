@@ -36,8 +36,8 @@ def test_read_document_bounds_type_and_size(tmp_path):
     good = tmp_path / "book.md"
     good.write_text("Chapter 1\n\nIt was a dark night.")
     assert chat.read_document(good).startswith("Chapter 1")
-    with pytest.raises(LongCtxError, match="attach a text document"):
-        chat.read_document(tmp_path / "paper.pdf")
+    with pytest.raises(LongCtxError, match="paper.docx: not a document this app reads"):
+        chat.read_document(tmp_path / "paper.docx")
     with pytest.raises(LongCtxError, match="the limit is"):
         chat.read_document(good, max_bytes=10)
 

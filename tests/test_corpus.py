@@ -76,5 +76,5 @@ def test_load_folder_refuses_outside_and_empty_folders(tmp_path, workspace_home)
         load_folder("/etc")
     empty = workspace_home / "datasets" / "empty-corpus"
     empty.mkdir()
-    with pytest.raises(LongCtxError, match="holds no .txt or .md files"):
+    with pytest.raises(LongCtxError, match=r"holds no documents \(.txt, .md"):
         load_folder(empty)

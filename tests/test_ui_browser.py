@@ -10,7 +10,7 @@ import re
 import time
 
 import pytest
-from conftest import start_app
+from conftest import make_pdf, start_app
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from core import workspace
@@ -87,6 +87,43 @@ def test_budget_counts_the_document_against_the_window(app_url, browser):
     page.locator("#chat-input textarea").fill("Summarize.")
     budget.get_by_text("over the window").wait_for(timeout=30000)
     assert "/ 8,192 tokens" in budget.inner_text()
+    page.close()
+
+
+def test_an_uploaded_pdf_becomes_the_document(app_url, browser, tmp_path):
+    lines = [
+        f"Line {i} of the annual report says the harbour earned {i} thousand crowns."
+        for i in range(40)
+    ]
+    pdf = make_pdf(tmp_path / "report.pdf", [lines[:20], lines[20:]])
+    page = browser.new_page()
+    page.goto(app_url)
+    page.get_by_role("tab", name="Chat").click()
+    budget = page.locator("#chat-budget")
+    budget.get_by_text("/ 8,192 tokens").wait_for(timeout=30000)
+    before = int(re.search(r"([\d,]+) / 8,192", budget.inner_text()).group(1).replace(",", ""))
+    page.get_by_text("Long document").click()
+    page.locator("#chat-doc-file input[type=file]").set_input_files(str(pdf))
+    page.wait_for_function(
+        "() => (document.querySelector('#chat-doc-text textarea')?.value || '').includes('Line 39')",
+        timeout=30000,
+    )
+    text = page.locator("#chat-doc-text textarea").input_value()
+    assert text.startswith("Line 0 of the annual report") and "\n\n" in text  # page break kept
+    page.wait_for_function(
+        "([n]) => { const m = (document.querySelector('#chat-budget')?.innerText || '')"
+        ".match(/([\\d,]+) \\/ 8,192 tokens/);"
+        " return m && parseInt(m[1].replace(/,/g, '')) > n + 500; }",
+        arg=[before], timeout=30000,
+    )  # fmt: skip
+    # A scanned PDF has nothing to read: the reason shows, the document already there stays.
+    scan = make_pdf(tmp_path / "scan.pdf", [[]])
+    page.locator("#chat-doc-file").get_by_role("button", name="Clear").click()
+    page.locator("#chat-doc-file input[type=file]").set_input_files(str(scan))
+    toast = page.locator(".toast-body", has_text="no text layer").first
+    toast.wait_for(timeout=30000)
+    assert "scan.pdf" in toast.inner_text() and "OCR" in toast.inner_text()
+    assert "Line 39" in page.locator("#chat-doc-text textarea").input_value()
     page.close()
 
 

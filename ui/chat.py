@@ -16,7 +16,7 @@ from typing import Any
 import gradio as gr
 
 from core import chat as core_chat
-from core import models, space
+from core import documents, models, space
 from core.generation import SamplingParams
 from ui import access, targets
 from ui.common import optional_int, user_errors
@@ -98,10 +98,11 @@ def build(default_model: str = models.EMBEDDED) -> ChatTab:
                 )
         with gr.Column(scale=3):
             with gr.Accordion("Long document (goes before your first message)", open=False):
-                doc_file = gr.File(label="Upload .txt / .md", file_types=[".txt", ".md"],
-                                   type="filepath", height=90)  # fmt: skip
+                doc_file = gr.File(label="Upload .txt, .md, .pdf, .epub or .html",
+                                   file_types=list(documents.SUFFIXES), type="filepath",
+                                   height=90, elem_id="chat-doc-file")  # fmt: skip
                 document = gr.Textbox(label="Document text", lines=5, max_lines=12,
-                                      placeholder="…or paste it here")  # fmt: skip
+                                      placeholder="…or paste it here", elem_id="chat-doc-text")  # fmt: skip
             budget = gr.HTML(elem_id="chat-budget")
             with gr.Row():
                 chat_a = gr.Chatbot(label="Model", height=460, elem_id="chat-a",

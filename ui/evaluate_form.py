@@ -38,7 +38,7 @@ def build() -> dict[str, gr.components.Component]:
     c["note"] = gr.Markdown(NOTES["niah"], elem_classes="preset-note")
     with gr.Group() as c["niah_box"]:
         c["haystack_kind"] = gr.Radio([("Built-in (Python's documentation)", "builtin"),
-                                       ("A folder of .txt/.md files", "folder")],
+                                       ("A folder of documents", "folder")],
                                       value="builtin", label="Haystack")  # fmt: skip
         c["haystack_folder"] = gr.Textbox(label="Haystack folder", visible=False,
                                           placeholder="inside the workspace, e.g. datasets/books")  # fmt: skip

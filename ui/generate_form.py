@@ -49,7 +49,7 @@ def _source() -> dict[str, Any]:
                                         show_label=False, scale=3, elem_id="gen-source-kind")  # fmt: skip
             c["check"] = gr.Button("Count documents", scale=1, size="sm", elem_id="gen-check")
         c["source_path"] = gr.Textbox(label="Folder or file", visible=False, elem_id="gen-source",
-                                      placeholder=".txt / .md files or a .jsonl; relative to the "
+                                      placeholder="documents (.txt .md .pdf .epub .html) or a .jsonl; relative to the "
                                       "workspace; others must be allowed with --allow")  # fmt: skip
         c["source_info"] = gr.Markdown("Press *Count documents* to see how many documents the "
                                        "source has and how long they are.",

@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--haystack",
         default="builtin",
-        help="'builtin' (the installed Python's documentation) or a folder of .txt/.md files",
+        help="'builtin' (the installed Python's documentation) or a folder of documents (.txt, .md, .pdf, .epub, .html)",
     )
     p.add_argument(
         "--template", default=DEFAULT_TEMPLATE, help="user message with {context} and {question}"

@@ -1,7 +1,7 @@
 """Documents in, long contexts out: reading a corpus, sizing contexts in tokens, chunking, clustering.
 
 A source is `builtin` (the standard-library corpus of `core.corpus`, built on the machine) or a
-folder (or single file) of `.txt` / `.md` documents and `.jsonl` files with one document per line
+folder (or single file) of documents (text, Markdown, PDF, EPUB, HTML: `core.documents`) and `.jsonl` files with one document per line
 (`{"text": ..., "title": ...}`). A context is what one training sample is built on, sized to a
 token range: one document (a longer one is cut, on paragraph boundaries, into several contexts;
 a shorter one is skipped), or for heterogeneous questions several similar documents concatenated
@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core import corpus, workspace
+from core import corpus, documents, workspace
 from core.corpus import Document
 from core.errors import LongCtxError
 
@@ -45,7 +45,7 @@ Counter = Callable[[str], int]
 
 
 def load_documents(source: str) -> list[Document]:
-    """The documents of `builtin`, a folder, or one `.txt` / `.md` / `.jsonl` file.
+    """The documents of `builtin`, a folder, or one document or `.jsonl` file.
 
     A folder or file must lie under a root the app may read (see `core.workspace`).
 
@@ -58,21 +58,23 @@ def load_documents(source: str) -> list[Document]:
     if path.is_file():
         if path.suffix.lower() in JSONL_SUFFIXES:
             docs = _jsonl_documents(path, path.parent)
-        elif path.suffix.lower() in corpus.TEXT_SUFFIXES:
-            text = path.read_text(encoding="utf-8", errors="replace").strip()
+        elif path.suffix.lower() in documents.SUFFIXES:
+            text = documents.read_text(path).strip()
             docs = [Document(path.name, text, str(path))] if text else []
         else:
-            raise LongCtxError(f"{source!r} is not a .txt, .md or .jsonl file")
+            raise LongCtxError(f"{source!r} is not a document ({documents.kinds()}) or .jsonl")
     elif path.is_dir():
         docs = []
-        if any(p.suffix.lower() in corpus.TEXT_SUFFIXES for p in path.rglob("*") if p.is_file()):
+        if any(p.suffix.lower() in documents.SUFFIXES for p in path.rglob("*") if p.is_file()):
             docs += corpus.load_folder(path)
         for file in sorted(p for p in path.rglob("*") if p.suffix.lower() in JSONL_SUFFIXES):
             docs += _jsonl_documents(file, path)
     else:
         raise LongCtxError(f"source {source!r} does not exist; give a folder, a file or 'builtin'")
     if not docs:
-        raise LongCtxError(f"source {source!r} holds no .txt, .md or .jsonl documents with text")
+        raise LongCtxError(
+            f"source {source!r} holds no documents with text ({documents.kinds()}, .jsonl)"
+        )
     return docs
 
 
