@@ -80,14 +80,17 @@ def builtin_documents(min_chars: int = 0, *, refresh: bool = False) -> list[Docu
     return [d for d in docs if len(d.text) >= min_chars]
 
 
-def load_folder(path: str | os.PathLike, *, min_chars: int = 0) -> list[Document]:
+def load_folder(
+    path: str | os.PathLike, *, min_chars: int = 0, unreadable: list[str] | None = None
+) -> list[Document]:
     """Every document under `path` (recursively, sorted by path): text, Markdown, PDF, EPUB
     and HTML files (`core.documents.SUFFIXES`).
 
     The folder must lie under a root the app may read (the workspace, or a path given on the
     command line via `core.workspace.allow_root`); a relative path is taken from the workspace.
     A file that cannot be read (a scanned PDF, a damaged book) is left out with a warning in
-    the log, so one bad file does not sink a corpus of hundreds.
+    the log, so one bad file does not sink a corpus of hundreds; pass `unreadable` (a list) to
+    receive the reasons, to show them.
 
     Raises:
         LongCtxError: the folder is missing, not allowed, or holds no readable documents.
@@ -98,7 +101,7 @@ def load_folder(path: str | os.PathLike, *, min_chars: int = 0) -> list[Document
     files = sorted(
         p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in documents.SUFFIXES
     )
-    docs, skipped = [], []
+    docs, skipped = [], [] if unreadable is None else unreadable
     for file in files:
         try:
             text = documents.read_text(file).strip()

@@ -118,10 +118,13 @@ def test_a_corpus_folder_reads_every_kind_and_leaves_out_unreadable_files(tmp_pa
     make_epub(tmp_path / "c-book.epub", [("one.xhtml", "<p>Chapter text.</p>")])
     (tmp_path / "d-notes.txt").write_text("Plain notes.")
     workspace.allow_root(tmp_path)
-    docs = load_folder(tmp_path)
+    unreadable: list[str] = []
+    docs = load_folder(tmp_path, unreadable=unreadable)
     assert [d.title for d in docs] == ["a-log.pdf", "c-book.epub", "d-notes.txt"]
     assert docs[1].text == "Chapter text."
-    assert "b-scan.pdf has no text layer" in caplog.text  # said where, not dropped silently
+    # Said where, not dropped silently: in the log, and to a caller that shows it.
+    assert [r.split(" (")[0] for r in unreadable] == ["b-scan.pdf has no text layer"]
+    assert "b-scan.pdf has no text layer" in caplog.text
     # A synth source can be a single PDF too.
     [single] = sources.load_documents(str(tmp_path / "a-log.pdf"))
     assert single.title == "a-log.pdf" and "lighthouse keeper" in single.text

@@ -96,6 +96,29 @@ def test_dry_run_prices_single_detail_on_the_builtin_corpus(app_url, browser):
     page.close()
 
 
+def test_a_folder_of_pdfs_and_books_is_counted_and_unreadable_files_named(
+    app_url, browser, tmp_path
+):
+    from conftest import make_epub, make_pdf
+
+    from core import workspace
+
+    line = "The harbour master counted ships, tides and storms in a long and careful ledger"
+    make_pdf(tmp_path / "ledger.pdf", [[f"{line} {i}." for i in range(30)]])
+    make_epub(tmp_path / "novel.epub", [("one.xhtml", "<p>" + "A quiet chapter. " * 200 + "</p>")])
+    make_pdf(tmp_path / "scan.pdf", [[]])
+    workspace.allow_root(tmp_path)  # as `python app.py --allow DIR` does
+    page = _open(browser, app_url)
+    page.locator("#gen-source-kind label", has_text="A folder or file").click()
+    _set(page, "gen-source", tmp_path)
+    page.locator("#gen-check").click()
+    info = page.locator("#gen-source-info")
+    info.get_by_text("2 documents").wait_for(timeout=60_000)
+    assert "1 file left out" in info.inner_text()
+    assert "scan.pdf has no text layer" in info.inner_text()
+    page.close()
+
+
 def _requests(status: str) -> tuple[int, int]:
     """(done, total) from the status line, e.g. `running single-detail · 2/6 requests · ...`."""
     found = re.search(r"(\d+)/(\d+) requests", status)

@@ -240,14 +240,20 @@ def source_info(v: dict[str, Any]) -> str:
     """How many documents the source has and how long they are, in the chosen tokenizer."""
     if not source(v).strip():
         return "Type a folder or a file (under the workspace, or allowed with --allow) and press Enter."
-    docs = sources.load_documents(source(v))
+    unreadable: list[str] = []
+    docs = sources.load_documents(source(v), unreadable)
     count = sources.token_counter(jobs.tokenizer((v["tokenizer"] or "").strip()))
     sizes = [count(doc.text) for doc in docs]
     low, high = v["min_tokens"] or 0, v["max_tokens"] or 0
     fit = sum(s >= low for s in sizes)
-    return (
+    text = (
         f"**{len(docs)} documents**, {sum(sizes):,} tokens in all: {min(sizes):,} to "
         f"{max(sizes):,} each (median {statistics.median(sizes):,.0f}). {fit} reach the "
-        f"{low:,}-token minimum" + (f"; longer than {high:,} are cut into several contexts." if
-                                    any(s > high for s in sizes) else ".")
-    )  # fmt: skip
+        f"{low:,}-token minimum"
+    )
+    text += f"; longer than {high:,} are cut into several contexts." if max(sizes) > high else "."
+    if unreadable:
+        more = "; …" if len(unreadable) > 3 else ""
+        files = f"{len(unreadable)} file{'s' if len(unreadable) > 1 else ''}"
+        text += f" **{files} left out:** {'; '.join(unreadable[:3])}{more}"
+    return text

@@ -183,15 +183,16 @@ class SynthJob:
         if self._contexts is not None:
             return self._contexts
         cfg = self.config
-        docs = self._documents
+        docs, unreadable = self._documents, []
         if docs is None:  # read first: a wrong folder fails before a tokenizer is loaded
-            docs = sources.load_documents(cfg.source)
+            docs = sources.load_documents(cfg.source, unreadable)
         if self._tokenizer is None:
             from core.models import load_tokenizer
 
             self._tokenizer = load_tokenizer(cfg.tokenizer)
         self.count = sources.token_counter(self._tokenizer)
         contexts, skipped = self._contexts_of(docs)
+        skipped = unreadable + skipped
         if not contexts:
             why = "; ".join(skipped[:3]) or "no documents"
             raise LongCtxError(

@@ -44,10 +44,11 @@ Counter = Callable[[str], int]
 # Reading documents.
 
 
-def load_documents(source: str) -> list[Document]:
+def load_documents(source: str, unreadable: list[str] | None = None) -> list[Document]:
     """The documents of `builtin`, a folder, or one document or `.jsonl` file.
 
-    A folder or file must lie under a root the app may read (see `core.workspace`).
+    A folder or file must lie under a root the app may read (see `core.workspace`). Files of a
+    folder that cannot be read are left out, their reasons appended to `unreadable`.
 
     Raises:
         LongCtxError: nothing readable there.
@@ -66,7 +67,7 @@ def load_documents(source: str) -> list[Document]:
     elif path.is_dir():
         docs = []
         if any(p.suffix.lower() in documents.SUFFIXES for p in path.rglob("*") if p.is_file()):
-            docs += corpus.load_folder(path)
+            docs += corpus.load_folder(path, unreadable=unreadable)
         for file in sorted(p for p in path.rglob("*") if p.suffix.lower() in JSONL_SUFFIXES):
             docs += _jsonl_documents(file, path)
     else:
