@@ -244,6 +244,26 @@ class LocalBackend:
             # and the trainer as soon as the evaluation stops.
             self.reset()
 
+    def losses(
+        self, prompts: Iterable[Prompt], cancel: threading.Event | None = None
+    ) -> Iterator[tuple[Prompt, list[float], float]]:
+        """`(prompt, NLL of each token after the first, seconds)` for each prompt, in order
+        (`core.evals.perplexity.token_nlls`).
+
+        Raises:
+            Cancelled: `cancel` was set; checked between prompts.
+        """
+        from core.evals.perplexity import token_nlls
+
+        self.reset()  # an answer cache is of no use here: free its memory
+        for prompt in prompts:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()
+            start = time.perf_counter()
+            with self.loaded.lock:
+                nlls = token_nlls(self.loaded.model, prompt.ids)
+            yield prompt, nlls, time.perf_counter() - start
+
     def reset(self) -> None:
         """Drop the cached KV (frees its memory)."""
         self._cache, self._cached = None, []

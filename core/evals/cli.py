@@ -1,8 +1,9 @@
-"""`longctx niah`, `longctx topics`, `longctx passkey` and `longctx eval-diff`.
+"""`longctx niah`, `longctx topics`, `longctx passkey`, `longctx perplexity` and `longctx eval-diff`.
 
 Each evaluation command builds the same config dataclasses the Evaluate tab builds, runs an
 `Evaluation` into a folder (`--out`, or a new `evals/<id>/` in the workspace), prints one line
-per finished cell, and leaves config.json, cells.jsonl and heatmap.html there. Running the same
+per finished cell, and leaves config.json, cells.jsonl and heatmap.html (a figure: for
+perplexity, curves) there. Running the same
 command with the same `--out` again resumes: finished cells are skipped.
 
 This module knows nothing about gradio.
@@ -29,6 +30,7 @@ from core.evals.niah import (
     length_grid,
     parse_numbers,
 )
+from core.evals.perplexity import PerplexityConfig, perplexity_by_length
 from core.evals.procedural import (
     PASSKEY_QUESTION,
     TOPIC_QUESTION,
@@ -36,7 +38,7 @@ from core.evals.procedural import (
     TopicsConfig,
 )
 from core.evals.runner import DEFAULT_SCORERS, Evaluation
-from core.evals.scoring import SCORERS, Scorer
+from core.evals.scoring import PERPLEXITY, SCORERS, Scorer
 from core.models import ModelSpec, add_spec_args, spec_from_args
 
 
@@ -92,8 +94,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_eval)
 
     p = sub.add_parser(
+        "perplexity",
+        help="perplexity against context length, and loss by position (local models)",
+        description="Measure how well the model predicts running text with more and more "
+        "context before it: the first check after changing a RoPE base. Example: longctx "
+        "perplexity --model embedded --rope-theta 1e6 --lengths 2k,8k,16k --windows 2",
+    )
+    _target_args(p)
+    p.add_argument("--lengths", default="1000,2000,4000,8000", help="window lengths in tokens")
+    p.add_argument("--windows", type=int, default=3, help="windows of text per length")
+    p.add_argument(
+        "--source",
+        default="builtin",
+        help="'builtin' (the installed Python's documentation, ~55K tokens) or a folder of long "
+        "documents (.txt, .md, .pdf, .epub, .html)",
+    )
+    p.add_argument("--out", help="result folder (default: a new evals/<id>/ in the workspace)")
+    p.add_argument("--png", action="store_true", help="also export heatmap.png (needs kaleido)")
+    p.set_defaults(func=_run_eval)
+
+    p = sub.add_parser(
         "eval-diff",
-        help="difference heatmap of two NIAH/passkey runs (tuned minus base)",
+        help="tuned minus base: a difference heatmap (NIAH, passkey) or both curves (perplexity)",
     )
     p.add_argument("base", help="the base model's evaluation folder")
     p.add_argument("tuned", help="the tuned model's evaluation folder")
@@ -102,7 +124,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def command_for(
-    task: NiahConfig | TopicsConfig | PasskeyConfig,
+    task: NiahConfig | TopicsConfig | PasskeyConfig | PerplexityConfig,
     target: Target,
     scorer: Scorer | None = None,
     out: str | None = None,
@@ -215,6 +237,8 @@ def _target(args: argparse.Namespace) -> Target:
 
 
 def _scorer(args: argparse.Namespace) -> Scorer:
+    if args.command == PERPLEXITY:
+        return Scorer(PERPLEXITY)
     judge = None
     if args.scorer == "judge" and (args.judge_base_url or args.judge_model):
         judge = Endpoint(args.judge_base_url or "", args.judge_model or "", args.judge_api_key)
@@ -272,11 +296,21 @@ def _passkey_task(args: argparse.Namespace) -> PasskeyConfig:
     )
 
 
-def task_from_args(args: argparse.Namespace) -> NiahConfig | TopicsConfig | PasskeyConfig:
+def _perplexity_task(args: argparse.Namespace) -> PerplexityConfig:
+    source = "builtin"
+    if args.source != "builtin":
+        source = str(Path(args.source).expanduser().resolve())
+        workspace.allow_root(source)
+    return PerplexityConfig(lengths=args.lengths, windows=args.windows, source=source)
+
+
+def task_from_args(
+    args: argparse.Namespace,
+) -> NiahConfig | TopicsConfig | PasskeyConfig | PerplexityConfig:
     """The task config an evaluation command's arguments describe."""
-    return {"niah": _niah_task, "topics": _topics_task, "passkey": _passkey_task}[args.command](
-        args
-    )
+    make = {"niah": _niah_task, "topics": _topics_task, "passkey": _passkey_task,
+            "perplexity": _perplexity_task}  # fmt: skip
+    return make[args.command](args)
 
 
 def _run_eval(args: argparse.Namespace) -> int:
@@ -291,6 +325,8 @@ def _run(task, args: argparse.Namespace) -> int:
         f"{len(task.cell_keys()) - len(pending)} already done, in {evaluation.path}",
         flush=True,
     )
+    if task.kind == PERPLEXITY:
+        return _report_perplexity(evaluation, args)
     for cell in evaluation.run():
         score = "n/a " if cell["score"] is None else f"{cell['score']:.2f}"
         print(
@@ -311,12 +347,41 @@ def _run(task, args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_perplexity(evaluation: Evaluation, args: argparse.Namespace) -> int:
+    for cell in evaluation.run():
+        print(
+            f"{cell['key']:<16} {cell['prompt_tokens']:>7} tokens  perplexity {cell['ppl']:9.3f}  "
+            f"{cell['seconds']:6.1f}s",
+            flush=True,
+        )
+    for length, (ppl, windows) in perplexity_by_length(evaluation.cells()).items():
+        print(f"{length:>8,} tokens: perplexity {ppl:.3f} over {windows} windows", flush=True)
+    print(f"{evaluation.path / results.HEATMAP_FILE}", flush=True)
+    if args.png:
+        path = plots.export(evaluation.figure(), evaluation.path / "heatmap.png")
+        print(f"wrote {path}", flush=True)
+    return 0
+
+
 def _run_diff(args: argparse.Namespace) -> int:
     base, tuned = results.read_config(args.base), results.read_config(args.tuned)
+    labels = (base.get("label") or "base", tuned.get("label") or "tuned")
+    if PERPLEXITY in (base.get("kind"), tuned.get("kind")):
+        if base.get("kind") != tuned.get("kind"):
+            raise ConfigError("compare a perplexity evaluation with another perplexity evaluation")
+        fig = plots.perplexity(
+            {
+                labels[0]: (results.read_cells(args.base), base.get("window")),
+                labels[1]: (results.read_cells(args.tuned), tuned.get("window")),
+            },
+            title=f"Perplexity: {labels[0]} vs. {labels[1]}",
+        )
+        print(f"wrote {plots.export(fig, args.output)}", flush=True)
+        return 0
     fig = plots.diff_heatmap(
         results.read_cells(args.base),
         results.read_cells(args.tuned),
-        labels=(base.get("label") or "base", tuned.get("label") or "tuned"),
+        labels=labels,
         window=tuned.get("window"),
     )
     path = plots.export(fig, args.output)

@@ -1,4 +1,5 @@
-"""Plotly figures from evaluation cells: NIAH heatmap, base-vs-tuned difference, topic accuracy.
+"""Plotly figures from evaluation cells: NIAH heatmap, base-vs-tuned difference, topic accuracy,
+perplexity curves.
 
 Every figure is built from plain cell records (the lines of cells.jsonl), so the UI can redraw
 it after each finished cell and watch the grid fill in; cells not finished yet stay blank.
@@ -22,6 +23,7 @@ from core.errors import LongCtxError
 # Red (0) -> yellow (0.5) -> green (1), the colours of the paper's Figure 1.
 SCORE_COLORS = [[0.0, "#d73027"], [0.5, "#fee08b"], [1.0, "#1a9850"]]
 DIFF_COLORS = [[0.0, "#d73027"], [0.5, "#f7f7f7"], [1.0, "#1a9850"]]
+PALETTE = ["#4f46e5", "#059669", "#d97706", "#dc2626", "#0891b2", "#7c3aed"]
 
 
 def _tokens_label(n: float) -> str:
@@ -223,6 +225,70 @@ def topic_accuracy(runs: dict[str, Iterable[dict[str, Any]]], *, x: str = "token
     fig.update_xaxes(title="context length (tokens)" if x == "tokens" else "number of topics")
     fig.update_yaxes(title="accuracy", range=[-0.05, 1.05])
     fig.update_layout(title="Topic retrieval", template="plotly_white")
+    return fig
+
+
+def perplexity(
+    runs: dict[str, tuple[Iterable[dict[str, Any]], int | None]], *, title: str = "Perplexity"
+) -> Any:
+    """Perplexity against context length (left) and loss by position in the longest measured
+    window (right), one line per run (e.g. base and tuned), each run's window marked.
+
+    Args:
+        runs: {label: (cells, the model's window or None)}.
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from core.evals.perplexity import perplexity_by_length, position_losses
+
+    fig = make_subplots(
+        rows=1, cols=2, horizontal_spacing=0.1,
+        subplot_titles=("perplexity by context length", "loss by position (longest length)"),
+    )  # fmt: skip
+    windows, lengths = set(), set()
+    for n, (label, (cells, window)) in enumerate(runs.items()):
+        cells = list(cells)
+        color = PALETTE[n % len(PALETTE)]
+        by_length = perplexity_by_length(cells)
+        lengths.update(by_length)
+        fig.add_trace(
+            go.Scatter(
+                x=list(by_length), y=[ppl for ppl, _ in by_length.values()], mode="lines+markers",
+                name=label, legendgroup=label, line={"color": color},
+                customdata=[w for _, w in by_length.values()],
+                hovertemplate="%{x:,} tokens<br>perplexity %{y:.2f}<br>over %{customdata} windows"
+                "<extra>" + label + "</extra>",
+            ),
+            row=1, col=1,
+        )  # fmt: skip
+        positions = position_losses(cells)
+        if positions:
+            length, xs, ys = positions
+            fig.add_trace(
+                go.Scatter(
+                    x=xs, y=ys, mode="lines+markers", name=label, legendgroup=label,
+                    showlegend=False, line={"color": color},
+                    hovertemplate="tokens %{x:,} of " + f"{length:,}" + "<br>mean loss %{y:.3f}"
+                    "<extra>" + label + "</extra>",
+                ),
+                row=1, col=2,
+            )  # fmt: skip
+        if window:
+            windows.add(window)
+    for window in sorted(windows):
+        # Named once, on the linear panel: plotly places annotations on a log axis by log10(x).
+        fig.add_vline(x=window, line_dash="dash", line_color="#333", row=1, col=1)
+        fig.add_vline(x=window, line_dash="dash", line_color="#333", row=1, col=2,
+                      annotation_text=f"window {_tokens_label(window)}",
+                      annotation_position="bottom right")  # fmt: skip
+    ticks = sorted(lengths)
+    fig.update_xaxes(title="context length (tokens)", type="log", row=1, col=1, tickvals=ticks,
+                     ticktext=[_tokens_label(t) for t in ticks])  # fmt: skip
+    fig.update_yaxes(title="perplexity", type="log", row=1, col=1)
+    fig.update_xaxes(title="position in the window (tokens)", row=1, col=2)
+    fig.update_yaxes(title="mean loss (nats)", row=1, col=2)
+    fig.update_layout(title=title, template="plotly_white", margin={"t": 80})
     return fig
 
 

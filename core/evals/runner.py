@@ -23,13 +23,16 @@ from core.errors import ConfigError, LongCtxError
 from core.evals import plots, results
 from core.evals.backends import Cancelled, Endpoint, Target, open_backend
 from core.evals.niah import NiahConfig
+from core.evals.perplexity import PerplexityConfig, cell_fields
 from core.evals.procedural import PasskeyConfig, TopicsConfig
-from core.evals.scoring import Scorer
+from core.evals.scoring import PERPLEXITY, Scorer
 from core.models import ModelSpec
 
-TaskConfig = NiahConfig | TopicsConfig | PasskeyConfig
-TASKS: dict[str, type] = {"niah": NiahConfig, "topics": TopicsConfig, "passkey": PasskeyConfig}
-DEFAULT_SCORERS = {"niah": "rouge_l", "topics": "exact", "passkey": "exact"}
+TaskConfig = NiahConfig | TopicsConfig | PasskeyConfig | PerplexityConfig
+TASKS: dict[str, type] = {"niah": NiahConfig, "topics": TopicsConfig, "passkey": PasskeyConfig,
+                          "perplexity": PerplexityConfig}  # fmt: skip
+DEFAULT_SCORERS = {"niah": "rouge_l", "topics": "exact", "passkey": "exact",
+                   "perplexity": PERPLEXITY}  # fmt: skip
 Progress = Callable[[int, int, "dict[str, Any] | None"], None]
 
 
@@ -37,7 +40,8 @@ class Evaluation:
     """An evaluation folder and what fills it.
 
     Args:
-        task: what to ask (`NiahConfig`, `TopicsConfig` or `PasskeyConfig`).
+        task: what to ask (`NiahConfig`, `TopicsConfig`, `PasskeyConfig`), or what to measure
+            (`PerplexityConfig`: a local model only).
         target: who answers.
         scorer: how answers are scored (default: ROUGE-L for NIAH, exact for the others).
         out: the folder; default a new `evals/<id>/` in the workspace. A folder that already
@@ -47,7 +51,7 @@ class Evaluation:
         backend: an already open backend (tests and benchmarks); overrides `target`'s loading.
 
     Raises:
-        LongCtxError: `out` holds a different evaluation.
+        LongCtxError: `out` holds a different evaluation; perplexity of an endpoint.
     """
 
     def __init__(
@@ -62,6 +66,17 @@ class Evaluation:
     ):
         self.task, self.target = task, target
         self.scorer = scorer or Scorer(DEFAULT_SCORERS[task.kind])
+        if (task.kind == PERPLEXITY) != (self.scorer.kind == PERPLEXITY):
+            raise LongCtxError(
+                f"a {task.kind} evaluation cannot be scored by {self.scorer.kind}"
+                if task.kind != PERPLEXITY
+                else "perplexity is measured from the model's own probabilities, not scored"
+            )
+        if task.kind == PERPLEXITY and target.endpoint is not None:
+            raise LongCtxError(
+                "perplexity needs the model's probabilities of every token, which a chat "
+                "endpoint does not return: evaluate the model locally"
+            )
         self.models, self._backend = models, backend
         self.path = results.eval_folder(out, task.kind, target.slug)
         self.record = self._prepare()
@@ -160,19 +175,12 @@ class Evaluation:
             self._backend = backend
             self._note_window(backend)
             prompts = self.task.prompts(backend.tokenizer, skip=self.log.keys)
-            question = getattr(self.task, "question", "")
-            for prompt, reply in backend.answers(prompts, self.task.max_new_tokens, cancel):
-                cell = {
-                    "key": prompt.key,
-                    **prompt.info,
-                    "answer": reply.text,
-                    **self.scorer.score(reply.text, prompt.info["expected"], question),
-                    "prompt_tokens": reply.prompt_tokens,
-                    "completion_tokens": reply.completion_tokens,
-                    "reused_tokens": reply.reused_tokens,
-                    "seconds": round(reply.seconds, 3),
-                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                }
+            cells = (
+                self._measured(backend, prompts, cancel)
+                if self.task.kind == PERPLEXITY
+                else self._answered(backend, prompts, cancel)
+            )
+            for cell in cells:
                 self.log.append(cell)
                 done += 1
                 if progress:
@@ -182,6 +190,34 @@ class Evaluation:
             return
         finally:
             self.render()
+
+    def _answered(self, backend: Any, prompts: Any, cancel: Any) -> Iterator[dict[str, Any]]:
+        """The cells of a task that asks questions: each answer, scored."""
+        question = getattr(self.task, "question", "")
+        for prompt, reply in backend.answers(prompts, self.task.max_new_tokens, cancel):
+            yield {
+                "key": prompt.key,
+                **prompt.info,
+                "answer": reply.text,
+                **self.scorer.score(reply.text, prompt.info["expected"], question),
+                "prompt_tokens": reply.prompt_tokens,
+                "completion_tokens": reply.completion_tokens,
+                "reused_tokens": reply.reused_tokens,
+                "seconds": round(reply.seconds, 3),
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            }
+
+    def _measured(self, backend: Any, prompts: Any, cancel: Any) -> Iterator[dict[str, Any]]:
+        """The cells of a perplexity evaluation: each window's token NLLs, summarised."""
+        for prompt, nlls, seconds in backend.losses(prompts, cancel):
+            yield {
+                "key": prompt.key,
+                **_without(prompt.info, ("expected",)),
+                "prompt_tokens": len(prompt.ids),
+                **cell_fields(nlls),
+                "seconds": round(seconds, 3),
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            }
 
     def run_all(
         self, progress: Progress | None = None, cancel: threading.Event | None = None
@@ -230,10 +266,15 @@ _TITLES = {"niah": "Needle in a haystack", "passkey": "Passkey"}
 
 def figure_from(record: dict[str, Any], cells: list[dict[str, Any]], x: str = "tokens") -> Any:
     """The figure of an evaluation from its config.json record and its cells: a heatmap
-    (NIAH, passkey; unfinished cells blank) or an accuracy plot (topics, against `x`)."""
+    (NIAH, passkey; unfinished cells blank), an accuracy plot (topics, against `x`) or
+    perplexity curves."""
     label = record.get("label") or "evaluation"
     if record.get("kind") == "topics":
         return plots.topic_accuracy({label: cells}, x=x)
+    if record.get("kind") == PERPLEXITY:
+        return plots.perplexity(
+            {label: (cells, record.get("window"))}, title=f"Perplexity: {label}"
+        )
     task = record.get("task", {})
     title = f"{_TITLES.get(record.get('kind'), 'Evaluation')}: {label}"
     return plots.heatmap(cells, lengths=task.get("lengths"), depths=task.get("depths"),

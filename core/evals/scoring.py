@@ -19,6 +19,8 @@ from core.evals.backends import Endpoint
 from core.openai_compat import create_chat_completion
 
 SCORERS = ("rouge_l", "keywords", "exact", "judge")
+PERPLEXITY = "perplexity"
+"""Not a scorer of answers: perplexity evaluations measure the model's own token probabilities."""
 SCORER_HELP = {
     "rouge_l": "ROUGE-L recall: the share of the expected answer's words the answer contains "
     "in order (no API needed)",
@@ -106,7 +108,7 @@ class Scorer:
         if isinstance(self.judge, dict):
             self.judge = Endpoint(**self.judge)
         problems = []
-        if self.kind not in SCORERS:
+        if self.kind not in (*SCORERS, PERPLEXITY):
             problems.append(f"scorer must be one of {', '.join(SCORERS)}, got {self.kind!r}")
         if self.kind == "judge" and self.judge is None:
             problems.append("the judge scorer needs an endpoint: base URL and model name")
@@ -129,6 +131,8 @@ class Scorer:
             return {"score": round(keyword_recall(answer, expected), 4)}
         if self.kind == "exact":
             return {"score": exact_match(answer, expected)}
+        if self.kind == PERPLEXITY:
+            raise LongCtxError("perplexity is measured from the model, not scored from answers")
         grade, reply = self.grade(answer, expected, question)
         if grade is None:
             return {"score": None, "grade": None, "judge_reply": reply[:500]}
