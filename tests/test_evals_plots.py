@@ -7,6 +7,7 @@ import math
 import pytest
 
 from core.errors import LongCtxError
+from core.evals import plots
 from core.evals.plots import (
     _column_position,
     diff_heatmap,
@@ -89,3 +90,28 @@ def test_html_export_is_self_contained(tmp_path):
 def test_png_export_through_local_chromium(tmp_path):
     path = export(heatmap(CELLS), tmp_path / "h.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _ppl_cells(lengths, nll):
+    return [
+        {"key": f"L{n}-W0", "length": n, "window": 0, "tokens": n - 1, "nll": nll + n / 1e4,
+         "position_nll": [nll] * 8}
+        for n in lengths
+    ]  # fmt: skip
+
+
+def test_perplexity_curves_per_run_with_the_window_marked_only_when_passed():
+    fig = plots.perplexity(
+        {
+            "base": (_ppl_cells([1000, 4000, 16000], 2.0), 8192),
+            "tuned": (_ppl_cells([1000, 4000], 1.5), 8192),
+        }  # fmt: skip
+    )
+    by_length = [t for t in fig.data if t.showlegend is not False]
+    assert [t.name for t in by_length] == ["base", "tuned"]
+    assert list(by_length[0].x) == [1000, 4000, 16000]
+    assert by_length[0].y[0] == pytest.approx(math.exp(2.1))
+    assert len(fig.data) == 4  # and a loss-by-position line each
+    assert [s.x0 for s in fig.layout.shapes] == [8192, 8192]  # 16K went past the 8K window
+    short = plots.perplexity({"base": (_ppl_cells([1000, 4000], 2.0), 8192)})
+    assert not short.layout.shapes  # nothing measured past it: no line squashing the curve

@@ -3,17 +3,19 @@
 Runs a 2 x 2 needle-in-a-haystack grid on the embedded model from the tab, watches the heatmap
 fill in while cells arrive, checks the cells on disk, then reloads the page: the job re-attaches,
 the evaluation is listed with its heatmap, Resume finds every cell already done, and the
-heatmap exports as HTML. Skipped (with the reason) where /usr/bin/chromium is not installed.
+heatmap exports as HTML. Perplexity of the base and of a RoPE override, compared as curves. Skipped (with the reason) where /usr/bin/chromium is not installed.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 SHOTS = Path(tempfile.gettempdir()) / "longctx-shots"
@@ -139,4 +141,83 @@ def test_niah_heatmap_fills_in_live_and_comes_back_after_reload(app_url, browser
     status.locator(".run-badge", has_text="stopped").wait_for(timeout=60000)
     assert "Run the same folder again to resume" in status.inner_text()
     assert len((workspace_home / "evals" / EVAL_ID / "cells.jsonl").read_text().splitlines()) < 6
+    page.close()
+
+
+def _pick(page, selector: str, text: str) -> None:
+    box = page.locator(f"{selector} input")
+    box.click()
+    page.get_by_role("option", name=re.compile(re.escape(text))).first.click()
+
+
+def _run_to_completion(page, eval_id: str) -> None:
+    page.locator("#eval-run").click()
+    status = page.locator("#eval-status")
+    try:
+        page.wait_for_function(
+            "([id]) => { const s = document.querySelector('#eval-status');"
+            " return s && s.querySelector('b')?.innerText === id"
+            " && s.querySelector('.run-badge')?.innerText === 'completed'; }",
+            arg=[eval_id], timeout=150000,
+        )  # fmt: skip
+    except PlaywrightTimeout:
+        pytest.fail(f"{status.inner_text()}\n{_server_side()}")
+
+
+def test_perplexity_curves_of_the_base_and_a_rope_override(app_url, browser, workspace_home):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(app_url)
+    page.get_by_role("tab", name="Evaluate").click()
+    page.locator("#eval-task label", has_text="Perplexity").click()
+    page.locator("#eval-windows").wait_for(timeout=10000)
+    assert not page.locator("#eval-depths").is_visible()  # no needle, no scorer
+    assert not page.locator("#eval-scorer").is_visible()
+    assert page.get_by_text("Text to read").is_visible()
+    _fill(page, "#eval-lengths", "200,400")
+    _fill(page, "#eval-windows", "1")
+    _fill(page, "#eval-out", "ui-ppl")
+    page.wait_for_function(
+        "() => (document.querySelector('#eval-command textarea')?.value || '')"
+        ".includes('--windows 1 --out')",
+        timeout=20000,
+    )
+    command = page.locator("#eval-command textarea").input_value()
+    assert command.startswith("longctx perplexity --model embedded --lengths 200,400"), command
+    assert "2 cells" in page.locator("#eval-plan").inner_text()
+    _run_to_completion(page, "ui-ppl")
+    page.wait_for_function(
+        "() => { const p = document.querySelector('#eval-live .js-plotly-plot');"
+        " return p && p.data && p.data[0].x.length === 2; }",
+        timeout=20000,
+    )
+
+    # The same text read with a RoPE base the model was not trained on.
+    _fill(page, "#eval-rope-theta", "50")
+    _fill(page, "#eval-out", "ui-ppl-rope")
+    page.wait_for_function(
+        "() => (document.querySelector('#eval-command textarea')?.value || '').includes('--rope-theta 50')",
+        timeout=20000,
+    )
+    _run_to_completion(page, "ui-ppl-rope")
+    _pick(page, "#eval-pick", "ui-ppl-rope")
+    summary = page.locator("#eval-summary")
+    summary.get_by_text("400 tokens: perplexity").wait_for(timeout=20000)
+
+    page.get_by_text("Compare two evaluations").click()
+    _pick(page, "#eval-base", "ui-ppl ·")
+    _pick(page, "#eval-tuned", "ui-ppl-rope")
+    page.locator("#eval-compare").click()
+    page.wait_for_function(
+        "() => { const p = document.querySelector('#eval-diff .js-plotly-plot');"
+        " return p && p.data && p.data.length === 4; }",
+        timeout=20000,
+    )  # two runs x (perplexity by length, loss by position)
+    curves = page.evaluate(
+        "() => document.querySelector('#eval-diff .js-plotly-plot').data"
+        ".filter(t => t.showlegend !== false).map(t => [t.name, t.y])"
+    )
+    (base_name, base_ppl), (rope_name, rope_ppl) = curves
+    assert "rope" in rope_name and "rope" not in base_name, curves
+    assert all(r > b for r, b in zip(rope_ppl, base_ppl, strict=True)), curves
+    page.screenshot(path=str(SHOTS / "evaluate-perplexity.png"), full_page=True)
     page.close()

@@ -1,4 +1,5 @@
-"""Evaluate tab: Needle-in-a-Haystack grids, topic and passkey retrieval, base-vs-tuned diffs.
+"""Evaluate tab: Needle-in-a-Haystack grids, topic and passkey retrieval, perplexity against
+context length, base-vs-tuned comparisons.
 
 Left: the model under test (ui/targets.py) and the task, grid and scorer (ui/evaluate_form.py).
 Right: Run / Stop, the live heatmap that fills in as cells finish, and the equivalent
@@ -42,7 +43,7 @@ def build() -> targets.TargetControls:
                 run = gr.Button("Run", variant="primary", elem_id="eval-run")
                 stop = gr.Button("Stop", variant="stop", elem_id="eval-stop")
             status = gr.HTML(jobs.status_html(None), elem_id="eval-status")
-            live = gr.Plot(label="Live heatmap (cells fill in as they finish)", elem_id="eval-live")
+            live = gr.Plot(label="Live figure (fills in as cells finish)", elem_id="eval-live")
             first = NiahConfig()  # what the form shows before any change
             command = gr.Textbox(shlex.join(evals_cli.command_for(first, Target(ModelSpec()))),
                                  label="The same evaluation from the command line",

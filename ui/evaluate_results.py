@@ -2,8 +2,8 @@
 
 Everything is read from the evaluation folders (`core.evals.results`), never from memory, so a
 reload, a restart or a second browser shows the same list. Figures come from `core.evals.plots`:
-the heatmap for NIAH and passkey, the accuracy curve for topic retrieval, the tuned-minus-base
-difference heatmap (or both accuracy curves) for a comparison. Exports are written into the
+the heatmap for NIAH and passkey, the accuracy curve for topic retrieval, perplexity curves, the
+tuned-minus-base difference heatmap (or both curves) for a comparison. Exports are written into the
 evaluation folder and offered for download.
 """
 
@@ -19,6 +19,7 @@ import gradio as gr
 from core import workspace
 from core.errors import LongCtxError
 from core.evals import plots, results, runner
+from core.evals.perplexity import perplexity_by_length
 from ui.common import user_errors
 
 
@@ -74,10 +75,16 @@ def summary(eval_id: str | None) -> str:
         return "No evaluation picked."
     path = folder(eval_id)
     config, cells = results.read_config(path), results.read_cells(path)
+    head = f"**{config.get('kind')}** · {config.get('label')} · {len(cells)}/{config.get('total')} cells"
+    if config.get("kind") == "perplexity":
+        by_length = perplexity_by_length(cells)
+        result = " · ".join(
+            f"{n:,} tokens: perplexity **{p:.2f}**" for n, (p, _) in by_length.items()
+        )
+        return f"{head} · {result or 'nothing measured yet'} · `{workspace.shown(path)}`"
     mean = plots.mean_score(cells)
     mean_text = "n/a" if mean != mean else f"{mean:.3f}"
-    return (f"**{config.get('kind')}** · {config.get('label')} · {len(cells)}/"
-            f"{config.get('total')} cells · mean score **{mean_text}** · scorer "
+    return (f"{head} · mean score **{mean_text}** · scorer "
             f"{config.get('scorer', {}).get('kind')} · `{workspace.shown(path)}`")  # fmt: skip
 
 
@@ -99,20 +106,10 @@ def show(eval_id: str | None, x: str) -> list[Any]:
 
 
 def compare(base_id: str, tuned_id: str, x: str = "tokens") -> Any:
-    """Tuned minus base heatmap for two grid evaluations; both accuracy curves for two topic ones."""
+    """Tuned minus base for two grids; both curves for two topic or perplexity evaluations."""
     if not base_id or not tuned_id:
         raise LongCtxError("pick both a base and a tuned evaluation to compare")
-    a, b = results.read_config(folder(base_id)), results.read_config(folder(tuned_id))
-    labels = (a.get("label") or base_id, b.get("label") or tuned_id)
-    if labels[0] == labels[1]:  # same model twice (another grid, say): name them by role
-        labels = ("base", "tuned")
-    cells_a, cells_b = results.read_cells(folder(base_id)), results.read_cells(folder(tuned_id))
-    topics = [a.get("kind") == "topics", b.get("kind") == "topics"]
-    if all(topics):
-        return plots.topic_accuracy({labels[0]: cells_a, labels[1]: cells_b}, x=x)
-    if any(topics):
-        raise LongCtxError("compare two grid evaluations (NIAH, passkey) or two topic ones")
-    return plots.diff_heatmap(cells_a, cells_b, labels=labels, window=b.get("window"))
+    return runner.compare_figure(folder(base_id), folder(tuned_id), x)
 
 
 def export(fig: Any, path: Path) -> Any:
@@ -146,7 +143,7 @@ def build() -> ResultsPanel:
             download = gr.File(
                 label="Download", interactive=False, visible=False, elem_id="eval-file"
             )
-    with gr.Accordion("Compare two evaluations (tuned minus base)", open=False):
+    with gr.Accordion("Compare two evaluations (base vs. tuned)", open=False):
         with gr.Row():
             base = gr.Dropdown(choices, value=None, label="Base", elem_id="eval-base")
             tuned = gr.Dropdown(choices, value=None, label="Tuned", elem_id="eval-tuned")
@@ -154,7 +151,7 @@ def build() -> ResultsPanel:
             diff_btn = gr.Button("Compare", variant="primary", elem_id="eval-compare")
             diff_png = gr.Button("Export PNG", size="sm")
             diff_html = gr.Button("Export HTML", size="sm")
-        diff = gr.Plot(label="Difference", elem_id="eval-diff")
+        diff = gr.Plot(label="Comparison", elem_id="eval-diff")
         diff_file = gr.File(label="Download", interactive=False, visible=False)
     panel = ResultsPanel(pick, info, view, x_axis, resume, base, tuned)
 

@@ -37,7 +37,7 @@ from core.evals.procedural import (
     PasskeyConfig,
     TopicsConfig,
 )
-from core.evals.runner import DEFAULT_SCORERS, Evaluation
+from core.evals.runner import DEFAULT_SCORERS, Evaluation, compare_figure
 from core.evals.scoring import PERPLEXITY, SCORERS, Scorer
 from core.models import ModelSpec, add_spec_args, spec_from_args
 
@@ -364,26 +364,6 @@ def _report_perplexity(evaluation: Evaluation, args: argparse.Namespace) -> int:
 
 
 def _run_diff(args: argparse.Namespace) -> int:
-    base, tuned = results.read_config(args.base), results.read_config(args.tuned)
-    labels = (base.get("label") or "base", tuned.get("label") or "tuned")
-    if PERPLEXITY in (base.get("kind"), tuned.get("kind")):
-        if base.get("kind") != tuned.get("kind"):
-            raise ConfigError("compare a perplexity evaluation with another perplexity evaluation")
-        fig = plots.perplexity(
-            {
-                labels[0]: (results.read_cells(args.base), base.get("window")),
-                labels[1]: (results.read_cells(args.tuned), tuned.get("window")),
-            },
-            title=f"Perplexity: {labels[0]} vs. {labels[1]}",
-        )
-        print(f"wrote {plots.export(fig, args.output)}", flush=True)
-        return 0
-    fig = plots.diff_heatmap(
-        results.read_cells(args.base),
-        results.read_cells(args.tuned),
-        labels=labels,
-        window=tuned.get("window"),
-    )
-    path = plots.export(fig, args.output)
+    path = plots.export(compare_figure(args.base, args.tuned), args.output)
     print(f"wrote {path}", file=sys.stdout, flush=True)
     return 0

@@ -203,7 +203,7 @@ class Haystack:
 
     @classmethod
     def from_source(cls, tokenizer: Any, source: str, n_tokens: int) -> Haystack:
-        """`source` is `builtin` or a folder of .txt/.md files; repeated to reach `n_tokens`."""
+        """`source` is `builtin` or a folder of documents; repeated to reach `n_tokens`."""
         from core.corpus import builtin_documents, joined_text, load_folder
 
         docs = builtin_documents() if source == BUILTIN else load_folder(source)
@@ -288,7 +288,7 @@ class NiahConfig:
     answer: str = DEFAULT_ANSWER
     """The expected answer the scorer compares with."""
     haystack: str = BUILTIN
-    """`builtin` (the installed Python's documentation) or a folder of .txt/.md files."""
+    """`builtin` (the installed Python's documentation) or a folder of documents."""
     template: str = DEFAULT_TEMPLATE
     """The user message; `{context}` becomes the haystack, `{question}` the question."""
     max_new_tokens: int = 64
@@ -308,7 +308,7 @@ class NiahConfig:
             problems.append("template must contain {context} once and {question}")
         if self.haystack != BUILTIN and not Path(str(self.haystack or "")).expanduser().is_dir():
             problems.append(
-                f"haystack {self.haystack!r} is neither 'builtin' nor a folder of .txt/.md files"
+                f"haystack {self.haystack!r} is neither 'builtin' nor a folder of documents"
             )
         check_max_new_tokens(self.max_new_tokens, problems)
         if problems:

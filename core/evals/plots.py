@@ -243,7 +243,7 @@ def perplexity(
     from core.evals.perplexity import perplexity_by_length, position_losses
 
     fig = make_subplots(
-        rows=1, cols=2, horizontal_spacing=0.1,
+        rows=1, cols=2, horizontal_spacing=0.16,
         subplot_titles=("perplexity by context length", "loss by position (longest length)"),
     )  # fmt: skip
     windows, lengths = set(), set()
@@ -276,7 +276,9 @@ def perplexity(
             )  # fmt: skip
         if window:
             windows.add(window)
-    for window in sorted(windows):
+    # A window is marked where the text went past it; a line far right of every point would
+    # only squash the curves to the left.
+    for window in sorted(w for w in windows if lengths and w < max(lengths)):
         # Named once, on the linear panel: plotly places annotations on a log axis by log10(x).
         fig.add_vline(x=window, line_dash="dash", line_color="#333", row=1, col=1)
         fig.add_vline(x=window, line_dash="dash", line_color="#333", row=1, col=2,

@@ -281,6 +281,41 @@ def figure_from(record: dict[str, Any], cells: list[dict[str, Any]], x: str = "t
                          window=record.get("window"), title=title)  # fmt: skip
 
 
+def compare_figure(
+    base: str | os.PathLike, tuned: str | os.PathLike, x: str = "tokens", labels: tuple = ()
+) -> Any:
+    """Two evaluation folders against each other: the tuned-minus-base heatmap of two grids
+    (NIAH, passkey), or both curves of two topic or two perplexity evaluations.
+
+    Args:
+        labels: the two legend names; default each evaluation's label (or base and tuned, when
+            both name the same model).
+
+    Raises:
+        LongCtxError: the two are of kinds that do not compare.
+    """
+    a, b = results.read_config(base), results.read_config(tuned)
+    if not labels:
+        labels = (a.get("label") or "base", b.get("label") or "tuned")
+        if labels[0] == labels[1]:  # the same model twice (another grid, say): name the roles
+            labels = ("base", "tuned")
+    cells_a, cells_b = results.read_cells(base), results.read_cells(tuned)
+    kinds = {a.get("kind"), b.get("kind")}
+    if kinds == {"topics"}:
+        return plots.topic_accuracy({labels[0]: cells_a, labels[1]: cells_b}, x=x)
+    if kinds == {PERPLEXITY}:
+        return plots.perplexity(
+            {labels[0]: (cells_a, a.get("window")), labels[1]: (cells_b, b.get("window"))},
+            title=f"Perplexity: {labels[0]} vs. {labels[1]}",
+        )
+    if kinds & {"topics", PERPLEXITY}:
+        raise LongCtxError(
+            "compare two evaluations of the same kind: two grids (NIAH, passkey), two topic "
+            "retrievals or two perplexity measurements"
+        )
+    return plots.diff_heatmap(cells_a, cells_b, labels=labels, window=b.get("window"))
+
+
 def folder_figure(path: str | os.PathLike, x: str = "tokens") -> Any:
     """The figure of an evaluation folder, read without touching it."""
     return figure_from(results.read_config(path), results.read_cells(path), x)
