@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -98,6 +99,9 @@ def test_adapter_loads_with_its_rope_and_exports_merged(tiny_llama_dir, tmp_path
         done = _cli("niah", "--model", str(model), "--lengths", "200", "--depths", "0,100",
                     "--max-new-tokens", "4", "--out", str(workspace.subdir("evals") / out.name))  # fmt: skip
         assert done.returncode == 0, done.stderr[-2000:]
+    done = _cli("perplexity", "--model", str(run.path / "adapter"), "--lengths", "100,200",
+                "--windows", "1", "--out", str(workspace.subdir("evals") / "eval-ppl"))  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
     merged_dir = export.merge(run.path / "adapter", tmp_path / "merged")
     merged_cfg = json.loads((merged_dir / "config.json").read_text())
     assert merged_cfg["rope_parameters"]["rope_theta"] == 40000.0
@@ -107,8 +111,12 @@ def test_adapter_loads_with_its_rope_and_exports_merged(tiny_llama_dir, tmp_path
     assert f"# {run.id}\n" in card
     rows = [line for line in card.splitlines() if line.startswith("| ") and "`eval-" in line]
     assert [r.split(" | ")[:2] for r in rows] == [["| tuned", "`eval-tuned`"],
+                                                 ["| tuned", "`eval-ppl`"],
                                                  ["| base", "`eval-base`"]]  # fmt: skip
-    assert all(" niah | 200 | 2/2 | " in r for r in rows)
+    assert " niah | 200 | 2/2 | mean score " in rows[0] and " niah | 200 | 2/2 | " in rows[2]
+    assert re.search(
+        r" perplexity \| 100, 200 \| 2/2 \| perplexity [\d.]+ at 200 tokens \|", rows[1]
+    )
     adapter_card = export.refresh_model_card(run.path / "adapter").read_text()  # what a push sends
     assert "library_name: peft" in adapter_card and "`eval-tuned`" in adapter_card
     foreign = tmp_path / "foreign"

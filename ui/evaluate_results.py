@@ -60,6 +60,8 @@ def _choices() -> list[tuple[str, str]]:
     choices = []
     for e in results.list_evals():
         mean = f", mean {e['mean_score']:.2f}" if e["mean_score"] is not None else ""
+        if e["perplexity"]:
+            mean = f", perplexity {e['perplexity'][1]:.2f} at {e['perplexity'][0]:,}"
         choices.append(
             (f"{e['id']} · {e['label']} · {e['done']}/{e['total']} cells{mean}", e["id"])
         )

@@ -108,8 +108,11 @@ class CellLog:
 
 def list_evals(root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
     """Summaries of the evaluation folders under `root` (default: the workspace's evals/),
-    newest first: id, path, kind, label, created, cells done, cells planned, mean score, and
-    the config's target and task."""
+    newest first: id, path, kind, label, created, cells done, cells planned, mean score (or,
+    for perplexity, the perplexity at the longest length measured: `perplexity` as
+    `[length, value]`), and the config's target and task."""
+    from core.evals.perplexity import perplexity_by_length
+
     base = Path(root) if root else workspace.subdir("evals")
     found = []
     for folder in base.iterdir() if base.is_dir() else []:
@@ -119,6 +122,8 @@ def list_evals(root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
             continue
         cells = read_cells(folder)
         scores = [c["score"] for c in cells if isinstance(c.get("score"), (int, float))]
+        by_length = perplexity_by_length(cells) if config.get("kind") == "perplexity" else {}
+        longest = max(by_length, default=None)
         found.append(
             {
                 "id": folder.name,
@@ -129,6 +134,7 @@ def list_evals(root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
                 "done": len(cells),
                 "total": config.get("total"),
                 "mean_score": round(sum(scores) / len(scores), 4) if scores else None,
+                "perplexity": [longest, round(by_length[longest][0], 3)] if by_length else None,
                 "target": config.get("target") or {},
                 "task": config.get("task") or {},
             }

@@ -142,16 +142,19 @@ def evaluations_of(adapter: Path, base: str) -> list[dict[str, Any]]:
 
 def _eval_table(evals: list[dict[str, Any]]) -> list[str]:
     """Markdown rows: one per evaluation, tuned ones first."""
-    rows = ["| model | evaluation | task | context lengths | cells | mean score |",
+    rows = ["| model | evaluation | task | context lengths | cells | result |",
             "|---|---|---|---|---:|---:|"]  # fmt: skip
     for e in evals:
         who = e["which"] + (f" (RoPE base {e['rope_theta']:g})" if e.get("rope_theta") else "")
         lengths = ", ".join(f"{n:,}" for n in e["lengths"]) or "-"
-        score = "-" if e["mean_score"] is None else f"{e['mean_score']:.3f}"
+        score = "-" if e["mean_score"] is None else f"mean score {e['mean_score']:.3f}"
+        if e.get("perplexity"):
+            score = f"perplexity {e['perplexity'][1]:.2f} at {e['perplexity'][0]:,} tokens"
         rows.append(f"| {who} | `{e['id']}` | {e['kind']} | {lengths} | "
                     f"{e['done']}/{e['total']} | {score} |")  # fmt: skip
-    rows += ["", "Scores are between 0 and 1 (the evaluation's own scorer); the folders are under "
-             "`evals/` in the LongCtx Studio workspace that trained this model."]  # fmt: skip
+    rows += ["", "Scores are between 0 and 1 (the evaluation's own scorer); perplexity is at the "
+             "longest length measured (lower is better). The folders are under `evals/` in the "
+             "LongCtx Studio workspace that trained this model."]  # fmt: skip
     return rows
 
 
