@@ -399,7 +399,9 @@ def test_serve_on_a_busy_port_is_one_line_error(embedded, capsys):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        assert main(["serve", "--port", str(busy.getsockname()[1])]) == 1
+        # A model not loaded yet: the busy port is found before any weights load.
+        port = str(busy.getsockname()[1])
+        assert main(["serve", "--port", port, "--rope-theta", "12345"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("longctx serve: error: cannot listen on 127.0.0.1:")
     assert len(err.splitlines()) == 1

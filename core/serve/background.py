@@ -72,15 +72,21 @@ class BackgroundServer:
         return self.url + "/v1"
 
     def start(self) -> BackgroundServer:
-        """Load the model if needed, bind, and return once /health answers."""
+        """Bind, load the model if needed, and return once /health answers.
+
+        The address is taken first: a busy port fails in a moment, not after a model load."""
         import uvicorn
 
-        self.app = (
-            self.model
-            if isinstance(self.model, FastAPI)
-            else create_app(self.model, **self.app_options)
-        )
         sock = _bind(self.host, self.port)
+        try:
+            self.app = (
+                self.model
+                if isinstance(self.model, FastAPI)
+                else create_app(self.model, **self.app_options)
+            )
+        except BaseException:
+            sock.close()
+            raise
         self.port = sock.getsockname()[1]
         # No log config and no level: uvicorn must not reconfigure the loggers of a process
         # that may already run another uvicorn (gradio) with its own logging.
