@@ -8,6 +8,7 @@ Skipped (with the reason) where /usr/bin/chromium is not installed.
 
 from __future__ import annotations
 
+import json
 import re
 import tempfile
 import time
@@ -116,6 +117,27 @@ def test_a_folder_of_pdfs_and_books_is_counted_and_unreadable_files_named(
     info.get_by_text("2 documents").wait_for(timeout=60_000)
     assert "1 file left out" in info.inner_text()
     assert "scan.pdf has no text layer" in info.inner_text()
+
+    # The same folder makes plain-text samples (the RedPajama part of the paper's mix).
+    _pick_task(page, "Text from documents")
+    assert page.locator("#gen-source").is_visible() and not page.locator("#gen-depths").is_visible()
+    _set(page, "gen-n", 3)
+    _set(page, "gen-length", 200)
+    _set(page, "gen-out", "books-text.jsonl")
+    command = page.locator("#gen-command textarea")
+    page.wait_for_function(
+        "() => (document.querySelector('#gen-command textarea')?.value || '').includes('--length 200')",
+        timeout=20_000,
+    )
+    assert command.input_value().startswith("longctx data make text --n 3 --length 200")
+    assert f"--source {tmp_path}" in command.input_value()
+    page.locator("#gen-run").click()
+    page.locator("#gen-status").get_by_text("completed", exact=True).wait_for(timeout=60_000)
+    written = Path(page.locator("#gen-output textarea").input_value())
+    rows = [json.loads(line) for line in written.read_text().splitlines()]
+    assert len(rows) == 3 and all(r["task"] == "text" and r["text"] for r in rows)
+    assert {r["source"] for r in rows} <= {"ledger.pdf", "novel.epub"}
+    assert "text-0-0" in page.locator("#gen-preview").inner_text()
     page.close()
 
 

@@ -17,7 +17,7 @@ import gradio as gr
 
 from core.errors import LongCtxError
 from core.synth import cli as synth_cli
-from core.synth import procedural, prompts
+from core.synth import prompts
 from core.synth.engine import SynthJob
 from ui import access
 from ui import generate_form as form
@@ -26,7 +26,8 @@ from ui.common import user_errors
 
 TASKS = [("Single-detail QA", "single-detail"), ("Multi-detail QA", "multi-detail"),
          ("Biography", "biography"), ("Passkey · no API", "passkey"),
-         ("Multi-key · no API", "keys"), ("Topics · no API", "topics")]  # fmt: skip
+         ("Multi-key · no API", "keys"), ("Topics · no API", "topics"),
+         ("Text from documents · no API", "text")]  # fmt: skip
 NOTES = {
     "single-detail": "Questions about one detail of one chunk each, asked over the whole long "
     "context (the paper's main task).",
@@ -37,6 +38,8 @@ NOTES = {
     "passkey": "A 5-digit pass key hidden in filler text at a chosen depth; exact answer, no API.",
     "keys": "Eight key/value lines among filler; the question asks for one; no API.",
     "topics": "A conversation over several topics; the last question asks for the first; no API.",
+    "text": "Plain-text samples cut from long documents (books, papers), trained on every token: "
+    "the paper mixes 5K such RedPajama samples into its data. No API.",
 }
 
 
@@ -46,7 +49,7 @@ def build() -> gr.Textbox:
         with gr.Column(scale=3, min_width=420):
             task = gr.Radio(TASKS, value="single-detail", label="Task", elem_id="gen-task")
             note = gr.Markdown(NOTES["single-detail"], elem_classes="preset-note")
-            llm_box, proc_box, c = form.build()
+            boxes, c = form.build()
         with gr.Column(scale=2, min_width=380):
             with gr.Row():
                 dry = gr.Button("Dry run", elem_id="gen-dry", min_width=90)
@@ -73,7 +76,7 @@ def build() -> gr.Textbox:
         return dict(zip(form.INPUTS, vals, strict=True))
 
     def pick_task(name):
-        llm = name not in procedural.TASKS
+        llm = name not in form.NO_API
         shown_if = gr.update(visible=llm)
         # A dry run prices one task: a new pick clears it (and any error shown in its place).
         return [NOTES[name], shown_if, shown_if, gr.update(value="", visible=llm),
@@ -83,7 +86,7 @@ def build() -> gr.Textbox:
     task.change(
         pick_task,
         task,
-        [note, dry, failures, estimate, llm_box, proc_box, *only_for],
+        [note, dry, failures, estimate, *boxes, *only_for],
         show_progress="hidden",
     )
     c["source_kind"].change(lambda k: gr.update(visible=k != "builtin"), c["source_kind"],
@@ -113,7 +116,7 @@ def build() -> gr.Textbox:
     def start(request: gr.Request, profile: gr.OAuthProfile | None, key, name, *vals):
         access.require_owner(request, profile, "Generating data")
         v, mine = values(vals), request.session_hash
-        if name in procedural.TASKS:
+        if name in form.NO_API:
             job = jobs.start_procedural([mine, key], name, **form.procedural_args(v))
         else:
             config = form.synth_config(name, v, serve=True)
@@ -144,7 +147,7 @@ def build() -> gr.Textbox:
 def command_line(task: str, v: dict[str, Any]) -> str:
     """The `longctx` command that makes the same samples, or why the form is not ready."""
     try:
-        if task in procedural.TASKS:
+        if task in form.NO_API:
             argv = synth_cli.make_command_for(task, **form.procedural_args(v))
         else:
             argv = synth_cli.command_for(form.synth_config(task, v, serve=False))

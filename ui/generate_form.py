@@ -14,7 +14,7 @@ from typing import Any
 import gradio as gr
 
 from core.errors import LongCtxError
-from core.synth import prompts, sources
+from core.synth import procedural, prompts, sources, text
 from core.synth.client import EndpointConfig
 from core.synth.config import SynthConfig, field_help
 from core.synth.tasks import MULTI_MODES, TASKS
@@ -24,6 +24,8 @@ from ui.data_common import writable_path
 HELP, EP_HELP = field_help(SynthConfig), field_help(EndpointConfig)
 EMBEDDED, CUSTOM = "embedded", "custom"
 # Settings that only some tasks use; the others are hidden when another task is picked.
+NO_API = (*procedural.TASKS, text.TASK)
+"""Tasks made on this machine (`generate_jobs.start_procedural`), not asked of a model."""
 ONLY_FOR = {
     "qa_per_chunk": {"single-detail", "multi-detail"},
     "chunks_per_doc": {"single-detail", "biography"},
@@ -149,15 +151,17 @@ def _output(d: SynthConfig) -> dict[str, Any]:
     return c
 
 
-def build() -> tuple[gr.Column, gr.Column, dict[str, Any]]:
-    """(LLM settings box, procedural box, every component by name)."""
+def build() -> tuple[list[gr.Column], dict[str, Any]]:
+    """([source box, LLM settings box, procedural box], every component by name)."""
     d = SynthConfig()
+    with gr.Column(visible=True) as source_box:
+        c = _source()
     with gr.Column(visible=True) as llm_box:
-        c = {**_source(), **_contexts(d), **_endpoint(d.endpoint), **_prompts()}
+        c.update({**_contexts(d), **_endpoint(d.endpoint), **_prompts()})
     with gr.Column(visible=False) as proc_box:
         c.update(_procedural())
     c.update(_output(d))
-    return llm_box, proc_box, c
+    return [source_box, llm_box, proc_box], c
 
 
 INPUTS = ("source_kind", "source_path", "n_docs", "min_tokens", "max_tokens", "chunk_tokens",
@@ -171,9 +175,10 @@ INPUTS = ("source_kind", "source_path", "n_docs", "min_tokens", "max_tokens", "c
 
 
 def visibility(task: str) -> list[Any]:
-    """Updates for (LLM box, procedural box, *ONLY_FOR) when `task` is picked."""
+    """Updates for (source box, LLM box, procedural box, *ONLY_FOR) when `task` is picked."""
     llm = task in TASKS
-    return [gr.update(visible=llm), gr.update(visible=not llm),
+    return [gr.update(visible=llm or task == text.TASK), gr.update(visible=llm),
+            gr.update(visible=not llm),
             *(gr.update(visible=task in tasks) for tasks in ONLY_FOR.values())]  # fmt: skip
 
 
@@ -225,7 +230,7 @@ def procedural_args(v: dict[str, Any]) -> dict[str, Any]:
         raise LongCtxError("samples, tokens per sample, topics and seed each need a number")
     return {"n": v["n"], "length": v["length"], "tokenizer_name": (v["tokenizer"] or "").strip(),
             "seed": v["seed"], "depths": depths(v["depths"]), "n_topics": v["n_topics"],
-            "out": output(v)}  # fmt: skip
+            "out": output(v), "source": source(v)}  # fmt: skip
 
 
 def depths(text: str | None) -> list[float] | None:

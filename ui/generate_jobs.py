@@ -24,7 +24,7 @@ from typing import Any
 from core import models, workspace
 from core.data import io
 from core.serve import BackgroundServer
-from core.synth import procedural
+from core.synth import procedural, sources, text
 from core.synth.config import SynthConfig
 from core.synth.engine import SynthJob, SynthResult
 from ui.jobs import Registry
@@ -135,9 +135,10 @@ def start_synth(keys: list[str | None], config: SynthConfig) -> Job:
 
 def start_procedural(
     keys: list[str | None], task: str, n: int, length: int, tokenizer_name: str, seed: int,
-    depths: list[float] | None, n_topics: int, out: Path | None,
+    depths: list[float] | None, n_topics: int, out: Path | None, source: str = sources.BUILTIN,
 ) -> Job:  # fmt: skip
-    """Make a procedural set on a thread and write it (default: datasets/<task>-<length>.jsonl)."""
+    """Make a procedural set, or text samples from `source`'s documents, on a thread and write
+    it (default: datasets/<task>-<length>.jsonl)."""
     out = out or workspace.subdir("datasets") / f"{task}-{length}.jsonl"
     job = Job(task, out, total=n)
 
@@ -148,8 +149,12 @@ def start_procedural(
 
     def work() -> None:
         try:
-            samples = procedural.make(task, n, length, tokenizer(tokenizer_name), seed=seed,
-                                      depths=depths, n_topics=n_topics, progress=progress)  # fmt: skip
+            if task == text.TASK:
+                samples = text.text_samples(source, n, length, tokenizer(tokenizer_name),
+                                            seed=seed, progress=progress)  # fmt: skip
+            else:
+                samples = procedural.make(task, n, length, tokenizer(tokenizer_name), seed=seed,
+                                          depths=depths, n_topics=n_topics, progress=progress)  # fmt: skip
         except _Stopped:
             log.info("procedural %s stopped before writing", task)
             return

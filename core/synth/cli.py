@@ -22,7 +22,7 @@ from typing import Any
 
 from core import workspace
 from core.errors import ConfigError
-from core.synth import procedural
+from core.synth import procedural, sources, text
 from core.synth.client import EndpointConfig
 from core.synth.config import SynthConfig, field_help
 from core.synth.engine import SynthJob
@@ -283,11 +283,14 @@ def command_for(config: SynthConfig) -> list[str]:
 
 
 def make_command_for(task: str, n: int, length: int, tokenizer_name: str, seed: int,
-                     depths: list[float] | None, n_topics: int, out: Any = None) -> list[str]:  # fmt: skip
-    """The `longctx data make` command line for a procedural set (same arguments as
+                     depths: list[float] | None, n_topics: int, out: Any = None,
+                     source: str = sources.BUILTIN) -> list[str]:  # fmt: skip
+    """The `longctx data make` command line for a procedural or text set (same arguments as
     `ui.generate_jobs.start_procedural`)."""
     argv = ["longctx", "data", "make", task, "--n", str(n), "--length", str(length),
             "--model", tokenizer_name or "embedded", "--seed", str(seed)]  # fmt: skip
+    if task == text.TASK:
+        return argv + ["--source", source] + (["--out", str(out)] if out else [])
     if depths:
         argv += ["--depths", *(_arg(float(d)) for d in depths)]
     if task == "topics":
@@ -299,11 +302,13 @@ def add_make_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     """Add a `make` command to any sub-command group (`longctx make`, or `longctx data make`)."""
     p = subparsers.add_parser(
         "make",
-        help="make procedural samples with exact answers (passkey, keys, topics); no API",
+        help="make procedural samples with exact answers (passkey, keys, topics), or plain-text "
+        "samples cut from documents (text); no API",
         description="Samples sized in tokens of --model's tokenizer and chat template, with the "
-        "evidence at the depths you choose. Same seed, same samples.",
+        "evidence at the depths you choose; or (text) stretches of long documents, trained on "
+        "every token like the paper's RedPajama part. Same seed, same samples.",
     )
-    p.add_argument("task", choices=procedural.TASKS)
+    p.add_argument("task", choices=(*procedural.TASKS, text.TASK))
     p.add_argument("--n", type=int, default=100, help="number of samples")
     p.add_argument("--length", type=int, default=4096, help="tokens per sample (template included)")
     p.add_argument("--model", default="embedded", help="whose tokenizer and chat template count")
@@ -316,6 +321,11 @@ def add_make_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
         "--depths", type=float, nargs="+", help="depths in %% cycled through the samples"
     )
     p.add_argument("--topics", type=int, default=5, help="topics per conversation (topics task)")
+    p.add_argument(
+        "--source",
+        default=sources.BUILTIN,
+        help="text task: 'builtin', a folder of documents (.txt .md .pdf .epub .html) or a .jsonl",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_make)
     return p
@@ -326,6 +336,8 @@ def _make(args: argparse.Namespace) -> int:
     from core.models import load_tokenizer
 
     depths = [args.depth] if args.depth is not None else args.depths
+    if args.task == text.TASK and depths:
+        raise ConfigError("text samples have no evidence to place: drop --depth/--depths")
     if depths and args.task == "topics":
         raise ConfigError(
             "topics always asks for the first topic; move it deeper with --topics N or --length"
@@ -339,8 +351,22 @@ def _make(args: argparse.Namespace) -> int:
         if tty:
             print(f"\rmaking {done}/{total}", end="" if done < total else "\n", file=sys.stderr)
 
-    samples = procedural.make(args.task, args.n, args.length, tokenizer, seed=args.seed,
-                              depths=depths, n_topics=args.topics, progress=show)  # fmt: skip
+    if args.task == text.TASK:
+        source = args.source
+        if source != sources.BUILTIN:
+            source = str(Path(source).expanduser().resolve())
+            workspace.allow_root(source)  # named on the command line: the user's to read
+        unreadable: list[str] = []
+        samples = text.text_samples(source, args.n, args.length, tokenizer, seed=args.seed,
+                                    progress=show, unreadable=unreadable)  # fmt: skip
+        for reason in unreadable:
+            print(f"left out: {reason}", file=sys.stderr)
+        if len(samples) < args.n:
+            print(f"the source has {len(samples)} stretches of {args.length // 2:,}..{args.length:,} "
+                  f"tokens, not {args.n}", file=sys.stderr)  # fmt: skip
+    else:
+        samples = procedural.make(args.task, args.n, args.length, tokenizer, seed=args.seed,
+                                  depths=depths, n_topics=args.topics, progress=show)  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     saved = io.write_jsonl(out, samples)
     lengths = [s["length"] for s in samples]
