@@ -100,7 +100,7 @@ def build(default_model: str = models.EMBEDDED) -> ChatTab:
             with gr.Accordion("Long document (goes before your first message)", open=False):
                 doc_file = gr.File(label="Upload .txt, .md, .pdf, .epub or .html",
                                    file_types=list(documents.SUFFIXES), type="filepath",
-                                   height=90, elem_id="chat-doc-file")  # fmt: skip
+                                   height=130, elem_id="chat-doc-file")  # fmt: skip
                 document = gr.Textbox(label="Document text", lines=5, max_lines=12,
                                       placeholder="…or paste it here", elem_id="chat-doc-text")  # fmt: skip
             budget = gr.HTML(elem_id="chat-budget")

@@ -38,8 +38,8 @@ NOTES = {
     "passkey": "A 5-digit pass key hidden in filler text at a chosen depth; exact answer, no API.",
     "keys": "Eight key/value lines among filler; the question asks for one; no API.",
     "topics": "A conversation over several topics; the last question asks for the first; no API.",
-    "text": "Plain-text samples cut from long documents (books, papers), trained on every token: "
-    "the paper mixes 5K such RedPajama samples into its data. No API.",
+    "text": "Plain-text samples cut from your books, papers and reports, trained on every "
+    "token: the paper mixes 5K such RedPajama samples into its data. No API.",
 }
 
 
