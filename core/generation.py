@@ -5,7 +5,10 @@ written here rather than taken from `model.generate` + `TextIteratorStreamer` be
 need four things that combination does not give together: text deltas from the calling thread
 (no helper thread to leak when a browser disconnects), OpenAI `stop` semantics (the stop string
 is cut from the output, never shown), cancellation between any two tokens, and exact prompt /
-completion token counts. Prefill asks the model for the last position's logits only.
+completion token counts. Prefill asks the model for the last position's logits only, and reads
+a long prompt in pieces: Stop works between them, the caller can show how far reading has got
+(a 50K-token document takes minutes on a CPU), and the activations of one forward pass stay
+those of one piece.
 
 This module knows nothing about HTTP, gradio or where the messages came from.
 """
@@ -19,6 +22,8 @@ from typing import Any
 
 from core.errors import ConfigError, LongCtxError
 from core.models import LoadedModel, cache_argument
+
+PREFILL_CHUNK = 2048
 
 
 @dataclass
@@ -62,6 +67,9 @@ class Chunk:
     """None while streaming, then `stop` (end of turn or a stop string), `length` or `cancelled`."""
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    read: int | None = None
+    """While a long prompt is read (in `PREFILL_CHUNK` pieces): the tokens read so far, with no
+    text yet. None once answer tokens come."""
 
 
 class PromptTooLong(LongCtxError):
@@ -145,15 +153,21 @@ def stream_chat(
     params: SamplingParams | None = None,
     cancel: threading.Event | None = None,
     ids: list[int] | None = None,
+    prefill_chunk: int = PREFILL_CHUNK,
 ) -> Iterator[Chunk]:
     """Generate the assistant's reply to `messages`, yielding text deltas as they are decoded.
+
+    A prompt longer than `prefill_chunk` tokens is read in pieces of that size, with a chunk
+    (`read` set, no text) after each piece but the last.
 
     Args:
         loaded: the model (its lock is held for the whole generation).
         messages: OpenAI-style [{"role", "content"}] list.
         params: sampling settings.
-        cancel: set it from another thread to stop after the current token.
+        cancel: set it from another thread to stop after the current token, or the current
+            piece of the prompt.
         ids: pre-rendered prompt ids, when the caller already tokenized.
+        prefill_chunk: tokens of the prompt read per forward pass.
 
     Raises:
         PromptTooLong: the prompt leaves no room for a single new token.
@@ -189,7 +203,18 @@ def stream_chat(
 
         past = DynamicCache(config=model.config)  # filled in place by each forward
         cache = {cache_argument(model): past}
-        step_input = torch.tensor([ids], device=device)
+        # All of the prompt but its last piece: that one goes through the loop below, which
+        # samples the first answer token from its logits.
+        last = max(0, (n_prompt - 1) // prefill_chunk * prefill_chunk)
+        for start in range(0, last, prefill_chunk):
+            if cancel is not None and cancel.is_set():
+                yield Chunk("", "cancelled", n_prompt, 0)
+                return
+            piece = torch.tensor([ids[start : start + prefill_chunk]], device=device)
+            with torch.inference_mode():
+                model(input_ids=piece, **cache, use_cache=True, logits_to_keep=1)
+            yield Chunk("", None, n_prompt, 0, read=start + prefill_chunk)
+        step_input = torch.tensor([ids[last:]], device=device)
         while len(out) < budget:
             if cancel is not None and cancel.is_set():
                 finish = "cancelled"

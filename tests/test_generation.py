@@ -60,6 +60,36 @@ def test_cancel_stops_between_tokens(embedded):
     assert rest[-1].finish_reason == "cancelled" and rest[-1].completion_tokens < 10
 
 
+LONG = [{"role": "user", "content": "The harbour log, day by day: "
+          + " ".join(f"Day {i}: {i % 7} ships came in and {i % 5} left." for i in range(30))
+          + " How many ships came in on day 12?"}]  # fmt: skip
+
+
+def test_a_long_prompt_is_read_in_pieces_with_progress_and_the_same_answer(embedded):
+    params = SamplingParams(temperature=0, max_tokens=12)
+    whole = list(stream_chat(embedded, LONG, params))
+    pieces = list(stream_chat(embedded, LONG, params, prefill_chunk=64))
+    n = whole[-1].prompt_tokens
+    assert n > 300
+    reads = [c.read for c in pieces if c.read is not None]
+    assert reads == list(range(64, n, 64))[: (n - 1) // 64]  # after every piece but the last
+    assert all(c.text == "" for c in pieces if c.read is not None)
+    assert [c.read for c in whole] == [None] * len(whole)  # one piece: no progress chunks
+    answer = "".join(c.text for c in pieces)
+    assert answer == "".join(c.text for c in whole) and answer.strip()
+    assert pieces[-1].completion_tokens == whole[-1].completion_tokens
+
+
+def test_stop_while_a_long_prompt_is_read(embedded):
+    cancel = threading.Event()
+    stream = stream_chat(embedded, LONG, SamplingParams(temperature=0), cancel, prefill_chunk=64)
+    assert next(stream).read == 64
+    cancel.set()
+    rest = list(stream)
+    assert len(rest) == 1 and rest[0].finish_reason == "cancelled"
+    assert rest[0].completion_tokens == 0
+
+
 def test_prompt_longer_than_window_is_refused(embedded):
     long_text = "word " * 9000
     with pytest.raises(PromptTooLong, match="window is 8192"):

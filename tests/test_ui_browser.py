@@ -127,6 +127,26 @@ def test_an_uploaded_pdf_becomes_the_document(app_url, browser, tmp_path):
     page.close()
 
 
+def test_a_long_prompt_shows_its_reading_progress_and_stops(app_url, browser):
+    page = browser.new_page()
+    page.goto(app_url)
+    page.get_by_role("tab", name="Chat").click()
+    page.get_by_role("button", name="Long document").click()
+    log = " ".join(
+        f"Day {i}: {i % 7} ships came in and {i % 5} left the harbour." for i in range(450)
+    )
+    page.locator("#chat-doc-text textarea").fill(log)  # about 7,000 tokens: several pieces
+    page.locator("#chat-input textarea").fill("How many ships came in on day 12?")
+    page.locator("#chat-send").click()
+    stats = page.locator(".chat-stats").first
+    stats.get_by_text("Reading the prompt:").wait_for(timeout=60000)
+    assert re.search(r"[\d,]+ / [\d,]+ tokens \(\d+%\) · about \d+ s left", stats.inner_text())
+    page.locator("#chat-stop").click()  # works while the prompt is still being read
+    stats.get_by_text("stopped").wait_for(timeout=60000)
+    assert "0 new tokens" in stats.inner_text()
+    page.close()
+
+
 def test_side_by_side_sends_one_prompt_to_two_models(app_url, browser):
     page = browser.new_page()
     page.goto(app_url)

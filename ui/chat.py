@@ -206,6 +206,9 @@ def _wire(target_a, target_b, compare, b_box, settings, message, doc_file, budge
             else:
                 replies = core_chat.stream_reply(tgt, messages, params, cancel)
             for chunk in replies:
+                if chunk.read is not None:  # a long prompt is being read: say how far
+                    yield hist, _reading_line(chunk, time.monotonic() - start_t)
+                    continue
                 hist[-1]["content"] += chunk.text
                 last = chunk
                 yield hist, gr.update()
@@ -245,6 +248,15 @@ def _reply_on_gpu(target: core_chat.ChatTarget, messages: list[dict[str, str]],
                   params: SamplingParams):  # fmt: skip
     """A local model's reply while ZeroGPU lends the GPU (module level: ZeroGPU needs that)."""
     yield from core_chat.stream_reply(target, messages, params)
+
+
+def _reading_line(chunk, elapsed: float) -> str:
+    """Progress through a long prompt, with the time left at the pace so far."""
+    left = elapsed * (chunk.prompt_tokens - chunk.read) / max(chunk.read, 1)
+    return (
+        f"Reading the prompt: {chunk.read:,} / {chunk.prompt_tokens:,} tokens "
+        f"({100 * chunk.read / chunk.prompt_tokens:.0f}%) · about {left:.0f} s left"
+    )
 
 
 def _stats_line(chunk, elapsed: float) -> str:
