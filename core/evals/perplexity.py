@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +41,8 @@ def cell_key(length: int, window: int) -> str:
 class PerplexityConfig:
     """Perplexity at each context length. Every field has a CLI flag and a UI control."""
 
-    lengths: list[int] | str = "1000,2000,4000,8000"
-    """Window lengths in tokens."""
+    lengths: list[int] | str = field(default_factory=lambda: [1000, 2000, 4000, 8000])
+    """Window lengths in tokens (a list, or text such as `1k,2k,8k`)."""
     windows: int = 3
     """Windows per length, each from a different stretch of the text."""
     source: str = BUILTIN
