@@ -106,13 +106,16 @@ def _text(content: Any) -> str:
     return str(content or "")
 
 
-def read_document(path: str | Path, max_bytes: int = MAX_DOCUMENT_BYTES) -> str:
-    """An uploaded document as text (`core.documents`: text, Markdown, PDF, EPUB, HTML).
+def read_document(
+    path: str | Path, max_bytes: int = MAX_DOCUMENT_BYTES, progress: Any = None
+) -> str:
+    """An uploaded document as text (`core.documents`: text, Markdown, PDF, EPUB, HTML);
+    `progress(done, total)` follows the pages or chapters of a book.
 
     Raises:
         LongCtxError: another file type, more than `max_bytes` of text, or no text to read.
     """
-    return documents.read_text(path, max_bytes=max_bytes)
+    return documents.read_text(path, max_bytes=max_bytes, progress=progress)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import logging
 import posixpath
 import re
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote
 from xml.etree import ElementTree
@@ -41,13 +42,19 @@ def kinds() -> str:
     return ", ".join(SUFFIXES)
 
 
-def read_text(path: str | Path, max_bytes: int | None = None) -> str:
+def read_text(
+    path: str | Path,
+    max_bytes: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> str:
     """The text of a document, paragraphs separated by blank lines.
 
     Args:
         path: a file with one of `SUFFIXES`.
         max_bytes: refuse a text file larger than this, or a document whose extracted text
             is (PDF, EPUB and HTML are measured after extraction).
+        progress: called as (done, total) after each page of a PDF or chapter of an EPUB (a
+            book of hundreds of pages takes a while).
 
     Raises:
         LongCtxError: an unknown type, a file too large, a damaged or encrypted file, or a
@@ -65,9 +72,9 @@ def read_text(path: str | Path, max_bytes: int | None = None) -> str:
     if size > MAX_FILE_BYTES:
         raise LongCtxError(f"{path.name} is {_mb(size)}; the limit is {_mb(MAX_FILE_BYTES)}")
     if suffix == ".pdf":
-        text = _pdf_text(path)
+        text = _pdf_text(path, progress)
     elif suffix == ".epub":
-        text = _epub_text(path)
+        text = _epub_text(path, progress)
     else:
         text = html_text(path.read_bytes().decode("utf-8", errors="replace"))
     if max_bytes is not None and len(text.encode()) > max_bytes:
@@ -140,7 +147,7 @@ def html_text(markup: str) -> str:
 # PDF.
 
 
-def _pdf_text(path: Path) -> str:
+def _pdf_text(path: Path, progress: Callable[[int, int], None] | None = None) -> str:
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
 
@@ -148,7 +155,11 @@ def _pdf_text(path: Path) -> str:
         reader = PdfReader(path)
         if reader.is_encrypted and not reader.decrypt(""):
             raise LongCtxError(f"{path.name} is encrypted; save an unprotected copy first")
-        pages = [page.extract_text() or "" for page in reader.pages]
+        pages = []
+        for page in reader.pages:
+            pages.append(page.extract_text() or "")
+            if progress:
+                progress(len(pages), len(reader.pages))
     except LongCtxError:
         raise
     except (PdfReadError, ValueError, KeyError, OSError) as exc:
@@ -198,7 +209,7 @@ def pdf_paragraphs(page: str) -> str:
 # EPUB: a zip of XHTML chapters; the package file's spine gives the reading order.
 
 
-def _epub_text(path: Path) -> str:
+def _epub_text(path: Path, progress: Callable[[int, int], None] | None = None) -> str:
     try:
         with zipfile.ZipFile(path) as book:
             unpacked = sum(info.file_size for info in book.infolist())
@@ -207,9 +218,11 @@ def _epub_text(path: Path) -> str:
                     f"{path.name} unpacks to {_mb(unpacked)}; the limit is {_mb(MAX_FILE_BYTES)}"
                 )
             chapters = _epub_reading_order(book)
-            texts = [
-                html_text(book.read(name).decode("utf-8", errors="replace")) for name in chapters
-            ]
+            texts = []
+            for name in chapters:
+                texts.append(html_text(book.read(name).decode("utf-8", errors="replace")))
+                if progress:
+                    progress(len(texts), len(chapters))
     except LongCtxError:
         raise
     except (zipfile.BadZipFile, KeyError, OSError) as exc:

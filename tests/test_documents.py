@@ -23,7 +23,9 @@ SECOND = ["A second paragraph begins on its own line and ends short."]
 
 def test_a_pdf_is_read_page_by_page_as_paragraphs(tmp_path):
     pdf = make_pdf(tmp_path / "log.pdf", [PARAGRAPH + SECOND, ["Page two (the end)."]])
-    text = documents.read_text(pdf)
+    pages: list[tuple[int, int]] = []
+    text = documents.read_text(pdf, progress=lambda done, total: pages.append((done, total)))
+    assert pages == [(1, 2), (2, 2)]  # a book's progress, page by page
     paragraphs = text.split("\n\n")
     assert paragraphs[0].startswith("The lighthouse keeper wrote every evening")
     assert "of electricity on the island" in paragraphs[0]  # rejoined across the line break
@@ -69,7 +71,9 @@ def test_an_epub_is_read_in_spine_order_without_its_head_or_styles(tmp_path):
         ],
         spine=[1, 0],
     )
-    text = documents.read_text(book)
+    chapters: list[tuple[int, int]] = []
+    text = documents.read_text(book, progress=lambda *step: chapters.append(step))
+    assert chapters == [(1, 2), (2, 2)]
     assert text.split("\n\n") == [
         "One",
         "The harbour was calm & grey.",

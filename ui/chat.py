@@ -166,8 +166,12 @@ def _wire(target_a, target_b, compare, b_box, settings, message, doc_file, budge
         return event.then(show_budget, budget_inputs, budget, show_progress="hidden")
 
     @user_errors
-    def load_document(path):
-        return core_chat.read_document(path) if path else gr.update()
+    def load_document(path, progress=gr.Progress()):
+        if not path:
+            return gr.update()
+        return core_chat.read_document(
+            path, progress=lambda done, total: progress((done, total), desc="Reading", unit="pages")
+        )
 
     doc_file.upload(load_document, doc_file, document)
 
