@@ -53,7 +53,8 @@ def report_md(report: mix.MixReport) -> str:
 def build(path: gr.Dropdown) -> None:
     """Lay out the Mix & push panel and wire it."""
     gr.Markdown("Take each file whole, as a **count**, or as a **ratio** of the mixture "
-                "(the paper: synthetic QA + 5K RedPajama + LongAlpaca). Malformed rows are "
+                "(the paper: synthetic QA + 5K RedPajama + LongAlpaca; Generate's *Text from "
+                "documents* stands in for RedPajama offline). Malformed rows are "
                 "left out and listed.")  # fmt: skip
     with gr.Row(elem_classes="data-bar"):
         pick = gr.Dropdown(
