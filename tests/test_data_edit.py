@@ -93,6 +93,25 @@ def test_undo_reverts_each_change(paper):
     assert path.read_bytes() == before
 
 
+def test_several_samples_go_in_one_change_and_come_back_in_place(paper):
+    path, session = paper
+    records = [session.record(i) for i in range(len(session))]
+    session.set_record(1, {"text": "Edited before the deletion."})
+    edited = session.record(1)
+    assert session.delete_many([len(session) - 1, 0, 1, 0]) == 3  # any order, repeats once
+    assert session.history[-1] == "delete 3 samples"
+    assert [session.record(i) for i in range(len(session))] == records[2:-1]
+    with pytest.raises(LongCtxError, match="no sample 99"):
+        session.delete_many([0, 99])
+    assert len(session) == len(records) - 3  # a bad index deletes nothing
+    assert session.undo() == "delete 3 samples"
+    assert [session.record(i) for i in range(len(session))] == [records[0], edited, *records[2:]]
+    session.delete_many([0, 1])
+    session.save()
+    saved = EditSession(io.open_source(str(path)))
+    assert [saved.record(i) for i in range(len(saved))] == records[2:]
+
+
 def test_malformed_rows_are_reported_and_can_be_fixed(paper):
     path, session = paper
     problems = [str(p) for p in session.problems()]

@@ -158,6 +158,40 @@ def test_broken_rows_listed_edit_saved_and_back_after_reload(app_url, browser):
 # Pure helpers.
 
 
+def test_matching_samples_are_deleted_at_once_undone_and_saved(app_url, browser):
+    home = Path(os.environ["LONGCTX_HOME"])
+    path = _broken_file(home / "datasets")
+    path = path.rename(path.with_name("bulk.jsonl"))
+    good = [line for k, line in enumerate(path.read_bytes().splitlines(keepends=True))
+            if k + 1 not in (3, 5, 6, 8)]  # fmt: skip
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(app_url)
+    _open(page, path, 9)
+    page.locator("#data-filter-problems input").click()
+    page.get_by_role("option", name="with problems").click()
+    _wait_text(page, "#data-table-info", "of 4 matching samples")
+    page.locator("#data-delete-matching").click()
+    _wait_text(page, "#data-bulk-note", "Deleted 4 samples, 5 left")
+    _wait_text(page, "#data-problems-head", "No problems")
+    _wait_text(page, "#data-table-info", "No sample matches")
+    _wait_text(page, "#data-history", "delete 4 samples")
+    # One Undo brings all four back.
+    page.locator("#data-undo").click()
+    _wait_text(page, "#data-problems-head", "problem(s) in 4 row(s)")
+    page.locator("#data-delete-matching").click()
+    _wait_text(page, "#data-problems-head", "No problems")
+    page.locator("#data-save").click()
+    _wait_text(page, "#data-saved", "Saved 5 rows")
+    assert path.read_bytes().splitlines(keepends=True) == good  # the rest byte for byte
+    # Deleting every sample is refused: nothing would be left to train on.
+    page.locator("#data-filter-problems input").click()
+    page.get_by_role("option", name="all rows").click()
+    page.locator("#data-delete-matching").click()
+    page.locator(".toast-body", has_text="would delete all 5 samples").first.wait_for(timeout=30000)
+    assert len(path.read_bytes().splitlines()) == 5
+    page.close()
+
+
 def test_resolve_spec_keeps_sampling_and_refuses_outside_paths(tmp_path):
     from core.errors import LongCtxError
     from ui.data_common import SAMPLE, resolve_spec

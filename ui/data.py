@@ -159,6 +159,19 @@ def build() -> DataTab:
     sts.follow(max_length.submit(status_html, [opened, max_length], status))
     sts.follow(max_length.blur(status_html, [opened, max_length], status))
 
+    def bulk(keep: bool):
+        def run(op, i, *filters):
+            note = data_table.delete_rows(op, keep, *filters[:-1])  # all pages: not `page`
+            return note, max(0, min(int(i or 0), len(op) - 1))
+
+        return user_errors(run)
+
+    for button, keep in ((tbl.delete_matching, False), (tbl.keep_matching, True)):
+        deleted = button.click(bulk(keep), [opened, smp.index, *tbl.inputs],
+                               [tbl.bulk_note, smp.index])  # fmt: skip
+        smp.follow(deleted)
+        follow_rows(deleted)
+
     path.focus(lambda: gr.update(choices=dataset_files()), None, path, show_progress="hidden")
     table_pick = tbl.table.select(_picked, None, smp.index, show_progress="hidden")
     smp.follow(table_pick)

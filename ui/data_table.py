@@ -12,6 +12,7 @@ import gradio as gr
 
 from core.data import schema
 from core.data import table as core_table
+from core.errors import LongCtxError
 from ui.common import optional_int, user_errors
 from ui.data_common import Opened
 
@@ -31,6 +32,9 @@ class TablePanel:
     page: gr.Number
     table: gr.Dataframe
     info: gr.Markdown
+    delete_matching: gr.Button
+    keep_matching: gr.Button
+    bulk_note: gr.Markdown
 
     @property
     def inputs(self) -> list:
@@ -114,6 +118,34 @@ def reset(op: Opened | None) -> list:
     return [*defaults[1:], "", *render(op, *defaults, "", list(core_table.SEARCH_FIELDS), 1)]
 
 
+def delete_rows(op: Opened | None, keep: bool, task, kind, lo, hi, probs, sort_by, desc, text,
+                fields) -> str:  # fmt: skip
+    """Delete every sample the filters and search match (`keep`: every one they do not match),
+    as one change that Undo reverts; returns what was done."""
+    if op is None:
+        raise LongCtxError("open a dataset first")
+    session = op.edits()
+    if not op.ready:
+        raise LongCtxError("the file is still being measured; try again in a moment")
+    query = to_query(task, kind, lo, hi, probs, sort_by, desc, 1)
+    matches = op.search(text, list(fields or core_table.SEARCH_FIELDS))
+    chosen = {s.index for s in core_table.select(op.samples, query, matches)}
+    doomed = [i for i in range(len(session)) if (i in chosen) != keep]
+    if not doomed:
+        raise LongCtxError(
+            "no sample to delete: " + ("every sample matches" if keep else "none matches")
+        )
+    if len(doomed) == len(session):
+        raise LongCtxError(
+            f"that would delete all {len(session):,} samples; filter or search for the ones to "
+            "delete (or to keep) first"
+        )
+    session.delete_many(doomed)
+    op.changed()
+    return (f"🗑️ Deleted **{len(doomed):,}** samples, {len(session):,} left. *Undo* (below) brings "
+            "them back; *Save* writes the file.")  # fmt: skip
+
+
 def build(opened: gr.State) -> TablePanel:
     """Lay out the validation panel and the table; wire filters, search and paging."""
     with gr.Accordion("Validation", open=True, elem_id="data-validation"):
@@ -145,8 +177,15 @@ def build(opened: gr.State) -> TablePanel:
                          elem_id="data-page")  # fmt: skip
         after = gr.Button("Next ▶", size="sm", min_width=90, scale=0)
         info = gr.Markdown(elem_id="data-table-info")
+    with gr.Row(equal_height=True, elem_classes="data-pager"):
+        delete_matching = gr.Button("Delete the matching samples", size="sm", variant="stop",
+                                    scale=0, elem_id="data-delete-matching")  # fmt: skip
+        keep_matching = gr.Button("Keep only the matching samples", size="sm", scale=0,
+                                  elem_id="data-keep-matching")  # fmt: skip
+        bulk_note = gr.Markdown(elem_id="data-bulk-note")
     panel = TablePanel(problems_head, problems, [task, kind, lo, hi, probs, sort_by, desc],
-                       search, fields, page, table, info)  # fmt: skip
+                       search, fields, page, table, info, delete_matching, keep_matching,
+                       bulk_note)  # fmt: skip
 
     show = user_errors(render)
     inputs, outputs = [opened, *panel.inputs], panel.outputs

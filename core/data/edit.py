@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -164,6 +164,20 @@ class EditSession:
         del self._rows[i]
         self._undo.append((f"delete sample {i}", ("delete", i, entry)))
 
+    def delete_many(self, indices: Iterable[int]) -> int:
+        """Remove several samples as one change (one `undo` brings them all back); returns how
+        many were removed."""
+        chosen = sorted(set(indices))
+        for i in chosen:
+            self._entry(i)
+        if not chosen:
+            return 0
+        removed = [(i, self._rows[i]) for i in chosen]
+        for i in reversed(chosen):
+            del self._rows[i]
+        self._undo.append((f"delete {len(chosen)} samples", ("restore", removed)))
+        return len(chosen)
+
     def append(self, record: dict) -> int:
         """Add a new sample at the end; returns its index."""
         if not isinstance(record, dict):
@@ -181,6 +195,9 @@ class EditSession:
             self._rows[op[1]] = op[2]
         elif op[0] == "insert":
             del self._rows[op[1]]
+        elif op[0] == "restore":
+            for i, entry in op[1]:  # ascending: each goes back where it was
+                self._rows.insert(i, entry)
         else:
             self._rows.insert(op[1], op[2])
         return description
