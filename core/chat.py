@@ -81,6 +81,32 @@ def build_messages(
     return ([{"role": "system", "content": system}] if system.strip() else []) + turns
 
 
+def as_sample(
+    history: list[dict[str, Any]],
+    system: str = "",
+    document: str = "",
+    model: str = "",
+) -> dict[str, Any]:
+    """A conversation as a training sample in the paper's format: the document before the first
+    question, then every question with its answer (a question left without one, stopped or
+    failed, is left out, so the turns alternate as training expects).
+
+    Raises:
+        LongCtxError: there is no answer yet.
+    """
+    history = list(history or [])
+    turns = []
+    for turn, reply in zip(history, history[1:] + [None], strict=True):
+        answered = reply is not None and reply["role"] == "assistant"
+        if turn["role"] == "user" and answered and _text(reply["content"]).strip():
+            turns += [turn, reply]
+    if not turns:
+        raise LongCtxError("there is no answer to keep yet: send a message first")
+    record: dict[str, Any] = {"conversations": build_messages("", turns, system, document)}
+    record.update({"source": "chat", "model": model} if model else {"source": "chat"})
+    return record
+
+
 def pending_messages(
     message: str,
     history: list[dict[str, str]] | None = None,

@@ -100,3 +100,36 @@ def test_endpoint_chat_streams_through_our_server(embedded):
         )
         with pytest.raises(LongCtxError, match="answered 404"):
             list(chat.stream_reply(wrong, messages, SamplingParams(max_tokens=5)))
+
+
+def test_a_conversation_becomes_a_training_sample_with_only_answered_questions(tmp_path):
+    from core.data import io, schema
+
+    history = [
+        {"role": "user", "content": "Where is the harbour?"},
+        {"role": "assistant", "content": "In the north."},
+        {"role": "user", "content": "How deep is it?"},
+        {"role": "assistant", "content": ""},  # stopped before a word came
+        {"role": "user", "content": "Who built it?"},
+        {"role": "assistant", "content": [{"type": "text", "text": "The monks."}]},
+        {"role": "user", "content": "And when?"},  # never answered
+    ]
+    record = chat.as_sample(history, "Be brief.", "The harbour log.", model="embedded")
+    assert record["conversations"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "The harbour log.\n\nWhere is the harbour?"},
+        {"role": "assistant", "content": "In the north."},
+        {"role": "user", "content": "Who built it?"},
+        {"role": "assistant", "content": "The monks."},
+    ]
+    assert record["source"] == "chat" and record["model"] == "embedded"
+    assert not schema.check(record)  # a valid training sample
+    with pytest.raises(LongCtxError, match="no answer to keep yet"):
+        chat.as_sample(history[-1:])
+
+    path = tmp_path / "kept.jsonl"
+    path.write_bytes(b'{"text": "an old row without its newline"}')
+    assert io.append_jsonl(path, record) == 2
+    assert io.append_jsonl(path, record) == 3
+    rows = io.validate(io.open_source(str(path)))
+    assert rows.rows == 3 and not rows.problems

@@ -6,6 +6,7 @@ Skipped (with the reason) where /usr/bin/chromium is not installed.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -71,6 +72,19 @@ def test_chat_reply_streams_in(app_url, browser):
         timeout=30000
     )
     assert page.locator("#chat-a .bot").last.inner_text().strip() == final
+
+    # ...and it can be kept as a training sample, in the paper's format.
+    page.get_by_text("Keep this conversation as a training sample").click()
+    page.locator("#chat-keep-file input, #chat-keep-file textarea").first.fill("kept-chat.jsonl")
+    page.locator("#chat-keep").click()
+    page.locator("#chat-kept").get_by_text("Added as line 1 of").wait_for(timeout=30000)
+    kept = workspace.subdir("datasets") / "kept-chat.jsonl"
+    [sample] = [json.loads(line) for line in kept.read_text().splitlines()]
+    turns = sample["conversations"]
+    assert [t["role"] for t in turns] == ["user", "assistant"]
+    assert turns[0]["content"] == "Write three sentences about the ocean."
+    assert re.findall(r"\w+", turns[1]["content"]) == words  # the reply as shown
+    assert sample["model"].startswith("embedded")
     page.close()
 
 

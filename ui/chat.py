@@ -16,10 +16,12 @@ from typing import Any
 import gradio as gr
 
 from core import chat as core_chat
-from core import documents, models, space
+from core import documents, models, space, workspace
+from core.data import io
 from core.generation import SamplingParams
 from ui import access, targets
 from ui.common import optional_int, user_errors
+from ui.data_common import writable_path
 
 # Stop requests, per browser session and side: the Stop button sets the event, the streaming
 # loop checks it between tokens (cleaner than cancelling the worker thread mid-forward).
@@ -118,6 +120,13 @@ def build(default_model: str = models.EMBEDDED) -> ChatTab:
                 send = gr.Button("Send", variant="primary", elem_id="chat-send")
                 stop_btn = gr.Button("Stop", variant="stop", elem_id="chat-stop")
                 clear = gr.Button("Clear")
+            with gr.Accordion("Keep this conversation as a training sample", open=False):
+                with gr.Row(equal_height=True):
+                    keep_file = gr.Textbox("chat-samples.jsonl", label="Dataset file", scale=3,
+                                           info="under workspace/datasets; added at its end",
+                                           elem_id="chat-keep-file")  # fmt: skip
+                    keep = gr.Button("Add conversation A", scale=1, elem_id="chat-keep")
+                kept = gr.Markdown(elem_id="chat-kept")
     # The conversation lives in the browser (local storage), so a reload or a restart of the
     # app brings it back; it never touches the server's disk.
     history = gr.BrowserState([[], []], storage_key="longctx-chat-history")
@@ -125,6 +134,19 @@ def build(default_model: str = models.EMBEDDED) -> ChatTab:
     budget_after = _wire(target_a, target_b, compare, b_box, settings, message, doc_file, budget,
                          (chat_a, stats_a), (chat_b, stats_b), send, stop_btn, clear,
                          history)  # fmt: skip
+
+    @user_errors
+    def keep_sample(request: gr.Request, profile: gr.OAuthProfile | None, hist, system_, doc,
+                    name, *target):  # fmt: skip
+        access.require_owner(request, profile, "Saving a dataset")
+        record = core_chat.as_sample(hist, system_ or "", doc or "", to_target(*target).label)
+        path = writable_path(name)
+        line = io.append_jsonl(path, record)
+        turns = len(record["conversations"])
+        return (f"✅ Added as line {line:,} of `{workspace.shown(path)}` ({turns} turns). Open "
+                "it in the Data tab to check or edit it.")  # fmt: skip
+
+    keep.click(keep_sample, [chat_a, system, document, keep_file, *target_a.inputs()], kept)
     return ChatTab(history, (chat_a, chat_b), budget_after, (target_a, target_b), compare)
 
 

@@ -566,6 +566,24 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def append_jsonl(path: str | os.PathLike, record: dict) -> int:
+    """Add one row at the end of a JSONL file (created if missing); returns its line number.
+
+    A file whose last line lacks its newline gets one first, so the new row starts its own line.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as f:
+        f.seek(0)
+        data = f.read()
+        lines = data.count(b"\n")
+        if data and not data.endswith(b"\n"):
+            f.write(b"\n")
+            lines += 1
+        f.write(dumps(record) + b"\n")
+    return lines + 1
+
+
 def write_jsonl(
     path: str | os.PathLike,
     rows: Iterable[bytes | dict],
