@@ -84,7 +84,7 @@ def load_folder(
     path: str | os.PathLike, *, min_chars: int = 0, unreadable: list[str] | None = None
 ) -> list[Document]:
     """Every document under `path` (recursively, sorted by path): text, Markdown, PDF, EPUB
-    and HTML files (`core.documents.SUFFIXES`).
+    and HTML files (`core.documents.SUFFIXES`). `path` may also be one such document (a book).
 
     The folder must lie under a root the app may read (the workspace, or a path given on the
     command line via `core.workspace.allow_root`); a relative path is taken from the workspace.
@@ -96,8 +96,15 @@ def load_folder(
         LongCtxError: the folder is missing, not allowed, or holds no readable documents.
     """
     root = workspace.resolve_inside(path)
+    if root.is_file() and root.suffix.lower() in documents.SUFFIXES:
+        text = documents.read_text(root).strip()  # one document: its own errors, not skipped
+        if not text or len(text) < min_chars:
+            raise LongCtxError(f"{root.name} holds {len(text):,} characters of text, too few")
+        return [Document(root.name, text, str(root))]
     if not root.is_dir():
-        raise LongCtxError(f"corpus folder {str(path)!r} does not exist or is not a folder")
+        raise LongCtxError(
+            f"corpus {str(path)!r} is neither a folder nor a document ({documents.kinds()})"
+        )
     files = sorted(
         p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in documents.SUFFIXES
     )

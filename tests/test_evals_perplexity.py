@@ -83,6 +83,20 @@ def test_a_source_too_short_for_the_windows_is_refused_not_repeated(embedded_tok
         list(task.prompts(embedded_tokenizer))
 
 
+def test_one_book_is_a_source(embedded_tokenizer, tmp_path):
+    from conftest import make_epub
+
+    from core import workspace
+
+    body = "".join(f"<p>Chapter one, line {i}: the tide came in at dawn.</p>" for i in range(60))
+    book = make_epub(tmp_path / "tides.epub", [("one.xhtml", body)])
+    workspace.allow_root(tmp_path)
+    [prompt] = PerplexityConfig(lengths="200", windows=1, source=str(book)).prompts(
+        embedded_tokenizer
+    )
+    assert "Chapter one, line 0" in embedded_tokenizer.decode(prompt.ids)
+
+
 def test_settings_are_checked():
     with pytest.raises(ConfigError) as err:
         PerplexityConfig(lengths="8, abc", windows=0, source="/no/such/folder")

@@ -43,9 +43,9 @@ def build() -> dict[str, gr.components.Component]:
     c["note"] = gr.Markdown(NOTES["niah"], elem_classes="preset-note")
     with gr.Group() as c["source_box"]:
         c["haystack_kind"] = gr.Radio([("Built-in (Python's documentation)", "builtin"),
-                                       ("A folder of documents", "folder")],
+                                       ("A folder of documents, or one (a book)", "folder")],
                                       value="builtin", label="Haystack", elem_id="eval-source")  # fmt: skip
-        c["haystack_folder"] = gr.Textbox(label="Folder", visible=False, elem_id="eval-folder",
+        c["haystack_folder"] = gr.Textbox(label="Folder or file", visible=False, elem_id="eval-folder",
                                           placeholder="inside the workspace, e.g. datasets/books "
                                           "(.txt .md .pdf .epub .html)")  # fmt: skip
     with gr.Group() as c["niah_box"]:

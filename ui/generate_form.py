@@ -129,7 +129,7 @@ def _procedural() -> dict[str, Any]:
         with gr.Row():
             c["n"] = gr.Number(20, label="Samples", precision=0, minimum=1, elem_id="gen-n")
             c["length"] = gr.Number(4096, label="Tokens per sample", precision=0, minimum=32,
-                                    info="chat template included", elem_id="gen-length")  # fmt: skip
+                                    info="chat template included (text: the text alone)", elem_id="gen-length")  # fmt: skip
             c["depths"] = gr.Textbox(label="Depths (%)", placeholder="e.g. 0 25 50 75 100",
                                      info="cycled through the samples; empty: random",
                                      elem_id="gen-depths")  # fmt: skip

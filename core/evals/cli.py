@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--haystack",
         default="builtin",
-        help="'builtin' (the installed Python's documentation) or a folder of documents (.txt, .md, .pdf, .epub, .html)",
+        help="'builtin' (the installed Python's documentation) or a folder of documents (.txt, .md, .pdf, .epub, .html) or one of them",
     )
     p.add_argument(
         "--template", default=DEFAULT_TEMPLATE, help="user message with {context} and {question}"
@@ -106,8 +106,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--source",
         default="builtin",
-        help="'builtin' (the installed Python's documentation, ~55K tokens) or a folder of long "
-        "documents (.txt, .md, .pdf, .epub, .html)",
+        help="'builtin' (the installed Python's documentation, ~55K tokens), a folder of long "
+        "documents (.txt, .md, .pdf, .epub, .html) or one of them (a book)",
     )
     p.add_argument("--out", help="result folder (default: a new evals/<id>/ in the workspace)")
     p.add_argument("--png", action="store_true", help="also export heatmap.png (needs kaleido)")

@@ -306,9 +306,9 @@ class NiahConfig:
         template = self.template or ""
         if template.count("{context}") != 1 or "{question}" not in template:
             problems.append("template must contain {context} once and {question}")
-        if self.haystack != BUILTIN and not Path(str(self.haystack or "")).expanduser().is_dir():
+        if self.haystack != BUILTIN and not Path(str(self.haystack or "")).expanduser().exists():
             problems.append(
-                f"haystack {self.haystack!r} is neither 'builtin' nor a folder of documents"
+                f"haystack {self.haystack!r} is neither 'builtin' nor a folder or document that exists"
             )
         check_max_new_tokens(self.max_new_tokens, problems)
         if problems:

@@ -57,9 +57,9 @@ class PerplexityConfig:
         lengths, _ = grid_axes(self.lengths, [0], problems)
         if not isinstance(self.windows, int) or not 1 <= self.windows <= 64:
             problems.append(f"windows must be 1..64, got {self.windows!r}")
-        if self.source != BUILTIN and not Path(str(self.source or "")).expanduser().is_dir():
+        if self.source != BUILTIN and not Path(str(self.source or "")).expanduser().exists():
             problems.append(
-                f"source {self.source!r} is neither 'builtin' nor a folder of documents"
+                f"source {self.source!r} is neither 'builtin' nor a folder or document that exists"
             )
         if problems:
             raise ConfigError(problems)
