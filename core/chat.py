@@ -221,6 +221,62 @@ def budget(
     return Budget(chars // 4, window, max_tokens, exact=False)
 
 
+def fit_document(
+    target: ChatTarget,
+    messages: list[dict[str, str]],
+    document: str,
+    max_tokens: int,
+    window: int | None = None,
+) -> tuple[str, int]:
+    """`document` cut in the middle so that `messages` (the conversation without it) plus the
+    document plus `max_tokens` for the answer fit the target's window; the start and the end
+    are kept, as training keeps them (`core.data.render`). Returns (document, tokens cut).
+
+    Raises:
+        LongCtxError: the window is unknown, or the conversation alone leaves no room.
+    """
+    doc = document.strip()
+    with_doc = budget(target, _with_document(messages, doc), max_tokens, window)
+    if with_doc.window is None:
+        raise LongCtxError("the model's window is unknown: set it in Window (tokens) to trim")
+    if not with_doc.over:
+        return document, 0
+    excess = with_doc.prompt_tokens + max_tokens - with_doc.window
+    if target.kind == LOCAL:
+        tokenizer = _tokenizer(target.spec.adapter or target.spec.name)
+        encode = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+        decode = tokenizer.decode
+    else:  # the budget's approximation: 4 characters a token
+        encode = lambda s: [s[i : i + 4] for i in range(0, len(s), 4)]  # noqa: E731
+        decode = "".join
+    ids = encode(doc)
+    for _ in range(4):  # the pieces re-tokenize a little differently at the cut: re-check
+        keep = len(ids) - excess - 24  # the marker line's tokens, with room to spare
+        if keep < 64:
+            raise LongCtxError(
+                "the conversation alone leaves no room for the document: clear it, lower max "
+                "tokens or raise the window"
+            )
+        cut = len(ids) - keep
+        head, tail = decode(ids[: keep // 2]), decode(ids[len(ids) - (keep - keep // 2) :])
+        trimmed = f"{head}\n\n[… {cut:,} tokens cut from the middle …]\n\n{tail}"
+        check = budget(target, _with_document(messages, trimmed), max_tokens, window)
+        if not check.over:
+            return trimmed, cut
+        excess += check.prompt_tokens + max_tokens - check.window
+    raise LongCtxError("the document could not be trimmed to fit; shorten it by hand")
+
+
+def _with_document(messages: list[dict[str, str]], document: str) -> list[dict[str, str]]:
+    """`messages` (from `pending_messages` without a document) with `document` put before the
+    first user turn, as `build_messages` puts it."""
+    out = [dict(m) for m in messages]
+    first = next(i for i, m in enumerate(out) if m["role"] == "user")
+    if document:
+        out[first]["content"] = f"{document}\n\n{out[first]['content']}"
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Streaming replies.
 

@@ -101,6 +101,21 @@ def test_budget_counts_the_document_against_the_window(app_url, browser):
     page.locator("#chat-input textarea").fill("Summarize.")
     budget.get_by_text("over the window").wait_for(timeout=30000)
     assert "/ 8,192 tokens" in budget.inner_text()
+    # Trimming keeps the start and the end and cuts the middle, to fit with room to answer.
+    page.locator("#chat-doc-trim").click()
+    page.wait_for_function(
+        "() => (document.querySelector('#chat-doc-text textarea')?.value || '')"
+        ".includes('tokens cut from the middle')",
+        timeout=30000,
+    )
+    page.wait_for_function(
+        "() => { const t = document.querySelector('#chat-budget')?.innerText || '';"
+        " return t.includes('/ 8,192 tokens') && !t.includes('over the window')"
+        " && !t.includes('fewer than'); }",
+        timeout=30000,
+    )
+    text = page.locator("#chat-doc-text textarea").input_value()
+    assert text.startswith("lorem ipsum") and text.rstrip().endswith("ipsum")
     page.close()
 
 

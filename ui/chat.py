@@ -18,6 +18,7 @@ import gradio as gr
 from core import chat as core_chat
 from core import documents, models, space, workspace
 from core.data import io
+from core.errors import LongCtxError
 from core.generation import SamplingParams
 from ui import access, targets
 from ui.common import optional_int, user_errors
@@ -105,6 +106,8 @@ def build(default_model: str = models.EMBEDDED) -> ChatTab:
                                    height=130, elem_id="chat-doc-file")  # fmt: skip
                 document = gr.Textbox(label="Document text", lines=5, max_lines=12,
                                       placeholder="…or paste it here", elem_id="chat-doc-text")  # fmt: skip
+                trim = gr.Button("Trim its middle to fit the window", size="sm",
+                                 elem_id="chat-doc-trim")  # fmt: skip
             budget = gr.HTML(elem_id="chat-budget")
             with gr.Row():
                 chat_a = gr.Chatbot(label="Model", height=460, elem_id="chat-a",
@@ -131,7 +134,8 @@ def build(default_model: str = models.EMBEDDED) -> ChatTab:
     # app brings it back; it never touches the server's disk.
     history = gr.BrowserState([[], []], storage_key="longctx-chat-history")
     settings = [system, document, max_tokens, temperature, top_p, seed, stop]
-    budget_after = _wire(target_a, target_b, compare, b_box, settings, message, doc_file, budget,
+    budget_after = _wire(target_a, target_b, compare, b_box, settings, message, (doc_file, trim),
+                         budget,
                          (chat_a, stats_a), (chat_b, stats_b), send, stop_btn, clear,
                          history)  # fmt: skip
 
@@ -150,10 +154,11 @@ def build(default_model: str = models.EMBEDDED) -> ChatTab:
     return ChatTab(history, (chat_a, chat_b), budget_after, (target_a, target_b), compare)
 
 
-def _wire(target_a, target_b, compare, b_box, settings, message, doc_file, budget,
+def _wire(target_a, target_b, compare, b_box, settings, message, doc_controls, budget,
           side_a, side_b, send, stop_btn, clear, history) -> Callable[[Any], Any]:  # fmt: skip
     """Wire the tab's events; returns what chains a budget refresh after another event."""
     (chat_a, stats_a), (chat_b, stats_b) = side_a, side_b
+    doc_file, trim = doc_controls
     system, document, max_tokens, temperature, top_p, seed, stop = settings
     n_target = len(target_a.inputs())
 
@@ -186,6 +191,30 @@ def _wire(target_a, target_b, compare, b_box, settings, message, doc_file, budge
 
     def budget_after(event: Any) -> Any:
         return event.then(show_budget, budget_inputs, budget, show_progress="hidden")
+
+    @user_errors
+    def trim_document(msg, system_, doc, max_new, compare_, hist_a, hist_b, *targets):
+        """The document cut in the middle to fit every model it goes to (both, side by side)."""
+        if not (doc or "").strip():
+            raise LongCtxError("no document to trim")
+        cut_total = 0
+        for label, hist, values in (("A", hist_a, targets[:n_target]),
+                                    ("B", hist_b, targets[n_target:])):  # fmt: skip
+            if label == "B" and not compare_:
+                continue
+            target = to_target(*values)
+            window = None
+            if target.kind == core_chat.ENDPOINT:
+                window = core_chat.endpoint_window(target.base_url, target.api_key,
+                                                   target.endpoint_model)  # fmt: skip
+            messages = core_chat.pending_messages(msg or "", hist, system_ or "", "")
+            doc, cut = core_chat.fit_document(target, messages, doc, int(max_new), window)
+            cut_total += cut
+        if not cut_total:
+            gr.Info("The document fits the window already.")
+        return doc
+
+    trim.click(trim_document, budget_inputs, document)
 
     @user_errors
     def load_document(path, progress=gr.Progress()):
