@@ -149,7 +149,7 @@ def html_text(markup: str) -> str:
 
 def _pdf_text(path: Path, progress: Callable[[int, int], None] | None = None) -> str:
     from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
+    from pypdf.errors import DependencyError, PyPdfError
 
     try:
         reader = PdfReader(path)
@@ -162,7 +162,9 @@ def _pdf_text(path: Path, progress: Callable[[int, int], None] | None = None) ->
                 progress(len(pages), len(reader.pages))
     except LongCtxError:
         raise
-    except (PdfReadError, ValueError, KeyError, OSError) as exc:
+    except DependencyError as exc:  # e.g. AES encryption without the `cryptography` package
+        raise LongCtxError(f"{path.name} cannot be read here: {exc}") from None
+    except (PyPdfError, ValueError, KeyError, OSError) as exc:
         raise LongCtxError(f"{path.name} cannot be read as a PDF: {exc}") from None
     text = "\n\n".join(t for t in (pdf_paragraphs(p) for p in pages) if t)
     if not text.strip():
