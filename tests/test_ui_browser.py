@@ -73,7 +73,12 @@ def test_chat_reply_streams_in(app_url, browser):
     )
     assert page.locator("#chat-a .bot").last.inner_text().strip() == final
 
-    # ...and it can be kept as a training sample, in the paper's format.
+    # ...and, corrected by hand, it can be kept as a training sample in the paper's format.
+    page.locator("#chat-a .bot").last.hover()
+    page.locator("#chat-a button[aria-label='Edit']").last.click()
+    page.locator("#chat-a textarea.edit-textarea").fill("The ocean is vast. It is deep. It is old.")
+    page.locator("#chat-a button[aria-label='Submit']").click()
+    page.locator("#chat-a .bot", has_text="It is old.").wait_for(timeout=30000)
     page.get_by_text("Keep this conversation as a training sample").click()
     page.locator("#chat-keep-file input, #chat-keep-file textarea").first.fill("kept-chat.jsonl")
     page.locator("#chat-keep").click()
@@ -83,8 +88,12 @@ def test_chat_reply_streams_in(app_url, browser):
     turns = sample["conversations"]
     assert [t["role"] for t in turns] == ["user", "assistant"]
     assert turns[0]["content"] == "Write three sentences about the ocean."
-    assert re.findall(r"\w+", turns[1]["content"]) == words  # the reply as shown
+    assert turns[1]["content"] == "The ocean is vast. It is deep. It is old."  # as edited
     assert sample["model"].startswith("embedded")
+    # The edit is kept in the browser too: a reload shows the corrected reply.
+    page.reload()
+    page.get_by_role("tab", name="Chat").click()
+    page.locator("#chat-a .bot", has_text="It is old.").wait_for(timeout=30000)
     page.close()
 
 

@@ -110,10 +110,11 @@ def build(default_model: str = models.EMBEDDED) -> ChatTab:
                                  elem_id="chat-doc-trim")  # fmt: skip
             budget = gr.HTML(elem_id="chat-budget")
             with gr.Row():
+                # Editable: a reply corrected by hand makes a better training sample (Keep, below).
                 chat_a = gr.Chatbot(label="Model", height=460, elem_id="chat-a",
-                                    buttons=["copy"])  # fmt: skip
+                                    buttons=["copy"], editable="all")  # fmt: skip
                 chat_b = gr.Chatbot(label="Model B", height=460, visible=False, elem_id="chat-b",
-                                    buttons=["copy"])  # fmt: skip
+                                    buttons=["copy"], editable="all")  # fmt: skip
             with gr.Row():
                 stats_a = gr.Markdown(elem_classes="chat-stats")
                 stats_b = gr.Markdown(elem_classes="chat-stats", visible=False)
@@ -285,6 +286,10 @@ def _wire(target_a, target_b, compare, b_box, settings, message, doc_controls, b
                                     [chat, stats])  # fmt: skip
             answered.then(keep, [chat_a, chat_b], history, show_progress="hidden")
             budget_after(answered)
+
+    # A message edited by hand is kept in the browser like a reply.
+    for chat in (chat_a, chat_b):
+        chat.edit(keep, [chat_a, chat_b], history, show_progress="hidden")
 
     def stop_all(request: gr.Request):
         for side in ("A", "B"):
