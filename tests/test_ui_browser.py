@@ -90,6 +90,10 @@ def test_chat_reply_streams_in(app_url, browser):
     assert turns[0]["content"] == "Write three sentences about the ocean."
     assert turns[1]["content"] == "The ocean is vast. It is deep. It is old."  # as edited
     assert sample["model"].startswith("embedded")
+    # One click opens that dataset in the Data tab, to check or edit it.
+    page.locator("#chat-to-data").click()
+    page.locator(".data-status", has_text="kept-chat.jsonl · 1 samples").wait_for(timeout=60000)
+    assert page.get_by_role("tab", name="Data", selected=True).count() == 1
     # The edit is kept in the browser too: a reload shows the corrected reply.
     page.reload()
     page.get_by_role("tab", name="Chat").click()

@@ -70,6 +70,10 @@ class ChatTab:
     """The controls of model A and model B."""
     compare: gr.Checkbox
     """Side by side: the prompt also goes to the second target."""
+    kept: gr.State
+    """The dataset file the last kept conversation went to."""
+    to_data: gr.Button
+    """Opens that file in the Data tab (wired by the shell)."""
 
     def restore_on(self, tab: gr.Tab) -> None:
         # On opening the tab rather than on page load: at load time the browser has not yet
@@ -131,6 +135,8 @@ def build(default_model: str = models.EMBEDDED) -> ChatTab:
                                            elem_id="chat-keep-file")  # fmt: skip
                     keep = gr.Button("Add conversation A", scale=1, elem_id="chat-keep")
                 kept = gr.Markdown(elem_id="chat-kept")
+                to_data = gr.Button("Open the dataset in the Data tab", size="sm",
+                                    elem_id="chat-to-data")  # fmt: skip
     # The conversation lives in the browser (local storage), so a reload or a restart of the
     # app brings it back; it never touches the server's disk.
     history = gr.BrowserState([[], []], storage_key="longctx-chat-history")
@@ -148,11 +154,14 @@ def build(default_model: str = models.EMBEDDED) -> ChatTab:
         path = writable_path(name)
         line = io.append_jsonl(path, record)
         turns = len(record["conversations"])
-        return (f"✅ Added as line {line:,} of `{workspace.shown(path)}` ({turns} turns). Open "
-                "it in the Data tab to check or edit it.")  # fmt: skip
+        return (f"✅ Added as line {line:,} of `{workspace.shown(path)}` ({turns} turns).",
+                str(path))  # fmt: skip
 
-    keep.click(keep_sample, [chat_a, system, document, keep_file, *target_a.inputs()], kept)
-    return ChatTab(history, (chat_a, chat_b), budget_after, (target_a, target_b), compare)
+    kept_path = gr.State("")
+    keep.click(keep_sample, [chat_a, system, document, keep_file, *target_a.inputs()],
+               [kept, kept_path])  # fmt: skip
+    return ChatTab(history, (chat_a, chat_b), budget_after, (target_a, target_b), compare,
+                   kept_path, to_data)  # fmt: skip
 
 
 def _wire(target_a, target_b, compare, b_box, settings, message, doc_controls, budget,

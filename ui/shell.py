@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 
@@ -52,19 +53,23 @@ def build_app(model: str = models.EMBEDDED) -> gr.Blocks:
                 eval_target = evaluate.build()
             with gr.Tab("Chat", id="chat") as chat_page:
                 chat_tab = chat.build(default_model=model)
-        _wire_generate_to_data(generated, to_data, data_tab, tabs)
+        _wire_to_data(generated, to_data, data_tab, tabs)
+        _wire_to_data(chat_tab.kept, chat_tab.to_data, data_tab, tabs,
+                               "Nothing kept yet: add the conversation to a dataset first.")  # fmt: skip
         _wire_run_handoffs(runs_panel, eval_target, chat_tab, tabs)
         chat_tab.restore_on(chat_page)
     return demo
 
 
-def _wire_generate_to_data(generated: gr.Textbox, button: gr.Button, data_tab: data.DataTab,
-                           tabs: gr.Tabs) -> None:  # fmt: skip
-    """A generated file opens in the Data tab: the path moves over, the tab switches, it opens."""
+def _wire_to_data(generated: Any, button: gr.Button, data_tab: data.DataTab,
+                           tabs: gr.Tabs,
+                           nothing: str = "Nothing generated yet: run a job first.") -> None:  # fmt: skip
+    """A file made in another tab (Generate's output, Chat's kept conversations) opens in the
+    Data tab: the path moves over, the tab switches, it opens."""
 
     def hand_over(path: str):
         if not path:
-            raise gr.Error("Nothing generated yet: run a job first.", print_exception=False)
+            raise gr.Error(nothing, print_exception=False)
         return gr.update(value=path), gr.Tabs(selected="data")
 
     data_tab.open_after(button.click(hand_over, generated, [data_tab.path, tabs]))
