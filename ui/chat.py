@@ -1,8 +1,9 @@
 """Chat tab: talk to the base or the extended model over a long document, one or two at a time.
 
-Layout: model and sampling settings on the left; the document, the context budget and the
-conversation on the right. In side-by-side mode the same prompt goes to a second model (base vs
-tuned) and both replies stream at once. All decisions live in `core.chat`.
+Layout: model and sampling settings on the left; the document and the context budget
+(ui/chat_context.py), then the conversation, on the right. In side-by-side mode the same prompt
+goes to a second model (base vs tuned) and both replies stream at once. Replies can be edited by
+hand, and a conversation kept as a training sample. All decisions live in `core.chat`.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from typing import Any
 import gradio as gr
 
 from core import chat as core_chat
-from core import documents, models, space, workspace
+from core import models, space, workspace
 from core.data import io
-from core.errors import LongCtxError
 from core.generation import SamplingParams
 from ui import access, targets
+from ui import chat_context as context
 from ui.common import optional_int, user_errors
 from ui.data_common import writable_path
 
@@ -29,33 +30,12 @@ from ui.data_common import writable_path
 _cancel_events: dict[tuple[str, str], threading.Event] = {}
 
 
-def to_target(kind, model, adapter, rope_theta, window, base_url, api_key, endpoint_model):
-    """Widget values (in `TargetControls.inputs()` order) -> core ChatTarget (validated there)."""
-    return core_chat.ChatTarget(
-        kind=kind, spec=targets.model_spec(model, adapter, rope_theta, window),
-        base_url=base_url or "", api_key=api_key or "", endpoint_model=endpoint_model or "",
-    )  # fmt: skip
-
-
 def _params(max_tokens, temperature, top_p, seed, stop) -> SamplingParams:
     stops = [s for s in (stop or "").replace(",", "\n").splitlines() if s.strip()]
     return SamplingParams(
         max_tokens=int(max_tokens), temperature=float(temperature), top_p=float(top_p),
         stop=stops, seed=optional_int(seed),
     )  # fmt: skip
-
-
-def _budget_html(labels_budgets: list[tuple[str, core_chat.Budget]]) -> str:
-    rows = []
-    for label, b in labels_budgets:
-        pct = min(100.0, 100 * b.fraction)
-        state = "over" if b.over else ("warn" if pct > 80 else "ok")
-        rows.append(
-            f'<div class="ctx-budget {state}"><span class="ctx-label">{label}</span>'
-            f'<div class="ctx-bar"><div style="width:{pct:.1f}%"></div></div>'
-            f'<span class="ctx-text">{b.message()}</span></div>'
-        )
-    return "".join(rows)
 
 
 @dataclass
@@ -104,15 +84,7 @@ def build(default_model: str = models.EMBEDDED) -> ChatTab:
                     label="Stop strings", placeholder="one per line or comma-separated"
                 )
         with gr.Column(scale=3):
-            with gr.Accordion("Long document (goes before your first message)", open=False):
-                doc_file = gr.File(label="Upload .txt, .md, .pdf, .epub or .html",
-                                   file_types=list(documents.SUFFIXES), type="filepath",
-                                   height=130, elem_id="chat-doc-file")  # fmt: skip
-                document = gr.Textbox(label="Document text", lines=5, max_lines=12,
-                                      placeholder="…or paste it here", elem_id="chat-doc-text")  # fmt: skip
-                trim = gr.Button("Trim its middle to fit the window", size="sm",
-                                 elem_id="chat-doc-trim")  # fmt: skip
-            budget = gr.HTML(elem_id="chat-budget")
+            ctx = context.build()
             with gr.Row():
                 # Editable: a reply corrected by hand makes a better training sample (Keep, below).
                 chat_a = gr.Chatbot(label="Model", height=460, elem_id="chat-a",
@@ -140,17 +112,19 @@ def build(default_model: str = models.EMBEDDED) -> ChatTab:
     # The conversation lives in the browser (local storage), so a reload or a restart of the
     # app brings it back; it never touches the server's disk.
     history = gr.BrowserState([[], []], storage_key="longctx-chat-history")
-    settings = [system, document, max_tokens, temperature, top_p, seed, stop]
-    budget_after = _wire(target_a, target_b, compare, b_box, settings, message, (doc_file, trim),
-                         budget,
-                         (chat_a, stats_a), (chat_b, stats_b), send, stop_btn, clear,
-                         history)  # fmt: skip
+    budget_after = context.wire(ctx, message, system, max_tokens, compare, (chat_a, chat_b),
+                                (target_a, target_b))  # fmt: skip
+    settings = [system, ctx.document, max_tokens, temperature, top_p, seed, stop]
+    _wire(compare, b_box, settings, message, (chat_a, stats_a), (chat_b, stats_b),
+          (target_a, target_b), send, stop_btn, clear, history, budget_after)  # fmt: skip
 
     @user_errors
     def keep_sample(request: gr.Request, profile: gr.OAuthProfile | None, hist, system_, doc,
                     name, *target):  # fmt: skip
         access.require_owner(request, profile, "Saving a dataset")
-        record = core_chat.as_sample(hist, system_ or "", doc or "", to_target(*target).label)
+        record = core_chat.as_sample(
+            hist, system_ or "", doc or "", targets.to_chat_target(*target).label
+        )
         path = writable_path(name)
         line = io.append_jsonl(path, record)
         turns = len(record["conversations"])
@@ -158,83 +132,18 @@ def build(default_model: str = models.EMBEDDED) -> ChatTab:
                 str(path))  # fmt: skip
 
     kept_path = gr.State("")
-    keep.click(keep_sample, [chat_a, system, document, keep_file, *target_a.inputs()],
+    keep.click(keep_sample, [chat_a, system, ctx.document, keep_file, *target_a.inputs()],
                [kept, kept_path])  # fmt: skip
     return ChatTab(history, (chat_a, chat_b), budget_after, (target_a, target_b), compare,
                    kept_path, to_data)  # fmt: skip
 
 
-def _wire(target_a, target_b, compare, b_box, settings, message, doc_controls, budget,
-          side_a, side_b, send, stop_btn, clear, history) -> Callable[[Any], Any]:  # fmt: skip
-    """Wire the tab's events; returns what chains a budget refresh after another event."""
+def _wire(compare, b_box, settings, message, side_a, side_b, sides, send, stop_btn, clear,
+          history, budget_after) -> None:  # fmt: skip
+    """Wire the conversation: send, stream both sides, stop, clear, edits kept."""
     (chat_a, stats_a), (chat_b, stats_b) = side_a, side_b
-    doc_file, trim = doc_controls
+    target_a, target_b = sides
     system, document, max_tokens, temperature, top_p, seed, stop = settings
-    n_target = len(target_a.inputs())
-
-    @user_errors
-    def show_budget(msg, system_, doc, max_new, compare_, hist_a, hist_b, *targets):
-        rows = []
-        for label, hist, values in (("A", hist_a, targets[:n_target]),
-                                    ("B", hist_b, targets[n_target:])):  # fmt: skip
-            if label == "B" and not compare_:
-                continue
-            target = to_target(*values)
-            # The whole conversation goes to the model with each message, so it all counts.
-            messages = core_chat.pending_messages(msg or "", hist, system_ or "", doc or "")
-            window = None
-            if target.kind == core_chat.ENDPOINT:
-                window = core_chat.endpoint_window(target.base_url, target.api_key,
-                                                   target.endpoint_model)  # fmt: skip
-            name = f"{label} · {target.label}" if compare_ else target.label  # which side is which
-            rows.append((name, core_chat.budget(target, messages, int(max_new), window)))
-        return _budget_html(rows)
-
-    budget_inputs = [message, system, document, max_tokens, compare, chat_a, chat_b,
-                     *target_a.inputs(), *target_b.inputs()]  # fmt: skip
-    for trigger in (message.change, document.change, system.change, max_tokens.release,
-                    compare.change, target_a.model.change, target_a.window.change,
-                    target_a.adapter.blur, target_b.model.change, target_b.window.change,
-                    target_b.adapter.blur):  # fmt: skip
-        trigger(show_budget, budget_inputs, budget, show_progress="hidden",
-                trigger_mode="always_last")  # fmt: skip
-
-    def budget_after(event: Any) -> Any:
-        return event.then(show_budget, budget_inputs, budget, show_progress="hidden")
-
-    @user_errors
-    def trim_document(msg, system_, doc, max_new, compare_, hist_a, hist_b, *targets):
-        """The document cut in the middle to fit every model it goes to (both, side by side)."""
-        if not (doc or "").strip():
-            raise LongCtxError("no document to trim")
-        cut_total = 0
-        for label, hist, values in (("A", hist_a, targets[:n_target]),
-                                    ("B", hist_b, targets[n_target:])):  # fmt: skip
-            if label == "B" and not compare_:
-                continue
-            target = to_target(*values)
-            window = None
-            if target.kind == core_chat.ENDPOINT:
-                window = core_chat.endpoint_window(target.base_url, target.api_key,
-                                                   target.endpoint_model)  # fmt: skip
-            messages = core_chat.pending_messages(msg or "", hist, system_ or "", "")
-            doc, cut = core_chat.fit_document(target, messages, doc, int(max_new), window)
-            cut_total += cut
-        if not cut_total:
-            gr.Info("The document fits the window already.")
-        return doc
-
-    trim.click(trim_document, budget_inputs, document)
-
-    @user_errors
-    def load_document(path, progress=gr.Progress()):
-        if not path:
-            return gr.update()
-        return core_chat.read_document(
-            path, progress=lambda done, total: progress((done, total), desc="Reading", unit="pages")
-        )
-
-    doc_file.upload(load_document, doc_file, document)
 
     def toggle_compare(on):
         return [gr.update(visible=on)] * 3
@@ -256,7 +165,7 @@ def _wire(target_a, target_b, compare, b_box, settings, message, doc_controls, b
             if not hist or hist[-1]["role"] != "user":
                 return
             params = _params(max_new, temp, top_p_, seed_, stop_)
-            tgt = to_target(*target)
+            tgt = targets.to_chat_target(*target)
             if tgt.kind != core_chat.LOCAL:
                 # An endpoint may bill the owner's key, and would make the app a proxy.
                 access.require_owner(request, profile, "Chatting through an API endpoint")
@@ -309,7 +218,6 @@ def _wire(target_a, target_b, compare, b_box, settings, message, doc_controls, b
     stop_btn.click(stop_all, None, None, show_progress="hidden")
     budget_after(clear.click(lambda: ([], [], "", "", [[], []]), None,
                              [chat_a, chat_b, stats_a, stats_b, history]))  # fmt: skip
-    return budget_after
 
 
 @space.gpu(duration=120)

@@ -72,6 +72,17 @@ def to_eval_target(
     return Target(model=model_spec(model, adapter, rope_theta, window))
 
 
+def to_chat_target(kind, model, adapter, rope_theta, window, base_url, api_key, endpoint_model):
+    """Widget values (in `TargetControls.inputs()` order, without a tokenizer box) -> a chat
+    target (validated there)."""
+    from core.chat import ChatTarget
+
+    return ChatTarget(
+        kind=kind, spec=model_spec(model, adapter, rope_theta, window),
+        base_url=base_url or "", api_key=api_key or "", endpoint_model=endpoint_model or "",
+    )  # fmt: skip
+
+
 def target_controls(prefix: str, default_model: str = models.EMBEDDED, *,
                     title: str | None = None, tokenizer: bool = True) -> TargetControls:  # fmt: skip
     """Lay out the controls (ids `<prefix>-model`, `<prefix>-base-url`, ...) and wire the toggle;
