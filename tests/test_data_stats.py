@@ -4,6 +4,7 @@ what is built on them (table, figures, duplicates, evidence)."""
 from __future__ import annotations
 
 import os
+import random
 
 import plotly.graph_objects as go
 import pytest
@@ -75,18 +76,22 @@ def test_second_run_comes_from_the_cache_until_the_file_changes(tmp_path, tok, m
 
 
 def test_worker_processes_give_the_same_result(tmp_path, tok, measurer, monkeypatch):
-    rows = [
-        chat(f"Context number {i}. " * 50, f"Question {i}?", f"Answer {i}.", id=i)
-        for i in range(40)
-    ]
+    # Words seen by no earlier test: the counter's memo of known words (which forked workers
+    # inherit) cannot do the work, so the children spend measurable CPU time on it.
+    rng = random.Random(5)
+
+    def words(n: int) -> str:
+        return " ".join("".join(rng.choices("bcdfghklmnprstvzaeiou", k=7)) for _ in range(n))
+
+    rows = [chat(words(800), f"Question {i}?", f"Answer {i}.", id=i) for i in range(40)]
     path = write_jsonl(tmp_path / "many.jsonl", rows + ["{bad"])
-    one = stats.measure(str(path), tok, measurer=measurer, workers=1, use_cache=False)
     monkeypatch.setattr(stats, "_PARALLEL_MIN_BYTES", 0)
-    monkeypatch.setattr(stats, "_BATCH_BYTES", 4000)
+    monkeypatch.setattr(stats, "_BATCH_BYTES", 20000)
     children_before = os.times().children_user
     two = stats.measure(str(path), tok, measurer=measurer, workers=2, use_cache=False)
-    assert two.samples == one.samples
     assert os.times().children_user > children_before  # the work really ran in child processes
+    one = stats.measure(str(path), tok, measurer=measurer, workers=1, use_cache=False)
+    assert two.samples == one.samples
 
 
 def test_summary(tmp_path, tok, measurer):
