@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -81,7 +82,11 @@ def builtin_documents(min_chars: int = 0, *, refresh: bool = False) -> list[Docu
 
 
 def load_folder(
-    path: str | os.PathLike, *, min_chars: int = 0, unreadable: list[str] | None = None
+    path: str | os.PathLike,
+    *,
+    min_chars: int = 0,
+    unreadable: list[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[Document]:
     """Every document under `path` (recursively, sorted by path): text, Markdown, PDF, EPUB
     and HTML files (`core.documents.SUFFIXES`). `path` may also be one such document (a book).
@@ -90,7 +95,8 @@ def load_folder(
     command line via `core.workspace.allow_root`); a relative path is taken from the workspace.
     A file that cannot be read (a scanned PDF, a damaged book) is left out with a warning in
     the log, so one bad file does not sink a corpus of hundreds; pass `unreadable` (a list) to
-    receive the reasons, to show them.
+    receive the reasons, to show them. `progress(done, total)` follows the files (a folder of
+    books takes a while).
 
     Raises:
         LongCtxError: the folder is missing, not allowed, or holds no readable documents.
@@ -109,15 +115,17 @@ def load_folder(
         p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in documents.SUFFIXES
     )
     docs, skipped = [], [] if unreadable is None else unreadable
-    for file in files:
+    for n, file in enumerate(files, 1):
         try:
             text = documents.read_text(file).strip()
         except LongCtxError as exc:
             log.warning("corpus %s: %s; left out", root, exc)
             skipped.append(str(exc))
-            continue
+            text = ""
         if text and len(text) >= min_chars:
             docs.append(Document(str(file.relative_to(root)), text, str(file)))
+        if progress:
+            progress(n, len(files))
     if not docs:
         raise LongCtxError(
             f"corpus folder {str(path)!r} holds no documents ({documents.kinds()})"

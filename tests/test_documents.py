@@ -123,7 +123,9 @@ def test_a_corpus_folder_reads_every_kind_and_leaves_out_unreadable_files(tmp_pa
     (tmp_path / "d-notes.txt").write_text("Plain notes.")
     workspace.allow_root(tmp_path)
     unreadable: list[str] = []
-    docs = load_folder(tmp_path, unreadable=unreadable)
+    steps: list[tuple[int, int]] = []
+    docs = load_folder(tmp_path, unreadable=unreadable, progress=lambda *s: steps.append(s))
+    assert steps == [(1, 4), (2, 4), (3, 4), (4, 4)]  # file by file, the unreadable one too
     assert [d.title for d in docs] == ["a-log.pdf", "c-book.epub", "d-notes.txt"]
     assert docs[1].text == "Chapter text."
     # Said where, not dropped silently: in the log, and to a caller that shows it.

@@ -91,7 +91,13 @@ def build() -> gr.Textbox:
     )
     c["source_kind"].change(lambda k: gr.update(visible=k != "builtin"), c["source_kind"],
                             c["source_path"], show_progress="hidden")  # fmt: skip
-    info = user_errors(lambda *vals: form.source_info(values(vals)))
+
+    @user_errors
+    def info(*vals, progress=gr.Progress()):
+        return form.source_info(
+            values(vals), lambda done, total: progress((done, total), desc="Reading", unit="files")
+        )
+
     for trigger in (c["check"].click, c["source_path"].submit, c["source_kind"].change):
         trigger(info, inputs, c["source_info"], trigger_mode="always_last")
     c["endpoint_kind"].change(form.endpoint_kind, c["endpoint_kind"],

@@ -241,12 +241,13 @@ def depths(text: str | None) -> list[float] | None:
     return values or None
 
 
-def source_info(v: dict[str, Any]) -> str:
-    """How many documents the source has and how long they are, in the chosen tokenizer."""
+def source_info(v: dict[str, Any], progress: Any = None) -> str:
+    """How many documents the source has and how long they are, in the chosen tokenizer;
+    `progress(done, total)` follows the files being read."""
     if not source(v).strip():
         return "Type a folder or a file (under the workspace, or allowed with --allow) and press Enter."
     unreadable: list[str] = []
-    docs = sources.load_documents(source(v), unreadable)
+    docs = sources.load_documents(source(v), unreadable, progress)
     count = sources.token_counter(jobs.tokenizer((v["tokenizer"] or "").strip()))
     sizes = [count(doc.text) for doc in docs]
     low, high = v["min_tokens"] or 0, v["max_tokens"] or 0

@@ -44,11 +44,16 @@ Counter = Callable[[str], int]
 # Reading documents.
 
 
-def load_documents(source: str, unreadable: list[str] | None = None) -> list[Document]:
+def load_documents(
+    source: str,
+    unreadable: list[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Document]:
     """The documents of `builtin`, a folder, or one document or `.jsonl` file.
 
     A folder or file must lie under a root the app may read (see `core.workspace`). Files of a
-    folder that cannot be read are left out, their reasons appended to `unreadable`.
+    folder that cannot be read are left out, their reasons appended to `unreadable`;
+    `progress(done, total)` follows a folder's files.
 
     Raises:
         LongCtxError: nothing readable there.
@@ -67,7 +72,7 @@ def load_documents(source: str, unreadable: list[str] | None = None) -> list[Doc
     elif path.is_dir():
         docs = []
         if any(p.suffix.lower() in documents.SUFFIXES for p in path.rglob("*") if p.is_file()):
-            docs += corpus.load_folder(path, unreadable=unreadable)
+            docs += corpus.load_folder(path, unreadable=unreadable, progress=progress)
         for file in sorted(p for p in path.rglob("*") if p.suffix.lower() in JSONL_SUFFIXES):
             docs += _jsonl_documents(file, path)
     else:
