@@ -223,25 +223,31 @@ def budget(
 
 def fit_document(
     target: ChatTarget,
-    messages: list[dict[str, str]],
+    message: str,
+    history: list[dict[str, str]] | None,
+    system: str,
     document: str,
     max_tokens: int,
     window: int | None = None,
 ) -> tuple[str, int]:
-    """`document` cut in the middle so that `messages` (the conversation without it) plus the
-    document plus `max_tokens` for the answer fit the target's window; the start and the end
-    are kept, as training keeps them (`core.data.render`). Returns (document, tokens cut).
+    """`document` cut in the middle so that what Send would send (`pending_messages`) plus
+    `max_tokens` for the answer fits the target's window; the start and the end are kept, as
+    training keeps them (`core.data.render`). Returns (document, tokens cut).
 
     Raises:
         LongCtxError: the window is unknown, or the conversation alone leaves no room.
     """
+
+    def with_doc(doc: str) -> Budget:
+        return budget(target, pending_messages(message, history, system, doc), max_tokens, window)
+
     doc = document.strip()
-    with_doc = budget(target, _with_document(messages, doc), max_tokens, window)
-    if with_doc.window is None:
+    full = with_doc(doc)
+    if full.window is None:
         raise LongCtxError("the model's window is unknown: set it in Window (tokens) to trim")
-    if not with_doc.over:
+    if not full.over:
         return document, 0
-    excess = with_doc.prompt_tokens + max_tokens - with_doc.window
+    excess = full.prompt_tokens + max_tokens - full.window
     if target.kind == LOCAL:
         tokenizer = _tokenizer(target.spec.adapter or target.spec.name)
         encode = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
@@ -260,21 +266,11 @@ def fit_document(
         cut = len(ids) - keep
         head, tail = decode(ids[: keep // 2]), decode(ids[len(ids) - (keep - keep // 2) :])
         trimmed = f"{head}\n\n[… {cut:,} tokens cut from the middle …]\n\n{tail}"
-        check = budget(target, _with_document(messages, trimmed), max_tokens, window)
+        check = with_doc(trimmed)
         if not check.over:
             return trimmed, cut
         excess += check.prompt_tokens + max_tokens - check.window
     raise LongCtxError("the document could not be trimmed to fit; shorten it by hand")
-
-
-def _with_document(messages: list[dict[str, str]], document: str) -> list[dict[str, str]]:
-    """`messages` (from `pending_messages` without a document) with `document` put before the
-    first user turn, as `build_messages` puts it."""
-    out = [dict(m) for m in messages]
-    first = next(i for i, m in enumerate(out) if m["role"] == "user")
-    if document:
-        out[first]["content"] = f"{document}\n\n{out[first]['content']}"
-    return out
 
 
 # ---------------------------------------------------------------------------------------------

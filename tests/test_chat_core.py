@@ -141,15 +141,17 @@ def test_a_document_too_long_is_cut_in_the_middle_to_fit(embedded):
     document = (
         "START of the log. " + " ".join(f"Entry {i}: calm sea." for i in range(4000)) + " END."
     )
-    messages = chat.pending_messages("Summarize.", [], "", "")
     full = chat.budget(target, chat.build_messages("Summarize.", [], "", document), 256)
     assert full.over and full.prompt_tokens > 20000
-    trimmed, cut = chat.fit_document(target, messages, document, 256)
+    trimmed, cut = chat.fit_document(target, "Summarize.", [], "", document, 256)
     after = chat.budget(target, chat.build_messages("Summarize.", [], "", trimmed), 256)
     assert not after.over and after.prompt_tokens > 8192 - 256 - 200  # uses the room it has
     assert trimmed.startswith("START of the log.") and trimmed.endswith("END.")
     assert f"[… {cut:,} tokens cut from the middle …]" in trimmed and cut > 12000
-    assert chat.fit_document(target, messages, trimmed, 256) == (trimmed, 0)  # fits already
+    assert chat.fit_document(target, "Summarize.", [], "", trimmed, 256) == (
+        trimmed,
+        0,
+    )  # fits already
     long_chat = [{"role": "user", "content": "x " * 9000}, {"role": "assistant", "content": "ok"}]
     with pytest.raises(LongCtxError, match="conversation alone leaves no room"):
-        chat.fit_document(target, chat.pending_messages("", long_chat), document, 256)
+        chat.fit_document(target, "", long_chat, "", document, 256)

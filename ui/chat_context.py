@@ -80,8 +80,8 @@ def wire(ctx: Context, message, system, max_tokens, compare, chats, sides) -> Ca
             raise LongCtxError("no document to trim")
         cut_total = 0
         for _, hist, target, window in each_side(compare_, hist_a, hist_b, values):
-            messages = core_chat.pending_messages(msg or "", hist, system_ or "", "")
-            doc, cut = core_chat.fit_document(target, messages, doc, int(max_new), window)
+            doc, cut = core_chat.fit_document(target, msg or "", hist, system_ or "", doc,
+                                              int(max_new), window)  # fmt: skip
             cut_total += cut
         if not cut_total:
             gr.Info("The document fits the window already.")
