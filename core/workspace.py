@@ -54,6 +54,16 @@ def allow_root(path: str | os.PathLike) -> None:
         _extra_roots.append(root)
 
 
+def allow_given(source: str, builtin: str = "builtin") -> str:
+    """A corpus named on the command line: `builtin` as it is; a folder or file resolved and
+    allowed to be read (the user named it), returned as an absolute path."""
+    if source == builtin:
+        return source
+    resolved = str(Path(source).expanduser().resolve())
+    allow_root(resolved)
+    return resolved
+
+
 def allowed_roots() -> list[Path]:
     return [home(), _PROJECT_ROOT / "assets", *_extra_roots]
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from pathlib import Path
 
 from core import workspace
 from core.errors import ConfigError
@@ -254,10 +253,7 @@ def _niah_task(args: argparse.Namespace) -> NiahConfig:
     lengths = _lengths(args, problems)
     if problems:
         raise ConfigError(problems)
-    haystack = "builtin"
-    if args.haystack != "builtin":
-        haystack = str(Path(args.haystack).expanduser().resolve())
-        workspace.allow_root(haystack)
+    haystack = workspace.allow_given(args.haystack)
     return NiahConfig(
         lengths=lengths,
         depths=_depths(args),
@@ -297,10 +293,7 @@ def _passkey_task(args: argparse.Namespace) -> PasskeyConfig:
 
 
 def _perplexity_task(args: argparse.Namespace) -> PerplexityConfig:
-    source = "builtin"
-    if args.source != "builtin":
-        source = str(Path(args.source).expanduser().resolve())
-        workspace.allow_root(source)
+    source = workspace.allow_given(args.source)
     return PerplexityConfig(lengths=args.lengths, windows=args.windows, source=source)
 
 

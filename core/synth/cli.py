@@ -97,8 +97,7 @@ def _add_synth_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace) -> SynthConfig:
     """The SynthConfig a `longctx synth` command line describes (paths given are allowed)."""
-    if args.source != BUILTIN:  # a path given on the command line may be read
-        workspace.allow_root(Path(args.source).expanduser().resolve())
+    workspace.allow_given(args.source)  # a path given on the command line may be read
     overrides = {}
     for item in args.prompt:
         name, sep, file = item.partition("=")
@@ -352,10 +351,7 @@ def _make(args: argparse.Namespace) -> int:
             print(f"\rmaking {done}/{total}", end="" if done < total else "\n", file=sys.stderr)
 
     if args.task == text.TASK:
-        source = args.source
-        if source != sources.BUILTIN:
-            source = str(Path(source).expanduser().resolve())
-            workspace.allow_root(source)  # named on the command line: the user's to read
+        source = workspace.allow_given(args.source)
         unreadable: list[str] = []
         samples = text.text_samples(source, args.n, args.length, tokenizer, seed=args.seed,
                                     progress=show, unreadable=unreadable)  # fmt: skip
