@@ -318,8 +318,17 @@ def _run(task, args: argparse.Namespace) -> int:
         f"{len(task.cell_keys()) - len(pending)} already done, in {evaluation.path}",
         flush=True,
     )
-    if task.kind == PERPLEXITY:
-        return _report_perplexity(evaluation, args)
+    show = _show_perplexity if task.kind == PERPLEXITY else _show_answers
+    cells, summary = show(evaluation)
+    print(f"{summary}{evaluation.path / results.HEATMAP_FILE}", flush=True)
+    if args.png:
+        path = plots.export(evaluation.figure(cells), evaluation.path / "heatmap.png")
+        print(f"wrote {path}", flush=True)
+    return 0
+
+
+def _show_answers(evaluation: Evaluation) -> tuple[list[dict], str]:
+    """Run, printing each answered cell; returns every cell and the mean score to print."""
     for cell in evaluation.run():
         score = "n/a " if cell["score"] is None else f"{cell['score']:.2f}"
         print(
@@ -329,31 +338,25 @@ def _run(task, args: argparse.Namespace) -> int:
         )
     cells = evaluation.cells()
     mean = plots.mean_score(cells)
-    print(
-        f"mean score {'n/a' if math.isnan(mean) else f'{mean:.3f}'} over {len(cells)} cells; "
-        f"{evaluation.path / results.HEATMAP_FILE}",
-        flush=True,
+    return (
+        cells,
+        f"mean score {'n/a' if math.isnan(mean) else f'{mean:.3f}'} over {len(cells)} cells; ",
     )
-    if args.png:
-        path = plots.export(evaluation.figure(cells), evaluation.path / "heatmap.png")
-        print(f"wrote {path}", flush=True)
-    return 0
 
 
-def _report_perplexity(evaluation: Evaluation, args: argparse.Namespace) -> int:
+def _show_perplexity(evaluation: Evaluation) -> tuple[list[dict], str]:
+    """Run, printing each measured window, then the perplexity per length; returns every
+    cell (and nothing to print before the figure's path)."""
     for cell in evaluation.run():
         print(
             f"{cell['key']:<16} {cell['prompt_tokens']:>7} tokens  perplexity {cell['ppl']:9.3f}  "
             f"{cell['seconds']:6.1f}s",
             flush=True,
         )
-    for length, (ppl, windows) in perplexity_by_length(evaluation.cells()).items():
+    cells = evaluation.cells()
+    for length, (ppl, windows) in perplexity_by_length(cells).items():
         print(f"{length:>8,} tokens: perplexity {ppl:.3f} over {windows} windows", flush=True)
-    print(f"{evaluation.path / results.HEATMAP_FILE}", flush=True)
-    if args.png:
-        path = plots.export(evaluation.figure(), evaluation.path / "heatmap.png")
-        print(f"wrote {path}", flush=True)
-    return 0
+    return cells, ""
 
 
 def _run_diff(args: argparse.Namespace) -> int:
