@@ -65,8 +65,7 @@ def load_documents(
         if path.suffix.lower() in JSONL_SUFFIXES:
             docs = _jsonl_documents(path, path.parent)
         elif path.suffix.lower() in documents.SUFFIXES:
-            text = documents.read_text(path).strip()
-            docs = [Document(path.name, text, str(path))] if text else []
+            docs = corpus.load_folder(path)  # a single document reads as itself
         else:
             raise LongCtxError(f"{source!r} is not a document ({documents.kinds()}) or .jsonl")
     elif path.is_dir():
