@@ -13,11 +13,12 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
 if [ -n "${1:-}" ]; then
-  mkdir -p /tmp/gpu-site && tar xzf "$1" -C /tmp/gpu-site || exit 1
-  export PYTHONPATH="/tmp/gpu-site:$PWD"
+  site=$(mktemp -d) && tar xzf "$1" -C "$site" || exit 1
+  export PYTHONPATH="$site:$PWD"
 fi
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-export LONGCTX_HOME=${LONGCTX_HOME:-/tmp/longctx-gpu-check}
+LONGCTX_HOME=${LONGCTX_HOME:-$(mktemp -d)}  # a fresh workspace: the run leaves nothing behind here
+export LONGCTX_HOME
 
 python3 - <<'EOF' 2>&1 | tail -4
 import torch, transformers, peft
