@@ -200,6 +200,10 @@ def test_resolve_spec_keeps_sampling_and_refuses_outside_paths(tmp_path):
     assert resolve_spec("hub:org/name") == "hub:org/name"
     home = Path(os.environ["LONGCTX_HOME"]).resolve()
     assert resolve_spec("datasets/x.jsonl") == str(home / "datasets" / "x.jsonl")
+    # A bare name finds a file the app saved in datasets/; one that is nowhere stays as typed.
+    (home / "datasets" / "saved.jsonl").write_text('{"text": "a"}\n')
+    assert resolve_spec("saved.jsonl[1]") == f"{home / 'datasets' / 'saved.jsonl'}[1]"
+    assert resolve_spec("nowhere.jsonl") == str(home / "nowhere.jsonl")
     with pytest.raises(LongCtxError, match="outside"):
         resolve_spec(str(tmp_path / "x.jsonl"))
     with pytest.raises(LongCtxError):

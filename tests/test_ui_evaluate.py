@@ -164,6 +164,15 @@ def _run_to_completion(page, eval_id: str) -> None:
         pytest.fail(f"{status.inner_text()}\n{_server_side()}")
 
 
+def _wait_live_points(page, n: int) -> None:
+    """Until the live figure's first trace has `n` points."""
+    page.wait_for_function(
+        "([n]) => { const p = document.querySelector('#eval-live .js-plotly-plot');"
+        " return p && p.data && p.data[0].x.length === n; }",
+        arg=[n], timeout=20000,
+    )  # fmt: skip
+
+
 def test_perplexity_curves_of_the_base_and_a_rope_override(app_url, browser, workspace_home):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(app_url)
@@ -185,11 +194,7 @@ def test_perplexity_curves_of_the_base_and_a_rope_override(app_url, browser, wor
     assert command.startswith("longctx perplexity --model embedded --lengths 200,400"), command
     assert "2 cells" in page.locator("#eval-plan").inner_text()
     _run_to_completion(page, "ui-ppl")
-    page.wait_for_function(
-        "() => { const p = document.querySelector('#eval-live .js-plotly-plot');"
-        " return p && p.data && p.data[0].x.length === 2; }",
-        timeout=20000,
-    )
+    _wait_live_points(page, 2)
 
     # The same text read with a RoPE base the model was not trained on.
     _fill(page, "#eval-rope-theta", "50")
@@ -220,4 +225,50 @@ def test_perplexity_curves_of_the_base_and_a_rope_override(app_url, browser, wor
     assert "rope" in rope_name and "rope" not in base_name, curves
     assert all(r > b for r, b in zip(rope_ppl, base_ppl, strict=True)), curves
     page.screenshot(path=str(SHOTS / "evaluate-perplexity.png"), full_page=True)
+    page.close()
+
+
+def test_samples_held_out_in_data_are_asked_in_evaluate(app_url, browser, workspace_home):
+    from test_data_support import chat, write_jsonl
+
+    facts = [(f"Crate {n} holds {n * 7} lanterns.", f"How many lanterns are in crate {n}?",
+              f"{n * 7} lanterns") for n in range(1, 7)]  # fmt: skip
+    datasets = workspace_home / "datasets"
+    write_jsonl(datasets / "ui-qa.jsonl", [chat(f"Inventory notes. {f} End.", q, a, task="count")
+                                           for f, q, a in facts])  # fmt: skip
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(app_url)
+    page.get_by_role("tab", name="Mix & push").click()
+    page.get_by_text("Hold out samples for evaluation").click()
+    box = page.locator("#data-split-file input")
+    box.fill("ui-qa.jsonl")
+    box.press("Enter")
+    _fill(page, "#data-split-count", "2")
+    page.locator("#data-split").click()
+    report = page.locator("#data-split-report")
+    report.get_by_text("Held out").wait_for(timeout=30000)
+    assert "Held out 2 chat samples in workspace/datasets/ui-qa.eval.jsonl; 4 samples left to " \
+           "train on in workspace/datasets/ui-qa.train.jsonl" in report.inner_text()  # fmt: skip
+    assert len((datasets / "ui-qa.eval.jsonl").read_text().splitlines()) == 2
+
+    page.get_by_role("tab", name="Evaluate").click()
+    page.locator("#eval-task label", has_text="Held-out samples").click()
+    page.locator("#eval-dataset").wait_for(timeout=10000)
+    assert not page.locator("#eval-lengths").is_visible()  # the file sets the lengths
+    _fill(page, "#eval-dataset", "ui-qa.eval.jsonl")
+    _fill(page, "#eval-out", "ui-samples")
+    page.wait_for_function(
+        "() => (document.querySelector('#eval-command textarea')?.value || '').includes('ui-samples')",
+        timeout=20000,
+    )
+    command = page.locator("#eval-command textarea").input_value()
+    assert command.startswith(f"longctx samples {datasets / 'ui-qa.eval.jsonl'} --model embedded")
+    assert "2 cells" in page.locator("#eval-plan").inner_text()
+    _run_to_completion(page, "ui-samples")
+    _wait_live_points(page, 2)  # each answer a dot
+    cells = [json.loads(line) for line in
+             (workspace_home / "evals" / "ui-samples" / "cells.jsonl").read_text().splitlines()]  # fmt: skip
+    held = [json.loads(line) for line in (datasets / "ui-qa.eval.jsonl").read_text().splitlines()]
+    assert [c["expected"] for c in cells] == [r["conversations"][1]["content"] for r in held]
+    page.screenshot(path=str(SHOTS / "evaluate-samples.png"), full_page=True)
     page.close()

@@ -108,8 +108,9 @@ class Opened:
 def resolve_spec(spec: str | None) -> str:
     """A dataset spec typed by the user, its path checked against the allowed roots.
 
-    Relative paths are taken from the workspace; `path[N]` keeps its `[N]`; `hub:org/name` is
-    not a path and passes as it is.
+    Relative paths are taken from the workspace, or from its datasets/ folder where the file
+    is (a bare name finds what the app saved); `path[N]` keeps its `[N]`; `hub:org/name` is not
+    a path and passes as it is.
     """
     text = (spec or "").strip()
     if not text:
@@ -118,6 +119,9 @@ def resolve_spec(spec: str | None) -> str:
         return text
     path, n = io.parse_spec(text)
     resolved = workspace.resolve_inside(path)
+    if not resolved.exists():
+        saved = workspace.resolve_inside(path, base=workspace.subdir("datasets"))
+        resolved = saved if saved.exists() else resolved
     return f"{resolved}[{n}]" if n is not None else str(resolved)
 
 

@@ -1,5 +1,6 @@
 """Data tab, mixing: several files with counts or ratios and a seed -> one JSONL in the
-workspace; and pushing a file to a Hugging Face dataset repo.
+workspace; holding samples out of a file for evaluation; pushing a file to a Hugging Face
+dataset repo.
 
 The parts table becomes a `core.data.mix.MixSpec` (which refuses bad amounts with every reason
 at once); `mix.build_mix` writes it atomically. The Hub token is passed through to the upload
@@ -50,6 +51,19 @@ def report_md(report: mix.MixReport) -> str:
     return "\n".join(lines)
 
 
+def hold_out_md(report: mix.HoldOutReport) -> str:
+    lines = [
+        f"✅ Held out **{report.eval_rows:,} chat samples** in `{workspace.shown(report.eval)}`; "
+        f"**{report.train_rows:,} samples** left to train on in `{workspace.shown(report.train)}`.",
+        "Train on the first file; ask the second in Evaluate → *Held-out samples*, for the base "
+        "model and for the tuned one, and compare the two.",
+    ]
+    if report.part.malformed:
+        lines.append(f"\nLeft out {len(report.part.malformed):,} malformed row(s):")
+        lines += [f"- {p}" for p in report.part.malformed[:200]]
+    return "\n".join(lines)
+
+
 def build(path: gr.Dropdown) -> None:
     """Lay out the Mix & push panel and wire it."""
     gr.Markdown("Take each file whole, as a **count**, or as a **ratio** of the mixture "
@@ -75,6 +89,18 @@ def build(path: gr.Dropdown) -> None:
                             elem_id="data-mix-output")  # fmt: skip
     build_btn = gr.Button("Build the mixture", variant="primary", elem_id="data-mix-build")
     report = gr.Markdown(elem_id="data-mix-report")
+    with gr.Accordion("Hold out samples for evaluation", open=False):
+        gr.Markdown("Split a file in two: chat samples the model will not train on, to ask in "
+                    "Evaluate → *Held-out samples*, and the rest to train on. Text samples "
+                    "always stay in training.")  # fmt: skip
+        with gr.Row(equal_height=True):
+            split_file = gr.Dropdown(dataset_files(), label="File", allow_custom_value=True,
+                                     scale=3, elem_id="data-split-file")  # fmt: skip
+            held = gr.Number(50, label="Samples to hold out", precision=0, minimum=1,
+                             elem_id="data-split-count")  # fmt: skip
+            split_seed = gr.Number(42, label="Seed", precision=0)
+        split_btn = gr.Button("Hold out", elem_id="data-split")
+        split_report = gr.Markdown(elem_id="data-split-report")
     with gr.Accordion("Push to the Hugging Face Hub", open=False):
         with gr.Row(equal_height=True):
             push_file = gr.Dropdown(dataset_files(), label="File", allow_custom_value=True)
@@ -92,7 +118,8 @@ def build(path: gr.Dropdown) -> None:
         return rows + [[file, None, None]]
 
     add.click(add_part, [pick, parts], parts)
-    for box in (pick, push_file):  # files saved, uploaded or mixed since the page loaded
+    # Files saved, uploaded, split or mixed since the page loaded.
+    for box in (pick, push_file, split_file):
         box.focus(lambda: gr.update(choices=dataset_files()), None, box, show_progress="hidden")
 
     @user_errors
@@ -106,6 +133,20 @@ def build(path: gr.Dropdown) -> None:
                 gr.update(choices=files, value=str(done.output)))  # fmt: skip
 
     build_btn.click(do_mix, [parts, output, total, seed, shuffle], [report, path, push_file])
+
+    @user_errors
+    def do_split(request: gr.Request, profile: gr.OAuthProfile | None, file, count, seed_,
+                 progress=gr.Progress()):  # fmt: skip
+        access.require_owner(request, profile, "Writing a split dataset")
+        source = resolve_spec(file)
+        train, held = mix.split_names(source, workspace.subdir("datasets"))
+        spec = mix.HoldOut(source, train_output=str(train), eval_output=str(held),
+                           count=optional_int(count), seed=int(seed_ or 0))  # fmt: skip
+        done = mix.hold_out(spec, progress=lambda d, t: progress((d, t), desc="writing"))
+        files = dataset_files()
+        return hold_out_md(done), gr.update(choices=files), gr.update(choices=files)
+
+    split_btn.click(do_split, [split_file, held, split_seed], [split_report, path, split_file])
 
     @user_errors
     def do_push(request: gr.Request, profile: gr.OAuthProfile | None, file, repo_, token_,

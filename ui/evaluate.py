@@ -28,6 +28,7 @@ from ui import evaluate_form as form
 from ui import evaluate_jobs as jobs
 from ui import evaluate_results as past
 from ui.common import user_errors
+from ui.data_common import dataset_files
 
 
 def build() -> targets.TargetControls:
@@ -71,6 +72,9 @@ def _wire(target, c, run, stop, status, live, command, plan, panel, owner, shown
 
     c["task"].change(form.pick_task, c["task"], [c[n] for n in form.TOGGLED],
                      show_progress="hidden")  # fmt: skip
+    # Files saved, split or mixed since the page loaded.
+    c["dataset"].focus(lambda: gr.update(choices=dataset_files()), None, c["dataset"],
+                       show_progress="hidden")  # fmt: skip
     c["haystack_kind"].change(lambda k: gr.update(visible=k == "folder"), c["haystack_kind"],
                               c["haystack_folder"], show_progress="hidden")  # fmt: skip
     for mode, boxes in (("length_mode", ["lengths", "length_range"]),

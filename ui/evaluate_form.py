@@ -2,9 +2,9 @@
 
 `build()` lays the controls out and returns them by name; `task_config`, `scorer` and `output`
 turn their values into the engine's dataclasses (`core.evals.niah.NiahConfig`,
-`core.evals.procedural.TopicsConfig` / `PasskeyConfig`, `core.evals.perplexity.PerplexityConfig`,
-`core.evals.scoring.Scorer`), which validate them exactly as the `longctx niah/topics/passkey/
-perplexity` commands do.
+`core.evals.procedural.TopicsConfig` / `PasskeyConfig`, `core.evals.samples.SamplesConfig`,
+`core.evals.perplexity.PerplexityConfig`, `core.evals.scoring.Scorer`), which validate them exactly
+as the `longctx niah/topics/passkey/samples/perplexity` commands do.
 """
 
 from __future__ import annotations
@@ -15,19 +15,24 @@ from typing import Any
 import gradio as gr
 
 from core import workspace
-from core.evals import niah, perplexity, procedural
+from core.evals import niah, perplexity, procedural, samples
 from core.evals.backends import Endpoint
 from core.evals.runner import DEFAULT_SCORERS
 from core.evals.scoring import PERPLEXITY, SCORER_HELP, SCORERS, Scorer
+from ui.data_common import dataset_files, resolve_spec
 
 TASKS = [("Needle in a haystack", "niah"), ("Topic retrieval", "topics"),
-         ("Passkey", "passkey"), ("Perplexity", PERPLEXITY)]  # fmt: skip
+         ("Passkey", "passkey"), ("Held-out samples", "samples"),
+         ("Perplexity", PERPLEXITY)]  # fmt: skip
 NOTES = {
     "niah": "A needle sentence hidden at each depth of a haystack of each length; the answer is "
     "scored against the expected one (the paper's Figure 1).",
     "topics": "A conversation over N topics, then: which came first? Accuracy against N and "
     "prompt tokens (the paper's Figure 2).",
     "passkey": "A random 5-digit pass key hidden in filler text at each length and depth.",
+    "samples": "The questions of samples kept out of training (Data → Mix & push → *Hold out*), "
+    "each asked after the file's conversation so far; the answers are scored against the "
+    "file's, by prompt length and by task.",
     PERPLEXITY: "How well the model predicts running text with more and more context before "
     "it, and its loss at each position of the longest window: the first check after changing "
     "a RoPE base (local models only).",
@@ -80,6 +85,16 @@ def build() -> dict[str, gr.components.Component]:
         with gr.Row():
             c["n_topics"] = gr.Textbox("2,4,8", label="Topic counts", elem_id="eval-n-topics")
             c["turn_tokens"] = gr.Number(300, label="Tokens per topic", precision=0)
+    with gr.Group(visible=False) as c["samples_box"]:
+        c["dataset"] = gr.Dropdown(dataset_files(), value=None, allow_custom_value=True,
+                                   label="Held-out samples", elem_id="eval-dataset",
+                                   info="a dataset file in the workspace, e.g. one written by "
+                                   "Data → Mix & push → Hold out")  # fmt: skip
+        with gr.Row():
+            c["limit"] = gr.Number(50, label="Samples to ask", precision=0, minimum=1,
+                                   elem_id="eval-limit")  # fmt: skip
+            c["turns"] = gr.Radio([("Every answer", "all"), ("The last answer", "last")],
+                                  value="all", label="Answers to ask for")  # fmt: skip
     with gr.Row(visible=False) as c["trials_row"]:
         c["trials"] = gr.Number(3, label="Trials per cell", precision=0)
         c["seed"] = gr.Number(0, label="Seed", precision=0)
@@ -105,11 +120,11 @@ def build() -> dict[str, gr.components.Component]:
 INPUTS = ["task", "haystack_kind", "haystack_folder", "needle", "question", "answer", "template",
           "length_mode", "lengths", "min_length", "max_length", "num_lengths", "length_spacing",
           "depth_mode", "depths", "num_depths", "depth_spacing", "n_topics", "turn_tokens",
-          "trials", "seed", "windows", "scorer", "judge_url", "judge_model", "judge_key",
-          "max_new_tokens", "out"]  # fmt: skip
+          "trials", "seed", "windows", "dataset", "limit", "turns", "scorer", "judge_url",
+          "judge_model", "judge_key", "max_new_tokens", "out"]  # fmt: skip
 TOGGLED = ["note", "source_box", "haystack_kind", "niah_box", "grid_box", "depth_box",
-           "windows", "topics_box", "trials_row", "scoring_box", "scorer", "max_new_tokens",
-           "trials"]  # fmt: skip
+           "windows", "topics_box", "samples_box", "trials_row", "scoring_box", "scorer",
+           "max_new_tokens", "trials"]  # fmt: skip
 
 
 def pick_task(task: str) -> list[Any]:
@@ -118,10 +133,11 @@ def pick_task(task: str) -> list[Any]:
     shown = {
         "source_box": task in SOURCE_LABELS,
         "niah_box": task == "niah",
-        "grid_box": task != "topics",
+        "grid_box": task not in ("topics", "samples"),
         "depth_box": task in ("niah", "passkey"),
         "windows": measured,
         "topics_box": task == "topics",
+        "samples_box": task == "samples",
         "trials_row": task in ("topics", "passkey"),
         "scoring_box": not measured,
         "max_new_tokens": not measured,
@@ -160,6 +176,9 @@ def task_config(v: dict[str, Any]) -> Any:
             lengths=_lengths(v), windows=int(v["windows"] or 0), source=haystack
         )
     extra = {"max_new_tokens": int(v["max_new_tokens"])} if v["max_new_tokens"] else {}
+    if v["task"] == "samples":
+        return samples.SamplesConfig(resolve_spec(v["dataset"]), limit=int(v["limit"] or 0),
+                                     turns=v["turns"], **extra)  # fmt: skip
     if v["task"] == "topics":
         return procedural.TopicsConfig(
             n_topics=niah.parse_numbers(v["n_topics"] or ""), trials=int(v["trials"] or 1),

@@ -4,6 +4,7 @@
     longctx data stats FILE [--model M] [--max-length N] [--json]
     longctx data show FILE INDEX [--model M]        what the model sees, loss marked ⟦…⟧
     longctx data mix OUT PART [PART ...] [--total N] [--seed S] [--push REPO]
+    longctx data split FILE --hold-out N|RATIO|PERCENT [--train OUT] [--eval OUT] [--seed S]
     longctx data push FILE REPO [--token T]
 
 This module parses arguments and prints; the work is done by the other `core.data` modules.
@@ -63,6 +64,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     m.add_argument("--no-shuffle", action="store_true", help="keep parts in order")
     _push_args(m, repo_flag=True)
     m.set_defaults(func=_mix)
+
+    h = sub.add_parser(
+        "split",
+        help="hold chat samples out of a training set, to evaluate on (longctx samples)",
+        description="Write FILE's rows to a training file and a held-out file of chat samples "
+        "the model will not train on. Example: longctx data split datasets/mix.jsonl "
+        "--hold-out 50",
+    )
+    h.add_argument("file", help="the dataset to split")
+    h.add_argument(
+        "--hold-out",
+        required=True,
+        help="chat samples to hold out: a count (50), a ratio (0.05) or a percentage (5%%)",
+    )
+    h.add_argument("--train", help="training file to write (default: datasets/NAME.train.jsonl)")
+    h.add_argument("--eval", help="held-out file to write (default: datasets/NAME.eval.jsonl)")
+    h.add_argument("--seed", type=int, default=42)
+    h.set_defaults(func=_split)
 
     u = sub.add_parser("push", help="upload a dataset file to a Hugging Face dataset repo")
     u.add_argument("file")
@@ -219,6 +238,34 @@ def _mix(args: argparse.Namespace) -> int:
     if args.push:
         url = mix.push_to_hub(report.output, args.push, token=args.token, private=not args.public)
         print(f"pushed to {url}")
+    return 0
+
+
+def _split(args: argparse.Namespace) -> int:
+    from core import workspace
+    from core.data import mix
+
+    text = args.hold_out.strip()
+    try:
+        number = float(text.removesuffix("%")) / (100 if text.endswith("%") else 1)
+    except ValueError:
+        raise LongCtxError(f"--hold-out takes 50, 0.05 or 5%, got {args.hold_out!r}") from None
+    whole = "." not in text and not text.endswith("%")
+    train, held = mix.split_names(args.file, workspace.subdir("datasets"))
+    report = mix.hold_out(
+        mix.HoldOut(
+            args.file,
+            train_output=args.train or str(train),
+            eval_output=args.eval or str(held),
+            count=int(number) if whole else None,
+            ratio=None if whole else number,
+            seed=args.seed,
+        )
+    )
+    for line in report.part.malformed:
+        print(f"skipped {line}", file=sys.stderr)
+    print(f"held out {report.eval_rows} chat samples: {report.eval}")
+    print(f"left {report.train_rows} samples to train on: {report.train}")
     return 0
 
 

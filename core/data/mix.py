@@ -1,9 +1,12 @@
-"""Build a training mixture from several files, and push a file to the Hugging Face Hub.
+"""Build a training mixture from several files, hold samples out for evaluation, and push a
+file to the Hugging Face Hub.
 
 A mixture is a list of parts, each a file (or `file[N]`) taken whole, as a count of samples, or
 as a ratio of the mixture's total; samples are drawn without replacement with a seed, optionally
 shuffled together, and written as JSONL (rows from JSONL files keep their exact bytes). Malformed
 rows are never mixed in and never silently dropped: the report lists each one with its line.
+A hold-out splits one file in two the same way: the questions the model will not train on,
+and the rest.
 
 This module knows nothing about tokenizers or the UI.
 """
@@ -179,8 +182,24 @@ def build_mix(spec: MixSpec, *, progress: Progress | None = None) -> MixReport:
     if spec.shuffle:
         rng.shuffle(chosen)
     output = Path(spec.output).expanduser()
-    if any(isinstance(s, io._FileSource) and s.path.resolve() == output.resolve() for s in sources):
-        raise ConfigError(f"the output {output} is also an input; write the mixture elsewhere")
+    _refuse_overwriting_inputs(sources, [output])
+    backup = _write_rows(output, sources, chosen, progress)
+    return MixReport(output=output, rows=len(chosen), parts=reports, backup=backup)
+
+
+def _refuse_overwriting_inputs(sources: list[Source], outputs: list[Path]) -> None:
+    inputs = {s.path.resolve() for s in sources if isinstance(s, io._FileSource)}
+    for output in outputs:
+        if output.resolve() in inputs:
+            raise ConfigError(f"the output {output} is also an input; write it elsewhere")
+    if len({o.resolve() for o in outputs}) < len(outputs):
+        raise ConfigError("the two outputs are the same file; give each its own name")
+
+
+def _write_rows(
+    output: Path, sources: list[Source], chosen: list[tuple[int, int]], progress: Progress | None
+) -> Path | None:
+    """Write the chosen (source, row) pairs as JSONL, atomically; returns the backup, if any."""
     output.parent.mkdir(parents=True, exist_ok=True)
     existed = output.exists()
 
@@ -195,8 +214,91 @@ def build_mix(spec: MixSpec, *, progress: Progress | None = None) -> MixReport:
             progress(len(chosen), len(chosen))
 
     io.atomic_write(output, rows(), backup=True)
-    backup = io.backup_path(output) if existed else None
-    return MixReport(output=output, rows=len(chosen), parts=reports, backup=backup)
+    return io.backup_path(output) if existed else None
+
+
+@dataclass
+class HoldOut:
+    """Split one file into a training set and held-out evaluation questions.
+
+    Only chat samples are held out (a text sample has no question to ask); every other valid row
+    goes to the training file. Rows keep their order and, from JSONL, their exact bytes.
+    """
+
+    path: str
+    """The dataset to split."""
+    train_output: str
+    """Where to write what remains for training (JSONL)."""
+    eval_output: str
+    """Where to write the held-out samples (JSONL)."""
+    count: int | None = None
+    """Hold out exactly this many chat samples."""
+    ratio: float | None = None
+    """Hold out this share (0..1) of the chat samples (rounded, at least one)."""
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        problems = []
+        if (self.count is None) == (self.ratio is None):
+            problems.append("give how many samples to hold out: a count or a ratio")
+        if self.count is not None and int(self.count) < 1:
+            problems.append(f"hold out at least 1 sample, got {self.count}")
+        if self.ratio is not None and not 0 < float(self.ratio) < 1:
+            problems.append(f"the held-out ratio must be in (0, 1), got {self.ratio}")
+        for name in ("train_output", "eval_output"):
+            if not str(getattr(self, name) or "").strip():
+                problems.append(f"{name.replace('_', ' ')} is empty")
+        if problems:
+            raise ConfigError(problems)
+
+
+@dataclass
+class HoldOutReport:
+    train: Path
+    eval: Path
+    train_rows: int
+    eval_rows: int
+    part: PartReport
+
+
+def split_names(source: str, folder: Path) -> tuple[Path, Path]:
+    """`folder/NAME.train.jsonl` and `folder/NAME.eval.jsonl` for a dataset spec (a path,
+    `path[N]` or `hub:org/name`)."""
+    name = Path(io.parse_spec(source)[0].removeprefix(io.HUB_PREFIX).replace(":", "-")).name
+    stem = name.split(".")[0] or "dataset"
+    return folder / f"{stem}.train.jsonl", folder / f"{stem}.eval.jsonl"
+
+
+def hold_out(spec: HoldOut, *, progress: Progress | None = None) -> HoldOutReport:
+    """Draw the held-out chat samples with the seed; write both files atomically.
+
+    Raises:
+        ConfigError: fewer chat samples than asked, or an output that is the input.
+        LongCtxError: the file cannot be opened.
+    """
+    source = io.open_source(spec.path, seed=spec.seed)
+    report = PartReport(spec.path, len(source), 0, 0)
+    chat, other = [], []
+    for row in io.iter_raw(source):
+        if row.problems:
+            report.malformed += [schema.Problem(row.line, r, source.unit) for r in row.problems]
+        else:
+            (chat if row.kind == schema.CHAT else other).append(row.index)
+    report.valid = len(chat) + len(other)
+    want = spec.count if spec.count is not None else max(1, round(spec.ratio * len(chat)))
+    if want >= len(chat):
+        raise ConfigError(
+            f"{spec.path} has {len(chat)} chat samples; holding out {want} would leave none of "
+            "them to train on: hold out fewer"
+        )
+    held = set(random.Random(spec.seed).sample(chat, want))
+    report.taken = want
+    train_out, eval_out = (Path(p).expanduser() for p in (spec.train_output, spec.eval_output))
+    _refuse_overwriting_inputs([source], [train_out, eval_out])
+    kept = [(0, i) for i in sorted(chat + other) if i not in held]
+    _write_rows(eval_out, [source], [(0, i) for i in sorted(held)], None)
+    _write_rows(train_out, [source], kept, progress)
+    return HoldOutReport(train_out, eval_out, len(kept), want, report)
 
 
 def push_to_hub(

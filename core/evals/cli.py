@@ -1,4 +1,4 @@
-"""`longctx niah`, `longctx topics`, `longctx passkey`, `longctx perplexity` and `longctx eval-diff`.
+"""`longctx niah`, `topics`, `passkey`, `samples`, `perplexity` and `eval-diff`.
 
 Each evaluation command builds the same config dataclasses the Evaluate tab builds, runs an
 `Evaluation` into a folder (`--out`, or a new `evals/<id>/` in the workspace), prints one line
@@ -36,7 +36,8 @@ from core.evals.procedural import (
     PasskeyConfig,
     TopicsConfig,
 )
-from core.evals.runner import DEFAULT_SCORERS, Evaluation, compare_figure
+from core.evals.runner import DEFAULT_SCORERS, Evaluation, TaskConfig, compare_figure
+from core.evals.samples import TURNS, SamplesConfig
 from core.evals.scoring import PERPLEXITY, SCORERS, Scorer
 from core.models import ModelSpec, add_spec_args, spec_from_args
 
@@ -93,6 +94,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_eval)
 
     p = sub.add_parser(
+        "samples",
+        help="ask the questions of held-out samples; score the answers against the file's",
+        description="Each answer of the first --limit chat samples of DATASET, asked after the "
+        "file's conversation so far and scored against the file's answer. Hold samples out of "
+        "a training set first: longctx data split FILE --hold-out 50. Example: longctx samples "
+        "workspace/datasets/mix.eval.jsonl --model embedded --limit 20",
+    )
+    p.add_argument("dataset", help="the held-out samples (JSONL, JSON, Parquet, or hub:org/name)")
+    _target_args(p)
+    p.add_argument("--limit", type=int, default=50, help="ask the first N chat samples")
+    p.add_argument(
+        "--turns",
+        default="all",
+        choices=TURNS,
+        help="every answer of a sample (all) or only its last one",
+    )
+    _common_args(p, "samples")
+    p.set_defaults(func=_run_eval)
+
+    p = sub.add_parser(
         "perplexity",
         help="perplexity against context length, and loss by position (local models)",
         description="Measure how well the model predicts running text with more and more "
@@ -123,7 +144,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def command_for(
-    task: NiahConfig | TopicsConfig | PasskeyConfig | PerplexityConfig,
+    task: TaskConfig,
     target: Target,
     scorer: Scorer | None = None,
     out: str | None = None,
@@ -133,6 +154,8 @@ def command_for(
     Only settings that differ from the defaults are spelled out; API keys never are.
     """
     argv = ["longctx", task.kind]
+    if isinstance(task, SamplesConfig):
+        argv.append(task.dataset)  # positional
     if target.endpoint is not None:
         argv += ["--model", target.endpoint.model, "--base-url", target.endpoint.base_url]
         argv += ["--tokenizer", target.tokenizer] if target.tokenizer else []
@@ -147,8 +170,10 @@ def command_for(
             if value != getattr(default, name) or name == "name":
                 flag = "--model" if name == "name" else "--" + name.replace("_", "-")
                 argv += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
-    defaults = type(task)()
+    defaults = SamplesConfig(task.dataset) if isinstance(task, SamplesConfig) else type(task)()
     for name, value in vars(task).items():
+        if name.startswith("_"):  # a cache, not a setting
+            continue
         if value == getattr(defaults, name) and name not in ("lengths", "depths", "n_topics"):
             continue
         if isinstance(value, list):
@@ -297,12 +322,17 @@ def _perplexity_task(args: argparse.Namespace) -> PerplexityConfig:
     return PerplexityConfig(lengths=args.lengths, windows=args.windows, source=source)
 
 
-def task_from_args(
-    args: argparse.Namespace,
-) -> NiahConfig | TopicsConfig | PasskeyConfig | PerplexityConfig:
+def _samples_task(args: argparse.Namespace) -> SamplesConfig:
+    dataset = args.dataset
+    if not dataset.startswith("hub:"):
+        dataset = workspace.allow_given(dataset)
+    return SamplesConfig(dataset, limit=args.limit, turns=args.turns, **_extra(args))
+
+
+def task_from_args(args: argparse.Namespace) -> TaskConfig:
     """The task config an evaluation command's arguments describe."""
     make = {"niah": _niah_task, "topics": _topics_task, "passkey": _passkey_task,
-            "perplexity": _perplexity_task}  # fmt: skip
+            "samples": _samples_task, "perplexity": _perplexity_task}  # fmt: skip
     return make[args.command](args)
 
 
@@ -337,6 +367,12 @@ def _show_answers(evaluation: Evaluation) -> tuple[list[dict], str]:
             flush=True,
         )
     cells = evaluation.cells()
+    if evaluation.task.kind == "samples":
+        by_task: dict[str, list[dict]] = {}
+        for cell in cells:
+            by_task.setdefault(str(cell.get("task") or "-"), []).append(cell)
+        for name, group in sorted(by_task.items()):
+            print(f"{name:<24} mean score {plots.mean_score(group):.3f} over {len(group)} answers")
     mean = plots.mean_score(cells)
     return (
         cells,

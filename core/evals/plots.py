@@ -1,5 +1,5 @@
 """Plotly figures from evaluation cells: NIAH heatmap, base-vs-tuned difference, topic accuracy,
-perplexity curves.
+scores of held-out samples, perplexity curves.
 
 Every figure is built from plain cell records (the lines of cells.jsonl), so the UI can redraw
 it after each finished cell and watch the grid fill in; cells not finished yet stay blank.
@@ -225,6 +225,103 @@ def topic_accuracy(runs: dict[str, Iterable[dict[str, Any]]], *, x: str = "token
     fig.update_xaxes(title="context length (tokens)" if x == "tokens" else "number of topics")
     fig.update_yaxes(title="accuracy", range=[-0.05, 1.05])
     fig.update_layout(title="Topic retrieval", template="plotly_white")
+    return fig
+
+
+def _hover_text(text: Any, limit: int = 160) -> str:
+    text = " ".join(str(text or "").split())
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    text = text.replace("<", "&lt;").replace(">", "&gt;")
+    return "<br>".join(text[i : i + 60] for i in range(0, len(text), 60))
+
+
+def length_bins(cells: list[dict[str, Any]], bins: int = 6) -> list[tuple[float, float, int]]:
+    """(mean prompt length, mean score, cells) of up to `bins` groups of scored cells of
+    neighbouring lengths, equally filled: the trend of a scatter whose lengths are uneven."""
+    scored = sorted((c for c in cells if c.get("score") is not None), key=lambda c: c["length"])
+    if not scored:
+        return []
+    bins = max(1, min(bins, len(scored)))
+    out = []
+    for k in range(bins):
+        group = scored[k * len(scored) // bins : (k + 1) * len(scored) // bins]
+        out.append((sum(c["length"] for c in group) / len(group),
+                    sum(c["score"] for c in group) / len(group), len(group)))  # fmt: skip
+    return out
+
+
+def sample_scores(
+    runs: dict[str, tuple[Iterable[dict[str, Any]], int | None]],
+    *,
+    title: str = "Held-out samples",
+) -> Any:
+    """Scores of held-out questions against prompt length (left: each answer a dot, the binned
+    mean a line) and the mean score per task (right), one colour per run (e.g. base and tuned).
+
+    Args:
+        runs: {label: (cells, the model's window or None)}.
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(
+        rows=1, cols=2, column_widths=[0.65, 0.35], horizontal_spacing=0.12,
+        subplot_titles=("score by prompt length", "mean score by task"),
+    )  # fmt: skip
+    windows, longest = set(), 0
+    for n, (label, (cells, window)) in enumerate(runs.items()):
+        cells = [c for c in cells if c.get("score") is not None]
+        color = PALETTE[n % len(PALETTE)]
+        longest = max([longest, *(c["length"] for c in cells)])
+        fig.add_trace(
+            go.Scatter(
+                x=[c["length"] for c in cells], y=[c["score"] for c in cells], mode="markers",
+                name=f"{label}: answers", legendgroup=label, showlegend=False,
+                marker={"color": color, "opacity": 0.45, "size": 7},
+                customdata=[[c.get("line"), c.get("turn"), c.get("task"), _hover_text(
+                    c.get("question")), _hover_text(c.get("answer"))] for c in cells],
+                hovertemplate="line %{customdata[0]}, answer %{customdata[1]} (%{customdata[2]})"
+                "<br>%{x:,} tokens, score %{y:.2f}<br><b>Q</b> %{customdata[3]}<br><b>A</b> "
+                "%{customdata[4]}<extra>" + label + "</extra>",
+            ),
+            row=1, col=1,
+        )  # fmt: skip
+        bins = length_bins(cells)
+        mean = mean_score(cells)
+        fig.add_trace(
+            go.Scatter(
+                x=[b[0] for b in bins], y=[b[1] for b in bins], mode="lines+markers",
+                name=f"{label} (mean {mean:.2f})" if cells else label, legendgroup=label,
+                line={"color": color, "width": 3}, customdata=[b[2] for b in bins],
+                hovertemplate="around %{x:,.0f} tokens<br>mean score %{y:.2f} over "
+                "%{customdata} answers<extra>" + label + "</extra>",
+            ),
+            row=1, col=1,
+        )  # fmt: skip
+        by_task: dict[str, list[float]] = defaultdict(list)
+        for c in cells:
+            by_task[str(c.get("task") or "-")].append(c["score"])
+        tasks = sorted(by_task)
+        fig.add_trace(
+            go.Bar(
+                x=tasks, y=[sum(by_task[t]) / len(by_task[t]) for t in tasks], name=label,
+                legendgroup=label, showlegend=False, marker={"color": color},
+                customdata=[len(by_task[t]) for t in tasks],
+                hovertemplate="%{x}: mean %{y:.2f} over %{customdata} answers"
+                "<extra>" + label + "</extra>",
+            ),
+            row=1, col=2,
+        )  # fmt: skip
+        if window:
+            windows.add(window)
+    for window in sorted(w for w in windows if w < longest):
+        fig.add_vline(x=window, line_dash="dash", line_color="#333", row=1, col=1,
+                      annotation_text=f"window {_tokens_label(window)}",
+                      annotation_position="top left")  # fmt: skip
+    fig.update_xaxes(title="prompt length (tokens)", row=1, col=1)
+    fig.update_yaxes(title="score", range=[-0.05, 1.05], row=1, col=1)
+    fig.update_yaxes(range=[0, 1.05], row=1, col=2)
+    fig.update_layout(title=title, template="plotly_white", barmode="group", margin={"t": 80})
     return fig
 
 

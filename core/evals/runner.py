@@ -1,6 +1,6 @@
 """One evaluation, start to finish: folder -> prompts -> answers -> scores -> cells -> heatmap.
 
-`Evaluation` ties a task config (NIAH, topics, passkey), a target (local model or endpoint) and
+`Evaluation` ties a task config (NIAH, topics, passkey, held-out samples, perplexity), a target (local model or endpoint) and
 a scorer to a result folder. `run()` is a generator: it yields each cell as soon as it is scored
 and written to cells.jsonl, takes a progress callback and a cancel `threading.Event`, and
 renders the folder's heatmap when it stops (finished, cancelled or failed). Rerunning into the
@@ -25,14 +25,15 @@ from core.evals.backends import Cancelled, Endpoint, Target, open_backend
 from core.evals.niah import NiahConfig
 from core.evals.perplexity import PerplexityConfig, cell_fields
 from core.evals.procedural import PasskeyConfig, TopicsConfig
+from core.evals.samples import SamplesConfig
 from core.evals.scoring import PERPLEXITY, Scorer
 from core.models import ModelSpec
 
-TaskConfig = NiahConfig | TopicsConfig | PasskeyConfig | PerplexityConfig
+TaskConfig = NiahConfig | TopicsConfig | PasskeyConfig | SamplesConfig | PerplexityConfig
 TASKS: dict[str, type] = {"niah": NiahConfig, "topics": TopicsConfig, "passkey": PasskeyConfig,
-                          "perplexity": PerplexityConfig}  # fmt: skip
+                          "samples": SamplesConfig, "perplexity": PerplexityConfig}  # fmt: skip
 DEFAULT_SCORERS = {"niah": "rouge_l", "topics": "exact", "passkey": "exact",
-                   "perplexity": PERPLEXITY}  # fmt: skip
+                   "samples": "rouge_l", "perplexity": PERPLEXITY}  # fmt: skip
 Progress = Callable[[int, int, "dict[str, Any] | None"], None]
 
 
@@ -40,10 +41,11 @@ class Evaluation:
     """An evaluation folder and what fills it.
 
     Args:
-        task: what to ask (`NiahConfig`, `TopicsConfig`, `PasskeyConfig`), or what to measure
-            (`PerplexityConfig`: a local model only).
+        task: what to ask (`NiahConfig`, `TopicsConfig`, `PasskeyConfig`, `SamplesConfig`), or
+            what to measure (`PerplexityConfig`: a local model only).
         target: who answers.
-        scorer: how answers are scored (default: ROUGE-L for NIAH, exact for the others).
+        scorer: how answers are scored (default: ROUGE-L for NIAH and held-out samples, exact
+            for the others).
         out: the folder; default a new `evals/<id>/` in the workspace. A folder that already
             holds the same evaluation is resumed; its grid may grow or shrink, nothing else
             may change.
@@ -193,8 +195,9 @@ class Evaluation:
 
     def _answered(self, backend: Any, prompts: Any, cancel: Any) -> Iterator[dict[str, Any]]:
         """The cells of a task that asks questions: each answer, scored."""
-        question = getattr(self.task, "question", "")
         for prompt, reply in backend.answers(prompts, self.task.max_new_tokens, cancel):
+            # Held-out samples ask a question per cell; the other tasks one for all.
+            question = prompt.info.get("question") or getattr(self.task, "question", "")
             yield {
                 "key": prompt.key,
                 **prompt.info,
@@ -266,14 +269,18 @@ _TITLES = {"niah": "Needle in a haystack", "passkey": "Passkey"}
 
 def figure_from(record: dict[str, Any], cells: list[dict[str, Any]], x: str = "tokens") -> Any:
     """The figure of an evaluation from its config.json record and its cells: a heatmap
-    (NIAH, passkey; unfinished cells blank), an accuracy plot (topics, against `x`) or
-    perplexity curves."""
+    (NIAH, passkey; unfinished cells blank), an accuracy plot (topics, against `x`), scores
+    against length (held-out samples) or perplexity curves."""
     label = record.get("label") or "evaluation"
     if record.get("kind") == "topics":
         return plots.topic_accuracy({label: cells}, x=x)
     if record.get("kind") == PERPLEXITY:
         return plots.perplexity(
             {label: (cells, record.get("window"))}, title=f"Perplexity: {label}"
+        )
+    if record.get("kind") == "samples":
+        return plots.sample_scores(
+            {label: (cells, record.get("window"))}, title=f"Held-out samples: {label}"
         )
     task = record.get("task", {})
     title = f"{_TITLES.get(record.get('kind'), 'Evaluation')}: {label}"
@@ -285,7 +292,7 @@ def compare_figure(
     base: str | os.PathLike, tuned: str | os.PathLike, x: str = "tokens", labels: tuple = ()
 ) -> Any:
     """Two evaluation folders against each other: the tuned-minus-base heatmap of two grids
-    (NIAH, passkey), or both curves of two topic or two perplexity evaluations.
+    (NIAH, passkey), or both curves of two topic, held-out sample or perplexity evaluations.
 
     Args:
         labels: the two legend names; default each evaluation's label (or base and tuned, when
@@ -308,10 +315,20 @@ def compare_figure(
             {labels[0]: (cells_a, a.get("window")), labels[1]: (cells_b, b.get("window"))},
             title=f"Perplexity: {labels[0]} vs. {labels[1]}",
         )
-    if kinds & {"topics", PERPLEXITY}:
+    if kinds == {"samples"}:
+        if a.get("task", {}).get("dataset") != b.get("task", {}).get("dataset"):
+            raise LongCtxError(
+                "these two evaluations asked the questions of different files; compare two "
+                "evaluations of the same held-out samples"
+            )
+        return plots.sample_scores(
+            {labels[0]: (cells_a, a.get("window")), labels[1]: (cells_b, b.get("window"))},
+            title=f"Held-out samples: {labels[0]} vs. {labels[1]}",
+        )
+    if kinds & {"topics", "samples", PERPLEXITY}:
         raise LongCtxError(
             "compare two evaluations of the same kind: two grids (NIAH, passkey), two topic "
-            "retrievals or two perplexity measurements"
+            "retrievals, two evaluations of held-out samples or two perplexity measurements"
         )
     return plots.diff_heatmap(cells_a, cells_b, labels=labels, window=b.get("window"))
 
