@@ -203,6 +203,34 @@ def test_cpu_preset_trains_with_falling_loss():
         assert noise not in log, noise
 
 
+def test_held_out_loss_is_measured_before_and_during_training(tiny_llama_dir, tmp_path):
+    from core.models import load_tokenizer
+    from core.synth import procedural
+
+    held = procedural.make("keys", 3, 300, load_tokenizer(str(tiny_llama_dir)), seed=99)
+    held_file = tmp_path / "keys.eval.jsonl"
+    held_file.write_text("".join(json.dumps(r) + "\n" for r in held))
+    config = tiny_config(tiny_llama_dir, name="held-out", max_steps=4, save_steps=4, eval_steps=2,
+                         eval_data=str(held_file))  # fmt: skip
+    run_dir = runs.launch(config)
+    final = runs.wait(run_dir, timeout=600)
+    assert final["state"] == "completed", runs.tail_log(run_dir)
+    metrics = runs.read_metrics(run_dir)
+    measured = [(m["step"], m["eval_loss"]) for m in metrics if "eval_loss" in m]
+    assert [step for step, _ in measured] == [0, 2, 4]  # before the first step, then every 2
+    assert all(0 < loss < 20 for _, loss in measured), measured
+    # Training rows are unchanged, and their token counts leave the held-out samples out.
+    trained = [m for m in metrics if "loss" in m]
+    assert [m["step"] for m in trained] == [1, 2, 3, 4]
+    status = runs.read_status(run_dir)
+    assert status["eval_data"]["samples"] == 3 and status["eval_loss"] == measured[-1][1]
+    assert trained[-1]["tokens"] <= 4 * config.max_length  # 4 samples; 9 held-out ones more
+    card = (run_dir / "adapter" / "README.md").read_text()
+    first, last = measured[0][1], measured[-1][1]
+    assert f"Held-out loss (3 samples of `keys.eval.jsonl`): {first:.4f} at step 0 -> " \
+           f"{last:.4f} at step 4" in card  # fmt: skip
+
+
 def test_several_processes_share_the_global_batch(tiny_llama_dir):
     # The multi-GPU launch (torchrun, one process per device) exercised on CPU processes with
     # the gloo backend: the same command, the same accumulation arithmetic, rank 0 alone writing.

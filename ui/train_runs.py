@@ -50,12 +50,14 @@ def status_html(run_id: str | None) -> str:
     pct = 100 * step / total if total else 0
     eta = status.get("eta_s")
     eta_text = f" · ETA {_duration(eta)}" if eta and state == "running" else ""
-    loss = status.get("loss")
+    loss, held = status.get("loss"), status.get("eval_loss")
     reason = status.get("reason")
     return (
         f'<div class="run-status"><span class="run-badge" style="background:{_BADGE.get(state, "#6b7280")}">'
         f"{html.escape(state)}</span> <b>{html.escape(run_id)}</b> · step {step}/{total or '?'}"
-        + (f" · loss {loss:.4f}" if isinstance(loss, float) else "") + eta_text
+        + (f" · loss {loss:.4f}" if isinstance(loss, float) else "")
+        + (f" · held-out loss {held:.4f} (step {status.get('eval_step')})" if isinstance(held, float) else "")
+        + eta_text
         + f'<div class="run-progress"><div style="width:{pct:.1f}%"></div></div>'
         + (f'<p class="run-reason">{html.escape(str(reason))}</p>' if reason else "")
         + (f"<p>Adapter: <code>{html.escape(runs.short_path(status['adapter']))}</code></p>" if status.get("adapter") else "")

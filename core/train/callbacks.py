@@ -1,7 +1,8 @@
 """Trainer callbacks that make a run observable and stoppable through its folder.
 
 `RunMonitor` appends one JSON line per logging step to `metrics.jsonl` (loss, lr, grad norm,
-tokens/s, memory, ETA) and keeps `status.json` current; a SIGTERM/SIGINT becomes a clean stop
+tokens/s, memory, ETA), and one per measure of the held-out loss (eval_loss), and keeps
+`status.json` current; a SIGTERM/SIGINT becomes a clean stop
 (checkpoint, adapter, status `stopped`). Knows nothing about the UI: it only writes files.
 """
 
@@ -80,6 +81,8 @@ class RunMonitor(TrainerCallback):
         return control
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.is_main and logs and "eval_loss" in logs:
+            self._log_held_out(state, logs)
         if not self.is_main or not logs or "loss" not in logs:
             return
         now = time.monotonic()
@@ -104,6 +107,21 @@ class RunMonitor(TrainerCallback):
             f.write(json.dumps(record) + "\n")
         runs.update_status(self.run_dir, step=state.global_step, max_steps=state.max_steps,
                            eta_s=record["eta_s"], loss=record["loss"])  # fmt: skip
+
+    def _log_held_out(self, state, logs: dict[str, Any]) -> None:
+        """A metrics line of its own for the held-out loss (no lr, no tokens: nothing trained)."""
+        record = {
+            "step": state.global_step,
+            "epoch": round(state.epoch or 0.0, 4),
+            "eval_loss": logs["eval_loss"],
+            "eval_seconds": logs.get("eval_runtime"),
+            "time": time.time(),
+        }
+        with (self.run_dir / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        runs.update_status(self.run_dir, eval_loss=record["eval_loss"], eval_step=record["step"])
+        # The training throughput logged next must not count the time spent measuring.
+        self._last_time += float(logs.get("eval_runtime") or 0.0)
 
     def on_save(self, args, state, control, **kwargs):
         if self.is_main:

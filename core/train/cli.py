@@ -168,6 +168,8 @@ def _runs_list(args: argparse.Namespace) -> int:
     for run in rows:
         s = run.status
         loss = f"loss {s['loss']:.4f}" if isinstance(s.get("loss"), float) else ""
+        if isinstance(s.get("eval_loss"), float):
+            loss += f" held-out {s['eval_loss']:.4f}"
         print(
             f"{run.id:40s} {run.state:12s} step {s.get('step', 0)}/{s.get('max_steps', '?')} {loss}"
         )
@@ -187,6 +189,8 @@ def _runs_show(args: argparse.Namespace) -> int:
         "step",
         "max_steps",
         "loss",
+        "eval_loss",
+        "eval_step",
         "eta_s",
         "adapter",
         "last_checkpoint",

@@ -79,6 +79,11 @@ class TrainConfig:
     # -- data ---------------------------------------------------------------------------------
     data: list[DataSource] = field(default_factory=list)
     """Training sources, concatenated and shuffled."""
+    eval_data: str = ""
+    """Held-out samples (e.g. from `longctx data split`) whose loss is measured before training
+    and every eval_steps; empty: none."""
+    eval_steps: int = 0
+    """Measure the held-out loss every N optimizer steps (0: with every checkpoint)."""
     # -- LoRA ---------------------------------------------------------------------------------
     lora_r: int = 32
     lora_alpha: int = 16
@@ -118,6 +123,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.data = [d if isinstance(d, DataSource) else DataSource(**d) for d in self.data or []]
+        self.eval_data = str(self.eval_data or "").strip()
         if self.rope_theta in ("", 0):
             self.rope_theta = None
         self._coerce()
@@ -201,6 +207,8 @@ class TrainConfig:
             p.append("set epochs > 0 or max_steps > 0")
         if self.save_steps < 1 or self.logging_steps < 1:
             p.append("save_steps and logging_steps must be at least 1")
+        if self.eval_steps < 0:
+            p.append(f"eval_steps must be 0 (with every checkpoint) or more, got {self.eval_steps}")
         if not self.data:
             p.append("no training data: add a file or a procedural task")
         for i, source in enumerate(self.data, 1):

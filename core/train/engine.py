@@ -185,11 +185,23 @@ def _read_file(spec: str, seed: int) -> list[dict[str, Any]]:
 
 def prepare_dataset(config: TrainConfig, tokenizer: Any) -> tuple[Any, DataReport]:
     """Render every sample through the chat template with its loss mask; drop or cut long ones."""
+    return _render_dataset(read_sources(config, tokenizer), config, tokenizer)
+
+
+def prepare_eval_dataset(config: TrainConfig, tokenizer: Any) -> tuple[Any, DataReport] | None:
+    """The held-out samples, rendered like the training ones (None without `eval_data`)."""
+    if not config.eval_data:
+        return None
+    return _render_dataset(_read_file(config.eval_data, config.seed), config, tokenizer)
+
+
+def _render_dataset(
+    raw: list[dict[str, Any] | None], config: TrainConfig, tokenizer: Any
+) -> tuple[Any, DataReport]:
     import datasets
 
     from core.data.render import render_sample
 
-    raw = read_sources(config, tokenizer)
     rows: list[dict[str, list[int]]] = []
     dropped = truncated = tokens = labelled = malformed = 0
     for sample in raw:
@@ -312,7 +324,7 @@ def make_trainer_class() -> type:
             loss = loss / num_items_in_batch
             if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
                 loss = loss * self.accelerator.num_processes
-            if self.tokens is not None:
+            if self.tokens is not None and model.training:  # held-out batches are not trained on
                 self.tokens.total += int(inputs["attention_mask"].sum())
                 self.tokens.labelled += int((targets != IGNORE).sum())
             return (loss, outputs) if return_outputs else loss
@@ -321,10 +333,19 @@ def make_trainer_class() -> type:
 
 
 def build_trainer(config: TrainConfig, loaded: models.LoadedModel, dataset: Any, run_dir: Path,
-                  callbacks: list[Any], tokens: Any) -> Any:  # fmt: skip
+                  callbacks: list[Any], tokens: Any, eval_dataset: Any = None) -> Any:  # fmt: skip
     from transformers import TrainingArguments
 
     bf16 = _dtype(config) == "bfloat16" and loaded.device.startswith("cuda")
+    held_out = {}
+    if eval_dataset is not None:
+        held_out = dict(
+            eval_strategy="steps",
+            eval_steps=config.eval_steps or config.save_steps,
+            eval_on_start=True,  # the held-out loss before any step: the curve's starting point
+            per_device_eval_batch_size=config.per_device_batch_size,
+            prediction_loss_only=True,
+        )
     args = TrainingArguments(
         output_dir=str(run_dir / "checkpoints"),
         per_device_train_batch_size=config.per_device_batch_size,
@@ -352,6 +373,7 @@ def build_trainer(config: TrainConfig, loaded: models.LoadedModel, dataset: Any,
         dataloader_num_workers=0,
         use_cpu=not loaded.device.startswith("cuda"),
         ddp_find_unused_parameters=False,
+        **held_out,
     )
     unsloth = config.engine == "unsloth"  # load_for_training refused it if it is not usable
     trainer_cls = make_trainer_class()
@@ -359,6 +381,7 @@ def build_trainer(config: TrainConfig, loaded: models.LoadedModel, dataset: Any,
         model=loaded.model,
         args=args,
         train_dataset=dataset,
+        eval_dataset=eval_dataset,
         data_collator=Collator(loaded.tokenizer.pad_token_id),
         callbacks=callbacks,
         tokens=tokens,
@@ -405,12 +428,17 @@ def run_training(config: TrainConfig, run_dir: Path, resume: bool = False) -> di
                            device=runs.device_key(config))  # fmt: skip
     loaded = load_for_training(config)
     dataset, report = prepare_dataset(config, loaded.tokenizer)
+    held_out = prepare_eval_dataset(config, loaded.tokenizer)
+    eval_dataset, eval_report = held_out or (None, None)
     if is_main:
         runs.update_status(run_dir, data=report.__dict__, overrides=loaded.overrides,
+                           eval_data=eval_report.__dict__ if eval_report else None,
                            trainable=_trainable(loaded.model),
                            engine=resolve_engine(config))  # fmt: skip
     log.info("data: %s", report)
-    trainer = build_trainer(config, loaded, dataset, run_dir, [monitor], tokens)
+    if eval_report:
+        log.info("held-out data: %s", eval_report)
+    trainer = build_trainer(config, loaded, dataset, run_dir, [monitor], tokens, eval_dataset)
     checkpoint = runs.last_checkpoint(run_dir) if resume else None
     if resume and checkpoint is None:
         log.warning("no complete checkpoint in %s; starting from the beginning", run_dir)

@@ -100,6 +100,7 @@ def write_model_card(folder: Path, adapter: Path, merged: bool) -> Path:
         f"global batch {cfg.get('global_batch_size')}, {cfg.get('epochs')} epoch(s), "
         f"{status.get('step', '?')} steps",
         f"- Data: {data or '?'}",
+        *_held_out_line(adapter.parent, cfg, status),
         "",
         "## Evaluation",
         "",
@@ -109,6 +110,17 @@ def write_model_card(folder: Path, adapter: Path, merged: bool) -> Path:
     card = folder / "README.md"
     card.write_text("\n".join(lines))
     return card
+
+
+def _held_out_line(run_dir: Path, cfg: dict[str, Any], status: dict[str, Any]) -> list[str]:
+    """`- Held-out loss: before -> after` where the run measured one (else nothing)."""
+    held = [m for m in runs.read_metrics(run_dir) if m.get("eval_loss") is not None]
+    if not held:
+        return []
+    samples = (status.get("eval_data") or {}).get("samples", "?")
+    return [f"- Held-out loss ({samples} samples of `{Path(cfg.get('eval_data', '?')).name}`): "
+            f"{held[0]['eval_loss']:.4f} at step {held[0]['step']} -> {held[-1]['eval_loss']:.4f} "
+            f"at step {held[-1]['step']}"]  # fmt: skip
 
 
 def evaluations_of(adapter: Path, base: str) -> list[dict[str, Any]]:

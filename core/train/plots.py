@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -26,7 +27,8 @@ def smooth(values: list[float], weight: float = 0.8) -> list[float]:
 
 
 def run_figure(metrics: list[dict[str, Any]], title: str = "") -> go.Figure:
-    """2x2 panel: loss (raw and smoothed), learning rate, memory, tokens/s against step."""
+    """2x2 panel: loss (raw, smoothed, and held-out where measured), learning rate, memory,
+    tokens/s against step."""
     fig = make_subplots(rows=2, cols=2, subplot_titles=("loss", "learning rate", "memory (GB)",
                         "tokens / s"), vertical_spacing=0.16, horizontal_spacing=0.1)  # fmt: skip
     rows = [m for m in metrics if m.get("loss") is not None]
@@ -37,6 +39,12 @@ def run_figure(metrics: list[dict[str, Any]], title: str = "") -> go.Figure:
                                  line=dict(color="rgba(99,110,250,0.35)")), 1, 1)  # fmt: skip
         fig.add_trace(go.Scatter(x=steps, y=smooth(loss), name="loss (smoothed)",
                                  line=dict(color="#636efa", width=3)), 1, 1)  # fmt: skip
+        held = [m for m in metrics if m.get("eval_loss") is not None]
+        if held:
+            fig.add_trace(go.Scatter(x=[m["step"] for m in held], y=[m["eval_loss"] for m in held],
+                                     name="held-out loss", mode="lines+markers",
+                                     line=dict(color="#e45756", width=2, dash="dot"),
+                                     marker=dict(symbol="diamond", size=9)), 1, 1)  # fmt: skip
         fig.add_trace(go.Scatter(x=steps, y=[m.get("lr") for m in rows], name="lr",
                                  line=dict(color="#00cc96")), 1, 2)  # fmt: skip
         for key, label, color in (("mem_bytes", "process RSS", "#ab63fa"),
@@ -57,13 +65,21 @@ def run_figure(metrics: list[dict[str, Any]], title: str = "") -> go.Figure:
 
 
 def overlay_figure(curves: dict[str, list[dict[str, Any]]]) -> go.Figure:
-    """Smoothed loss of several runs on one chart."""
+    """Smoothed loss of several runs on one chart, and their held-out loss where measured
+    (dotted, in the run's colour)."""
     fig = go.Figure()
-    for name, metrics in curves.items():
+    colors = plotly.colors.qualitative.Plotly  # plotly_white's own order
+    for n, (name, metrics) in enumerate(curves.items()):
+        color = colors[n % len(colors)]
         rows = [m for m in metrics if m.get("loss") is not None]
         if rows:
-            fig.add_trace(go.Scatter(x=[m["step"] for m in rows],
+            fig.add_trace(go.Scatter(x=[m["step"] for m in rows], line=dict(color=color),
                                      y=smooth([m["loss"] for m in rows]), name=name))  # fmt: skip
+        held = [m for m in metrics if m.get("eval_loss") is not None]
+        if held:
+            fig.add_trace(go.Scatter(x=[m["step"] for m in held], y=[m["eval_loss"] for m in held],
+                                     name=f"{name} (held-out)", mode="lines+markers",
+                                     line=dict(color=color, dash="dot")))  # fmt: skip
     fig.update_layout(title="loss (smoothed)", xaxis_title="step", yaxis_title="loss",
                       **{**_LAYOUT, "height": 360})  # fmt: skip
     return fig
