@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "core.train.cli",
     "core.data.cli",
     "core.synth.cli",
+    "core.rope_cli",
 ]
 
 

@@ -210,25 +210,26 @@ def test_held_out_loss_is_measured_before_and_during_training(tiny_llama_dir, tm
     held = procedural.make("keys", 3, 300, load_tokenizer(str(tiny_llama_dir)), seed=99)
     held_file = tmp_path / "keys.eval.jsonl"
     held_file.write_text("".join(json.dumps(r) + "\n" for r in held))
-    config = tiny_config(tiny_llama_dir, name="held-out", max_steps=4, save_steps=4, eval_steps=2,
+    config = tiny_config(tiny_llama_dir, name="held-out", max_steps=5, save_steps=5, eval_steps=2,
                          eval_data=str(held_file))  # fmt: skip
     run_dir = runs.launch(config)
     final = runs.wait(run_dir, timeout=600)
     assert final["state"] == "completed", runs.tail_log(run_dir)
     metrics = runs.read_metrics(run_dir)
     measured = [(m["step"], m["eval_loss"]) for m in metrics if "eval_loss" in m]
-    assert [step for step, _ in measured] == [0, 2, 4]  # before the first step, then every 2
+    # Before the first step, every 2 steps, and the final adapter.
+    assert [step for step, _ in measured] == [0, 2, 4, 5]
     assert all(0 < loss < 20 for _, loss in measured), measured
     # Training rows are unchanged, and their token counts leave the held-out samples out.
     trained = [m for m in metrics if "loss" in m]
-    assert [m["step"] for m in trained] == [1, 2, 3, 4]
+    assert [m["step"] for m in trained] == [1, 2, 3, 4, 5]
     status = runs.read_status(run_dir)
     assert status["eval_data"]["samples"] == 3 and status["eval_loss"] == measured[-1][1]
-    assert trained[-1]["tokens"] <= 4 * config.max_length  # 4 samples; 9 held-out ones more
+    assert trained[-1]["tokens"] <= 5 * config.max_length  # 5 samples; 12 held-out ones more
     card = (run_dir / "adapter" / "README.md").read_text()
     first, last = measured[0][1], measured[-1][1]
     assert f"Held-out loss (3 samples of `keys.eval.jsonl`): {first:.4f} at step 0 -> " \
-           f"{last:.4f} at step 4" in card  # fmt: skip
+           f"{last:.4f} at step 5" in card  # fmt: skip
 
 
 def test_several_processes_share_the_global_batch(tiny_llama_dir):

@@ -247,12 +247,25 @@ def test_train_tab_launches_a_run_that_survives_reload_and_restart(
     steps = page.locator("#train-max_steps input")
     steps.fill("4")
     steps.press("Tab")
+    # Two held-out samples, their loss measured before training and every 2 steps.
+    held = workspace.subdir("datasets") / "ui-held.jsonl"
+    held.write_text("".join(json.dumps({"conversations": [
+        {"role": "user", "content": f"Note: door {n} is blue.\n\nWhat colour is door {n}?"},
+        {"role": "assistant", "content": "Blue."}]}) + "\n" for n in range(2)))  # fmt: skip
+    held_box = page.locator("#train-eval_data textarea")
+    held_box.fill("ui-held.jsonl")
+    held_box.press("Tab")
+    every = page.locator("#train-eval_steps input")
+    every.fill("2")
+    every.press("Tab")
     yaml_box = page.locator(".cm-content").first
     page.wait_for_function(
-        "() => [...document.querySelectorAll('.cm-content')].some(e => e.innerText.includes('max_steps: 4'))",
+        "() => [...document.querySelectorAll('.cm-content')].some(e => e.innerText.includes("
+        "'max_steps: 4') && e.innerText.includes('eval_steps: 2'))",
         timeout=20000,
     )
     assert str(tiny_llama_dir) in yaml_box.inner_text()
+    assert f"eval_data: {held}" in yaml_box.inner_text()
     assert "core.cli train" in page.locator("#train-command textarea").input_value()
     page.locator("#train-launch").click()
     started = page.get_by_text("Started run")
@@ -268,8 +281,14 @@ def test_train_tab_launches_a_run_that_survives_reload_and_restart(
     except PlaywrightTimeout:
         pytest.fail(f"{page.locator('#run-status').inner_text()}\n{_run_files(run_id)}")
     assert "step 4/4" in page.locator("#run-status").inner_text()
+    assert "held-out loss" in page.locator("#run-status").inner_text()
     page.locator("#run-chart .js-plotly-plot").wait_for(timeout=20000)
-    assert page.locator("#run-chart .scatterlayer .trace").count() >= 4  # loss, smooth, lr, ...
+    assert page.locator("#run-chart .scatterlayer .trace").count() >= 5  # loss, smooth, lr, ...
+    held_steps = page.evaluate(
+        "() => document.querySelector('#run-chart .js-plotly-plot').data"
+        ".find(t => t.name === 'held-out loss').x"
+    )
+    assert held_steps == [0, 2, 4]
     # The log opens at its end: the run's last line is in view.
     page.get_by_text("Log", exact=True).click()
     log = page.locator("#run-log textarea")

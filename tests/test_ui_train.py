@@ -1,10 +1,12 @@
-"""The Train tab's runs panel, without a browser: what its timer sends to the page."""
+"""The Train tab: its runs panel without a browser (what its timer sends to the page), and the
+RoPE base advisor in Chromium."""
 
 from __future__ import annotations
 
 import json
 
 import gradio as gr
+import pytest
 
 from core.train import runs
 from core.train.config import DataSource, TrainConfig
@@ -28,3 +30,47 @@ def test_the_timer_redraws_a_run_only_when_its_files_change():
     runs.update_status(run_dir, step=2)
     second = train_runs.poll(run_dir.name, first[-1])
     assert "step 2/4" in second[1] and second[-1] != first[-1]
+
+
+@pytest.mark.integration
+def test_rope_advisor_puts_a_suggested_base_into_the_form(app_url, browser):
+    page = browser.new_page()
+    page.goto(app_url)
+    page.get_by_role("tab", name="Train").click()
+    # The first preset trains at 512 tokens, inside the model's window: opening says so.
+    page.locator("#rope-advisor").get_by_text("Choose a RoPE base").click()
+    toast = page.locator(".toast-body", has_text="does not extend the model's window").first
+    toast.wait_for(timeout=30000)
+    assert "8,192" in toast.inner_text()
+
+    length = page.locator("#train-max_length input")
+    length.fill("81920")
+    length.press("Tab")
+    table = page.locator("#rope-table")
+    table.get_by_text("Suggested bases for 81,920 tokens").wait_for(timeout=30000)
+    text = table.inner_text()
+    assert "RoPE base 100K, head_dim 64, window 8,192 tokens" in text
+    for row in ("ntk: 1.08M", "critical: 3.85M", "bound: 32.3M", "paper: 200M"):
+        assert row in text, (row, text)
+    # The candidate is the preset's base, 1M: too small for 80K on this model.
+    assert "Your base 1M at 81,920 tokens" in text and "goes negative" in text
+    plot = page.locator("#rope-plot .js-plotly-plot")
+    plot.wait_for(timeout=30000)
+    assert "Attention bias B(m)" in plot.inner_text()
+    assert page.locator("#rope-plot .scatterlayer .trace").count() == 6
+
+    page.locator("#rope-pick input").click()
+    page.get_by_role("option", name="bound: 32.3M").click()
+    page.locator("#rope-use").click()
+    page.wait_for_function(
+        "() => document.querySelector('#train-rope_theta input').value === '32312000'",
+        timeout=30000,
+    )
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.cm-content')]"
+        ".some(e => e.innerText.includes('rope_theta: 32312000.0'))",
+        timeout=30000,
+    )
+    table.get_by_text("Your base 32.3M").wait_for(timeout=30000)
+    assert "stays >= 0 up to 81,920 tokens" in table.inner_text()
+    page.close()

@@ -16,7 +16,7 @@ from core import models, workspace
 from core.errors import LongCtxError
 from core.train import config as cfg
 from core.train import fit, plots, runs
-from ui import access, train_runs
+from ui import access, train_rope, train_runs
 from ui.common import user_errors
 from ui.data_common import resolve_spec
 
@@ -54,11 +54,17 @@ def _form(start: cfg.TrainConfig) -> dict[str, gr.components.Component]:
                                  elem_id="train-data", label="Sources: a file path, or a "
                                  "procedural task (passkey, keys, topics) with n samples of "
                                  "length tokens")  # fmt: skip
+        with gr.Row():
+            field(gr.Textbox, "eval_data", "Held-out samples (loss measured, not trained on)",
+                  placeholder="e.g. datasets/longctx-mix.eval.jsonl (Data → Mix & push → Hold out)",
+                  scale=3)  # fmt: skip
+            field(gr.Number, "eval_steps", "Measure every (steps)", precision=0, minimum=0)
     with gr.Accordion("Long context", open=True):
         with gr.Row():
             field(gr.Number, "rope_theta", "RoPE base")
             field(gr.Number, "max_length", "Max length (tokens)", precision=0)
             field(gr.Radio, "overflow", "Longer samples", list(cfg.OVERFLOW))
+        train_rope.build(c["model"], c["max_length"], c["rope_theta"])
     with gr.Accordion("LoRA", open=False):
         with gr.Row():
             field(gr.Number, "lora_r", "r", precision=0)
@@ -109,6 +115,8 @@ def config_from_form(names: list[str], values: list[Any]) -> cfg.TrainConfig:
     for source in raw["data"]:
         if source.get("path"):
             source["path"] = resolve_spec(source["path"])
+    if (raw.get("eval_data") or "").strip():
+        raw["eval_data"] = resolve_spec(raw["eval_data"])
     return cfg.TrainConfig.from_dict(raw)
 
 

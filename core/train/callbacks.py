@@ -73,6 +73,8 @@ class RunMonitor(TrainerCallback):
                                max_steps=state.max_steps)  # fmt: skip
 
     def on_step_end(self, args, state, control, **kwargs):
+        if args.eval_strategy != "no" and state.global_step >= state.max_steps:
+            control.should_evaluate = True  # the held-out loss of the final adapter, always
         if self.stop_requested.is_set():
             control.should_save = True
             control.should_training_stop = True
