@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 
 import pytest
 from conftest import make_pdf, start_app
@@ -21,26 +20,37 @@ SHOTS = __import__("pathlib").Path(__import__("tempfile").gettempdir()) / "longc
 SHOTS.mkdir(exist_ok=True)
 
 
+SEEN_REPLIES = """() => {
+  window.seenReplies = [];
+  const record = () => {
+    const bots = document.querySelectorAll('#chat-a .bot');
+    const text = bots.length ? bots[bots.length - 1].innerText.trim() : '';
+    const seen = window.seenReplies;
+    if (text && text !== 'Loading content' && seen[seen.length - 1] !== text) seen.push(text);
+  };
+  new MutationObserver(record).observe(document.querySelector('#chat-a'),
+                                       {subtree: true, childList: true, characterData: true});
+}"""
+
+
 def test_chat_reply_streams_in(app_url, browser):
     page = browser.new_page()
     page.goto(app_url)
     page.get_by_role("tab", name="Chat").click()
     box = page.locator("#chat-input textarea")
     box.fill("Write three sentences about the ocean.")
+    # Every text the reply shows, recorded in the page as it renders: polling from here would
+    # miss states on a loaded machine.
+    page.evaluate(SEEN_REPLIES)
     page.locator("#chat-send").click()
 
+    page.wait_for_function(
+        "() => (document.querySelector('.chat-stats')?.innerText || '').includes('tokens/s')",
+        timeout=120000,
+    )
     bot = page.locator("#chat-a .bot").last
-    seen: list[str] = []
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if bot.count():
-            text = bot.inner_text().strip()
-            if text and text != "Loading content" and (not seen or text != seen[-1]):
-                seen.append(text)
-        if "tokens/s" in page.locator(".chat-stats").first.inner_text():
-            break
-        time.sleep(0.05)
     final = bot.inner_text().strip()
+    seen = page.evaluate("() => window.seenReplies")
     page.screenshot(path=str(SHOTS / "chat.png"), full_page=True)
     assert len(final.split()) >= 10, final
     # Streaming: the reply was seen growing through several partial states, each a prefix.
