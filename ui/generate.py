@@ -1,10 +1,10 @@
 """Generate tab: make training samples — the paper's LLM-written tasks or procedural ones.
 
-Left: the task and its settings (ui/generate_form.py). Right: dry run (requests, tokens and the
-most it can cost, nothing sent), Generate / Stop, live progress and the last samples made, and
-the file written under workspace/datasets. The run goes on a thread (ui/generate_jobs.py) that a
-`gr.Timer` polls; the browser remembers its job, so a reload finds it again. The work is done by
-`core.synth` (engine and procedural).
+Left: the task and its settings (ui/generate_form.py, read by ui/generate_values.py). Right: dry
+run (requests, tokens and the most it can cost, nothing sent), Generate / Stop, live progress and
+the last samples made, and the file written under workspace/datasets. The run goes on a thread
+(ui/generate_jobs.py) that a `gr.Timer` polls; the browser remembers its job, so a reload finds
+it again. The work is done by `core.synth` (engine and procedural).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from core.synth.engine import SynthJob
 from ui import access
 from ui import generate_form as form
 from ui import generate_jobs as jobs
+from ui import generate_values as form_values
 from ui.common import user_errors
 
 TASKS = [("Single-detail QA", "single-detail"), ("Multi-detail QA", "multi-detail"),
@@ -94,7 +95,7 @@ def build() -> gr.Textbox:
 
     @user_errors
     def info(*vals, progress=gr.Progress()):
-        return form.source_info(
+        return form_values.source_info(
             values(vals), lambda done, total: progress((done, total), desc="Reading", unit="files")
         )
 
@@ -111,7 +112,7 @@ def build() -> gr.Textbox:
 
     @user_errors
     def dry_run(name, *vals):
-        config = form.synth_config(name, values(vals), serve=False)
+        config = form_values.synth_config(name, values(vals), serve=False)
         ep = config.endpoint
         est = SynthJob(config, tokenizer=jobs.tokenizer(config.tokenizer)).estimate()
         return _estimate_html(est, ep.price_in, ep.price_out)
@@ -123,9 +124,9 @@ def build() -> gr.Textbox:
         access.require_owner(request, profile, "Generating data")
         v, mine = values(vals), request.session_hash
         if name in form.NO_API:
-            job = jobs.start_procedural([mine, key], name, **form.procedural_args(v))
+            job = jobs.start_procedural([mine, key], name, **form_values.procedural_args(v))
         else:
-            config = form.synth_config(name, v, serve=True)
+            config = form_values.synth_config(name, v, serve=True)
             job = jobs.start_synth([mine, key], config)
             v["base_url"] = config.endpoint.base_url
         return [mine, v["base_url"], *jobs.view(job), job.version()]
@@ -154,9 +155,9 @@ def command_line(task: str, v: dict[str, Any]) -> str:
     """The `longctx` command that makes the same samples, or why the form is not ready."""
     try:
         if task in form.NO_API:
-            argv = synth_cli.make_command_for(task, **form.procedural_args(v))
+            argv = synth_cli.make_command_for(task, **form_values.procedural_args(v))
         else:
-            argv = synth_cli.command_for(form.synth_config(task, v, serve=False))
+            argv = synth_cli.command_for(form_values.synth_config(task, v, serve=False))
     except LongCtxError as exc:  # shown in place of the command, not as a toast per keystroke
         return f"Not ready: {exc}"
     return shlex.join(argv)

@@ -1,25 +1,21 @@
 """Generate tab, part 2: the settings form — source, contexts, generator, prompts, procedural sets.
 
 Each sub-builder lays out one group and returns its components by name (SynthConfig and
-EndpointConfig field names where there is one); `synth_config` and `procedural_args` turn the
-widget values into what `core.synth` takes. Validation is the engine's (`SynthConfig.validate`).
+EndpointConfig field names where there is one); ui/generate_values.py turns the widget values
+into what `core.synth` takes. Validation is the engine's (`SynthConfig.validate`).
 """
 
 from __future__ import annotations
 
-import statistics
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
-from core.errors import LongCtxError
 from core.synth import procedural, prompts, sources, text
 from core.synth.client import EndpointConfig
 from core.synth.config import SynthConfig, field_help
 from core.synth.tasks import MULTI_MODES, TASKS
 from ui import generate_jobs as jobs
-from ui.data_common import writable_path
 
 HELP, EP_HELP = field_help(SynthConfig), field_help(EndpointConfig)
 EMBEDDED, CUSTOM = "embedded", "custom"
@@ -189,77 +185,3 @@ def endpoint_kind(kind: str) -> list[Any]:
                 gr.update(value=EMBEDDED, interactive=False), gr.update(visible=False)]  # fmt: skip
     return [gr.update(value="", interactive=True, placeholder="https://api.openai.com/v1"),
             gr.update(value="", interactive=True, placeholder="gpt-4o"), gr.update(visible=True)]  # fmt: skip
-
-
-def source(v: dict[str, Any]) -> str:
-    return sources.BUILTIN if v["source_kind"] == sources.BUILTIN else (v["source_path"] or "")
-
-
-def synth_config(task: str, v: dict[str, Any], *, serve: bool) -> SynthConfig:
-    """The SynthConfig the form describes, validated; `serve` starts the embedded server."""
-    base_url, model = v["base_url"], v["model"]
-    if v["endpoint_kind"] == EMBEDDED:
-        server = jobs.embedded_server() if serve else None
-        base_url = server.base_url if server else jobs.embedded_url() or EndpointConfig.base_url
-        model = EMBEDDED
-    endpoint = EndpointConfig(
-        base_url=(base_url or "").strip(), model=(model or "").strip(), api_key=v["api_key"] or "",
-        concurrency=v["concurrency"], temperature=v["temperature"] or 0.0,
-        answer_tokens=v["answer_tokens"], price_in=v["price_in"] or 0.0,
-        price_out=v["price_out"] or 0.0,
-    )  # fmt: skip
-    edited = {n: v[f"prompt:{n}"] for n, text in prompts.DEFAULTS.items()
-              if v[f"prompt:{n}"] != text}  # fmt: skip
-    names = ("n_docs", "min_tokens", "max_tokens", "chunk_tokens", "qa_per_chunk",
-             "chunks_per_doc", "characters", "multi_mode", "passages", "multi_requests",
-             "clusters", "min_support", "drop_unsupported", "use_cache", "seed")  # fmt: skip
-    return SynthConfig(
-        task=task, source=source(v), tokenizer=(v["tokenizer"] or "").strip(), prompts=edited,
-        out=str(output(v) or ""), endpoint=endpoint, **{n: v[n] for n in names},
-    ).validate()  # fmt: skip
-
-
-def output(v: dict[str, Any]) -> Path | None:
-    """The file the user named, under workspace/datasets (None: the engine's default name)."""
-    return writable_path(v["out"]) if (v["out"] or "").strip() else None
-
-
-def procedural_args(v: dict[str, Any]) -> dict[str, Any]:
-    """Keyword arguments of `generate_jobs.start_procedural` from the form."""
-    if any(v[k] is None for k in ("n", "length", "n_topics", "seed")):
-        raise LongCtxError("samples, tokens per sample, topics and seed each need a number")
-    return {"n": v["n"], "length": v["length"], "tokenizer_name": (v["tokenizer"] or "").strip(),
-            "seed": v["seed"], "depths": depths(v["depths"]), "n_topics": v["n_topics"],
-            "out": output(v), "source": source(v)}  # fmt: skip
-
-
-def depths(text: str | None) -> list[float] | None:
-    try:
-        values = [float(x) for x in (text or "").replace(",", " ").split()]
-    except ValueError:
-        raise LongCtxError(f"depths must be numbers from 0 to 100, got {text!r}") from None
-    return values or None
-
-
-def source_info(v: dict[str, Any], progress: Any = None) -> str:
-    """How many documents the source has and how long they are, in the chosen tokenizer;
-    `progress(done, total)` follows the files being read."""
-    if not source(v).strip():
-        return "Type a folder or a file (under the workspace, or allowed with --allow) and press Enter."
-    unreadable: list[str] = []
-    docs = sources.load_documents(source(v), unreadable, progress)
-    count = sources.token_counter(jobs.tokenizer((v["tokenizer"] or "").strip()))
-    sizes = [count(doc.text) for doc in docs]
-    low, high = v["min_tokens"] or 0, v["max_tokens"] or 0
-    fit = sum(s >= low for s in sizes)
-    text = (
-        f"**{len(docs)} documents**, {sum(sizes):,} tokens in all: {min(sizes):,} to "
-        f"{max(sizes):,} each (median {statistics.median(sizes):,.0f}). {fit} reach the "
-        f"{low:,}-token minimum"
-    )
-    text += f"; longer than {high:,} are cut into several contexts." if max(sizes) > high else "."
-    if unreadable:
-        more = "; …" if len(unreadable) > 3 else ""
-        files = f"{len(unreadable)} file{'s' if len(unreadable) > 1 else ''}"
-        text += f" **{files} left out:** {'; '.join(unreadable[:3])}{more}"
-    return text
