@@ -331,6 +331,9 @@ def test_train_tab_launches_a_run_that_survives_reload_and_restart(
     )  # fmt: skip
     assert run_id in page.locator("#eval-model input").input_value()
     assert "--model" in command.input_value()
+    # The run measured a held-out loss: its held-out questions are the task, ready to ask.
+    assert page.locator("#eval-task").get_by_role("radio", name="Held-out samples").is_checked()
+    assert command.input_value().startswith(f"longctx samples {held} ")
     # ...and Chat sets it beside its base, side by side.
     page.get_by_role("tab", name="Train").click()
     page.locator("#run-to-chat").click()

@@ -11,6 +11,7 @@ folder; the browser remembers its job, so a reload finds it again. The work is `
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
@@ -31,9 +32,17 @@ from ui.common import user_errors
 from ui.data_common import dataset_files
 
 
-def build() -> targets.TargetControls:
-    """Lay out the Evaluate tab inside the current Blocks and wire its events; returns the
-    model-under-test controls."""
+@dataclass
+class EvaluateTab:
+    target: targets.TargetControls
+    """The model-under-test controls."""
+    task: gr.Radio
+    dataset: gr.Dropdown
+    """The held-out samples to ask (task `samples`)."""
+
+
+def build() -> EvaluateTab:
+    """Lay out the Evaluate tab inside the current Blocks and wire its events."""
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=380):
             gr.Markdown("**Model under test**")
@@ -58,7 +67,7 @@ def build() -> targets.TargetControls:
     listed = gr.State(None)
     timer = gr.Timer(1.0)
     _wire(target, c, run, stop, status, live, command, plan, panel, owner, shown, listed, timer)
-    return target
+    return EvaluateTab(target, c["task"], c["dataset"])
 
 
 def _wire(target, c, run, stop, status, live, command, plan, panel, owner, shown, listed,

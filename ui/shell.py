@@ -50,13 +50,13 @@ def build_app(model: str = models.EMBEDDED) -> gr.Blocks:
             with gr.Tab("Train", id="train"):
                 runs_panel = train.build()
             with gr.Tab("Evaluate", id="evaluate"):
-                eval_target = evaluate.build()
+                eval_tab = evaluate.build()
             with gr.Tab("Chat", id="chat") as chat_page:
                 chat_tab = chat.build(default_model=model)
         _wire_to_data(generated, to_data, data_tab, tabs)
         _wire_to_data(chat_tab.kept, chat_tab.to_data, data_tab, tabs,
                                "Nothing kept yet: add the conversation to a dataset first.")  # fmt: skip
-        _wire_run_handoffs(runs_panel, eval_target, chat_tab, tabs)
+        _wire_run_handoffs(runs_panel, eval_tab, chat_tab, tabs)
         chat_tab.restore_on(chat_page)
     return demo
 
@@ -75,10 +75,11 @@ def _wire_to_data(generated: Any, button: gr.Button, data_tab: data.DataTab,
     data_tab.open_after(button.click(hand_over, generated, [data_tab.path, tabs]))
 
 
-def _wire_run_handoffs(panel: train_runs.RunsMonitor, eval_target: targets.TargetControls,
+def _wire_run_handoffs(panel: train_runs.RunsMonitor, eval_tab: evaluate.EvaluateTab,
                        chat_tab: chat.ChatTab, tabs: gr.Tabs) -> None:  # fmt: skip
-    """From a trained run to the next step of the recipe: Evaluate puts its adapter under test;
-    Chat sets its base beside it (side by side, base vs. tuned). The adapter brings its RoPE."""
+    """From a trained run to the next step of the recipe: Evaluate puts its adapter under test
+    (asking the run's held-out samples when it measured their loss); Chat sets its base beside
+    it (side by side, base vs. tuned). The adapter brings its RoPE."""
 
     def adapter_and_base(run_id: str | None) -> tuple[str, str]:
         if not run_id:
@@ -89,7 +90,10 @@ def _wire_run_handoffs(panel: train_runs.RunsMonitor, eval_target: targets.Targe
 
     def to_evaluate(run_id):
         adapter, _ = adapter_and_base(run_id)
-        return [*targets.pick_local(adapter), gr.Tabs(selected="evaluate")]
+        # A run that measured a held-out loss has the questions to ask it ready.
+        held = TrainConfig.from_yaml(runs.run_path(run_id) / "config.yaml").eval_data
+        task = ("samples", gr.update(value=held)) if held else (gr.skip(), gr.skip())
+        return [*targets.pick_local(adapter), *task, gr.Tabs(selected="evaluate")]
 
     def to_chat(run_id):
         adapter, base = adapter_and_base(run_id)
@@ -98,7 +102,8 @@ def _wire_run_handoffs(panel: train_runs.RunsMonitor, eval_target: targets.Targe
 
     side_a, side_b = chat_tab.sides
     panel.to_evaluate.click(user_errors(to_evaluate), panel.run,
-                            [*eval_target.local_outputs(), tabs])  # fmt: skip
+                            [*eval_tab.target.local_outputs(), eval_tab.task, eval_tab.dataset,
+                             tabs])  # fmt: skip
     panel.to_chat.click(user_errors(to_chat), panel.run,
                         [*side_a.local_outputs(), *side_b.local_outputs(), chat_tab.compare,
                          tabs])  # fmt: skip
