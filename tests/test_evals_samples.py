@@ -103,6 +103,8 @@ def test_hold_out_refuses_what_would_lose_data(tmp_path):
     with pytest.raises(ConfigError) as err:
         mix.HoldOut(str(source), "", out)
     assert len(err.value.problems) == 2  # no amount, no training file
+    with pytest.raises(ConfigError, match="a whole number of samples, at least 1, got 2.5"):
+        mix.HoldOut(str(source), out, str(tmp_path / "y.jsonl"), count=2.5)
     assert source.read_text().count("\n") == 3
 
 

@@ -167,6 +167,16 @@ def test_stop_is_a_clean_checkpoint_and_one_run_per_device(tiny_llama_dir):
     assert (run_dir / "adapter" / "adapter_model.safetensors").exists()
     assert final["step"] < 2000
     _assert_lean_allocator(run_dir)  # the app's way in (a child process) gets it too
+    # Resumed and stopped again: the card states the steps of the second stop (peft rewrites
+    # the front matter of a card it finds; ours must still be recognised and replaced).
+    first = final["step"]
+    runs.resume(run_dir.name)
+    _wait_for(lambda: (runs.read_status(run_dir).get("step") or 0) > first, what="more steps")
+    runs.stop(run_dir.name)
+    final = runs.wait(run_dir, timeout=300)
+    assert final["state"] == "stopped" and final["step"] > first
+    card = (run_dir / "adapter" / "README.md").read_text()
+    assert f"{final['step']} steps" in card and "longctx-studio" in card
 
 
 def _assert_lean_allocator(run_dir: Path) -> None:
@@ -230,6 +240,20 @@ def test_held_out_loss_is_measured_before_and_during_training(tiny_llama_dir, tm
     first, last = measured[0][1], measured[-1][1]
     assert f"Held-out loss (3 samples of `keys.eval.jsonl`): {first:.4f} at step 0 -> " \
            f"{last:.4f} at step 5" in card  # fmt: skip
+
+
+def test_held_out_samples_too_long_for_max_length_are_named_as_such(embedded_tokenizer, tmp_path):
+    from core.train.engine import prepare_eval_dataset
+
+    long = {"conversations": [{"role": "user", "content": "word " * 2000 + "\n\nHow many?"},
+                              {"role": "assistant", "content": "Many."}]}  # fmt: skip
+    held_file = tmp_path / "long.eval.jsonl"
+    held_file.write_text(json.dumps(long) + "\n")
+    config = TrainConfig(max_length=512, eval_data=str(held_file),
+                         data=[DataSource(procedural="keys", n=2, length=200)])  # fmt: skip
+    with pytest.raises(LongCtxError, match=f"no held-out sample of {held_file} fits max_length 512"):
+        prepare_eval_dataset(config, embedded_tokenizer)
+    assert prepare_eval_dataset(TrainConfig(), embedded_tokenizer) is None  # none named
 
 
 def test_several_processes_share_the_global_batch(tiny_llama_dir):

@@ -38,11 +38,14 @@ def test_chat_reply_streams_in(app_url, browser):
     page.goto(app_url)
     page.get_by_role("tab", name="Chat").click()
     box = page.locator("#chat-input textarea")
-    box.fill("Write three sentences about the ocean.")
+    box.fill("Write three sentences")
+    box.press("Shift+Enter")  # a new line, as the box's hint says
+    box.press_sequentially("about the ocean.")
+    assert box.input_value() == "Write three sentences\nabout the ocean."
     # Every text the reply shows, recorded in the page as it renders: polling from here would
     # miss states on a loaded machine.
     page.evaluate(SEEN_REPLIES)
-    page.locator("#chat-send").click()
+    box.press("Enter")  # sends
 
     page.wait_for_function(
         "() => (document.querySelector('.chat-stats')?.innerText || '').includes('tokens/s')",
@@ -64,7 +67,7 @@ def test_chat_reply_streams_in(app_url, browser):
     stats = page.locator(".chat-stats").first.inner_text()
     assert "prompt" in stats and "tokens/s" in stats
     # The user's message stays in the conversation above the reply.
-    assert "three sentences about the ocean" in page.locator("#chat-a .user").last.inner_text()
+    assert "about the ocean" in page.locator("#chat-a .user").last.inner_text()
     # The context budget now counts the whole conversation, the reply included: more than the
     # prompt that produced it.
     prompt_tokens = int(re.match(r"([\d,]+) prompt", stats).group(1).replace(",", ""))
@@ -78,7 +81,7 @@ def test_chat_reply_streams_in(app_url, browser):
     # The conversation is kept in the browser: a reload brings it back.
     page.reload()
     page.get_by_role("tab", name="Chat").click()
-    page.locator("#chat-a .user", has_text="three sentences about the ocean").wait_for(
+    page.locator("#chat-a .user", has_text="about the ocean").wait_for(
         timeout=30000
     )
     assert page.locator("#chat-a .bot").last.inner_text().strip() == final
@@ -97,7 +100,7 @@ def test_chat_reply_streams_in(app_url, browser):
     [sample] = [json.loads(line) for line in kept.read_text().splitlines()]
     turns = sample["conversations"]
     assert [t["role"] for t in turns] == ["user", "assistant"]
-    assert turns[0]["content"] == "Write three sentences about the ocean."
+    assert turns[0]["content"] == "Write three sentences\nabout the ocean."
     assert turns[1]["content"] == "The ocean is vast. It is deep. It is old."  # as edited
     assert sample["model"].startswith("embedded")
     # One click opens that dataset in the Data tab, to check or edit it.
@@ -334,11 +337,17 @@ def test_train_tab_launches_a_run_that_survives_reload_and_restart(
     # The run measured a held-out loss: its held-out questions are the task, ready to ask.
     assert page.locator("#eval-task").get_by_role("radio", name="Held-out samples").is_checked()
     assert command.input_value().startswith(f"longctx samples {held} ")
-    # ...and Chat sets it beside its base, side by side.
+    # ...and Chat sets it beside its base, side by side, in a new conversation: one had with
+    # another model before does not stay.
+    page.get_by_role("tab", name="Chat").click()
+    page.locator("#chat-input textarea").fill("Say hello.")
+    page.locator("#chat-input textarea").press("Enter")
+    page.locator(".chat-stats", has_text="tokens/s").first.wait_for(timeout=60000)
     page.get_by_role("tab", name="Train").click()
     page.locator("#run-to-chat").click()
     budget = page.locator("#chat-budget")
     budget.get_by_text("B · ").wait_for(timeout=30000)
+    assert page.locator("#chat-a .user").count() == 0 and page.locator("#chat-a .bot").count() == 0
     assert f"B · workspace/runs/{run_id}/adapter" in budget.inner_text()  # named from its root
     assert page.locator("#chat-target-a-model input").input_value() == str(tiny_llama_dir)
     assert run_id in page.locator("#chat-target-b-model input").input_value()

@@ -276,7 +276,7 @@ def test_dataset_files_lists_datasets_not_presets():
 
 
 def test_widget_values_become_core_configs():
-    from core.errors import ConfigError
+    from core.errors import ConfigError, LongCtxError
     from ui.data_common import SAMPLE
     from ui.data_mix import to_spec
     from ui.data_table import to_query
@@ -292,3 +292,6 @@ def test_widget_values_become_core_configs():
                    "m", 10, 7, True)  # fmt: skip
     assert [(p.count, p.ratio) for p in spec.parts] == [(3, None), (None, 0.5)]
     assert spec.output.endswith("datasets/m.jsonl") and (spec.total, spec.seed) == (10, 7)
+    # Letters typed into the table name the file and the fix (not a bare ValueError).
+    with pytest.raises(LongCtxError, match="the count 'abc' is not a number; give a whole number"):
+        to_spec([[str(SAMPLE), "abc", None]], "m", 0, 1, True)

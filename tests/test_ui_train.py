@@ -32,21 +32,35 @@ def test_the_timer_redraws_a_run_only_when_its_files_change():
     assert "step 2/4" in second[1] and second[-1] != first[-1]
 
 
+def test_a_tick_never_puts_back_the_pick_a_launch_replaced():
+    older = runs.new_run_dir(TrainConfig(name="first"))
+    runs.update_status(older, state="completed", step=4, max_steps=4)
+    newer = runs.new_run_dir(TrainConfig(name="second"))  # what Launch then shows
+    runs.update_status(newer, state="running", step=0, max_steps=4)
+    # A tick triggered before the Launch answered still carries the older pick: it may redraw
+    # that run once, but it leaves the list's value alone, so the newer run stays picked.
+    stale = train_runs.poll(older.name, None)
+    assert "value" not in stale[0] and older.name in stale[1]
+    assert newer.name in [c[1] for c in stale[0]["choices"]]
+    # With nothing picked, the tick shows the newest run.
+    assert train_runs.poll(None, None)[0]["value"] == newer.name
+
+
 @pytest.mark.integration
 def test_rope_advisor_puts_a_suggested_base_into_the_form(app_url, browser):
     page = browser.new_page()
     page.goto(app_url)
     page.get_by_role("tab", name="Train").click()
-    # The first preset trains at 512 tokens, inside the model's window: opening says so.
+    # The first preset trains at 512 tokens, inside the model's window: opening says so, in
+    # place, and a target length of its own lets the advisor be used all the same.
     page.locator("#rope-advisor").get_by_text("Choose a RoPE base").click()
-    toast = page.locator(".toast-body", has_text="does not extend the model's window").first
-    toast.wait_for(timeout=30000)
-    assert "8,192" in toast.inner_text()
-
-    length = page.locator("#train-max_length input")
-    length.fill("81920")
-    length.press("Tab")
     table = page.locator("#rope-table")
+    table.get_by_text("does not extend the model's window").wait_for(timeout=30000)
+    assert "Cannot advise: target 512 tokens" in table.inner_text()
+    assert "8,192" in table.inner_text()
+    target = page.locator("#rope-target input")
+    target.fill("81920")
+    target.press("Tab")
     table.get_by_text("Suggested bases for 81,920 tokens").wait_for(timeout=30000)
     text = table.inner_text()
     assert "RoPE base 100K, head_dim 64, window 8,192 tokens" in text
@@ -60,7 +74,7 @@ def test_rope_advisor_puts_a_suggested_base_into_the_form(app_url, browser):
     assert page.locator("#rope-plot .scatterlayer .trace").count() == 6
 
     page.locator("#rope-pick input").click()
-    page.get_by_role("option", name="bound: 32.3M").click()
+    page.get_by_role("option", name="bound: 32.3M (exactly 32,312,000)").click()
     page.locator("#rope-use").click()
     page.wait_for_function(
         "() => document.querySelector('#train-rope_theta input').value === '32312000'",
@@ -73,4 +87,13 @@ def test_rope_advisor_puts_a_suggested_base_into_the_form(app_url, browser):
     )
     table.get_by_text("Your base 32.3M").wait_for(timeout=30000)
     assert "stays >= 0 up to 81,920 tokens" in table.inner_text()
+    assert page.locator("#train-max_length input").input_value() == "512"  # not the target
+
+    # Settings it cannot advise on empty the suggestions: none made for others can be used.
+    target.fill("4000")
+    target.press("Tab")
+    table.get_by_text("Cannot advise").wait_for(timeout=30000)
+    page.locator("#rope-use").click()
+    page.locator(".toast-body", has_text="pick a suggestion first").first.wait_for(timeout=20000)
+    assert page.locator("#train-rope_theta input").input_value() == "32312000"
     page.close()

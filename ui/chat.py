@@ -94,7 +94,7 @@ def build(default_model: str = models.EMBEDDED) -> ChatTab:
             with gr.Row():
                 stats_a = gr.Markdown(elem_classes="chat-stats")
                 stats_b = gr.Markdown(elem_classes="chat-stats", visible=False)
-            message = gr.Textbox(show_label=False, lines=2, elem_id="chat-input",
+            message = gr.Textbox(show_label=False, lines=1, max_lines=8, elem_id="chat-input",
                                  placeholder="Ask something (Enter sends, Shift+Enter: new line)")  # fmt: skip
             with gr.Row():
                 send = gr.Button("Send", variant="primary", elem_id="chat-send")

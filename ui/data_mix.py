@@ -21,17 +21,24 @@ from ui.data_common import dataset_files, resolve_spec, writable_path
 PART_COLUMNS = ["file", "count", "ratio"]
 
 
-def _amount(value, kind):
-    if value in (None, "") or str(value) == "nan":
+def _amount(value, kind, file):
+    if value in (None, "") or str(value).strip() in ("", "nan"):
         return None
-    return kind(value) if kind(value) else None
+    try:
+        number = kind(float(value))
+    except (TypeError, ValueError):
+        name, what = ("count", "a whole number") if kind is int else ("ratio", "a share, 0 to 1")
+        raise LongCtxError(
+            f"{file}: the {name} {value!r} is not a number; give {what}, or leave it empty"
+        ) from None
+    return number or None
 
 
 def to_spec(rows, output, total, seed, shuffle) -> mix.MixSpec:
     """Parts table rows + settings -> a MixSpec (paths checked against the allowed roots)."""
     parts = [
-        mix.MixPart(resolve_spec(str(row[0])), count=_amount(row[1], int),
-                    ratio=_amount(row[2], float))
+        mix.MixPart(resolve_spec(str(row[0])), count=_amount(row[1], int, row[0]),
+                    ratio=_amount(row[2], float, row[0]))
         for row in (rows or [])
         if row and str(row[0] or "").strip()
     ]  # fmt: skip
@@ -96,8 +103,8 @@ def build(path: gr.Dropdown) -> None:
         with gr.Row(equal_height=True):
             split_file = gr.Dropdown(dataset_files(), label="File", allow_custom_value=True,
                                      scale=3, elem_id="data-split-file")  # fmt: skip
-            held = gr.Number(50, label="Samples to hold out", precision=0, minimum=1,
-                             elem_id="data-split-count")  # fmt: skip
+            held = gr.Number(50, label="Samples to hold out", elem_id="data-split-count",
+                             info="a count (50), or a share of the chat samples (0.05)")  # fmt: skip
             split_seed = gr.Number(42, label="Seed", precision=0)
         split_btn = gr.Button("Hold out", elem_id="data-split")
         split_report = gr.Markdown(elem_id="data-split-report")
@@ -132,7 +139,9 @@ def build(path: gr.Dropdown) -> None:
         return (report_md(done), gr.update(choices=files),
                 gr.update(choices=files, value=str(done.output)))  # fmt: skip
 
-    build_btn.click(do_mix, [parts, output, total, seed, shuffle], [report, path, push_file])
+    # Progress and errors show on the report, not on the Dataset box at the top of the tab.
+    build_btn.click(do_mix, [parts, output, total, seed, shuffle], [report, path, push_file],
+                    show_progress_on=report)  # fmt: skip
 
     @user_errors
     def do_split(request: gr.Request, profile: gr.OAuthProfile | None, file, count, seed_,
@@ -140,13 +149,16 @@ def build(path: gr.Dropdown) -> None:
         access.require_owner(request, profile, "Writing a split dataset")
         source = resolve_spec(file)
         train, held = mix.split_names(source, workspace.subdir("datasets"))
+        share = count is not None and 0 < count < 1
         spec = mix.HoldOut(source, train_output=str(train), eval_output=str(held),
-                           count=optional_int(count), seed=int(seed_ or 0))  # fmt: skip
+                           count=None if share or not count else count,
+                           ratio=count if share else None, seed=int(seed_ or 0))  # fmt: skip
         done = mix.hold_out(spec, progress=lambda d, t: progress((d, t), desc="writing"))
         files = dataset_files()
         return hold_out_md(done), gr.update(choices=files), gr.update(choices=files)
 
-    split_btn.click(do_split, [split_file, held, split_seed], [split_report, path, split_file])
+    split_btn.click(do_split, [split_file, held, split_seed], [split_report, path, split_file],
+                    show_progress_on=split_report)  # fmt: skip
 
     @user_errors
     def do_push(request: gr.Request, profile: gr.OAuthProfile | None, file, repo_, token_,

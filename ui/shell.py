@@ -97,7 +97,9 @@ def _wire_run_handoffs(panel: train_runs.RunsMonitor, eval_tab: evaluate.Evaluat
 
     def to_chat(run_id):
         adapter, base = adapter_and_base(run_id)
-        return [*targets.pick_local(base), *targets.pick_local(adapter), True,
+        # A new comparison: answers of other models must not stay in (and feed) the history.
+        empty = [[], [], [[], []]]
+        return [*targets.pick_local(base), *targets.pick_local(adapter), True, *empty,
                 gr.Tabs(selected="chat")]  # fmt: skip
 
     side_a, side_b = chat_tab.sides
@@ -106,7 +108,7 @@ def _wire_run_handoffs(panel: train_runs.RunsMonitor, eval_tab: evaluate.Evaluat
                              tabs])  # fmt: skip
     panel.to_chat.click(user_errors(to_chat), panel.run,
                         [*side_a.local_outputs(), *side_b.local_outputs(), chat_tab.compare,
-                         tabs])  # fmt: skip
+                         *chat_tab.chats, chat_tab.history, tabs])  # fmt: skip
 
 
 MAX_UPLOAD = "50mb"

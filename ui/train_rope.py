@@ -18,8 +18,8 @@ from ui.common import optional_float, user_errors
 
 INTRO = (
     "Raising the RoPE base is how the recipe stretches the context (the paper: 500K -> 200M "
-    "for 8K -> 80K). The target is **Max length**; the candidate is the **RoPE base** field "
-    "(empty: the model's own)."
+    "for 8K -> 80K). The target is **Max length** unless you type another one here; the "
+    "candidate is the **RoPE base** field (empty: the model's own)."
 )
 
 
@@ -28,17 +28,18 @@ def build(model: gr.Dropdown, max_length: gr.Number, rope_theta: gr.Number) -> N
     with gr.Accordion("Choose a RoPE base", open=False, elem_id="rope-advisor") as panel:
         gr.Markdown(INTRO)
         with gr.Row(equal_height=True):
+            target = gr.Number(None, label="Target length (tokens)", precision=0, scale=2,
+                               elem_id="rope-target", placeholder="empty: Max length")  # fmt: skip
             pick = gr.Dropdown([], label="Suggestion", elem_id="rope-pick", scale=3)
             use = gr.Button("Use this base", elem_id="rope-use", scale=1)
         table = gr.Markdown(elem_id="rope-table")
         plot = gr.Plot(label="Wavelengths and attention bias", elem_id="rope-plot")
     shown = gr.State(False)
 
-    fields = [model, max_length, rope_theta]
+    fields = [model, max_length, rope_theta, target]
     outputs = [table, plot, pick]
-    # Two listeners: `shown` turns on even when the first view fails, so fixing a field redraws.
     panel.expand(lambda: True, None, shown)
-    panel.expand(user_errors(advise), [*fields, pick], outputs)
+    panel.expand(lambda *values: refresh(True, *values), [*fields, pick], outputs)
     panel.collapse(lambda: False, None, shown)
     for comp in fields:
         comp.change(refresh, [shown, *fields, pick], outputs, show_progress="hidden",
@@ -46,28 +47,36 @@ def build(model: gr.Dropdown, max_length: gr.Number, rope_theta: gr.Number) -> N
     use.click(user_errors(use_base), pick, rope_theta)
 
 
-def advise(model: str, max_length: Any, rope_theta: Any, pick: Any) -> tuple[str, Any, Any]:
+def advise(model: str, max_length: Any, rope_theta: Any, target: Any, pick: Any
+           ) -> tuple[str, Any, Any]:  # fmt: skip
     """The table, the figure and the suggestion list for the form as it stands."""
     name = workspace.model_from_user(model)  # a typed path is only read inside allowed roots
-    target = int(max_length or 0)
-    advice = rope.advise_model(name or "", target, optional_float(rope_theta))
+    length = int(target or max_length or 0)
+    advice = rope.advise_model(name or "", length, optional_float(rope_theta))
     figure = rope.figure(advice.shape, advice.check.base, advice.target)
     every = [*advice.suggestions, advice.reference]
-    choices = [(f"{s.name}: {rope.compact(s.base)}", s.base) for s in every]
+    choices = [(_label(s), s.base) for s in every]
     values = [s.base for s in every]
     keep = pick if pick in values else values[0]
     return _markdown(advice, rope_theta), figure, gr.Dropdown(choices=choices, value=keep)
 
 
+def _label(s: rope.Suggestion) -> str:
+    # The exact value too where three digits hide it: a narrow bound's rounding can fail.
+    exact = "" if float(f"{s.base:.3g}") == s.base else f" (exactly {s.base:,.0f})"
+    return f"{s.name}: {rope.compact(s.base)}{exact}"
+
+
 def refresh(shown: bool, *values: Any) -> tuple[Any, Any, Any]:
-    """`advise` after a field changed, only while the panel is open; a problem is shown in place
-    (not as a toast per keystroke), like the YAML preview does."""
+    """`advise` while the panel is open; a problem is shown in place (not as a toast per
+    keystroke, like the YAML preview), and the suggestions are emptied so that "Use this base"
+    cannot put in one made for other settings."""
     if not shown:
         return gr.skip(), gr.skip(), gr.skip()
     try:
         return advise(*values)
     except LongCtxError as exc:
-        return f"**Cannot advise:** {exc}", None, gr.skip()
+        return f"**Cannot advise:** {exc}", None, gr.Dropdown(choices=[], value=None)
 
 
 def use_base(pick: Any) -> float:

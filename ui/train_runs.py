@@ -95,7 +95,8 @@ def poll(run_id: str | None, seen: tuple | None) -> list:
     runs.reap_children()
     choices = _choices()
     ids = [c[1] for c in choices]
-    if run_id not in ids:  # none picked yet, or its folder was deleted: show the newest
+    picked = run_id in ids
+    if not picked:  # none picked yet, or its folder was deleted: show the newest
         run_id = ids[0] if ids else None
     files = ()
     if run_id:
@@ -106,7 +107,12 @@ def poll(run_id: str | None, seen: tuple | None) -> list:
     signature = (tuple(choices), run_id, files)
     if signature == seen:
         return [gr.skip()] * 4 + [seen]
-    return [*select(run_id, choices), signature]
+    updates = select(run_id, choices)
+    if picked:
+        # The pick is the user's (or Launch's): a tick that started before a Launch carries the
+        # old pick and must not put it back. The next tick draws whatever the list shows.
+        updates[0] = gr.update(choices=choices)
+    return [*updates, signature]
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:

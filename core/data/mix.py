@@ -240,9 +240,9 @@ class HoldOut:
     def __post_init__(self) -> None:
         problems = []
         if (self.count is None) == (self.ratio is None):
-            problems.append("give how many samples to hold out: a count or a ratio")
-        if self.count is not None and int(self.count) < 1:
-            problems.append(f"hold out at least 1 sample, got {self.count}")
+            problems.append("give how many samples to hold out: a count (50) or a share (0.05)")
+        if self.count is not None and (int(self.count) < 1 or self.count != int(self.count)):
+            problems.append(f"hold out a whole number of samples, at least 1, got {self.count}")
         if self.ratio is not None and not 0 < float(self.ratio) < 1:
             problems.append(f"the held-out ratio must be in (0, 1), got {self.ratio}")
         for name in ("train_output", "eval_output"):
@@ -250,6 +250,7 @@ class HoldOut:
                 problems.append(f"{name.replace('_', ' ')} is empty")
         if problems:
             raise ConfigError(problems)
+        self.count = None if self.count is None else int(self.count)  # a form gives 50.0
 
 
 @dataclass

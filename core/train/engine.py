@@ -185,19 +185,21 @@ def _read_file(spec: str, seed: int) -> list[dict[str, Any]]:
 
 def prepare_dataset(config: TrainConfig, tokenizer: Any) -> tuple[Any, DataReport]:
     """Render every sample through the chat template with its loss mask; drop or cut long ones."""
-    return _render_dataset(read_sources(config, tokenizer), config, tokenizer)
+    return _render_dataset(read_sources(config, tokenizer), config, tokenizer, "sample")
 
 
 def prepare_eval_dataset(config: TrainConfig, tokenizer: Any) -> tuple[Any, DataReport] | None:
     """The held-out samples, rendered like the training ones (None without `eval_data`)."""
     if not config.eval_data:
         return None
-    return _render_dataset(_read_file(config.eval_data, config.seed), config, tokenizer)
+    samples = _read_file(config.eval_data, config.seed)
+    return _render_dataset(samples, config, tokenizer, f"held-out sample of {config.eval_data}")
 
 
 def _render_dataset(
-    raw: list[dict[str, Any] | None], config: TrainConfig, tokenizer: Any
+    raw: list[dict[str, Any] | None], config: TrainConfig, tokenizer: Any, what: str
 ) -> tuple[Any, DataReport]:
+    """`what` names the samples in the error raised when none fits."""
     import datasets
 
     from core.data.render import render_sample
@@ -223,7 +225,7 @@ def _render_dataset(
         labelled += n_labels
     if not rows:
         raise LongCtxError(
-            f"no sample fits max_length {config.max_length} ({dropped} dropped); raise max_length "
+            f"no {what} fits max_length {config.max_length} ({dropped} dropped); raise max_length "
             "or set overflow: truncate_middle"
         )
     random.Random(config.seed).shuffle(rows)

@@ -57,6 +57,7 @@ def _recipe(adapter: Path) -> dict[str, Any]:
 
 
 CARD_TAG = "longctx-studio"  # in the front matter of every card written here
+STUDIO = "LongCtx Studio"
 _NO_EVALS = (
     "No evaluation yet: run a Needle-in-a-Haystack grid on the base and on this model in "
     "LongCtx Studio's Evaluate tab, then export again."
@@ -85,7 +86,7 @@ def write_model_card(folder: Path, adapter: Path, merged: bool) -> Path:
         f"# {title}",
         "",
         f"{'Merged model' if merged else 'LoRA adapter'} that extends the context window of "
-        f"`{base}`, trained with LongCtx Studio following *Extending Llama-3's Context Ten-Fold "
+        f"`{base}`, trained with {STUDIO} following *Extending Llama-3's Context Ten-Fold "
         f"Overnight*: LoRA{quantized} on long-context samples, with a larger RoPE base.",
         "",
         "## Recipe",
@@ -184,8 +185,12 @@ def refresh_model_card(folder: Path) -> Path | None:
 
 
 def _replaceable(card: str) -> bool:
-    """Ours, or the blank template peft's save_pretrained writes (which names a local path)."""
-    return CARD_TAG in card[:500] or "# Model Card for Model ID" in card
+    """Ours, or the blank template peft's save_pretrained writes (which names a local path).
+
+    A save_pretrained that finds our card rewrites its front matter (our tag goes), so ours is
+    also known by its first sentence."""
+    ours = CARD_TAG in card[:500] or f", trained with {STUDIO} following" in card
+    return ours or "# Model Card for Model ID" in card
 
 
 def push(folder: Path, repo_id: str, token: str | None = None, private: bool = False) -> str:
