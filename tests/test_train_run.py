@@ -251,7 +251,9 @@ def test_held_out_samples_too_long_for_max_length_are_named_as_such(embedded_tok
     held_file.write_text(json.dumps(long) + "\n")
     config = TrainConfig(max_length=512, eval_data=str(held_file),
                          data=[DataSource(procedural="keys", n=2, length=200)])  # fmt: skip
-    with pytest.raises(LongCtxError, match=f"no held-out sample of {held_file} fits max_length 512"):
+    with pytest.raises(
+        LongCtxError, match=f"no held-out sample of {held_file} fits max_length 512"
+    ):
         prepare_eval_dataset(config, embedded_tokenizer)
     assert prepare_eval_dataset(TrainConfig(), embedded_tokenizer) is None  # none named
 

@@ -81,9 +81,7 @@ def test_chat_reply_streams_in(app_url, browser):
     # The conversation is kept in the browser: a reload brings it back.
     page.reload()
     page.get_by_role("tab", name="Chat").click()
-    page.locator("#chat-a .user", has_text="about the ocean").wait_for(
-        timeout=30000
-    )
+    page.locator("#chat-a .user", has_text="about the ocean").wait_for(timeout=30000)
     assert page.locator("#chat-a .bot").last.inner_text().strip() == final
 
     # ...and, corrected by hand, it can be kept as a training sample in the paper's format.
