@@ -173,7 +173,10 @@ class Budget:
             return f"{approx}{self.prompt_tokens:,} prompt tokens (window unknown)"
         text = f"{approx}{self.prompt_tokens:,} / {self.window:,} tokens"
         if self.prompt_tokens >= self.window:
-            return text + " — over the window: shorten the document or raise the RoPE window"
+            return text + (
+                " — over the window: shorten the document (Trim its middle) or give the model "
+                "a larger Window (tokens)"
+            )
         if self.over:
             return text + f" — leaves fewer than {self.reserved} tokens for the answer"
         return text

@@ -123,14 +123,17 @@ def test_split_command_writes_both_files_into_the_workspace(tmp_path, workspace_
 def test_length_bins_and_figure():
     cells = [{"length": n, "score": s, "task": t} for n, s, t in
              [(100, 1.0, "a"), (200, 0.0, "a"), (300, 1.0, "b"), (400, 1.0, "b")]]  # fmt: skip
-    assert plots.length_bins(cells, bins=2) == [(150, 0.5, 2), (350, 1.0, 2)]
-    assert plots.length_bins(cells + [{"length": 9, "score": None}], bins=9)[0] == (100, 1.0, 1)
+    assert plots.length_bins(cells, bins=2, at_least=2) == [(150, 0.5, 2), (350, 1.0, 2)]
+    assert plots.length_bins(cells) == [(250, 0.75, 4)]  # too few for two groups of 3
+    unscored = {"length": 9, "score": None}
+    assert plots.length_bins([*cells, unscored], bins=9, at_least=1)[0] == (100, 1.0, 1)
     fig = plots.sample_scores({"base": (cells, 250), "tuned": (cells, None)})
     names = [t.name for t in fig.data]
     assert names == ["base: answers", "base (mean 0.75)", "base", "tuned: answers",
                      "tuned (mean 0.75)", "tuned"]  # fmt: skip
     bars = fig.data[2]
     assert list(bars.x) == ["a", "b"] and list(bars.y) == [0.5, 1.0]
+    assert bars.texttemplate == "%{y:.2f}"  # the value written: a mean of 0 draws no bar
     assert [s.x0 for s in fig.layout.shapes] == [250]  # the base model's window, inside the data
     assert not plots.sample_scores({"base": (cells, 8192)}).layout.shapes
 

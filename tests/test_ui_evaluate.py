@@ -272,3 +272,11 @@ def test_samples_held_out_in_data_are_asked_in_evaluate(app_url, browser, worksp
     assert [c["expected"] for c in cells] == [r["conversations"][1]["content"] for r in held]
     page.screenshot(path=str(SHOTS / "evaluate-samples.png"), full_page=True)
     page.close()
+
+
+def test_an_evaluation_is_not_compared_with_itself():
+    from core.errors import LongCtxError
+    from ui.evaluate_results import compare
+
+    with pytest.raises(LongCtxError, match="pick two different evaluations"):
+        compare("niah-x", "niah-x")

@@ -173,3 +173,13 @@ def test_embedded_run_moves_and_stops(app_url, browser, embedded):
     assert page.locator("#gen-failures textarea").input_value().endswith(".failures.jsonl")
     page.screenshot(path=str(SHOTS / "generate-stopped.png"), full_page=True)
     page.close()
+
+
+def test_depths_out_of_range_are_a_form_error_not_a_failed_job():
+    from core.errors import LongCtxError
+    from ui.generate_values import depths
+
+    assert depths("0, 50 100") == [0.0, 50.0, 100.0] and depths("  ") is None
+    for text in ("150", "-5", "middle"):
+        with pytest.raises(LongCtxError, match="depths must be numbers from 0 to 100"):
+            depths(text)

@@ -111,6 +111,8 @@ def compare(base_id: str, tuned_id: str, x: str = "tokens") -> Any:
     """Tuned minus base for two grids; both curves for two topic or perplexity evaluations."""
     if not base_id or not tuned_id:
         raise LongCtxError("pick both a base and a tuned evaluation to compare")
+    if base_id == tuned_id:
+        raise LongCtxError("pick two different evaluations: this one against itself shows nothing")
     return runner.compare_figure(folder(base_id), folder(tuned_id), x)
 
 

@@ -66,7 +66,9 @@ def depths(text: str | None) -> list[float] | None:
     try:
         values = [float(x) for x in (text or "").replace(",", " ").split()]
     except ValueError:
-        raise LongCtxError(f"depths must be numbers from 0 to 100, got {text!r}") from None
+        values = [-1.0]
+    if any(not 0 <= v <= 100 for v in values):
+        raise LongCtxError(f"depths must be numbers from 0 to 100, got {text!r}")
     return values or None
 
 

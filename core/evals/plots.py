@@ -235,13 +235,16 @@ def _hover_text(text: Any, limit: int = 160) -> str:
     return "<br>".join(text[i : i + 60] for i in range(0, len(text), 60))
 
 
-def length_bins(cells: list[dict[str, Any]], bins: int = 6) -> list[tuple[float, float, int]]:
+def length_bins(
+    cells: list[dict[str, Any]], bins: int = 6, at_least: int = 3
+) -> list[tuple[float, float, int]]:
     """(mean prompt length, mean score, cells) of up to `bins` groups of scored cells of
-    neighbouring lengths, equally filled: the trend of a scatter whose lengths are uneven."""
+    neighbouring lengths, equally filled with `at_least` cells each where there are enough: the
+    trend of a scatter whose lengths are uneven (a group of one would only redraw the dots)."""
     scored = sorted((c for c in cells if c.get("score") is not None), key=lambda c: c["length"])
     if not scored:
         return []
-    bins = max(1, min(bins, len(scored)))
+    bins = max(1, min(bins, len(scored) // max(1, at_least)))
     out = []
     for k in range(bins):
         group = scored[k * len(scored) // bins : (k + 1) * len(scored) // bins]
@@ -306,6 +309,7 @@ def sample_scores(
             go.Bar(
                 x=tasks, y=[sum(by_task[t]) / len(by_task[t]) for t in tasks], name=label,
                 legendgroup=label, showlegend=False, marker={"color": color},
+                texttemplate="%{y:.2f}", textposition="outside",  # a mean of 0 has no bar
                 customdata=[len(by_task[t]) for t in tasks],
                 hovertemplate="%{x}: mean %{y:.2f} over %{customdata} answers"
                 "<extra>" + label + "</extra>",
