@@ -107,3 +107,24 @@ def test_a_folder_refuses_a_different_evaluation_but_grid_may_grow(
     assert grown.pending() == ["L200-D100"]
     assert results.read_config(out)["total"] == 2
     assert results.list_evals(tmp_path)[0]["id"] == "ev"
+
+
+def test_answer_rows_put_failures_first_and_cut_long_texts():
+    record = {"kind": "niah", "task": {"question": "What is the best thing to do?"}}
+    cells = [
+        {"key": "L1000-D0", "prompt_tokens": 990, "expected": "eat a sandwich", "answer": "Eat "
+         "a sandwich.", "score": 1.0},
+        {"key": "L1000-D50", "prompt_tokens": 991, "expected": "eat a sandwich",
+         "answer": "x" * 500, "score": 0.0},
+        {"key": "L2000-D0", "prompt_tokens": 1990, "expected": "eat a sandwich", "answer": "?",
+         "score": None},
+    ]  # fmt: skip
+    rows = results.answer_rows(record, cells)
+    assert [r[0] for r in rows] == ["L2000-D0", "L1000-D50", "L1000-D0"]
+    assert rows[2] == ["L1000-D0", 990, "What is the best thing to do?", "eat a sandwich",
+                       "Eat a sandwich.", 1.0]  # fmt: skip
+    assert len(rows[1][4]) == 300 and rows[1][4].endswith("…")
+    # Held-out samples ask a question per cell; perplexity answers nothing.
+    own = results.answer_rows({"kind": "samples"}, [{**cells[0], "question": "Which food?"}])
+    assert own[0][2] == "Which food?"
+    assert results.answer_rows({"kind": "perplexity"}, [{"key": "L1-W0", "ppl": 3.0}]) == []

@@ -270,6 +270,12 @@ def test_samples_held_out_in_data_are_asked_in_evaluate(app_url, browser, worksp
              (workspace_home / "evals" / "ui-samples" / "cells.jsonl").read_text().splitlines()]  # fmt: skip
     held = [json.loads(line) for line in (datasets / "ui-qa.eval.jsonl").read_text().splitlines()]
     assert [c["expected"] for c in cells] == [r["conversations"][1]["content"] for r in held]
+    # Each answer can be read beside the expected one, in the evaluation list below.
+    _pick(page, "#eval-pick", "ui-samples")
+    page.get_by_text("Answers, cell by cell").click()
+    table = page.locator("#eval-answers")
+    table.get_by_text(cells[0]["expected"]).first.wait_for(timeout=20000)
+    assert cells[0]["question"] in table.inner_text()
     page.screenshot(path=str(SHOTS / "evaluate-samples.png"), full_page=True)
     page.close()
 

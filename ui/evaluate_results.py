@@ -3,8 +3,9 @@
 Everything is read from the evaluation folders (`core.evals.results`), never from memory, so a
 reload, a restart or a second browser shows the same list. Figures come from `core.evals.plots`:
 the heatmap for NIAH and passkey, the accuracy curve for topic retrieval, perplexity curves, the
-tuned-minus-base difference heatmap (or both curves) for a comparison. Exports are written into the
-evaluation folder and offered for download.
+tuned-minus-base difference heatmap (or both curves) for a comparison. Below the figure, every
+answer beside the expected one, lowest score first. Exports are written into the evaluation
+folder and offered for download.
 """
 
 from __future__ import annotations
@@ -29,14 +30,21 @@ class ResultsPanel:
     summary: gr.Markdown
     view: gr.Plot
     x_axis: gr.Radio
+    answers: gr.Dataframe
+    answers_box: gr.Accordion
     resume: gr.Button
     base: gr.Dropdown
     tuned: gr.Dropdown
 
     @property
+    def shown(self) -> list:
+        """What `show()` updates."""
+        return [self.summary, self.view, self.x_axis, self.answers, self.answers_box]
+
+    @property
     def list_outputs(self) -> list:
         """What `refresh()` updates."""
-        return [self.pick, self.base, self.tuned, self.summary, self.view, self.x_axis]
+        return [self.pick, self.base, self.tuned, *self.shown]
 
 
 def folder(eval_id: str) -> Path:
@@ -100,11 +108,14 @@ def refresh(current: str | None, x: str) -> list[Any]:
 
 
 def show(eval_id: str | None, x: str) -> list[Any]:
-    """Summary, figure and x-axis switch (topic retrieval only) for one evaluation."""
+    """Summary, figure, x-axis switch (topic retrieval only) and answers table (all but
+    perplexity) for one evaluation."""
     if not eval_id:
-        return [summary(None), None, gr.update(visible=False)]
-    kind = results.read_config(folder(eval_id)).get("kind")
-    return [summary(eval_id), figure(eval_id, x), gr.update(visible=kind == "topics")]
+        return [summary(None), None, gr.update(visible=False), [], gr.update(visible=False)]
+    record = results.read_config(folder(eval_id))
+    rows = results.answer_rows(record, results.read_cells(folder(eval_id)))
+    return [summary(eval_id), figure(eval_id, x), gr.update(visible=record.get("kind") == "topics"),
+            rows, gr.update(visible=record.get("kind") != "perplexity")]  # fmt: skip
 
 
 def compare(base_id: str, tuned_id: str, x: str = "tokens") -> Any:
@@ -138,6 +149,11 @@ def build() -> ResultsPanel:
                 resume = gr.Button("Resume", scale=1, elem_id="eval-resume")
             info = gr.Markdown(summary(None), elem_id="eval-summary")
             view = gr.Plot(None, label="Figure", elem_id="eval-view")
+            with gr.Accordion("Answers, cell by cell (lowest score first)", open=False,
+                              visible=False) as answers_box:  # fmt: skip
+                answers = gr.Dataframe(headers=results.ANSWER_COLUMNS, interactive=False,
+                                       wrap=True, elem_id="eval-answers",
+                                       column_widths=["9%", "8%", "24%", "23%", "28%", "8%"])  # fmt: skip
         with gr.Column(scale=1, min_width=260):
             x_axis = gr.Radio([("prompt tokens", "tokens"), ("number of topics", "topics")],
                               value="tokens", label="Topic retrieval: x axis", visible=False)  # fmt: skip
@@ -157,9 +173,9 @@ def build() -> ResultsPanel:
             diff_html = gr.Button("Export HTML", size="sm")
         diff = gr.Plot(label="Comparison", elem_id="eval-diff")
         diff_file = gr.File(label="Download", interactive=False, visible=False)
-    panel = ResultsPanel(pick, info, view, x_axis, resume, base, tuned)
+    panel = ResultsPanel(pick, info, view, x_axis, answers, answers_box, resume, base, tuned)
 
-    gr.on([pick.input, x_axis.change], user_errors(show), [pick, x_axis], [info, view, x_axis],
+    gr.on([pick.input, x_axis.change], user_errors(show), [pick, x_axis], panel.shown,
           show_progress="hidden")  # fmt: skip
     refresh_btn.click(user_errors(refresh), [pick, x_axis], panel.list_outputs)
     diff_btn.click(user_errors(compare), [base, tuned, x_axis], diff)

@@ -324,7 +324,7 @@ def sample_scores(
                       annotation_position="top left")  # fmt: skip
     fig.update_xaxes(title="prompt length (tokens)", row=1, col=1)
     fig.update_yaxes(title="score", range=[-0.05, 1.05], row=1, col=1)
-    fig.update_yaxes(range=[0, 1.05], row=1, col=2)
+    fig.update_yaxes(range=[0, 1.15], row=1, col=2)  # room for the value above a full bar
     fig.update_layout(title=title, template="plotly_white", barmode="group", margin={"t": 80})
     return fig
 

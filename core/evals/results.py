@@ -148,3 +148,28 @@ def config_differences(
     """Names of the top-level fields whose values differ, `ignore`d ones aside."""
     keys = sorted(set(old) | set(new))
     return [k for k in keys if k not in ignore and old.get(k) != new.get(k)]
+
+
+ANSWER_COLUMNS = ["cell", "tokens", "question", "expected", "answer", "score"]
+
+
+def answer_rows(
+    record: dict[str, Any], cells: list[dict[str, Any]], limit: int = 300
+) -> list[list[Any]]:
+    """The answered cells as table rows (`ANSWER_COLUMNS`), lowest score first: what to read
+    to see where the model fails. Texts are cut to `limit` characters; perplexity has none."""
+    if record.get("kind") == "perplexity":
+        return []
+    asked = (record.get("task") or {}).get("question", "")
+
+    def cut(text: Any) -> str:
+        text = " ".join(str(text or "").split())
+        return text if len(text) <= limit else text[: limit - 1] + "…"
+
+    rows = [
+        [c.get("key"), c.get("prompt_tokens") or c.get("length"), cut(c.get("question") or asked),
+         cut(c.get("expected")), cut(c.get("answer")), c.get("score")]
+        for c in cells
+    ]  # fmt: skip
+    # Unscored cells (a judge that gave no grade) first: they need a look as much as failures.
+    return sorted(rows, key=lambda r: (r[5] is not None, r[5] or 0.0))
