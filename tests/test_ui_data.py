@@ -170,6 +170,11 @@ def test_matching_samples_are_deleted_at_once_undone_and_saved(app_url, browser)
     page.locator("#data-filter-problems input").click()
     page.get_by_role("option", name="with problems").click()
     _wait_text(page, "#data-table-info", "of 4 matching samples")
+    # ◀ ▶ step through the matching samples only (rows 2, 4, 5 and 7), from sample 0.
+    _wait_text(page, "#data-sample-head", "Sample 0")
+    for button, sample in (("#data-next", 2), ("#data-next", 4), ("#data-prev", 2)):
+        page.locator(button).click()
+        _wait_text(page, "#data-sample-head", f"Sample {sample}")
     page.locator("#data-delete-matching").click()
     _wait_text(page, "#data-bulk-note", "Deleted 4 samples, 5 left")
     _wait_text(page, "#data-problems-head", "No problems")

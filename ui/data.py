@@ -172,6 +172,11 @@ def build() -> DataTab:
         smp.follow(deleted)
         follow_rows(deleted)
 
+    for button, by in ((smp.prev, -1), (smp.after, 1)):
+        stepped = button.click(user_errors(lambda op, i, *f, by=by: data_table.step(op, i, by, *f)),
+                               [opened, smp.index, *tbl.inputs[:-1]], smp.index,
+                               show_progress="hidden")  # fmt: skip
+        smp.follow(stepped)
     path.focus(lambda: gr.update(choices=dataset_files()), None, path, show_progress="hidden")
     table_pick = tbl.table.select(_picked, None, smp.index, show_progress="hidden")
     smp.follow(table_pick)

@@ -23,6 +23,9 @@ from ui.data_view import COLORS, TURN_COLUMNS, history_md, show, turn_fields
 @dataclass
 class SamplePanel:
     index: gr.Number
+    prev: gr.Button
+    after: gr.Button
+    """Step through the samples the table's filters and search match (wired by ui/data.py)."""
     view_inputs: list
     view_outputs: list
     changes: list
@@ -39,8 +42,8 @@ def build(opened: gr.State, max_length: gr.Number, path: gr.Dropdown) -> SampleP
     with gr.Row(elem_classes="data-bar"):
         index = gr.Number(0, precision=0, minimum=0, label="Sample #", min_width=110, scale=0,
                           elem_id="data-index")  # fmt: skip
-        prev = gr.Button("◀", size="sm", min_width=40, scale=0)
-        after = gr.Button("▶", size="sm", min_width=40, scale=0)
+        prev = gr.Button("◀", size="sm", min_width=40, scale=0, elem_id="data-prev")
+        after = gr.Button("▶", size="sm", min_width=40, scale=0, elem_id="data-next")
         full = gr.Checkbox(label="Show long turns in full", scale=1)
         overflow = gr.Radio([("drop (paper)", "drop"), ("truncate middle", "truncate_middle")],
                             value="drop", label="Longer than max length", scale=2)  # fmt: skip
@@ -83,10 +86,6 @@ def build(opened: gr.State, max_length: gr.Number, path: gr.Dropdown) -> SampleP
     show_ = user_errors(show)
     for trigger in (index.submit, full.input, overflow.input, max_length.submit):
         trigger(show_, view_inputs, view_outputs, show_progress="hidden")
-    prev.click(lambda i: max(0, int(i or 0) - 1), index, index).then(
-        show_, view_inputs, view_outputs
-    )
-    after.click(lambda i: int(i or 0) + 1, index, index).then(show_, view_inputs, view_outputs)
 
     @user_errors
     def pick_turn(op, i, t):
@@ -136,7 +135,7 @@ def build(opened: gr.State, max_length: gr.Number, path: gr.Dropdown) -> SampleP
     saving = save.click(do_save, [opened, index, save_as], [saved, path, history],
                         show_progress_on=[saved])  # fmt: skip
     changes.append(saving)
-    return SamplePanel(index, view_inputs, view_outputs, changes)
+    return SamplePanel(index, prev, after, view_inputs, view_outputs, changes)
 
 
 # One edit each: (session, sample, turn, role, content, raw JSON) -> the sample and turn to show.

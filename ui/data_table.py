@@ -146,6 +146,24 @@ def delete_rows(op: Opened | None, keep: bool, task, kind, lo, hi, probs, sort_b
             "them back; *Save* writes the file.")  # fmt: skip
 
 
+def step(op: Opened | None, i, by: int, task, kind, lo, hi, probs, sort_by, desc, text,
+         fields) -> int:  # fmt: skip
+    """The sample `by` places from `i` among those the filters and search match, in the
+    table's order (`i` itself need not match: the next matching one after it is taken)."""
+    i = int(i or 0)
+    if op is None:
+        return i
+    query = to_query(task, kind, lo, hi, probs, sort_by, desc, 1)
+    matches = op.search(text, list(fields or core_table.SEARCH_FIELDS))
+    order = [s.index for s in core_table.select(op.samples, query, matches)]
+    if not order:
+        raise LongCtxError("no sample matches the filters and search")
+    if i in order:
+        return order[max(0, min(len(order) - 1, order.index(i) + by))]
+    later = [k for k in order if (k > i if by > 0 else k < i)]  # `i` was filtered out
+    return (later[0] if by > 0 else later[-1]) if later else order[0 if by > 0 else -1]
+
+
 def build(opened: gr.State) -> TablePanel:
     """Lay out the validation panel and the table; wire filters, search and paging."""
     with gr.Accordion("Validation", open=True, elem_id="data-validation"):
