@@ -59,7 +59,10 @@ def test_difference_is_tuned_minus_base_where_both_ran():
     tuned = [_cell(1000, 0, 1.0), _cell(2000, 0, 1.0), _cell(4000, 0, 1.0)]
     fig = diff_heatmap(CELLS, tuned, labels=("base", "80K"))
     assert [list(row) for row in fig.data[0].z] == [[0.0, 0.5, None], [None, None, None]]
-    assert fig.layout.title.text == "80K minus base"
+    # The headline: both means over the two cells both ran (not base's third, unpaired one).
+    assert fig.layout.title.text == (
+        "80K minus base<br><sup>mean score 1.00 vs. 0.75 (+0.25) over 2 cells</sup>"
+    )
 
 
 def test_topic_accuracy_has_one_line_per_run():

@@ -20,6 +20,7 @@ def test_run_figure_draws_the_held_out_loss_beside_the_training_loss():
     assert list(traces["held-out loss"].y) == [3.0, 2.5]
     assert list(traces["tokens/s"].y) == [50.0, 55.0]
     assert "held-out loss" not in {t.name for t in plots.run_figure(METRICS[1:3]).data}
+    assert fig.layout.xaxis.dtick == 1  # a short run's axis shows whole steps only
 
 
 def test_overlay_gives_each_run_one_colour_for_both_curves():

@@ -165,12 +165,13 @@ def diff_heatmap(
     def mean(group: list[dict[str, Any]]) -> float:
         return sum(c["score"] for c in group) / len(group)
 
-    z, hover = [], []
+    z, hover, paired = [], [], []
     for d in ys:
         z_row, h_row = [], []
         for length in xs:
             ga, gb = a.get((length, d)), b.get((length, d))
             if ga and gb:
+                paired.append((mean(ga), mean(gb)))
                 z_row.append(mean(gb) - mean(ga))
                 h_row.append(
                     f"length {length} tokens<br>"
@@ -182,10 +183,15 @@ def diff_heatmap(
                 h_row.append(f"length {length} tokens<br>missing in one run")
         z.append(z_row)
         hover.append(h_row)
+    title = f"{labels[1]} minus {labels[0]}"
+    if paired:  # the headline number: both means over the cells both runs have
+        mean_a, mean_b = (sum(p[k] for p in paired) / len(paired) for k in (0, 1))
+        title += (f"<br><sup>mean score {mean_b:.2f} vs. {mean_a:.2f} ({mean_b - mean_a:+.2f}) "
+                  f"over {len(paired)} cells</sup>")  # fmt: skip
     return _grid_figure(
-        z, hover, xs, ys, window, f"{labels[1]} minus {labels[0]}",
+        z, hover, xs, ys, window, title,
         zmin=-1, zmax=1, zmid=0, colorscale=DIFF_COLORS,
-        colorbar={"title": f"{labels[1]} - {labels[0]}"},
+        colorbar={"title": "difference"},
         hovertemplate="depth %{y}<br>difference %{z:+.2f}<br>%{customdata}<extra></extra>",
     )  # fmt: skip
 

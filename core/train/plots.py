@@ -61,7 +61,14 @@ def run_figure(metrics: list[dict[str, Any]], title: str = "") -> go.Figure:
                            xref="paper", yref="paper", x=0.5, y=0.5)  # fmt: skip
     fig.update_layout(title=title, **_LAYOUT)
     fig.update_xaxes(title_text="step", row=2)
+    _whole_steps(fig, [m["step"] for m in metrics if "step" in m])
     return fig
+
+
+def _whole_steps(fig: go.Figure, steps: list[int]) -> None:
+    """Ticks on whole steps: plotly's own put a step 1.5 on a short run's axis."""
+    if steps and max(steps) <= 12:
+        fig.update_xaxes(dtick=1)
 
 
 def overlay_figure(curves: dict[str, list[dict[str, Any]]]) -> go.Figure:
@@ -82,6 +89,7 @@ def overlay_figure(curves: dict[str, list[dict[str, Any]]]) -> go.Figure:
                                      line=dict(color=color, dash="dot")))  # fmt: skip
     fig.update_layout(title="loss (smoothed)", xaxis_title="step", yaxis_title="loss",
                       **{**_LAYOUT, "height": 360})  # fmt: skip
+    _whole_steps(fig, [m["step"] for ms in curves.values() for m in ms if "step" in m])
     return fig
 
 
