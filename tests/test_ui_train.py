@@ -44,6 +44,10 @@ def test_a_tick_never_puts_back_the_pick_a_launch_replaced():
     assert newer.name in [c[1] for c in stale[0]["choices"]]
     # With nothing picked, the tick shows the newest run.
     assert train_runs.poll(None, None)[0]["value"] == newer.name
+    # Before the trainer counts its steps, the config's fixed count stands in for "?".
+    (newer / "config.yaml").write_text(TrainConfig(name="second", max_steps=60).to_yaml())
+    runs.update_status(newer, max_steps=None)
+    assert "step 0/60" in train_runs.status_html(newer.name)
 
 
 @pytest.mark.integration

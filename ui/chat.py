@@ -66,7 +66,7 @@ class ChatTab:
 def build(default_model: str = models.EMBEDDED) -> ChatTab:
     """Lay out the Chat tab inside the current Blocks and wire its events."""
     with gr.Row(equal_height=False):
-        with gr.Column(scale=1, min_width=320):
+        with gr.Column(scale=2, min_width=360):  # room for a model's name in the dropdown
             target_a = targets.target_controls("chat-target-a", default_model, title="Model",
                                                tokenizer=False)  # fmt: skip
             compare = gr.Checkbox(label="Side by side: also send each prompt to a second model")
@@ -83,7 +83,7 @@ def build(default_model: str = models.EMBEDDED) -> ChatTab:
                 stop = gr.Textbox(
                     label="Stop strings", placeholder="one per line or comma-separated"
                 )
-        with gr.Column(scale=3):
+        with gr.Column(scale=5):
             ctx = context.build()
             with gr.Row():
                 # Editable: a reply corrected by hand makes a better training sample (Keep, below).

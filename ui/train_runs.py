@@ -12,7 +12,9 @@ from pathlib import Path
 
 import gradio as gr
 
+from core.errors import LongCtxError
 from core.train import export, plots, runs
+from core.train.config import TrainConfig
 from ui import access
 from ui.common import user_errors
 
@@ -47,6 +49,8 @@ def status_html(run_id: str | None) -> str:
     status = runs.read_status(runs.run_path(run_id))
     state = str(status.get("state", "unknown"))
     step, total = int(status.get("step") or 0), int(status.get("max_steps") or 0)
+    if not total:  # before the trainer has counted its steps: a fixed count is known already
+        total = max(0, _configured_steps(run_id))
     pct = 100 * step / total if total else 0
     eta = status.get("eta_s")
     eta_text = f" · ETA {_duration(eta)}" if eta and state == "running" else ""
@@ -63,6 +67,13 @@ def status_html(run_id: str | None) -> str:
         + (f"<p>Adapter: <code>{html.escape(runs.short_path(status['adapter']))}</code></p>" if status.get("adapter") else "")
         + "</div>"
     )  # fmt: skip
+
+
+def _configured_steps(run_id: str) -> int:
+    try:
+        return TrainConfig.from_yaml(runs.run_path(run_id) / "config.yaml").max_steps
+    except LongCtxError:
+        return 0
 
 
 def _duration(seconds: float) -> str:
