@@ -128,9 +128,9 @@ class RunInfo:
 
 
 def list_runs() -> list[RunInfo]:
-    """All runs, newest first."""
+    """All runs, newest first (by creation time: ids made in the same second sort by name)."""
     out = []
-    for path in sorted(runs_dir().iterdir(), reverse=True):
+    for path in runs_dir().iterdir():
         if not (path / "config.yaml").exists():
             continue
         try:
@@ -138,7 +138,7 @@ def list_runs() -> list[RunInfo]:
         except LongCtxError:
             config = None
         out.append(RunInfo(path.name, path, read_status(path), config))
-    return out
+    return sorted(out, key=lambda r: (r.status.get("created") or 0, r.id), reverse=True)
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
