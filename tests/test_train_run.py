@@ -258,6 +258,30 @@ def test_held_out_samples_too_long_for_max_length_are_named_as_such(embedded_tok
     assert prepare_eval_dataset(TrainConfig(), embedded_tokenizer) is None  # none named
 
 
+def test_data_check_counts_what_max_length_would_drop(embedded_tokenizer, tmp_path):
+    from core.train import datacheck
+
+    short = {"conversations": [{"role": "user", "content": "Hi?"},
+                               {"role": "assistant", "content": "Hello."}]}  # fmt: skip
+    long = {"text": "word " * 2000}
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text("".join(json.dumps(r) + "\n" for r in [short, long, short, long, short])
+                     + "{oops\n")  # fmt: skip
+    held = tmp_path / "held.jsonl"
+    held.write_text(json.dumps(short) + "\n")
+    config = TrainConfig(max_length=512, eval_data=str(held), data=[
+        DataSource(path=str(mixed)), DataSource(procedural="keys", n=8, length=1000)])  # fmt: skip
+    fits = datacheck.check(config)
+    assert [(f.role, f.samples, f.over, f.malformed) for f in fits] == [
+        ("training", 6, 2, 1), ("training", 8, 8, 0), ("held-out", 1, 0, 0)]  # fmt: skip
+    assert fits[0].line(config) == (
+        f"{mixed} (training): 6 samples, 1 malformed (skipped), 2 over 512 tokens (40.0 %): dropped"
+    )
+    assert fits[2].line(config).endswith("all within 512 tokens")
+    config.overflow = "truncate_middle"
+    assert fits[1].line(config).endswith("8 over 512 tokens (100.0 %): cut in the middle")
+
+
 def test_several_processes_share_the_global_batch(tiny_llama_dir):
     # The multi-GPU launch (torchrun, one process per device) exercised on CPU processes with
     # the gloo backend: the same command, the same accumulation arithmetic, rank 0 alone writing.

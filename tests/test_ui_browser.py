@@ -277,6 +277,12 @@ def test_train_tab_launches_a_run_that_survives_reload_and_restart(
     )
     assert str(tiny_llama_dir) in yaml_box.inner_text()
     assert f"eval_data: {held}" in yaml_box.inner_text()
+    # Before launch: how much of each source fits max length.
+    page.locator("#train-check").click()
+    checked = page.locator("#train-data-check")
+    checked.get_by_text("held-out").wait_for(timeout=60000)
+    assert f"{held} (held-out): 2 samples, all within" in checked.inner_text()
+    assert "(training): 64 samples" in checked.inner_text()
     assert "core.cli train" in page.locator("#train-command textarea").input_value()
     page.locator("#train-launch").click()
     started = page.get_by_text("Started run")

@@ -15,7 +15,7 @@ import gradio as gr
 from core import models, workspace
 from core.errors import LongCtxError
 from core.train import config as cfg
-from core.train import fit, plots, runs
+from core.train import datacheck, fit, plots, runs
 from ui import access, train_rope, train_runs
 from ui.common import user_errors
 from ui.data_common import resolve_spec
@@ -148,8 +148,11 @@ def build() -> train_runs.RunsMonitor:
                                  elem_id="train-command")  # fmt: skip
             yaml_box = gr.Code(first_view[3], language="yaml", label="config.yaml",
                                interactive=False, max_lines=30)  # fmt: skip
-            launch = gr.Button("Launch", variant="primary", elem_id="train-launch")
+            with gr.Row():
+                launch = gr.Button("Launch", variant="primary", elem_id="train-launch", scale=2)
+                check = gr.Button("Check the data against max length", elem_id="train-check")
             launched = gr.Markdown()
+            checked = gr.Markdown(elem_id="train-data-check")
     gr.Markdown("### Runs")
     monitor = train_runs.build()
 
@@ -173,6 +176,14 @@ def build() -> train_runs.RunsMonitor:
         return f"Started run **{run_dir.name}**.", *train_runs.select(run_dir.name)
 
     launch.click(start, inputs, [launched, *monitor.select_outputs])
+
+    @user_errors
+    def check_data(*values, progress=gr.Progress()):
+        config = config_from_form(names, list(values)).validate()
+        fits = datacheck.check(config, lambda d, t: progress((d, t), desc="measuring", unit="rows"))
+        return "\n".join(f"- {'⚠️' if f.over else '✅'} {f.line(config)}" for f in fits)
+
+    check.click(check_data, inputs, checked, show_progress_on=checked)
     return monitor
 
 

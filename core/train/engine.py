@@ -166,15 +166,23 @@ def read_sources(config: TrainConfig, tokenizer: Any) -> list[dict[str, Any]]:
     return samples
 
 
-def _read_file(spec: str, seed: int) -> list[dict[str, Any]]:
-    """Records of a file (`path` or `path[N]`); malformed rows are kept as None to be counted."""
+def data_spec(spec: str) -> str:
+    """A data file as the config names it (`path` or `path[N]`), relative paths also meaning
+    "in the workspace"."""
     from core import workspace
     from core.data import io as data_io
 
     path, n = data_io.parse_spec(spec)
     if not Path(path).expanduser().is_absolute() and not Path(path).exists():
-        path = str(workspace.home() / path)  # relative paths also mean "in the workspace"
-    source = data_io.open_source(f"{path}[{n}]" if n else path, seed=seed)
+        path = str(workspace.home() / path)
+    return f"{path}[{n}]" if n else path
+
+
+def _read_file(spec: str, seed: int) -> list[dict[str, Any]]:
+    """Records of a file (`path` or `path[N]`); malformed rows are kept as None to be counted."""
+    from core.data import io as data_io
+
+    source = data_io.open_source(data_spec(spec), seed=seed)
     rows = []
     for row in data_io.iter_raw(source):
         if row.problems:
