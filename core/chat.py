@@ -263,8 +263,8 @@ def fit_document(
         keep = len(ids) - excess - 24  # the marker line's tokens, with room to spare
         if keep < 64:
             raise LongCtxError(
-                "the conversation alone leaves no room for the document: clear it, lower max "
-                "tokens or raise the window"
+                "the conversation alone leaves no room for the document: clear it, lower Max "
+                "new tokens (under Sampling) or give the model a larger Window (tokens)"
             )
         cut = len(ids) - keep
         head, tail = decode(ids[: keep // 2]), decode(ids[len(ids) - (keep - keep // 2) :])

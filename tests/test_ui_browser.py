@@ -132,6 +132,9 @@ def test_budget_counts_the_document_against_the_window(app_url, browser):
         ".includes('tokens cut from the middle')",
         timeout=30000,
     )
+    note = page.locator(".toast-body", has_text="tokens from the middle of the document").first
+    note.wait_for(timeout=30000)
+    assert "512 stay free for the answer" in note.inner_text()
     page.wait_for_function(
         "() => { const t = document.querySelector('#chat-budget')?.innerText || '';"
         " return t.includes('/ 8,192 tokens') && !t.includes('over the window')"

@@ -85,6 +85,9 @@ def wire(ctx: Context, message, system, max_tokens, compare, chats, sides) -> Ca
             cut_total += cut
         if not cut_total:
             gr.Info("The document fits the window already.")
+        else:  # why it cut that much: the answer's room is kept free too
+            gr.Info(f"Cut {cut_total:,} tokens from the middle of the document; {int(max_new):,} "
+                    "stay free for the answer (Sampling → Max new tokens).")  # fmt: skip
         return doc
 
     @user_errors
