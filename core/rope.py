@@ -48,6 +48,12 @@ def compact(x: float) -> str:
     return f"{v:.3g}"
 
 
+def compact_hides(x: float) -> bool:
+    """Whether `compact(x)` rounds `x`: then the exact value is what to type (a narrow bound's
+    rounding can fail the check)."""
+    return float(f"{x:.3g}") != x
+
+
 def tokens(n: int) -> str:
     """A token count, exact: 81,920."""
     return f"{int(n):,}"

@@ -55,7 +55,7 @@ def _rope(args: argparse.Namespace) -> int:
     width = max(len(s.name) for s in [*advice.suggestions, advice.reference])
     for s in [*advice.suggestions, advice.reference]:
         # The exact value too where three digits hide it (a narrow bound): that is what to type.
-        exact = "" if float(f"{s.base:.3g}") == s.base else f" (exactly {s.base:.6g})"
+        exact = f" (exactly {s.base:.6g})" if rope.compact_hides(s.base) else ""
         print(f"  {s.name:<{width}}  {rope.compact(s.base):>6}{exact}  {s.why}")
         print(f"  {'':<{width}}  {'':>6}  source: {s.source}")
     if base is not None:

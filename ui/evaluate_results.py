@@ -76,15 +76,14 @@ def _choices() -> list[tuple[str, str]]:
     return choices
 
 
+NOTHING_PICKED = "No evaluation picked."
+
+
 def figure(eval_id: str, x: str = "tokens") -> Any:
     return runner.folder_figure(folder(eval_id), x)
 
 
-def summary(eval_id: str | None) -> str:
-    if not eval_id:
-        return "No evaluation picked."
-    path = folder(eval_id)
-    config, cells = results.read_config(path), results.read_cells(path)
+def summary(path: Path, config: dict[str, Any], cells: list[dict[str, Any]]) -> str:
     head = f"**{config.get('kind')}** · {config.get('label')} · {len(cells)}/{config.get('total')} cells"
     if config.get("kind") == "perplexity":
         by_length = perplexity_by_length(cells)
@@ -111,11 +110,13 @@ def show(eval_id: str | None, x: str) -> list[Any]:
     """Summary, figure, x-axis switch (topic retrieval only) and answers table (all but
     perplexity) for one evaluation."""
     if not eval_id:
-        return [summary(None), None, gr.update(visible=False), [], gr.update(visible=False)]
-    record = results.read_config(folder(eval_id))
-    rows = results.answer_rows(record, results.read_cells(folder(eval_id)))
-    return [summary(eval_id), figure(eval_id, x), gr.update(visible=record.get("kind") == "topics"),
-            rows, gr.update(visible=record.get("kind") != "perplexity")]  # fmt: skip
+        return [NOTHING_PICKED, None, gr.update(visible=False), [], gr.update(visible=False)]
+    path = folder(eval_id)  # read once for all four views: a timer tick redraws them
+    record, cells = results.read_config(path), results.read_cells(path)
+    kind = record.get("kind")
+    return [summary(path, record, cells), runner.figure_from(record, cells, x),
+            gr.update(visible=kind == "topics"), results.answer_rows(record, cells),
+            gr.update(visible=kind != "perplexity")]  # fmt: skip
 
 
 def compare(base_id: str, tuned_id: str, x: str = "tokens") -> Any:
@@ -147,7 +148,7 @@ def build() -> ResultsPanel:
                                    elem_id="eval-pick")  # fmt: skip
                 refresh_btn = gr.Button("Refresh", scale=1)
                 resume = gr.Button("Resume", scale=1, elem_id="eval-resume")
-            info = gr.Markdown(summary(None), elem_id="eval-summary")
+            info = gr.Markdown(NOTHING_PICKED, elem_id="eval-summary")
             view = gr.Plot(None, label="Figure", elem_id="eval-view")
             with gr.Accordion("Answers, cell by cell (lowest score first)", open=False,
                               visible=False) as answers_box:  # fmt: skip

@@ -63,12 +63,13 @@ def procedural_args(v: dict[str, Any]) -> dict[str, Any]:
 
 
 def depths(text: str | None) -> list[float] | None:
+    problem = LongCtxError(f"depths must be numbers from 0 to 100, got {text!r}")
     try:
         values = [float(x) for x in (text or "").replace(",", " ").split()]
     except ValueError:
-        values = [-1.0]
+        raise problem from None
     if any(not 0 <= v <= 100 for v in values):
-        raise LongCtxError(f"depths must be numbers from 0 to 100, got {text!r}")
+        raise problem
     return values or None
 
 

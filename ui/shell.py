@@ -81,25 +81,24 @@ def _wire_run_handoffs(panel: train_runs.RunsMonitor, eval_tab: evaluate.Evaluat
     (asking the run's held-out samples when it measured their loss); Chat sets its base beside
     it (side by side, base vs. tuned). The adapter brings its RoPE."""
 
-    def adapter_and_base(run_id: str | None) -> tuple[str, str]:
+    def adapter_and_config(run_id: str | None) -> tuple[str, TrainConfig]:
         if not run_id:
             raise LongCtxError("pick a run first")
         adapter = export.find_adapter(run_id)  # says so when the run has none yet
-        base = TrainConfig.from_yaml(runs.run_path(run_id) / "config.yaml").model
-        return str(adapter), base
+        return str(adapter), TrainConfig.from_yaml(runs.run_path(run_id) / "config.yaml")
 
     def to_evaluate(run_id):
-        adapter, _ = adapter_and_base(run_id)
+        adapter, config = adapter_and_config(run_id)
         # A run that measured a held-out loss has the questions to ask it ready.
-        held = TrainConfig.from_yaml(runs.run_path(run_id) / "config.yaml").eval_data
+        held = config.eval_data
         task = ("samples", gr.update(value=held)) if held else (gr.skip(), gr.skip())
         return [*targets.pick_local(adapter), *task, gr.Tabs(selected="evaluate")]
 
     def to_chat(run_id):
-        adapter, base = adapter_and_base(run_id)
+        adapter, config = adapter_and_config(run_id)
         # A new comparison: answers of other models must not stay in (and feed) the history.
         empty = [[], [], [[], []]]
-        return [*targets.pick_local(base), *targets.pick_local(adapter), True, *empty,
+        return [*targets.pick_local(config.model), *targets.pick_local(adapter), True, *empty,
                 gr.Tabs(selected="chat")]  # fmt: skip
 
     side_a, side_b = chat_tab.sides

@@ -63,7 +63,7 @@ def advise(model: str, max_length: Any, rope_theta: Any, target: Any, pick: Any
 
 def _label(s: rope.Suggestion) -> str:
     # The exact value too where three digits hide it: a narrow bound's rounding can fail.
-    exact = "" if float(f"{s.base:.3g}") == s.base else f" (exactly {s.base:,.0f})"
+    exact = f" (exactly {s.base:,.0f})" if rope.compact_hides(s.base) else ""
     return f"{s.name}: {rope.compact(s.base)}{exact}"
 
 

@@ -245,20 +245,18 @@ def _split(args: argparse.Namespace) -> int:
     from core import workspace
     from core.data import mix
 
-    text = args.hold_out.strip()
     try:
-        number = float(text.removesuffix("%")) / (100 if text.endswith("%") else 1)
-    except ValueError:
+        count, ratio = mix.parse_amount(args.hold_out)
+    except LongCtxError:
         raise LongCtxError(f"--hold-out takes 50, 0.05 or 5%, got {args.hold_out!r}") from None
-    whole = "." not in text and not text.endswith("%")
     train, held = mix.split_names(args.file, workspace.subdir("datasets"))
     report = mix.hold_out(
         mix.HoldOut(
             args.file,
             train_output=args.train or str(train),
             eval_output=args.eval or str(held),
-            count=int(number) if whole else None,
-            ratio=None if whole else number,
+            count=count,
+            ratio=ratio,
             seed=args.seed,
         )
     )

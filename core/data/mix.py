@@ -24,6 +24,25 @@ from core.data import io, schema
 from core.data.io import Progress, Source
 from core.errors import ConfigError, LongCtxError
 
+AMOUNT = r"\d+(?:\.\d*)?%?"
+"""How many samples: a count (500), a ratio (0.3) or a percentage (30%)."""
+
+
+def parse_amount(text: str) -> tuple[int | None, float | None]:
+    """`500` -> (500, None); `0.3` or `30%` -> (None, 0.3).
+
+    Raises:
+        ConfigError: the text is none of these.
+    """
+    amount = text.strip()
+    if not re.fullmatch(AMOUNT, amount):
+        raise ConfigError(f"give a count (500), a ratio (0.3) or a percentage (30%), got {text!r}")
+    if amount.endswith("%"):
+        return None, float(amount[:-1]) / 100
+    if "." in amount:
+        return None, float(amount)
+    return int(amount), None
+
 
 @dataclass
 class MixPart:
@@ -52,15 +71,11 @@ class MixPart:
     @classmethod
     def parse(cls, text: str) -> MixPart:
         """`file`, `file:500` (count), `file:0.3` or `file:30%` (ratio)."""
-        match = re.fullmatch(r"(?P<path>.+):(?P<amount>\d+(?:\.\d*)?%?)", text.strip())
+        match = re.fullmatch(rf"(?P<path>.+):(?P<amount>{AMOUNT})", text.strip())
         if not match:
             return cls(text.strip())
-        amount = match["amount"]
-        if amount.endswith("%"):
-            return cls(match["path"], ratio=float(amount[:-1]) / 100)
-        if "." in amount:
-            return cls(match["path"], ratio=float(amount))
-        return cls(match["path"], count=int(amount))
+        count, ratio = parse_amount(match["amount"])
+        return cls(match["path"], count=count, ratio=ratio)
 
 
 @dataclass

@@ -368,10 +368,7 @@ def _show_answers(evaluation: Evaluation) -> tuple[list[dict], str]:
         )
     cells = evaluation.cells()
     if evaluation.task.kind == "samples":
-        by_task: dict[str, list[dict]] = {}
-        for cell in cells:
-            by_task.setdefault(str(cell.get("task") or "-"), []).append(cell)
-        for name, group in sorted(by_task.items()):
+        for name, group in plots.cells_by_task(cells).items():
             print(f"{name:<24} mean score {plots.mean_score(group):.3f} over {len(group)} answers")
     mean = plots.mean_score(cells)
     return (

@@ -58,12 +58,16 @@ def _column_position(lengths: Sequence[int], tokens: float) -> float | None:
     return float(len(lengths) - 1)
 
 
-def _answer_hover(cells: list[dict[str, Any]]) -> str:
-    text = " | ".join(str(c.get("answer", "")) for c in cells)
-    text = text if len(text) <= 240 else text[:237] + "..."
-    # Wrap for the hover box; plotly renders <br>, and answers are user-visible text.
+def _hover_text(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, escaped and wrapped for a hover box (plotly renders
+    <br>, and answers are user-visible text)."""
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
     text = text.replace("<", "&lt;").replace(">", "&gt;")
     return "<br>".join(text[i : i + 60] for i in range(0, len(text), 60))
+
+
+def _answer_hover(cells: list[dict[str, Any]]) -> str:
+    return _hover_text(" | ".join(str(c.get("answer", "")) for c in cells), 240)
 
 
 def heatmap(
@@ -234,11 +238,16 @@ def topic_accuracy(runs: dict[str, Iterable[dict[str, Any]]], *, x: str = "token
     return fig
 
 
-def _hover_text(text: Any, limit: int = 160) -> str:
-    text = " ".join(str(text or "").split())
-    text = text if len(text) <= limit else text[: limit - 3] + "..."
-    text = text.replace("<", "&lt;").replace(">", "&gt;")
-    return "<br>".join(text[i : i + 60] for i in range(0, len(text), 60))
+def _one_line(text: Any) -> str:
+    return " ".join(str(text or "").split())
+
+
+def cells_by_task(cells: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Cells grouped by their sample's `task` (`-` for none), tasks in name order."""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for cell in cells:
+        groups[str(cell.get("task") or "-")].append(cell)
+    return dict(sorted(groups.items()))
 
 
 def length_bins(
@@ -287,8 +296,9 @@ def sample_scores(
                 x=[c["length"] for c in cells], y=[c["score"] for c in cells], mode="markers",
                 name=f"{label}: answers", legendgroup=label, showlegend=False,
                 marker={"color": color, "opacity": 0.45, "size": 7},
-                customdata=[[c.get("line"), c.get("turn"), c.get("task"), _hover_text(
-                    c.get("question")), _hover_text(c.get("answer"))] for c in cells],
+                customdata=[[c.get("line"), c.get("turn"), c.get("task"),
+                             _hover_text(_one_line(c.get("question")), 160),
+                             _hover_text(_one_line(c.get("answer")), 160)] for c in cells],
                 hovertemplate="line %{customdata[0]}, answer %{customdata[1]} (%{customdata[2]})"
                 "<br>%{x:,} tokens, score %{y:.2f}<br><b>Q</b> %{customdata[3]}<br><b>A</b> "
                 "%{customdata[4]}<extra>" + label + "</extra>",
@@ -307,16 +317,13 @@ def sample_scores(
             ),
             row=1, col=1,
         )  # fmt: skip
-        by_task: dict[str, list[float]] = defaultdict(list)
-        for c in cells:
-            by_task[str(c.get("task") or "-")].append(c["score"])
-        tasks = sorted(by_task)
+        by_task = cells_by_task(cells)
         fig.add_trace(
             go.Bar(
-                x=tasks, y=[sum(by_task[t]) / len(by_task[t]) for t in tasks], name=label,
+                x=list(by_task), y=[mean_score(group) for group in by_task.values()], name=label,
                 legendgroup=label, showlegend=False, marker={"color": color},
                 texttemplate="%{y:.2f}", textposition="outside",  # a mean of 0 has no bar
-                customdata=[len(by_task[t]) for t in tasks],
+                customdata=[len(group) for group in by_task.values()],
                 hovertemplate="%{x}: mean %{y:.2f} over %{customdata} answers"
                 "<extra>" + label + "</extra>",
             ),

@@ -1,10 +1,10 @@
 """One evaluation, start to finish: folder -> prompts -> answers -> scores -> cells -> heatmap.
 
-`Evaluation` ties a task config (NIAH, topics, passkey, held-out samples, perplexity), a target (local model or endpoint) and
-a scorer to a result folder. `run()` is a generator: it yields each cell as soon as it is scored
-and written to cells.jsonl, takes a progress callback and a cancel `threading.Event`, and
-renders the folder's heatmap when it stops (finished, cancelled or failed). Rerunning into the
-same folder computes only the cells not yet in cells.jsonl.
+`Evaluation` ties a task config (NIAH, topics, passkey, held-out samples, perplexity), a target
+(local model or endpoint) and a scorer to a result folder. `run()` is a generator: it yields each
+cell as soon as it is scored and written to cells.jsonl, takes a progress callback and a cancel
+`threading.Event`, and renders the folder's heatmap when it stops (finished, cancelled or
+failed). Rerunning into the same folder computes only the cells not yet in cells.jsonl.
 
 This module knows nothing about gradio or argparse.
 """

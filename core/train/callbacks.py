@@ -105,8 +105,7 @@ class RunMonitor(TrainerCallback):
             **memory_now(),
         }
         self._last_time, self._last_tokens = now, self.tokens.total
-        with (self.run_dir / "metrics.jsonl").open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        self._append(record)
         runs.update_status(self.run_dir, step=state.global_step, max_steps=state.max_steps,
                            eta_s=record["eta_s"], loss=record["loss"])  # fmt: skip
 
@@ -119,11 +118,14 @@ class RunMonitor(TrainerCallback):
             "eval_seconds": logs.get("eval_runtime"),
             "time": time.time(),
         }
-        with (self.run_dir / "metrics.jsonl").open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        self._append(record)
         runs.update_status(self.run_dir, eval_loss=record["eval_loss"], eval_step=record["step"])
         # The training throughput logged next must not count the time spent measuring.
         self._last_time += float(logs.get("eval_runtime") or 0.0)
+
+    def _append(self, record: dict[str, Any]) -> None:
+        with (self.run_dir / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(record) + "\n")
 
     def on_save(self, args, state, control, **kwargs):
         if self.is_main:

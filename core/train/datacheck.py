@@ -12,10 +12,9 @@ This module knows nothing about gradio or about how training runs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from core.data.io import Progress
-from core.train.config import TrainConfig
+from core.train.config import DataSource, TrainConfig
 
 
 @dataclass
@@ -58,17 +57,17 @@ def check(config: TrainConfig, progress: Progress | None = None) -> list[SourceF
 
     tokenizer = load_tokenizer(config.model)
     fits = []
-    sources: list[tuple[Any, str]] = [(s, "training") for s in config.data]
+    sources = [(s, "training") for s in config.data]
     if config.eval_data:
-        sources.append((config.eval_data, "held-out"))
+        sources.append((DataSource(path=config.eval_data), "held-out"))
     for source, role in sources:
-        if getattr(source, "procedural", ""):
+        if source.procedural:
             over = source.n if source.length > config.max_length else 0
             fits.append(SourceFit(source.describe(), role, source.n, over))
             continue
-        spec = source if isinstance(source, str) else source.path
-        measured = stats.measure(data_spec(spec), tokenizer, name=config.model, progress=progress)
+        measured = stats.measure(data_spec(source.path), tokenizer, name=config.model,
+                                 progress=progress)  # fmt: skip
         summary = measured.summary(config.max_length)
-        fits.append(SourceFit(spec, role, summary["samples"], summary["over_max_length"],
+        fits.append(SourceFit(source.path, role, summary["samples"], summary["over_max_length"],
                               summary["malformed"]))  # fmt: skip
     return fits
