@@ -119,7 +119,7 @@ def main() -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
     from core.data import stats
-    from core.models import load_tokenizer
+    from core.models.tokenizers import load_tokenizer
 
     path = tmp / "long_chat.jsonl"
     t = time.perf_counter()

@@ -115,8 +115,8 @@ def main() -> int:
         torch.set_num_threads(args.threads)
 
     from core.evals.niah import NiahConfig, parse_numbers
-    from core.generation import eos_ids
-    from core.models import ModelSpec, load_model
+    from core.models.generation import eos_ids
+    from core.models.loader import ModelSpec, load_model
 
     loaded = load_model(ModelSpec(device=args.device, dtype=args.dtype))
     task = NiahConfig(lengths=parse_numbers(args.lengths), depths=parse_numbers(args.depths))

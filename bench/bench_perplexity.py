@@ -3,7 +3,7 @@
 Both run the embedded model (SmolLM2-135M-Instruct, 49K vocabulary) in float32 under
 `torch.inference_mode()` on one window of N tokens of the built-in corpus. Baseline:
 `model(input_ids, labels=input_ids)`, which builds the full N x vocabulary logit table (and
-gives only the mean loss). Ours: `core.evals.perplexity.token_nlls`, which projects the
+gives only the mean loss). Ours: `core.models.nll.token_nlls`, which projects the
 decoder's hidden states to the vocabulary 1,024 positions at a time and returns every token's
 loss. Each (method, length) runs in its own process so its peak RSS is its own; the check that
 both agree on the mean loss is printed with the figures.
@@ -30,8 +30,9 @@ sys.path.insert(0, str(ROOT))
 def worker(method: str, length: int) -> dict:
     import torch
 
-    from core.evals.perplexity import PerplexityConfig, token_nlls
-    from core.models import ModelSpec, load_model
+    from core.evals.perplexity import PerplexityConfig
+    from core.models.loader import ModelSpec, load_model
+    from core.models.nll import token_nlls
 
     loaded = load_model(ModelSpec("embedded", dtype="float32"))
     [prompt] = PerplexityConfig(lengths=[length], windows=1).prompts(loaded.tokenizer)

@@ -5,7 +5,7 @@ loaded through LongCtx Studio's own training path (`core.train.engine`: 4-bit NF
 double quantization, LoRA r=32/alpha=16 on q,k,v,o, embed_tokens fully trained, gradient
 checkpointing, bf16, RoPE base 2e8) and trained for two optimizer steps on one sample per
 length whose last 512 tokens are the answer. Prints, per length, the second step's time,
-tokens/s and peak GPU memory, next to the fit estimate (`core.train.fit`) for the same config.
+tokens/s and peak GPU memory, next to the fit estimate (`core.train.memory`) for the same config.
 Goal (issue 5): 80K tokens in under 80 GB (the paper's A800) at more than 2K tokens/s.
 
 `--engine both` measures the unsloth engine against the transformers engine (the baseline) on
@@ -72,7 +72,7 @@ def run(folder: Path, lengths: list[int], out: Path, smoke: bool = False,
     import torch
     from transformers import TrainerCallback
 
-    from core.train import fit
+    from core.train import memory
     from core.train.callbacks import TokenCounter
     from core.train.config import DataSource, load_preset
     from core.train.engine import build_trainer, load_for_training
@@ -125,7 +125,7 @@ def run(folder: Path, lengths: list[int], out: Path, smoke: bool = False,
             torch.cuda.reset_peak_memory_stats()
         trainer.train()
         peak, reserved = _gpu(torch.cuda.max_memory_allocated), _gpu(torch.cuda.max_memory_reserved)
-        est = fit.estimate(config, loaded.model.config, labelled_tokens=ANSWER,
+        est = memory.estimate(config, loaded.model.config, labelled_tokens=ANSWER,
                            device=("GPU", 80 * 2**30))  # fmt: skip
         step = timer.times[-1]
         result = {"engine": engine, "length": length, "s_per_step": round(step, 2), "tokens_per_s": round(length / step),

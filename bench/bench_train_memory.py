@@ -43,9 +43,9 @@ def _plain_model():
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from core import models
+    from core.models import names
 
-    model = AutoModelForCausalLM.from_pretrained(models.resolve("embedded"))
+    model = AutoModelForCausalLM.from_pretrained(names.resolve("embedded"))
     model.config.use_cache = False
     model = get_peft_model(model, LoraConfig(r=32, lora_alpha=16, lora_dropout=0.0,
                                              target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],

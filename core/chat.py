@@ -2,7 +2,7 @@
 
 Turns a conversation (system prompt, history, new message, optional document) into the message
 list a model sees, counts its tokens against the model's window, and streams the reply as
-`core.generation.Chunk`s whichever side answers. The document goes into the first user turn,
+`core.models.generation.Chunk`s whichever side answers. The document goes into the first user turn,
 ahead of the question, the same layout as the paper's training samples.
 
 Knows nothing about gradio: the Chat tab keeps the history and calls these functions.
@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core import documents, models
 from core.errors import ConfigError, LongCtxError
-from core.generation import Chunk, SamplingParams, count_prompt_tokens, stream_chat
-from core.openai_compat import create_chat_completion
+from core.models import loader, tokenizers
+from core.models.generation import Chunk, SamplingParams, count_prompt_tokens, stream_chat
+from core.models.openai_compat import create_chat_completion
+from core.text import documents
 
 LOCAL, ENDPOINT = "local", "endpoint"
 MAX_DOCUMENT_BYTES = 20 * 1024 * 1024  # ~5M tokens: far past any window, still bounded
@@ -33,7 +34,7 @@ class ChatTarget:
     """Who answers: a local model (`spec`) or an OpenAI-compatible endpoint."""
 
     kind: str = LOCAL
-    spec: models.ModelSpec = field(default_factory=models.ModelSpec)
+    spec: loader.ModelSpec = field(default_factory=loader.ModelSpec)
     base_url: str = ""
     api_key: str = field(default="", repr=False)
     endpoint_model: str = ""
@@ -135,7 +136,7 @@ def _text(content: Any) -> str:
 def read_document(
     path: str | Path, max_bytes: int = MAX_DOCUMENT_BYTES, progress: Any = None
 ) -> str:
-    """An uploaded document as text (`core.documents`: text, Markdown, PDF, EPUB, HTML);
+    """An uploaded document as text (`core.text.documents`: text, Markdown, PDF, EPUB, HTML);
     `progress(done, total)` follows the pages or chapters of a book.
 
     Raises:
@@ -182,29 +183,35 @@ class Budget:
         return text
 
 
-@functools.lru_cache(maxsize=8)
-def _tokenizer(name: str) -> Any:
-    return models.load_tokenizer(name)
-
-
 @functools.lru_cache(maxsize=16)
 def _window(spec_key: str) -> int:
-    spec = models.ModelSpec(**json.loads(spec_key))
-    return int(models.load_config(spec).config.max_position_embeddings)
+    spec = loader.ModelSpec(**json.loads(spec_key))
+    return int(loader.load_config(spec).config.max_position_embeddings)
 
 
-@functools.lru_cache(maxsize=16)
+_windows: dict[tuple[str, str, str], int | None] = {}
+
+
 def endpoint_window(base_url: str, api_key: str, model: str) -> int | None:
-    """The endpoint's context length when its /v1/models says (vLLM: `max_model_len`)."""
-    try:
-        for entry in _client(base_url, api_key).models.list().data:
-            if entry.id == model:
-                extra = entry.model_extra or {}
-                value = extra.get("max_model_len") or extra.get("context_length")
-                return int(value) if value else None
-    except Exception:  # an unreachable endpoint shows up when the user sends; no window here
-        return None
-    return None
+    """The endpoint's context length when its /v1/models says (vLLM: `max_model_len`).
+
+    An answer is remembered for the life of the process; a failure is not (the endpoint may
+    just not be up yet), so the next call asks again.
+    """
+    key = (base_url, api_key, model)
+    if key not in _windows:
+        try:
+            entries = _client(base_url, api_key).models.list().data
+        except Exception:  # an unreachable endpoint shows up when the user sends; no window here
+            return None
+        _windows[key] = next((_reported_window(e) for e in entries if e.id == model), None)
+    return _windows[key]
+
+
+def _reported_window(entry: Any) -> int | None:
+    extra = entry.model_extra or {}
+    value = extra.get("max_model_len") or extra.get("context_length")
+    return int(value) if value else None
 
 
 def budget(
@@ -212,7 +219,7 @@ def budget(
 ) -> Budget:
     """Count the prompt tokens of `messages` for `target` and compare with its window."""
     if target.kind == LOCAL:
-        tokenizer = _tokenizer(target.spec.adapter or target.spec.name)
+        tokenizer = tokenizers.cached_tokenizer(target.spec.adapter or target.spec.name)
         return Budget(
             prompt_tokens=count_prompt_tokens(tokenizer, messages),
             window=window or _window(target.spec.key()),
@@ -252,7 +259,7 @@ def fit_document(
         return document, 0
     excess = full.prompt_tokens + max_tokens - full.window
     if target.kind == LOCAL:
-        tokenizer = _tokenizer(target.spec.adapter or target.spec.name)
+        tokenizer = tokenizers.cached_tokenizer(target.spec.adapter or target.spec.name)
         encode = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
         decode = tokenizer.decode
     else:  # the budget's approximation: 4 characters a token
@@ -297,7 +304,7 @@ def stream_reply(
 ) -> Iterator[Chunk]:
     """Stream the reply of `target` to `messages`; the last chunk has finish_reason and usage."""
     if target.kind == LOCAL:
-        loaded = models.default_cache.get(target.spec)
+        loaded = loader.default_cache.get(target.spec)
         yield from stream_chat(loaded, messages, params, cancel)
         return
     yield from _stream_endpoint(target, messages, params, cancel)

@@ -21,3 +21,12 @@ class ConfigError(LongCtxError):
     def __init__(self, problems: list[str] | str):
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         super().__init__("; ".join(self.problems))
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-blank line of an exception's message (library errors run to pages), or the
+    exception's type name when the message is empty."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(exc).__name__

@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from core import space
 from core.errors import LongCtxError
+from core.hosting import space
 
 SUBDIRS = ("models", "datasets", "runs", "evals", "cache")
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -53,7 +53,7 @@ def workspace_home() -> Path:
 @pytest.fixture(scope="session")
 def embedded():
     """The embedded SmolLM2-135M-Instruct, loaded once per session (real weights)."""
-    from core.models import ModelSpec, default_cache
+    from core.models.loader import ModelSpec, default_cache
 
     return default_cache.get(ModelSpec())
 
@@ -157,7 +157,8 @@ def start_app(**launch) -> tuple:
 
     `launch` adds keyword arguments to `demo.launch` (e.g. `auth`).
     """
-    from ui.shell import build_app, style_kwargs
+    from ui.shell import build_app
+    from ui.theme import style_kwargs
 
     demo = build_app()
     demo.queue(default_concurrency_limit=2)

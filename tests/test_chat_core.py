@@ -6,7 +6,7 @@ import pytest
 
 from core import chat
 from core.errors import ConfigError, LongCtxError
-from core.models import ModelSpec
+from core.models.loader import ModelSpec
 
 
 def test_document_goes_before_the_first_user_message():
@@ -82,8 +82,8 @@ def test_budget_is_exact_for_local_models(embedded_tokenizer):
 
 @pytest.mark.integration
 def test_endpoint_chat_streams_through_our_server(embedded):
-    from core.generation import SamplingParams
-    from core.serve import BackgroundServer
+    from core.models.generation import SamplingParams
+    from core.serve.background import BackgroundServer
 
     with BackgroundServer(embedded) as server:
         target = chat.ChatTarget(kind=chat.ENDPOINT, base_url=server.base_url,

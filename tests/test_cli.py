@@ -16,14 +16,14 @@ def _run(*args: str, timeout: int = 60) -> subprocess.CompletedProcess:
 
 
 def test_help_lists_the_commands():
-    result = _run("-m", "core.cli", "--help")
+    result = _run("-m", "ui.cli", "--help")
     assert result.returncode == 0
     for command in ("app", "serve"):
         assert command in result.stdout
 
 
 def test_public_address_without_auth_refuses_to_start():
-    for args in (("-m", "core.cli", "app"), ("app.py",)):
+    for args in (("-m", "ui.cli", "app"), ("app.py",)):
         result = _run(*args, "--host", "0.0.0.0", "--port", "7999")
         assert result.returncode == 1
         assert "give --auth user:password" in result.stderr

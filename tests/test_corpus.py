@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from core import workspace
-from core.corpus import builtin_documents, joined_text, load_folder, prose_paragraphs
 from core.errors import LongCtxError
+from core.text.corpus import builtin_documents, joined_text, load_folder, prose_paragraphs
 
 
 def test_builtin_corpus_is_cached_in_the_workspace_and_stable(workspace_home):

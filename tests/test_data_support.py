@@ -31,7 +31,7 @@ TWO_TURNS = [
 
 @functools.cache
 def embedded_tokenizer():
-    from core.models import load_tokenizer
+    from core.models.tokenizers import load_tokenizer
 
     return load_tokenizer("embedded")
 

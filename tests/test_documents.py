@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 from conftest import make_epub, make_pdf
 
-from core import chat, documents, workspace
-from core.corpus import load_folder
+from core import chat, workspace
 from core.errors import LongCtxError
 from core.synth import sources
+from core.text import documents
+from core.text.corpus import load_folder
 
 # A justified paragraph as a PDF lays it out: full lines, a word hyphenated at a line end, a short
 # last line that ends the sentence.

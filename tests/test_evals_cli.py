@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from core.cli import build_parser, main
-from core.evals import cli as evals_cli
+from core.cli import evals as evals_cli
+from core.cli.main import build_parser, main
 
 
 def _args(*argv: str):
@@ -64,9 +64,9 @@ def test_eval_diff_writes_the_difference_heatmap(tmp_path, capsys):
 def test_command_for_replays_the_same_configs():
     from core.evals.backends import Endpoint, Target
     from core.evals.niah import NiahConfig
-    from core.evals.procedural import PasskeyConfig, TopicsConfig
+    from core.evals.retrieval import PasskeyConfig, TopicsConfig
     from core.evals.scoring import Scorer
-    from core.models import ModelSpec
+    from core.models.loader import ModelSpec
 
     cases = [
         (

@@ -19,10 +19,10 @@ from conftest import reset_faults
 from core.errors import LongCtxError
 from core.evals.backends import Endpoint, LocalBackend, Target
 from core.evals.niah import NiahConfig
-from core.evals.procedural import PasskeyConfig, TopicsConfig
+from core.evals.retrieval import PasskeyConfig, TopicsConfig
 from core.evals.runner import Evaluation
 from core.evals.scoring import Scorer
-from core.models import ModelSpec
+from core.models.loader import ModelSpec
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,7 +55,7 @@ def test_grid_up_to_2k_retrieves_the_needle(niah_run):
 def test_kv_reuse_answers_exactly_like_independent_generate(embedded, niah_run):
     import torch
 
-    from core.generation import eos_ids
+    from core.models.generation import eos_ids
 
     evaluation, cells = niah_run
     answers = {c["key"]: c["answer"] for c in cells}
@@ -105,7 +105,7 @@ def test_topics_and_passkey_fill_their_folders(embedded, tmp_path):
 
 @pytest.fixture(scope="module")
 def server(embedded):
-    from core.serve import BackgroundServer
+    from core.serve.background import BackgroundServer
 
     with BackgroundServer(embedded, fault_injection=True) as running:
         yield running

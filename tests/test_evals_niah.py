@@ -120,7 +120,7 @@ def test_config_sorts_and_deduplicates_the_grid():
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from core.models import load_tokenizer
+    from core.models.tokenizers import load_tokenizer
 
     return load_tokenizer("embedded")
 

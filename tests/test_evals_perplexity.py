@@ -15,7 +15,8 @@ from core.evals import perplexity
 from core.evals.backends import Endpoint, LocalBackend, Target
 from core.evals.perplexity import PerplexityConfig
 from core.evals.runner import Evaluation
-from core.models import ModelSpec, load_model
+from core.models import nll
+from core.models.loader import ModelSpec, load_model
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +32,7 @@ def test_token_losses_equal_the_models_own_loss_in_chunks(tiny):
     ids = list(range(5, 405, 3))  # 134 tokens
     with torch.inference_mode():
         loss = tiny.model(input_ids=torch.tensor([ids]), labels=torch.tensor([ids])).loss.item()
-    nlls = perplexity.token_nlls(tiny.model, ids, chunk=16)  # 9 chunks, the last one short
+    nlls = nll.token_nlls(tiny.model, ids, chunk=16)  # 9 chunks, the last one short
     assert len(nlls) == len(ids) - 1
     assert sum(nlls) / len(nlls) == pytest.approx(loss, abs=1e-5)
 
@@ -41,7 +42,7 @@ def test_token_losses_go_through_a_lora_adapter(tiny):
     from peft import LoraConfig, get_peft_model
 
     ids = list(range(7, 207, 2))
-    plain = perplexity.token_nlls(tiny.model, ids)
+    plain = nll.token_nlls(tiny.model, ids)
     peft_model = get_peft_model(tiny.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
     try:
         for name, param in peft_model.named_parameters():
@@ -50,7 +51,7 @@ def test_token_losses_go_through_a_lora_adapter(tiny):
         with torch.inference_mode():
             x = torch.tensor([ids])
             loss = peft_model(input_ids=x, labels=x).loss.item()
-        tuned = perplexity.token_nlls(peft_model, ids, chunk=32)
+        tuned = nll.token_nlls(peft_model, ids, chunk=32)
         assert sum(tuned) / len(tuned) == pytest.approx(loss, abs=1e-5)
         assert tuned != pytest.approx(plain, abs=1e-3)  # the adapter changed the losses
     finally:

@@ -7,8 +7,8 @@ import math
 import pytest
 
 from core.errors import LongCtxError
-from core.evals import plots
-from core.evals.plots import (
+from core.evals import figures
+from core.evals.figures import (
     _column_position,
     diff_heatmap,
     export,
@@ -104,7 +104,7 @@ def _ppl_cells(lengths, nll):
 
 
 def test_perplexity_curves_per_run_with_the_window_marked_only_when_passed():
-    fig = plots.perplexity(
+    fig = figures.perplexity(
         {
             "base": (_ppl_cells([1000, 4000, 16000], 2.0), 8192),
             "tuned": (_ppl_cells([1000, 4000], 1.5), 8192),
@@ -116,5 +116,5 @@ def test_perplexity_curves_per_run_with_the_window_marked_only_when_passed():
     assert by_length[0].y[0] == pytest.approx(math.exp(2.1))
     assert len(fig.data) == 4  # and a loss-by-position line each
     assert [s.x0 for s in fig.layout.shapes] == [8192, 8192]  # 16K went past the 8K window
-    short = plots.perplexity({"base": (_ppl_cells([1000, 4000], 2.0), 8192)})
+    short = figures.perplexity({"base": (_ppl_cells([1000, 4000], 2.0), 8192)})
     assert not short.layout.shapes  # nothing measured past it: no line squashing the curve

@@ -13,7 +13,7 @@ from core.evals import results
 from core.evals.backends import Endpoint, LocalBackend, Target
 from core.evals.niah import NiahConfig
 from core.evals.runner import Evaluation
-from core.models import ModelSpec
+from core.models.loader import ModelSpec
 
 
 def test_cell_log_appends_and_repairs_a_torn_last_line(tmp_path):
@@ -49,7 +49,7 @@ def test_eval_ids_name_kind_and_model():
 
 @pytest.fixture(scope="module")
 def tiny_backend(tiny_llama_dir):
-    from core.models import load_model
+    from core.models.loader import load_model
 
     return LocalBackend(load_model(ModelSpec(name=str(tiny_llama_dir))))
 

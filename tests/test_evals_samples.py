@@ -9,15 +9,15 @@ import json
 import pytest
 from test_data_support import chat, write_jsonl
 
-from core.cli import main
+from core.cli.main import main
 from core.data import mix
 from core.errors import ConfigError, LongCtxError
-from core.evals import plots
+from core.evals import figures
 from core.evals.backends import LocalBackend, Target
 from core.evals.runner import Evaluation, compare_figure
 from core.evals.samples import SamplesConfig
 from core.evals.scoring import rouge_l_recall
-from core.models import ModelSpec
+from core.models.loader import ModelSpec
 
 FACTS = [
     ("The secret code word of the expedition is marmalade.", "What is the secret code word?",
@@ -123,11 +123,11 @@ def test_split_command_writes_both_files_into_the_workspace(tmp_path, workspace_
 def test_length_bins_and_figure():
     cells = [{"length": n, "score": s, "task": t} for n, s, t in
              [(100, 1.0, "a"), (200, 0.0, "a"), (300, 1.0, "b"), (400, 1.0, "b")]]  # fmt: skip
-    assert plots.length_bins(cells, bins=2, at_least=2) == [(150, 0.5, 2), (350, 1.0, 2)]
-    assert plots.length_bins(cells) == [(250, 0.75, 4)]  # too few for two groups of 3
+    assert figures.length_bins(cells, bins=2, at_least=2) == [(150, 0.5, 2), (350, 1.0, 2)]
+    assert figures.length_bins(cells) == [(250, 0.75, 4)]  # too few for two groups of 3
     unscored = {"length": 9, "score": None}
-    assert plots.length_bins([*cells, unscored], bins=9, at_least=1)[0] == (100, 1.0, 1)
-    fig = plots.sample_scores({"base": (cells, 250), "tuned": (cells, None)})
+    assert figures.length_bins([*cells, unscored], bins=9, at_least=1)[0] == (100, 1.0, 1)
+    fig = figures.sample_scores({"base": (cells, 250), "tuned": (cells, None)})
     names = [t.name for t in fig.data]
     assert names == ["base: answers", "base (mean 0.75)", "base", "tuned: answers",
                      "tuned (mean 0.75)", "tuned"]  # fmt: skip
@@ -135,7 +135,7 @@ def test_length_bins_and_figure():
     assert list(bars.x) == ["a", "b"] and list(bars.y) == [0.5, 1.0]
     assert bars.texttemplate == "%{y:.2f}"  # the value written: a mean of 0 draws no bar
     assert [s.x0 for s in fig.layout.shapes] == [250]  # the base model's window, inside the data
-    assert not plots.sample_scores({"base": (cells, 8192)}).layout.shapes
+    assert not figures.sample_scores({"base": (cells, 8192)}).layout.shapes
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +175,7 @@ def test_asking_more_samples_resumes_and_compares(asked, embedded, tmp_path):
     # A RoPE base far too small to read the documents: the comparison shows both.
     broken = Evaluation(SamplesConfig(str(path), limit=3, max_new_tokens=16),
                         Target(ModelSpec(rope_theta=50.0)), out=tmp_path / "broken")  # fmt: skip
-    assert plots.mean_score(broken.run_all()) < plots.mean_score(cells)
+    assert figures.mean_score(broken.run_all()) < figures.mean_score(cells)
     fig = compare_figure(broken.path, more.path)
     lines = [t.name for t in fig.data if getattr(t, "mode", None) == "lines+markers"]
     assert lines[0].startswith("embedded (rope_theta=50)") and lines[1].startswith("embedded (mean")

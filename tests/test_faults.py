@@ -56,13 +56,13 @@ def _wait_for(condition, within_s: float, what: str, every_s: float = 0.001):
 # ---------------------------------------------------------------------------------------------
 # 1. The app killed while saving a dataset leaves the old file intact.
 
-# What the Data tab's Save button does (ui/data_sample.py `do_save`), without gradio: open the
+# What the Data tab's Save button does (ui/data/sample.py `do_save`), without gradio: open the
 # file, edit it, pick the target the way the tab does (in place, for a workspace JSONL) and save.
 _SAVE_CHILD = """
 import sys
 from core.data import io
 from core.data.edit import EditSession
-from ui.data_common import save_target
+from ui.data.common import save_target
 
 session = EditSession(io.open_source(sys.argv[1]))
 session.delete(0)
@@ -146,7 +146,7 @@ def test_killed_save_leaves_the_old_file_intact(big_dataset):
     assert check.rows == _ROWS and check.bad_rows == 0 and check.kinds["text"] == _ROWS
 
     # Nothing offers or reads the leftover as data: the Data tab's file list, and the folder.
-    from ui.data_common import dataset_files
+    from ui.data.common import dataset_files
 
     listed = [p for _, p in dataset_files() if Path(p).parent == folder]
     assert listed == [str(path)]
@@ -432,7 +432,7 @@ def test_parse_gives_a_request_or_a_typed_4xx(raw):
     try:
         request, messages = _parse(raw, state)
     except Exception as exc:
-        from core.serve import APIError
+        from core.serve.protocol import APIError
 
         event(f"refused: {getattr(exc, 'code', None)}")
         assert isinstance(exc, APIError), f"{type(exc).__name__}: {exc}"
@@ -451,8 +451,8 @@ def asgi(tiny_llama_dir):
     """A test client of the app over the tiny Llama, in-process: max_queue=0, faults on."""
     from fastapi.testclient import TestClient
 
-    from core.models import ModelSpec, default_cache
-    from core.serve import create_app
+    from core.models.loader import ModelSpec, default_cache
+    from core.serve.app import create_app
 
     tiny = default_cache.get(ModelSpec(str(tiny_llama_dir)))
     app = create_app(tiny, served_name="tiny", fault_injection=True, max_queue=0)

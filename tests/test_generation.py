@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from core.errors import ConfigError
-from core.generation import (
+from core.models.generation import (
     PromptTooLong,
     SamplingParams,
     _safe_prefix_len,

@@ -7,14 +7,14 @@ import time
 
 import pytest
 
-from core import models
 from core.errors import ConfigError, LongCtxError
-from core.models import ModelSpec, load_model
+from core.models import loader, names
+from core.models.loader import ModelSpec, load_model
 
 
 def test_unknown_names_give_one_line_errors():
     with pytest.raises(LongCtxError, match="unknown model 'no-such-model'"):
-        models.resolve("no-such-model")
+        names.resolve("no-such-model")
     # Offline (conftest sets HF_HUB_OFFLINE): a Hub id not in the cache fails at once.
     start = time.monotonic()
     with pytest.raises(LongCtxError, match="not in the local Hugging Face cache"):
@@ -24,10 +24,10 @@ def test_unknown_names_give_one_line_errors():
 
 def test_folder_without_model_is_refused(tmp_path):
     with pytest.raises(LongCtxError, match="neither a model"):
-        models.resolve(str(tmp_path))
+        names.resolve(str(tmp_path))
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(LongCtxError, match="is a file"):
-        models.resolve(str(tmp_path / "notes.txt"))
+        names.resolve(str(tmp_path / "notes.txt"))
 
 
 def test_spec_validation_reports_every_problem():
@@ -38,7 +38,7 @@ def test_spec_validation_reports_every_problem():
 
 @pytest.mark.integration
 def test_embedded_is_converted_once_and_reloads_fast(embedded):
-    path = models.embedded_path()
+    path = names.embedded_path()
     assert (path / "model.safetensors").exists()
     config = json.loads((path / "config.json").read_text())
     assert "quantization_config" not in config
@@ -83,7 +83,7 @@ def test_adapter_folder_loads_on_its_base_with_its_rope(tiny_llama_dir, tmp_path
                 p.fill_(0.05)
     adapter_dir = tmp_path / "adapter"
     peft_model.save_pretrained(adapter_dir)
-    (adapter_dir / models.ADAPTER_META_FILE).write_text(json.dumps({"rope_theta": 5e5}))
+    (adapter_dir / names.ADAPTER_META_FILE).write_text(json.dumps({"rope_theta": 5e5}))
 
     loaded = load_model(ModelSpec(name=str(adapter_dir)))
     assert loaded.adapter == str(adapter_dir.resolve())
@@ -96,7 +96,7 @@ def test_adapter_folder_loads_on_its_base_with_its_rope(tiny_llama_dir, tmp_path
 
 
 def test_4bit_on_cpu_explains_itself(tiny_llama_dir):
-    if models.bnb_4bit_available(models.pick_device()):
+    if loader.bnb_4bit_available(loader.pick_device()):
         pytest.skip("a CUDA GPU is present")
     with pytest.raises(LongCtxError, match="4-bit loading needs bitsandbytes on a CUDA GPU"):
         load_model(ModelSpec(name=str(tiny_llama_dir), quantization="4bit"))

@@ -30,9 +30,9 @@ def test_the_server_refuses_max_tokens_like_openai(strict_server):
 def test_generate_chat_and_evaluate_switch_to_max_completion_tokens(strict_server, tmp_path):
     from core import chat as core_chat
     from core.evals.backends import Endpoint, Target
-    from core.evals.procedural import PasskeyConfig
+    from core.evals.retrieval import PasskeyConfig
     from core.evals.runner import Evaluation
-    from core.generation import SamplingParams
+    from core.models.generation import SamplingParams
     from core.synth.client import EndpointConfig, Generator
 
     url = strict_server.base_url

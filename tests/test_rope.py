@@ -1,4 +1,4 @@
-"""core.rope, the RoPE base advisor: hand-derived values for the formulas, the Men et al. bound
+"""core.rope.advisor, the RoPE base advisor: hand-derived values for the formulas, the Men et al. bound
 against a brute-force check, the figure's panels, and `longctx rope` on real configs."""
 
 from __future__ import annotations
@@ -9,93 +9,94 @@ import time
 import numpy as np
 import pytest
 
-from core import cli, rope
+from core.cli import main
 from core.errors import LongCtxError
+from core.rope import advisor
 
-LLAMA3 = rope.RopeShape(base=5e5, head_dim=128, window=8192)  # Llama-3-8B-Instruct
-EMBEDDED = rope.RopeShape(base=1e5, head_dim=64, window=8192)  # SmolLM2-135M-Instruct
+LLAMA3 = advisor.RopeShape(base=5e5, head_dim=128, window=8192)  # Llama-3-8B-Instruct
+EMBEDDED = advisor.RopeShape(base=1e5, head_dim=64, window=8192)  # SmolLM2-135M-Instruct
 
 
 def brute_bias(base: float, head_dim: int, target: int) -> np.ndarray:
     """B(m) = sum_i cos(m theta_i) the slow way, one cosine per (m, i)."""
     m = np.arange(target + 1, dtype=np.float64)[:, None]
-    return np.cos(m * rope.frequencies(base, head_dim)).sum(axis=1)
+    return np.cos(m * advisor.frequencies(base, head_dim)).sum(axis=1)
 
 
 def test_wavelengths_by_hand():
     # head_dim 4: pairs i = 0, 1 turn once every 2*pi*10000**(0/4) and 2*pi*10000**(2/4) tokens.
-    assert np.allclose(rope.wavelengths(10000, 4), [2 * math.pi, 200 * math.pi])
-    assert np.allclose(rope.frequencies(10000, 4), [1.0, 0.01])
+    assert np.allclose(advisor.wavelengths(10000, 4), [2 * math.pi, 200 * math.pi])
+    assert np.allclose(advisor.frequencies(10000, 4), [1.0, 0.01])
 
 
 def test_critical_dimension_by_hand():
     # Llama-3: 64 * ln(8192 / 2pi) / ln(5e5) = 64 * 7.17303 / 13.12236 = 34.98 -> 2 * 35.
-    assert rope.critical_dimension(5e5, 128, 8192) == 70
+    assert advisor.critical_dimension(5e5, 128, 8192) == 70
     # Llama-2 (base 1e4, 4K): 64 * 6.48000 / 9.21034 = 45.03 -> 92, the value Liu et al. give.
-    assert rope.critical_dimension(1e4, 128, 4096) == 92
+    assert advisor.critical_dimension(1e4, 128, 4096) == 92
     # The embedded model: 32 * 7.17303 / 11.51293 = 19.94 -> 40.
-    assert rope.critical_dimension(1e5, 64, 8192) == 40
+    assert advisor.critical_dimension(1e5, 64, 8192) == 40
     # Clipped: no turn fits in 5 tokens; every pair turns within a billion.
-    assert rope.critical_dimension(1e4, 128, 5) == 0
-    assert rope.critical_dimension(1e4, 128, 10**9) == 128
+    assert advisor.critical_dimension(1e4, 128, 5) == 0
+    assert advisor.critical_dimension(1e4, 128, 10**9) == 128
 
 
 def test_ntk_and_critical_formulas():
-    assert rope.ntk_base(LLAMA3, 81920) == pytest.approx(5e5 * 10 ** (128 / 126))
-    assert rope.ntk_base(EMBEDDED, 16384) == pytest.approx(1e5 * 2 ** (64 / 62))
-    base = rope.critical_base(LLAMA3, 81920)
+    assert advisor.ntk_base(LLAMA3, 81920) == pytest.approx(5e5 * 10 ** (128 / 126))
+    assert advisor.ntk_base(EMBEDDED, 16384) == pytest.approx(1e5 * 2 ** (64 / 62))
+    base = advisor.critical_base(LLAMA3, 81920)
     assert base == pytest.approx((81920 / (2 * math.pi)) ** (128 / 70))
     # Its point: pair d_c/2 = 35 (the first that did not turn in training) turns once in 80K,
     # and training at 80K with it keeps the critical dimension where it was.
-    assert rope.wavelengths(base, 128)[35] == pytest.approx(81920)
-    assert rope.critical_dimension(base, 128, 81920) == 70
+    assert advisor.wavelengths(base, 128)[35] == pytest.approx(81920)
+    assert advisor.critical_dimension(base, 128, 81920) == 70
 
 
 def test_attention_bias_matches_the_slow_sum():
     for base, head_dim in ((5e5, 128), (1e5, 64), (2e8, 128)):
-        fast = rope.attention_bias(base, head_dim, 0, 20000)
+        fast = advisor.attention_bias(base, head_dim, 0, 20000)
         assert np.allclose(fast, brute_bias(base, head_dim, 20000), atol=1e-8)
     # Any range, not only from 0.
     assert np.allclose(
-        rope.attention_bias(5e5, 128, 777, 1234), brute_bias(5e5, 128, 1234)[777:], atol=1e-8
+        advisor.attention_bias(5e5, 128, 777, 1234), brute_bias(5e5, 128, 1234)[777:], atol=1e-8
     )
-    assert rope.attention_bias(5e5, 128, 0, 0)[0] == pytest.approx(64)  # cos(0) for every pair
+    assert advisor.attention_bias(5e5, 128, 0, 0)[0] == pytest.approx(64)  # cos(0) for every pair
 
 
 @pytest.mark.parametrize("head_dim,target", [(128, 81920), (64, 81920), (128, 8192)])
 def test_bound_holds_at_the_returned_base_and_fails_below(head_dim, target):
     started = time.perf_counter()
-    base = rope.bound_base.__wrapped__(head_dim, target)  # not the cached value: time it
+    base = advisor.bound_base.__wrapped__(head_dim, target)  # not the cached value: time it
     elapsed = time.perf_counter() - started
     assert brute_bias(base, head_dim, target).min() >= 0
     below = brute_bias(0.9 * base, head_dim, target)
     assert below.min() < 0
-    assert rope.negative_bias_at(0.9 * base, head_dim, target) == int(np.argmax(below < 0))
+    assert advisor.negative_bias_at(0.9 * base, head_dim, target) == int(np.argmax(below < 0))
     assert elapsed < 15, f"bound for {target} tokens took {elapsed:.2f} s"  # ~0.4 s unloaded
 
 
 def test_bound_grows_with_the_target_and_agrees_with_men_et_al():
-    bounds = [rope.bound_base(128, t) for t in (8192, 16384, 32768, 81920, 131072)]
+    bounds = [advisor.bound_base(128, t) for t in (8192, 16384, 32768, 81920, 131072)]
     assert bounds == sorted(bounds) and len(set(bounds)) == len(bounds)
     # Table 1 of Men et al. 2024 (head_dim 128): 8K -> 8.4e4, 64K -> 2.1e6.
-    assert rope.bound_base(128, 8192) == pytest.approx(8.4e4, rel=0.02)
-    assert rope.bound_base(128, 65536) == pytest.approx(2.1e6, rel=0.02)
+    assert advisor.bound_base(128, 8192) == pytest.approx(8.4e4, rel=0.02)
+    assert advisor.bound_base(128, 65536) == pytest.approx(2.1e6, rel=0.02)
 
 
 def test_suggestions_for_llama3_at_80k():
-    by_name = {s.name: s for s in rope.suggestions(LLAMA3, 81920)}
+    by_name = {s.name: s for s in advisor.suggestions(LLAMA3, 81920)}
     assert list(by_name) == ["ntk", "critical", "bound"]
     assert by_name["ntk"].base == pytest.approx(5.19e6)  # rounded up to 3 digits
     assert by_name["critical"].base == pytest.approx(3.35e7)
-    assert by_name["bound"].base >= rope.bound_base(128, 81920)
-    assert by_name["bound"].base == pytest.approx(rope.bound_base(128, 81920), rel=1e-3)
+    assert by_name["bound"].base >= advisor.bound_base(128, 81920)
+    assert by_name["bound"].base == pytest.approx(advisor.bound_base(128, 81920), rel=1e-3)
     for s in by_name.values():
         assert s.why and s.source
-        assert rope.negative_bias_at(s.base, 128, 81920) is None  # all three pass for Llama-3
+        assert advisor.negative_bias_at(s.base, 128, 81920) is None  # all three pass for Llama-3
 
 
 def test_check_base_for_the_papers_numbers():
-    check = rope.check_base(LLAMA3, 2e8, 81920)
+    check = advisor.check_base(LLAMA3, 2e8, 81920)
     assert check.longest_wavelength == pytest.approx(2 * math.pi * 2e8 ** (126 / 128))
     # 64 * ln(81920 / 2pi) / ln(2e8) = 64 * 9.47561 / 19.11383 = 31.73 -> 2 * 32.
     assert check.critical_dim == 64 and check.original_critical_dim == 70
@@ -103,23 +104,23 @@ def test_check_base_for_the_papers_numbers():
     assert any("stays >= 0" in line for line in check.summary())
 
     # Llama-3's own base does not reach 80K: B(m) dips below zero, first at the distance given.
-    own = rope.check_base(LLAMA3, 5e5, 81920)
+    own = advisor.check_base(LLAMA3, 5e5, 81920)
     slow = brute_bias(5e5, 128, 81920)
     assert not own.bias_ok and own.first_negative == int(np.argmax(slow < 0))
     assert any(f"{own.first_negative:,}" in line for line in own.summary())
 
     # The same 200M on a head_dim-64 model is not enough: the paper's base is no general rule.
-    assert not rope.check_base(EMBEDDED, 2e8, 81920).bias_ok
+    assert not advisor.check_base(EMBEDDED, 2e8, 81920).bias_ok
 
 
 def test_targets_that_do_not_extend_the_window_are_refused():
     for target in (512, 8192):
         with pytest.raises(LongCtxError, match="does not extend the model's window"):
-            rope.suggestions(EMBEDDED, target)
+            advisor.suggestions(EMBEDDED, target)
     with pytest.raises(LongCtxError, match="beyond what the advisor computes"):
-        rope.advise(EMBEDDED, 10**8)
+        advisor.advise(EMBEDDED, 10**8)
     with pytest.raises(LongCtxError, match="head_dim must be an even number"):
-        rope.RopeShape(base=1e4, head_dim=63, window=4096)
+        advisor.RopeShape(base=1e4, head_dim=63, window=4096)
 
 
 def test_rope_shape_reads_configs():
@@ -127,28 +128,28 @@ def test_rope_shape_reads_configs():
 
     plain = LlamaConfig(hidden_size=4096, num_attention_heads=32, rope_theta=5e5,
                         max_position_embeddings=8192)  # fmt: skip
-    assert rope.rope_shape(plain) == LLAMA3
+    assert advisor.rope_shape(plain) == LLAMA3
     scaled = LlamaConfig(
         hidden_size=4096, num_attention_heads=32, max_position_embeddings=131072,
         rope_parameters={"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0,
                          "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                          "original_max_position_embeddings": 8192},
     )  # fmt: skip
-    shape = rope.rope_shape(scaled)
+    shape = advisor.rope_shape(scaled)
     assert shape.scaling == "llama3" and shape.window == 131072
-    assert "llama3" in rope.advise(shape, 262144).shape_line()
+    assert "llama3" in advisor.advise(shape, 262144).shape_line()
     with pytest.raises(LongCtxError, match="no RoPE base"):
-        rope.rope_shape(GPT2Config())
+        advisor.rope_shape(GPT2Config())
 
 
 def test_figure_has_both_panels_and_keeps_every_dip():
-    fig = rope.figure(EMBEDDED, 2e8, 81920)
+    fig = advisor.figure(EMBEDDED, 2e8, 81920)
     left = [t for t in fig.data if t.xaxis == "x"]
     right = [t for t in fig.data if t.xaxis == "x2"]
     assert [t.name for t in left] == [
         "original base 100K", "new base 200M", "window 8,192 tokens", "target 81,920 tokens",
     ]  # fmt: skip
-    assert np.allclose(left[1].y, rope.wavelengths(2e8, 64))
+    assert np.allclose(left[1].y, advisor.wavelengths(2e8, 64))
     assert list(left[2].y) == [8192, 8192] and list(left[3].y) == [81920, 81920]
     assert fig.layout.yaxis.type == "log"
 
@@ -170,7 +171,7 @@ def test_figure_has_both_panels_and_keeps_every_dip():
 
 
 def test_compact_numbers():
-    assert [rope.compact(x) for x in (2e8, 5e5, 5186130, 81920, 999.6e3, 12, 3e15)] == [
+    assert [advisor.compact(x) for x in (2e8, 5e5, 5186130, 81920, 999.6e3, 12, 3e15)] == [
         "200M", "500K", "5.19M", "81.9K", "1M", "12", "3e+15",
     ]  # fmt: skip
 
@@ -180,7 +181,7 @@ def test_cli_on_a_llama3_shaped_folder(tmp_path, capsys):
 
     LlamaConfig(hidden_size=4096, num_attention_heads=32, num_key_value_heads=8,
                 rope_theta=5e5, max_position_embeddings=8192).save_pretrained(tmp_path)  # fmt: skip
-    assert cli.main(["rope", "--model", str(tmp_path), "--target", "81920", "--base", "200M"]) == 0
+    assert main.main(["rope", "--model", str(tmp_path), "--target", "81920", "--base", "200M"]) == 0
     out = capsys.readouterr().out
     assert "RoPE base 500K, head_dim 128, window 8,192 tokens; critical dimension 70" in out
     for name, base in (("ntk", "5.19M"), ("critical", "33.5M"), ("bound", "3.48M"),
@@ -192,9 +193,9 @@ def test_cli_on_a_llama3_shaped_folder(tmp_path, capsys):
 
 @pytest.mark.integration
 def test_cli_on_the_embedded_model_writes_the_figure(tmp_path, capsys):
-    html = tmp_path / "rope.html"
+    html = tmp_path / "advisor.html"
     args = ["rope", "--model", "embedded", "--target", "81920", "--base", "2e8", "--html"]
-    assert cli.main([*args, str(html)]) == 0
+    assert main.main([*args, str(html)]) == 0
     out = capsys.readouterr().out
     assert "embedded: RoPE base 100K, head_dim 64, window 8,192 tokens" in out
     for name in ("ntk", "critical", "bound", "paper"):
@@ -203,7 +204,7 @@ def test_cli_on_the_embedded_model_writes_the_figure(tmp_path, capsys):
     text = html.read_text()
     assert "plotly" in text and "Attention bias B(m)" in text
 
-    assert cli.main(["rope", "--model", "embedded", "--target", "4k"]) == 1
+    assert main.main(["rope", "--model", "embedded", "--target", "4k"]) == 1
     err = capsys.readouterr().err.strip()
     assert err == (
         "longctx rope: error: target 4,000 tokens does not extend the model's window (8,192); "

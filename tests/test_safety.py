@@ -23,7 +23,7 @@ HUB_TOKEN = "hf_test_NEVER_ON_DISK_7272"
 @pytest.mark.parametrize("name", ["../../etc/passwd", "/etc/passwd", "datasets/../../../etc/passwd",
                                   "~/../../etc/shadow"])  # fmt: skip
 def test_traversal_out_of_the_allowed_roots_is_refused(name):
-    from ui.data_common import resolve_spec, writable_path
+    from ui.data.common import resolve_spec, writable_path
 
     with pytest.raises(LongCtxError, match="outside"):
         workspace.resolve_inside(name)
@@ -53,7 +53,7 @@ def test_pages_show_root_relative_paths_not_the_servers():
     # Only whole folder names match; other paths and Hub ids stay as they are.
     assert workspace.shown(f"{ROOT / 'assets'}-old/x") == f"{ROOT / 'assets'}-old/x"
     assert workspace.shown("hub:org/name") == "hub:org/name"
-    from core.models import ModelSpec
+    from core.models.loader import ModelSpec
 
     tuned = ModelSpec(adapter=str(workspace.subdir("runs") / "r1" / "adapter"), rope_theta=1e6)
     assert tuned.label == "embedded + workspace/runs/r1/adapter (rope_theta=1e+06)"
@@ -70,7 +70,7 @@ def test_model_folders_from_the_ui_must_be_inside_the_roots(tiny_llama_dir):
 
 
 def test_train_form_refuses_data_paths_outside_the_roots():
-    from ui.train import config_from_form
+    from ui.train.tab import config_from_form
 
     names = ["name", "model", "data"]
     rows = [["../../etc/passwd", "", 0, 0]]
@@ -117,12 +117,12 @@ def test_a_run_named_like_a_shell_command_is_just_a_name(tiny_llama_dir, tmp_pat
 def test_no_key_or_token_is_written_after_runs_that_used_them(embedded, caplog, capfd, tmp_path):
     from core import chat as core_chat
     from core.evals.backends import Endpoint, Target
-    from core.evals.procedural import PasskeyConfig
+    from core.evals.retrieval import PasskeyConfig
     from core.evals.runner import Evaluation
-    from core.generation import SamplingParams
+    from core.models.generation import SamplingParams
     from core.serve.background import BackgroundServer
     from core.synth.client import EndpointConfig
-    from core.synth.engine import SynthConfig, SynthJob
+    from core.synth.job import SynthConfig, SynthJob
     from core.train import export
 
     caplog.set_level(logging.DEBUG)

@@ -18,8 +18,9 @@ import openai
 import pytest
 from conftest import reset_faults
 
-from core.serve import BackgroundServer, Fault
 from core.serve.app import _break
+from core.serve.background import BackgroundServer
+from core.serve.protocol import Fault
 
 ROOT = Path(__file__).resolve().parent.parent
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
@@ -394,7 +395,7 @@ def test_longctx_serve_command(embedded):
 
 @pytest.mark.integration
 def test_serve_on_a_busy_port_is_one_line_error(embedded, capsys):
-    from core.cli import main
+    from core.cli.main import main
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import free_port
 
-from core import space, workspace
+from core import workspace
+from core.hosting import space
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,7 +63,7 @@ def test_public_limits_allow_small_local_grids_only():
 
 def test_tasks_report_their_longest_prompt():
     from core.evals.niah import NiahConfig
-    from core.evals.procedural import PasskeyConfig, TopicsConfig
+    from core.evals.retrieval import PasskeyConfig, TopicsConfig
 
     assert NiahConfig(lengths=[1000, 4000], depths=[0, 50]).longest() == 4000
     assert PasskeyConfig(lengths=[2000, 500]).longest() == 2000
@@ -126,11 +127,11 @@ def test_public_demo_listens_on_all_addresses_without_a_login():
 def test_on_zero_gpu_an_evaluation_runs_in_the_gpu_function_from_its_folder(
     monkeypatch, tmp_path, embedded
 ):
+    from core.evals import jobs as evaluate_jobs
     from core.evals.backends import Target
-    from core.evals.procedural import PasskeyConfig
+    from core.evals.retrieval import PasskeyConfig
     from core.evals.runner import Evaluation
-    from core.models import ModelSpec
-    from ui import evaluate_jobs
+    from core.models.loader import ModelSpec
 
     monkeypatch.setenv("SPACES_ZERO_GPU", "1")
     folders = []

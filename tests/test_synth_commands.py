@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from core.cli import build_parser
-from core.synth import cli as synth_cli
+from core.cli import synth as synth_cli
+from core.cli.main import build_parser
 from core.synth.client import EndpointConfig
 from core.synth.config import SynthConfig
 

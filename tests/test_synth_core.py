@@ -14,15 +14,16 @@ import threading
 import pytest
 
 from core import workspace
-from core.corpus import Document
+from core.configs import field_help
 from core.data import io, schema
 from core.errors import ConfigError, LongCtxError
 from core.serve.app import _break
 from core.synth import checks, parsing, prompts, sources, tasks
 from core.synth.cache import ReplyCache, request_key
 from core.synth.client import Cancelled, EndpointConfig, Generator, RequestFailed
-from core.synth.config import SynthConfig, field_help
-from core.synth.engine import SynthJob
+from core.synth.config import SynthConfig
+from core.synth.job import SynthJob
+from core.text.corpus import Document
 
 
 class WordTokenizer:

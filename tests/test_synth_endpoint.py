@@ -24,15 +24,15 @@ import httpx
 import pytest
 from conftest import reset_faults
 
-from core.cli import build_parser, main
+from core.cli.main import build_parser, main
+from core.cli.synth import config_from_args
 from core.data import io, schema
 from core.errors import LongCtxError
-from core.serve import BackgroundServer
+from core.serve.background import BackgroundServer
 from core.synth import prompts
 from core.synth.cache import ReplyCache
-from core.synth.cli import config_from_args
 from core.synth.client import EndpointConfig, Generator
-from core.synth.engine import SynthConfig, SynthJob
+from core.synth.job import SynthConfig, SynthJob
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.cli import main
+from core.cli.main import main
 from core.data import io, schema
 from core.errors import ConfigError
 from core.synth import procedural

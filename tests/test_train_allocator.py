@@ -55,7 +55,7 @@ def test_glibc_fallback_takes_effect():
 
 @pytest.mark.integration
 def test_train_called_in_process_never_restarts_its_caller(tiny_llama_dir, tmp_path, capsys):
-    from core.cli import main
+    from core.cli.main import main
     from core.train.config import DataSource, TrainConfig
 
     config = TrainConfig(name="in-process", model=str(tiny_llama_dir), quantization="none",

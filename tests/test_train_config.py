@@ -8,7 +8,7 @@ import torch
 
 from core.errors import ConfigError
 from core.train import config as cfg
-from core.train import fit, runs
+from core.train import memory, runs
 from core.train.engine import IGNORE, Collator, labelled_positions
 
 
@@ -89,11 +89,11 @@ def test_fit_estimate_scales_with_length_and_gives_the_fix():
     llama8b = LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                           num_attention_heads=32, num_key_value_heads=8, vocab_size=128256)  # fmt: skip
     paper = cfg.load_preset("paper")
-    a800 = ("A800", 80 * fit.GB)
-    est = fit.estimate(paper, llama8b, labelled_tokens=1024, device=a800)
+    a800 = ("A800", 80 * memory.GB)
+    est = memory.estimate(paper, llama8b, labelled_tokens=1024, device=a800)
     assert est.verdict in ("fits", "tight") and "4-bit" in est.summary()
     paper.max_length = 400_000
-    too_long = fit.estimate(paper, llama8b, labelled_tokens=1024, device=a800)
+    too_long = memory.estimate(paper, llama8b, labelled_tokens=1024, device=a800)
     assert too_long.verdict == "too big" and "lower max_length" in too_long.summary()
     assert too_long.total > est.total
 

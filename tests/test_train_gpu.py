@@ -50,7 +50,7 @@ def bpe_tokenizer(folder: Path, vocab_size: int = 4000) -> None:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from core.corpus import builtin_documents
+    from core.text.corpus import builtin_documents
 
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     tok = Tokenizer(models.BPE())
@@ -144,8 +144,8 @@ rotary = model.base_model.model.model.rotary_emb
 dim = rotary.inv_freq.numel() * 2
 expected = 1.0 / (2e8 ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
 assert torch.allclose(rotary.inv_freq.float().cpu(), expected, rtol=1e-3), "RoPE base not 2e8"
-from core import models
-assert models.get_rope_parameters(model.config).get("rope_type", "default") == "default"
+from core.models import rope
+assert rope.get_rope_parameters(model.config).get("rope_type", "default") == "default"
 torch.manual_seed(0)
 ids = torch.randint(5, 1000, (1, 1800), device="cuda")
 labels = torch.full_like(ids, -100); labels[:, -40:] = ids[:, -40:]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.train import plots
+from core.train import figures
 
 METRICS = [
     {"step": 0, "eval_loss": 3.0},
@@ -13,18 +13,18 @@ METRICS = [
 
 
 def test_run_figure_draws_the_held_out_loss_beside_the_training_loss():
-    fig = plots.run_figure(METRICS)
+    fig = figures.run_figure(METRICS)
     traces = {t.name: t for t in fig.data}
     assert list(traces["loss"].x) == [1, 2]  # held-out rows are not training steps
     assert list(traces["held-out loss"].x) == [0, 2]
     assert list(traces["held-out loss"].y) == [3.0, 2.5]
     assert list(traces["tokens/s"].y) == [50.0, 55.0]
-    assert "held-out loss" not in {t.name for t in plots.run_figure(METRICS[1:3]).data}
+    assert "held-out loss" not in {t.name for t in figures.run_figure(METRICS[1:3]).data}
     assert fig.layout.xaxis.dtick == 1  # a short run's axis shows whole steps only
 
 
 def test_overlay_gives_each_run_one_colour_for_both_curves():
-    fig = plots.overlay_figure({"a": METRICS, "b": METRICS[1:3]})
+    fig = figures.overlay_figure({"a": METRICS, "b": METRICS[1:3]})
     names = [t.name for t in fig.data]
     assert names == ["a", "a (held-out)", "b"]
     assert fig.data[0].line.color == fig.data[1].line.color != fig.data[2].line.color

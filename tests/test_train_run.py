@@ -84,14 +84,15 @@ def test_cli_run_writes_the_run_folder_and_a_paper_shaped_adapter(tiny_llama_dir
 
 
 def test_adapter_loads_with_its_rope_and_exports_merged(tiny_llama_dir, tmp_path):
-    from core import models, workspace
+    from core import workspace
+    from core.models import loader
     from core.train import export
 
     config_file = tmp_path / "tiny.yaml"
     config_file.write_text(tiny_config(tiny_llama_dir, max_steps=2, save_steps=10).to_yaml())
     assert _cli("train", str(config_file)).returncode == 0
     run = runs.list_runs()[0]
-    loaded = models.load_model(models.ModelSpec(name=str(run.path / "adapter")))
+    loaded = loader.load_model(loader.ModelSpec(name=str(run.path / "adapter")))
     assert loaded.rope_theta == 40000.0 and loaded.adapter
     # Evaluations of the adapter and of its bare base make the card's base-vs-tuned table.
     tuned_eval, base_eval = tmp_path / "eval-tuned", tmp_path / "eval-base"
@@ -214,7 +215,7 @@ def test_cpu_preset_trains_with_falling_loss():
 
 
 def test_held_out_loss_is_measured_before_and_during_training(tiny_llama_dir, tmp_path):
-    from core.models import load_tokenizer
+    from core.models.tokenizers import load_tokenizer
     from core.synth import procedural
 
     held = procedural.make("keys", 3, 300, load_tokenizer(str(tiny_llama_dir)), seed=99)
@@ -335,16 +336,16 @@ def test_unsloth_loads_a_staged_folder_with_the_new_rope_base(tiny_llama_dir, tm
     # handed a folder whose config already has the new base and window; the weights are links.
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from core import models
+    from core.models import loader, rope
     from core.train.unsloth_engine import stage_model
 
     original = (tiny_llama_dir / "config.json").read_bytes()
-    resolved = models.load_config(models.ModelSpec(name=str(tiny_llama_dir), rope_theta=2e8,
+    resolved = loader.load_config(loader.ModelSpec(name=str(tiny_llama_dir), rope_theta=2e8,
                                                    max_position_embeddings=8192))  # fmt: skip
     staged = stage_model(tiny_llama_dir, resolved.config, tmp_path / "staged")
     config = AutoConfig.from_pretrained(staged)
-    assert models.get_rope_theta(config) == 2e8 and config.max_position_embeddings == 8192
-    assert models.get_rope_parameters(config).get("rope_type", "default") == "default"
+    assert rope.get_rope_theta(config) == 2e8 and config.max_position_embeddings == 8192
+    assert rope.get_rope_parameters(config).get("rope_type", "default") == "default"
     weights = staged / "model.safetensors"
     assert weights.is_symlink() and weights.resolve() == (tiny_llama_dir / "model.safetensors")
     assert (tiny_llama_dir / "config.json").read_bytes() == original

@@ -79,7 +79,7 @@ def test_the_apps_own_login_makes_the_owner(public_app, browser):
 def test_uploads_over_the_cap_are_refused(app_url):
     import httpx
 
-    from ui.shell import MAX_UPLOAD
+    from ui.theme import MAX_UPLOAD
 
     cap = int(MAX_UPLOAD.removesuffix("mb")) * 1024 * 1024
     small = httpx.post(app_url + "gradio_api/upload", files={"files": ("ok.jsonl", b"{}\n")})

@@ -93,7 +93,7 @@ def _cell(page, row: int, col: int) -> str:
 
 def test_broken_rows_listed_edit_saved_and_back_after_reload(app_url, browser):
     from core.data import io
-    from ui.data_common import tokenizer
+    from core.models.tokenizers import cached_tokenizer as tokenizer
 
     home = Path(os.environ["LONGCTX_HOME"])
     path = _broken_file(home / "datasets")
@@ -199,7 +199,7 @@ def test_matching_samples_are_deleted_at_once_undone_and_saved(app_url, browser)
 
 def test_resolve_spec_keeps_sampling_and_refuses_outside_paths(tmp_path):
     from core.errors import LongCtxError
-    from ui.data_common import SAMPLE, resolve_spec
+    from ui.data.common import SAMPLE, resolve_spec
 
     assert resolve_spec(f"{SAMPLE}[5]") == f"{SAMPLE}[5]"
     assert resolve_spec("hub:org/name") == "hub:org/name"
@@ -216,7 +216,7 @@ def test_resolve_spec_keeps_sampling_and_refuses_outside_paths(tmp_path):
 
 
 def test_mix_builds_a_training_set_from_parts(app_url, browser):
-    from ui.data_common import SAMPLE
+    from ui.data.common import SAMPLE
 
     datasets = Path(os.environ["LONGCTX_HOME"]) / "datasets"
     texts = datasets / "mix-texts.jsonl"
@@ -253,7 +253,7 @@ def test_mix_builds_a_training_set_from_parts(app_url, browser):
 def test_writes_go_to_the_workspace_only(tmp_path):
     from core.data import io
     from core.errors import LongCtxError
-    from ui.data_common import SAMPLE, save_target, writable_path
+    from ui.data.common import SAMPLE, save_target, writable_path
 
     datasets = Path(os.environ["LONGCTX_HOME"]).resolve() / "datasets"
     assert writable_path("mix") == datasets / "mix.jsonl"
@@ -273,7 +273,7 @@ def test_writes_go_to_the_workspace_only(tmp_path):
 
 
 def test_dataset_files_lists_datasets_not_presets():
-    from ui.data_common import SAMPLE, dataset_files
+    from ui.data.common import SAMPLE, dataset_files
 
     paths = [p for _, p in dataset_files()]
     assert str(SAMPLE) in paths
@@ -282,9 +282,9 @@ def test_dataset_files_lists_datasets_not_presets():
 
 def test_widget_values_become_core_configs():
     from core.errors import ConfigError, LongCtxError
-    from ui.data_common import SAMPLE
-    from ui.data_mix import to_spec
-    from ui.data_table import to_query
+    from ui.data.common import SAMPLE
+    from ui.data.mix import to_spec
+    from ui.data.table import to_query
 
     q = to_query("keys", "all", 100, None, "yes", "total_tokens", True, 3)
     assert (q.task, q.kind, q.min_tokens, q.max_tokens, q.has_problems) == (

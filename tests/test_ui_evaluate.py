@@ -38,7 +38,7 @@ def _server_side() -> str:
     import threading
     import traceback
 
-    from ui import evaluate_jobs
+    from core.evals import jobs as evaluate_jobs
 
     lines = [
         f"job {key!r}: {job.state}, {job.done}/{job.total} cells, finished={job.finished}, "
@@ -282,7 +282,7 @@ def test_samples_held_out_in_data_are_asked_in_evaluate(app_url, browser, worksp
 
 def test_an_evaluation_is_not_compared_with_itself():
     from core.errors import LongCtxError
-    from ui.evaluate_results import compare
+    from ui.evaluate.results import compare
 
     with pytest.raises(LongCtxError, match="pick two different evaluations"):
         compare("niah-x", "niah-x")

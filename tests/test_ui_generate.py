@@ -177,7 +177,7 @@ def test_embedded_run_moves_and_stops(app_url, browser, embedded):
 
 def test_depths_out_of_range_are_a_form_error_not_a_failed_job():
     from core.errors import LongCtxError
-    from ui.generate_values import depths
+    from ui.generate.values import depths
 
     assert depths("0, 50 100") == [0.0, 50.0, 100.0] and depths("  ") is None
     for text in ("150", "-5", "middle"):

@@ -1,4 +1,4 @@
-"""The per-browser job registry of ui/jobs.py: jobs run on threads, report errors, stop, move on reload.
+"""The per-browser job registry of core/jobs.py: jobs run on threads, report errors, stop, move on reload.
 
 Every wait is on an event or a thread join with a timeout, so a broken registry fails fast.
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from core.errors import LongCtxError
-from ui.jobs import Registry
+from core.jobs import Registry
 
 WAIT = 10.0
 
@@ -74,7 +74,7 @@ def test_errors_are_recorded_in_one_line(caplog):
     registry.start(["a"], told, refuse)
     finish(told)
     assert told.error == "max_length 81920 does not fit; lower it"
-    with caplog.at_level(logging.ERROR, logger="ui.jobs"):
+    with caplog.at_level(logging.ERROR, logger="core.jobs"):
         registry.start(["b"], bug, crash)
         finish(bug)
     assert bug.error == "KeyError: 'rope_theta'"

@@ -10,7 +10,7 @@ import pytest
 
 from core.train import runs
 from core.train.config import DataSource, TrainConfig
-from ui import train_runs
+from ui.train import runs as train_runs
 
 
 def test_the_timer_redraws_a_run_only_when_its_files_change():

@@ -1,8 +1,8 @@
-"""Owner-only actions on a public app: gradio's request and OAuth profile -> `core.space.Visitor`.
+"""Owner-only actions on a public app: gradio's request and OAuth profile -> `core.hosting.space.Visitor`.
 
 A callback that trains, spends an API key or changes files takes `request: gr.Request` and
 `profile: gr.OAuthProfile | None` as parameters (gradio fills both in from the session) and
-calls `require_owner` first. The policy itself lives in `core.space`.
+calls `require_owner` first. The policy itself lives in `core.hosting.space`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import os
 
 import gradio as gr
 
-from core import space
+from core.hosting import space
 
 
 def visitor(request: gr.Request | None, profile: gr.OAuthProfile | None) -> space.Visitor:

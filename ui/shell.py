@@ -7,19 +7,25 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
-from core import models, space, workspace
+from core import workspace
 from core.errors import LongCtxError
+from core.hosting import space
+from core.models import names
 from core.train import export, runs
 from core.train.config import TrainConfig
-from ui import access, chat, data, evaluate, generate, targets, train, train_runs
+from ui import access, targets
+from ui.chat import tab as chat
 from ui.common import user_errors
+from ui.data import tab as data
+from ui.evaluate import tab as evaluate
+from ui.generate import tab as generate
+from ui.theme import style_kwargs
+from ui.train import tab as train
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
 TITLE = "LongCtx Studio"
 HEADER = """
 <div id="lc-header">
@@ -31,7 +37,7 @@ HEADER = """
 """
 
 
-def build_app(model: str = models.EMBEDDED) -> gr.Blocks:
+def build_app(model: str = names.EMBEDDED) -> gr.Blocks:
     """The whole app as a Blocks object (not launched)."""
     with gr.Blocks(title=TITLE) as demo:
         gr.HTML(HEADER)
@@ -48,15 +54,15 @@ def build_app(model: str = models.EMBEDDED) -> gr.Blocks:
                 generated = generate.build()
                 to_data = gr.Button("Open the result in the Data tab", elem_id="gen-to-data")
             with gr.Tab("Train", id="train"):
-                runs_panel = train.build()
+                train_tab = train.build()
             with gr.Tab("Evaluate", id="evaluate"):
                 eval_tab = evaluate.build()
             with gr.Tab("Chat", id="chat") as chat_page:
                 chat_tab = chat.build(default_model=model)
-        _wire_to_data(generated, to_data, data_tab, tabs)
+        _wire_to_data(generated.output, to_data, data_tab, tabs)
         _wire_to_data(chat_tab.kept, chat_tab.to_data, data_tab, tabs,
                                "Nothing kept yet: add the conversation to a dataset first.")  # fmt: skip
-        _wire_run_handoffs(runs_panel, eval_tab, chat_tab, tabs)
+        _wire_run_handoffs(train_tab, eval_tab, chat_tab, tabs)
         chat_tab.restore_on(chat_page)
     return demo
 
@@ -75,7 +81,7 @@ def _wire_to_data(generated: Any, button: gr.Button, data_tab: data.DataTab,
     data_tab.open_after(button.click(hand_over, generated, [data_tab.path, tabs]))
 
 
-def _wire_run_handoffs(panel: train_runs.RunsMonitor, eval_tab: evaluate.EvaluateTab,
+def _wire_run_handoffs(panel: train.TrainTab, eval_tab: evaluate.EvaluateTab,
                        chat_tab: chat.ChatTab, tabs: gr.Tabs) -> None:  # fmt: skip
     """From a trained run to the next step of the recipe: Evaluate puts its adapter under test
     (asking the run's held-out samples when it measured their loss); Chat sets its base beside
@@ -110,18 +116,6 @@ def _wire_run_handoffs(panel: train_runs.RunsMonitor, eval_tab: evaluate.Evaluat
                          *chat_tab.chats, chat_tab.history, tabs])  # fmt: skip
 
 
-MAX_UPLOAD = "50mb"
-
-
-def style_kwargs() -> dict:
-    """Theme, CSS and the upload cap: gradio 6 takes them at launch(), not in Blocks()."""
-    return {
-        "theme": gr.themes.Soft(primary_hue="indigo", secondary_hue="emerald"),
-        "css_paths": [ASSETS / "app.css"],
-        "max_file_size": MAX_UPLOAD,
-    }
-
-
 def _is_loopback(host: str) -> bool:
     if host in ("localhost", ""):
         return True
@@ -143,7 +137,7 @@ def parse_auth(auth: str | None) -> tuple[str, str] | None:
 
 
 def launch(
-    model: str = models.EMBEDDED,
+    model: str = names.EMBEDDED,
     host: str = "127.0.0.1",
     port: int = 7860,
     allow: list[str] | None = None,
@@ -151,7 +145,7 @@ def launch(
     share: bool = False,
 ) -> None:
     """Build and serve the app. Refuses a public address or share link without credentials,
-    unless the app is public by choice (restricted, see core.space)."""
+    unless the app is public by choice (restricted, see core.hosting.space)."""
     credentials = parse_auth(auth)
     # A public app (a Space, or --public) lets strangers in by design: its owner-only actions
     # are refused per request instead (ui/access.py).

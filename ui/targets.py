@@ -1,7 +1,7 @@
 """Model-target controls for the tabs that run a model (Chat, Evaluate): who answers.
 
 A local model (embedded, a Hub id, a folder, or a trained run's adapter from
-`core.models.known_models()`, with an optional adapter and RoPE/window override) or any
+`core.models.names.known_models()`, with an optional adapter and RoPE/window override) or any
 OpenAI-compatible endpoint. The widget values become a `ModelSpec` here, and a chat or
 evaluation target in the tab; validation happens in core. The API key is passed on in memory
 only and never written anywhere.
@@ -14,8 +14,9 @@ from typing import Any
 
 import gradio as gr
 
-from core import models, workspace
+from core import workspace
 from core.evals.backends import Endpoint, Target
+from core.models import loader, names
 from ui.common import optional_float, optional_int
 
 LOCAL, ENDPOINT = "local", "endpoint"
@@ -49,13 +50,13 @@ class TargetControls:
 def pick_local(model: str) -> list[Any]:
     """Updates (for `TargetControls.local_outputs`) that put `model` under test as it is: a
     local model, no extra adapter, its own RoPE base and window (an adapter brings its own)."""
-    return [LOCAL, gr.update(choices=models.known_models(), value=model), "", 0, 0]
+    return [LOCAL, gr.update(choices=names.known_models(), value=model), "", 0, 0]
 
 
-def model_spec(model, adapter, rope_theta, window) -> models.ModelSpec:
+def model_spec(model, adapter, rope_theta, window) -> loader.ModelSpec:
     """The local-model widgets -> a ModelSpec; folders typed in must lie in the allowed roots."""
-    return models.ModelSpec(
-        name=workspace.model_from_user(model) or models.EMBEDDED,
+    return loader.ModelSpec(
+        name=workspace.model_from_user(model) or names.EMBEDDED,
         adapter=workspace.model_from_user(adapter) or None,
         rope_theta=optional_float(rope_theta),
         max_position_embeddings=optional_int(window),
@@ -83,7 +84,7 @@ def to_chat_target(kind, model, adapter, rope_theta, window, base_url, api_key, 
     )  # fmt: skip
 
 
-def target_controls(prefix: str, default_model: str = models.EMBEDDED, *,
+def target_controls(prefix: str, default_model: str = names.EMBEDDED, *,
                     title: str | None = None, tokenizer: bool = True) -> TargetControls:  # fmt: skip
     """Lay out the controls (ids `<prefix>-model`, `<prefix>-base-url`, ...) and wire the toggle;
     `tokenizer` adds the box that measures an endpoint's prompts (Evaluate)."""
@@ -96,7 +97,7 @@ def target_controls(prefix: str, default_model: str = models.EMBEDDED, *,
         )  # fmt: skip
         with gr.Column(visible=True) as local_box:
             model = gr.Dropdown(
-                models.known_models(), value=default_model, allow_custom_value=True,
+                names.known_models(), value=default_model, allow_custom_value=True,
                 label="Model", elem_id=f"{prefix}-model",
                 info="embedded, a Hub id, a local folder, or a trained run's adapter",
             )  # fmt: skip
@@ -125,7 +126,7 @@ def target_controls(prefix: str, default_model: str = models.EMBEDDED, *,
 
     kind.change(toggle, kind, [local_box, endpoint_box], show_progress="hidden")
     # Runs trained since the page was built join the list when it is opened.
-    model.focus(lambda: gr.update(choices=models.known_models()), None, model,
+    model.focus(lambda: gr.update(choices=names.known_models()), None, model,
                 show_progress="hidden")  # fmt: skip
     return TargetControls(
         kind, model, adapter, rope_theta, window, base_url, api_key, endpoint_model, tokenizer_box

@@ -15,8 +15,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from core.data.io import HUB_PREFIX, Source
-from core.errors import LongCtxError
+from core.data.rows import HUB_PREFIX, Source
+from core.errors import LongCtxError, first_line
 
 
 def open_columnar(path_text: str, fmt: str) -> Source:
@@ -107,10 +107,10 @@ def _load_arrow(path: Path) -> Any:
 
 
 def _load_hub(name: str) -> Any:
-    from core.models import _hub_reachable
+    from core.models.names import hub_reachable
 
     repo, _, split = name.removeprefix(HUB_PREFIX).partition(":")
-    if not _hub_reachable():
+    if not hub_reachable():
         raise LongCtxError(
             f"Hub dataset {repo!r} needs network access to huggingface.co; download it on a "
             "connected machine (datasets save_to_disk or JSONL) and open the file instead"
@@ -120,5 +120,5 @@ def _load_hub(name: str) -> Any:
     try:
         return datasets.load_dataset(repo, split=split or "train")
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise LongCtxError(f"cannot load Hub dataset {repo!r}: {reason}") from exc

@@ -22,7 +22,8 @@ from typing import Any
 
 from core.data import io, schema
 from core.data.io import Progress, Source
-from core.errors import ConfigError, LongCtxError
+from core.data.rows import HUB_PREFIX
+from core.errors import ConfigError, LongCtxError, first_line
 
 AMOUNT = r"\d+(?:\.\d*)?%?"
 """How many samples: a count (500), a ratio (0.3) or a percentage (30%)."""
@@ -280,7 +281,7 @@ class HoldOutReport:
 def split_names(source: str, folder: Path) -> tuple[Path, Path]:
     """`folder/NAME.train.jsonl` and `folder/NAME.eval.jsonl` for a dataset spec (a path,
     `path[N]` or `hub:org/name`)."""
-    name = Path(io.parse_spec(source)[0].removeprefix(io.HUB_PREFIX).replace(":", "-")).name
+    name = Path(io.parse_spec(source)[0].removeprefix(HUB_PREFIX).replace(":", "-")).name
     stem = name.split(".")[0] or "dataset"
     return folder / f"{stem}.train.jsonl", folder / f"{stem}.eval.jsonl"
 
@@ -330,14 +331,14 @@ def push_to_hub(
     Raises:
         LongCtxError: no network, the token was refused, or the upload failed.
     """
-    from core.models import _hub_reachable
+    from core.models.names import hub_reachable
 
     path = Path(path).expanduser()
     if not path.is_file():
         raise LongCtxError(f"no such file to push: {path}")
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id or ""):
         raise ConfigError(f"repo id must look like 'user/name', got {repo_id!r}")
-    if not _hub_reachable():
+    if not hub_reachable():
         raise LongCtxError(
             "the Hugging Face Hub cannot be reached from this machine; push from a connected one "
             "(longctx data push FILE REPO)"
@@ -361,6 +362,6 @@ def push_to_hub(
                 f"the Hub refused the token for {repo_id} (HTTP {status}); use a token with write "
                 "access (huggingface.co/settings/tokens)"
             ) from exc
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise LongCtxError(f"pushing to {repo_id} failed: {reason}") from exc
     return f"https://huggingface.co/datasets/{repo_id}"

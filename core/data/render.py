@@ -24,7 +24,7 @@ from typing import Any
 
 from core.data import schema
 from core.data.tokcount import overlaps
-from core.errors import ConfigError, LongCtxError
+from core.errors import ConfigError, LongCtxError, first_line
 
 IGNORE = -100
 OVERFLOWS = ("drop", "truncate_middle")
@@ -120,7 +120,7 @@ def chat_text(tokenizer: Any, conv: list[dict], *, add_generation_prompt: bool =
             conv, tokenize=False, add_generation_prompt=add_generation_prompt
         )
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise LongCtxError(f"the chat template cannot render this conversation: {reason}") from exc
 
 

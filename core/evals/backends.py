@@ -28,8 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ConfigError, LongCtxError
-from core.models import LoadedModel, ModelSpec, cache_argument
-from core.openai_compat import create_chat_completion
+from core.models.generation import cache_argument
+from core.models.loader import LoadedModel, ModelSpec
+from core.models.nll import token_nlls
+from core.models.openai_compat import create_chat_completion
 
 
 class Cancelled(LongCtxError):
@@ -156,9 +158,9 @@ class Target:
 
 
 def open_backend(target: Target, *, models: Any = None) -> LocalBackend | EndpointBackend:
-    """Load (or reuse from `models`, a `core.models.ModelCache`) what `target` names."""
+    """Load (or reuse from `models`, a `core.models.loader.ModelCache`) what `target` names."""
     if target.endpoint is not None:
-        from core.models import load_tokenizer
+        from core.models.tokenizers import load_tokenizer
 
         name = target.tokenizer or target.endpoint.model
         try:
@@ -169,7 +171,7 @@ def open_backend(target: Target, *, models: Any = None) -> LocalBackend | Endpoi
                 "name one with --tokenizer (a Hub id, a folder, or 'embedded' for rough lengths)"
             ) from exc
         return EndpointBackend(target.endpoint, tokenizer)
-    from core.models import default_cache
+    from core.models.loader import default_cache
 
     assert target.model is not None
     return LocalBackend((models or default_cache).get(target.model))
@@ -198,7 +200,7 @@ class LocalBackend:
             prefill_chunk: feed long prompts in pieces of this many tokens, bounding the
                 activation memory of a forward pass at long context.
         """
-        from core.generation import eos_ids
+        from core.models.generation import eos_ids
 
         self.loaded = loaded
         self.tokenizer = loaded.tokenizer
@@ -248,13 +250,11 @@ class LocalBackend:
         self, prompts: Iterable[Prompt], cancel: threading.Event | None = None
     ) -> Iterator[tuple[Prompt, list[float], float]]:
         """`(prompt, NLL of each token after the first, seconds)` for each prompt, in order
-        (`core.evals.perplexity.token_nlls`).
+        (`core.models.nll.token_nlls`).
 
         Raises:
             Cancelled: `cancel` was set; checked between prompts.
         """
-        from core.evals.perplexity import token_nlls
-
         self.reset()  # an answer cache is of no use here: free its memory
         for prompt in prompts:
             if cancel is not None and cancel.is_set():

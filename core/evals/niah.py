@@ -185,7 +185,7 @@ def chat_frame(tokenizer: Any, template: str, question: str) -> tuple[list[int],
         head, tail = text.split(_MARK)
         encode = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
         return encode(head), encode(tail)
-    # No template: the plain rendering of core.generation.prompt_ids (BOS where the tokenizer
+    # No template: the plain rendering of core.models.generation.prompt_ids (BOS where the tokenizer
     # adds one, a newline at the end).
     head, tail = content.split(_MARK)
     head_ids = tokenizer(head)["input_ids"]
@@ -204,7 +204,7 @@ class Haystack:
     @classmethod
     def from_source(cls, tokenizer: Any, source: str, n_tokens: int) -> Haystack:
         """`source` is `builtin` or a folder of documents; repeated to reach `n_tokens`."""
-        from core.corpus import builtin_documents, joined_text, load_folder
+        from core.text.corpus import builtin_documents, joined_text, load_folder
 
         docs = builtin_documents() if source == BUILTIN else load_folder(source)
         chars = 6 * n_tokens + 1000

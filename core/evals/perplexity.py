@@ -113,7 +113,7 @@ def _token_stream(tokenizer: Any, source: str, needed: int) -> list[int]:
     Raises:
         LongCtxError: the source holds fewer.
     """
-    from core.corpus import builtin_documents, load_folder
+    from core.text.corpus import builtin_documents, load_folder
 
     docs = builtin_documents() if source == BUILTIN else load_folder(source)
     encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
@@ -128,35 +128,6 @@ def _token_stream(tokenizer: Any, source: str, needed: int) -> list[int]:
         "own text (repeated text lets the model copy and flatters its perplexity): use fewer "
         "windows or shorter lengths, or a folder of long documents (books as EPUB or PDF, say)"
     )
-
-
-def token_nlls(model: Any, ids: list[int], chunk: int = 1024) -> list[float]:
-    """The NLL of each token after the first, each predicted from all the tokens before it.
-
-    Equal to the per-token loss of `model(input_ids, labels=input_ids)`, computed from the
-    decoder's hidden states `chunk` positions at a time instead of a full logit table.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    if len(ids) < 2:
-        raise LongCtxError("a window needs at least 2 tokens")
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    decoder, head = base.get_decoder(), base.get_output_embeddings()
-    cap = getattr(base.config, "final_logit_softcapping", None)
-    device = next(base.parameters()).device
-    x = torch.tensor([ids], device=device)
-    out = []
-    with torch.inference_mode():
-        hidden = decoder(input_ids=x, use_cache=False).last_hidden_state[0]
-        targets = x[0, 1:]
-        for start in range(0, len(ids) - 1, chunk):
-            stop = min(start + chunk, len(ids) - 1)
-            logits = head(hidden[start:stop]).float()
-            if cap:
-                logits = torch.tanh(logits / cap) * cap
-            out.append(F.cross_entropy(logits, targets[start:stop], reduction="none"))
-    return torch.cat(out).tolist()
 
 
 def cell_fields(nlls: list[float]) -> dict[str, Any]:

@@ -20,14 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ConfigError, LongCtxError
-from core.evals import plots, results
+from core.evals import figures, results
 from core.evals.backends import Cancelled, Endpoint, Target, open_backend
 from core.evals.niah import NiahConfig
 from core.evals.perplexity import PerplexityConfig, cell_fields
-from core.evals.procedural import PasskeyConfig, TopicsConfig
+from core.evals.retrieval import PasskeyConfig, TopicsConfig
 from core.evals.samples import SamplesConfig
 from core.evals.scoring import PERPLEXITY, Scorer
-from core.models import ModelSpec
+from core.models.loader import ModelSpec
 
 TaskConfig = NiahConfig | TopicsConfig | PasskeyConfig | SamplesConfig | PerplexityConfig
 TASKS: dict[str, type] = {"niah": NiahConfig, "topics": TopicsConfig, "passkey": PasskeyConfig,
@@ -49,7 +49,7 @@ class Evaluation:
         out: the folder; default a new `evals/<id>/` in the workspace. A folder that already
             holds the same evaluation is resumed; its grid may grow or shrink, nothing else
             may change.
-        models: a `core.models.ModelCache` to share loaded weights with (default: the app's).
+        models: a `core.models.loader.ModelCache` to share loaded weights with (default: the app's).
         backend: an already open backend (tests and benchmarks); overrides `target`'s loading.
 
     Raises:
@@ -244,7 +244,7 @@ class Evaluation:
 
     def render(self) -> Path:
         """Write the figure as heatmap.html in the folder."""
-        return plots.export(self.figure(), self.path / results.HEATMAP_FILE)
+        return figures.export(self.figure(), self.path / results.HEATMAP_FILE)
 
 
 def _without(d: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
@@ -255,7 +255,7 @@ def _config_window(target: Target) -> int | None:
     """An endpoint model's window, from its config where the tokenizer's model can be read."""
     if target.endpoint is None:
         return None
-    from core.models import load_config
+    from core.models.loader import load_config
 
     try:
         resolved = load_config(ModelSpec(target.tokenizer or target.endpoint.model))
@@ -273,18 +273,18 @@ def figure_from(record: dict[str, Any], cells: list[dict[str, Any]], x: str = "t
     against length (held-out samples) or perplexity curves."""
     label = record.get("label") or "evaluation"
     if record.get("kind") == "topics":
-        return plots.topic_accuracy({label: cells}, x=x)
+        return figures.topic_accuracy({label: cells}, x=x)
     if record.get("kind") == PERPLEXITY:
-        return plots.perplexity(
+        return figures.perplexity(
             {label: (cells, record.get("window"))}, title=f"Perplexity: {label}"
         )
     if record.get("kind") == "samples":
-        return plots.sample_scores(
+        return figures.sample_scores(
             {label: (cells, record.get("window"))}, title=f"Held-out samples: {label}"
         )
     task = record.get("task", {})
     title = f"{_TITLES.get(record.get('kind'), 'Evaluation')}: {label}"
-    return plots.heatmap(cells, lengths=task.get("lengths"), depths=task.get("depths"),
+    return figures.heatmap(cells, lengths=task.get("lengths"), depths=task.get("depths"),
                          window=record.get("window"), title=title)  # fmt: skip
 
 
@@ -309,9 +309,9 @@ def compare_figure(
     cells_a, cells_b = results.read_cells(base), results.read_cells(tuned)
     kinds = {a.get("kind"), b.get("kind")}
     if kinds == {"topics"}:
-        return plots.topic_accuracy({labels[0]: cells_a, labels[1]: cells_b}, x=x)
+        return figures.topic_accuracy({labels[0]: cells_a, labels[1]: cells_b}, x=x)
     if kinds == {PERPLEXITY}:
-        return plots.perplexity(
+        return figures.perplexity(
             {labels[0]: (cells_a, a.get("window")), labels[1]: (cells_b, b.get("window"))},
             title=f"Perplexity: {labels[0]} vs. {labels[1]}",
         )
@@ -321,7 +321,7 @@ def compare_figure(
                 "these two evaluations asked the questions of different files; compare two "
                 "evaluations of the same held-out samples"
             )
-        return plots.sample_scores(
+        return figures.sample_scores(
             {labels[0]: (cells_a, a.get("window")), labels[1]: (cells_b, b.get("window"))},
             title=f"Held-out samples: {labels[0]} vs. {labels[1]}",
         )
@@ -330,7 +330,7 @@ def compare_figure(
             "compare two evaluations of the same kind: two grids (NIAH, passkey), two topic "
             "retrievals, two evaluations of held-out samples or two perplexity measurements"
         )
-    return plots.diff_heatmap(cells_a, cells_b, labels=labels, window=b.get("window"))
+    return figures.diff_heatmap(cells_a, cells_b, labels=labels, window=b.get("window"))
 
 
 def folder_figure(path: str | os.PathLike, x: str = "tokens") -> Any:

@@ -102,7 +102,7 @@ class SamplesConfig:
     ) -> Iterator[Prompt]:
         """One prompt per question not in `skip`, in file order: a sample's turns follow each
         other, so each reuses the KV of the one before."""
-        from core.generation import prompt_ids
+        from core.models.generation import prompt_ids
 
         for q in self.questions():
             if q.key in skip:

@@ -16,7 +16,7 @@ from typing import Any
 
 from core.errors import ConfigError, LongCtxError
 from core.evals.backends import Endpoint
-from core.openai_compat import create_chat_completion
+from core.models.openai_compat import create_chat_completion
 
 SCORERS = ("rouge_l", "keywords", "exact", "judge")
 PERPLEXITY = "perplexity"

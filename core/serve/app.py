@@ -1,6 +1,6 @@
 """The FastAPI app: chat completions (plain and SSE) and model listing over one local model.
 
-A worker thread per request runs `core.generation.stream_chat`; the model's own lock serializes
+A worker thread per request runs `core.models.generation.stream_chat`; the model's own lock serializes
 requests, a bounded queue turns overload into 429s, and a client that goes away cancels its
 generation. With `fault_injection`, `/_faults` and `/_stats` let tests script failures.
 Knows nothing about gradio, datasets or training.
@@ -31,8 +31,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import ConfigError
-from core.generation import Chunk, PromptTooLong, SamplingParams, prompt_ids, stream_chat
-from core.models import LoadedModel, ModelSpec, default_cache
+from core.models.generation import Chunk, PromptTooLong, SamplingParams, prompt_ids, stream_chat
+from core.models.loader import LoadedModel, ModelSpec, default_cache
 from core.serve.protocol import APIError, ChatRequest, Fault, _from_validation, _text_of
 
 log = logging.getLogger(__name__)
@@ -210,7 +210,7 @@ def create_app(
     """Build the FastAPI app serving one model (loading it now if given a spec or a name).
 
     Args:
-        loaded_or_spec: a loaded model, or what to load through `core.models.default_cache`.
+        loaded_or_spec: a loaded model, or what to load through `core.models.loader.default_cache`.
         max_queue: requests that may wait behind the one generating; more get a 429.
         served_name: the model id clients use (default: the spec's name, e.g. `embedded`).
         fault_injection: add `/_faults` and `/_stats` for testing clients.

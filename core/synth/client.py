@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from core.errors import LongCtxError
-from core.openai_compat import create_chat_completion
+from core.models.openai_compat import create_chat_completion
 from core.synth.cache import ReplyCache, request_key
 
 log = logging.getLogger(__name__)

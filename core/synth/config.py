@@ -3,15 +3,12 @@
 `SynthConfig` (with its `EndpointConfig`) is what `longctx synth` builds from its flags and the
 Generate tab from its form; `validate()` gathers every problem and raises one `ConfigError`, so
 both refuse the same things with the same words. Field docstrings are the help texts
-(`field_help`). `to_dict` leaves the API key out. This module knows nothing about how a run goes.
+(`core.configs.field_help`). `to_dict` leaves the API key out. This module knows nothing about how a run goes.
 """
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import inspect
-import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,20 +154,3 @@ class SynthConfig:
         if unknown:
             raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
         return cls(**data, endpoint=endpoint)
-
-
-def field_help(cls: type = SynthConfig) -> dict[str, str]:
-    """{field: help text} from the attribute docstrings of a config dataclass."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    helps = {}
-    for node, after in zip(body, body[1:], strict=False):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(after, ast.Expr)
-            and isinstance(after.value, ast.Constant)
-            and isinstance(after.value.value, str)
-        ):
-            helps[node.target.id] = " ".join(after.value.value.split())
-    return helps

@@ -1,7 +1,7 @@
 """Documents in, long contexts out: reading a corpus, sizing contexts in tokens, chunking, clustering.
 
-A source is `builtin` (the standard-library corpus of `core.corpus`, built on the machine) or a
-folder (or single file) of documents (text, Markdown, PDF, EPUB, HTML: `core.documents`) and `.jsonl` files with one document per line
+A source is `builtin` (the standard-library corpus of `core.text.corpus`, built on the machine) or a
+folder (or single file) of documents (text, Markdown, PDF, EPUB, HTML: `core.text.documents`) and `.jsonl` files with one document per line
 (`{"text": ..., "title": ...}`). A context is what one training sample is built on, sized to a
 token range: one document (a longer one is cut, on paragraph boundaries, into several contexts;
 a shorter one is skipped), or for heterogeneous questions several similar documents concatenated
@@ -23,9 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core import corpus, documents, workspace
-from core.corpus import Document
+from core import workspace
 from core.errors import LongCtxError
+from core.text import corpus, documents
+from core.text.corpus import Document
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,6 @@ block on top. This module knows nothing about how training runs.
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -273,16 +272,6 @@ def _suggest(name: str, known: set[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def field_help() -> dict[str, str]:
-    """{field name: help text} from the attribute docstrings above, for the UI and YAML."""
-    source = Path(__file__).read_text()
-    helps: dict[str, str] = {}
-    pattern = re.compile(r"^    (\w+): [^\n]+\n    \"\"\"(.+?)\"\"\"", re.M | re.S)
-    for match in pattern.finditer(source.split("class TrainConfig")[1]):
-        helps[match.group(1)] = " ".join(match.group(2).split())
-    return helps
-
-
 # -- presets ------------------------------------------------------------------------------------
 
 
@@ -305,3 +294,14 @@ def preset_header(name: str) -> str:
             break
         lines.append(line[1:].strip())
     return "\n".join(lines)
+
+
+def lora_settings(config: TrainConfig) -> dict[str, Any]:
+    """The LoRA part of the recipe, as both peft and unsloth name it."""
+    return {
+        "r": config.lora_r,
+        "lora_alpha": config.lora_alpha,
+        "lora_dropout": config.lora_dropout,
+        "target_modules": list(config.lora_targets),
+        "modules_to_save": ["embed_tokens"] if config.train_embeddings else None,
+    }

@@ -52,7 +52,7 @@ def check(config: TrainConfig, progress: Progress | None = None) -> list[SourceF
         LongCtxError: a file or the tokenizer cannot be read.
     """
     from core.data import stats
-    from core.models import load_tokenizer
+    from core.models.tokenizers import load_tokenizer
     from core.train.engine import data_spec
 
     tokenizer = load_tokenizer(config.model)

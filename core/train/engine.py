@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core import models
 from core.errors import LongCtxError
-from core.train.config import TrainConfig
+from core.models import loader, names, rope
+from core.train.config import TrainConfig, lora_settings
 
 log = logging.getLogger(__name__)
 IGNORE = -100
@@ -46,11 +46,11 @@ def resolve_engine(config: TrainConfig) -> str:
     return "unsloth"
 
 
-def load_for_training(config: TrainConfig) -> models.LoadedModel:
+def load_for_training(config: TrainConfig) -> loader.LoadedModel:
     """The base model with the RoPE override, quantized when asked, with LoRA attached."""
     import torch
 
-    base = models.load_config(models.ModelSpec(name=config.model)).config
+    base = loader.load_config(loader.ModelSpec(name=config.model)).config
     # The window recorded in the config covers the longest training sample.
     window = max(int(getattr(base, "max_position_embeddings", 0) or 0), config.max_length)
     if resolve_engine(config) == "unsloth":
@@ -61,28 +61,17 @@ def load_for_training(config: TrainConfig) -> models.LoadedModel:
         loaded = _load_with_peft(config, window)
     # Record a portable base name (a Hub id, not this machine's cache path) in adapter_config.
     loaded.model.peft_config["default"].base_model_name_or_path = (
-        models.EMBEDDED_HUB_ID if config.model == models.EMBEDDED else config.model
+        names.EMBEDDED_HUB_ID if config.model == names.EMBEDDED else config.model
     )
     torch.manual_seed(config.seed)
     return loaded
 
 
-def lora_settings(config: TrainConfig) -> dict[str, Any]:
-    """The LoRA part of the recipe, as both peft and unsloth name it."""
-    return {
-        "r": config.lora_r,
-        "lora_alpha": config.lora_alpha,
-        "lora_dropout": config.lora_dropout,
-        "target_modules": list(config.lora_targets),
-        "modules_to_save": ["embed_tokens"] if config.train_embeddings else None,
-    }
-
-
-def _load_with_peft(config: TrainConfig, window: int) -> models.LoadedModel:
+def _load_with_peft(config: TrainConfig, window: int) -> loader.LoadedModel:
     """The transformers engine: transformers (+ bitsandbytes) loads, peft wraps."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    spec = models.ModelSpec(
+    spec = loader.ModelSpec(
         name=config.model,
         rope_theta=config.rope_theta,
         max_position_embeddings=window,
@@ -90,7 +79,7 @@ def _load_with_peft(config: TrainConfig, window: int) -> models.LoadedModel:
         dtype=_dtype(config),
         device=_device(),
     )
-    loaded = models.load_model(spec, for_training=True)
+    loaded = loader.load_model(spec, for_training=True)
     model = loaded.model
     model.config.use_cache = False
     if loaded.quantized:
@@ -342,7 +331,7 @@ def make_trainer_class() -> type:
     return LongContextTrainer
 
 
-def build_trainer(config: TrainConfig, loaded: models.LoadedModel, dataset: Any, run_dir: Path,
+def build_trainer(config: TrainConfig, loaded: loader.LoadedModel, dataset: Any, run_dir: Path,
                   callbacks: list[Any], tokens: Any, eval_dataset: Any = None) -> Any:  # fmt: skip
     from transformers import TrainingArguments
 
@@ -403,20 +392,20 @@ def build_trainer(config: TrainConfig, loaded: models.LoadedModel, dataset: Any,
 # -- 4. train, 5. save ------------------------------------------------------------------------------------------
 
 
-def save_adapter(loaded: models.LoadedModel, config: TrainConfig, run_dir: Path) -> Path:
+def save_adapter(loaded: loader.LoadedModel, config: TrainConfig, run_dir: Path) -> Path:
     """Write the adapter, the tokenizer and the RoPE/window the adapter was trained with."""
     out = run_dir / "adapter"
     loaded.model.save_pretrained(out)
     loaded.tokenizer.save_pretrained(out)
     meta = {
         "base_model": config.model,
-        "rope_theta": models.get_rope_theta(loaded.model.config),
+        "rope_theta": rope.get_rope_theta(loaded.model.config),
         "max_position_embeddings": loaded.model.config.max_position_embeddings,
         "max_length": config.max_length,
         "overrides": loaded.overrides,
         "recipe": "LongCtx Studio QLoRA context extension",
     }
-    (out / models.ADAPTER_META_FILE).write_text(json.dumps(meta, indent=1))
+    (out / names.ADAPTER_META_FILE).write_text(json.dumps(meta, indent=1))
     from core.train import export
 
     export.refresh_model_card(out)  # ours in place of peft's blank template

@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
-from core import models
-from core.errors import LongCtxError
+from core.errors import LongCtxError, first_line
+from core.models import loader, names
 from core.train import runs
 
 
@@ -37,7 +37,7 @@ def merge(adapter: Path, out: Path) -> Path:
 
     The base is loaded unquantized: merging into 4-bit weights would lose the LoRA update.
     """
-    loaded = models.load_model(models.ModelSpec(name=str(adapter), quantization="none"))
+    loaded = loader.load_model(loader.ModelSpec(name=str(adapter), quantization="none"))
     merged = loaded.model.merge_and_unload()
     out.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(out)
@@ -47,7 +47,7 @@ def merge(adapter: Path, out: Path) -> Path:
 
 
 def _recipe(adapter: Path) -> dict[str, Any]:
-    meta_file = adapter / models.ADAPTER_META_FILE
+    meta_file = adapter / names.ADAPTER_META_FILE
     meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
     lora = json.loads((adapter / "adapter_config.json").read_text())
     config_file = adapter.parent / "config.yaml"
@@ -80,7 +80,7 @@ def write_model_card(folder: Path, adapter: Path, merged: bool) -> Path:
     lines = [
         "---",
         "library_name: " + ("transformers" if merged else "peft"),
-        *([f"base_model: {base}"] if models.looks_like_hub_id(base) else []),  # the Hub wants ids
+        *([f"base_model: {base}"] if names.looks_like_hub_id(base) else []),  # the Hub wants ids
         f"tags: [long-context, lora, {CARD_TAG}]",
         "---",
         f"# {title}",
@@ -131,7 +131,7 @@ def evaluations_of(adapter: Path, base: str) -> list[dict[str, Any]]:
     from core.evals import results
 
     run_dir = adapter.resolve().parent
-    bases = {base, models.EMBEDDED} if base == models.EMBEDDED_HUB_ID else {base}
+    bases = {base, names.EMBEDDED} if base == names.EMBEDDED_HUB_ID else {base}
 
     def in_run(name: str) -> bool:
         path = Path(name).expanduser()
@@ -205,5 +205,5 @@ def push(folder: Path, repo_id: str, token: str | None = None, private: bool = F
         commit = api.upload_folder(folder_path=str(folder), repo_id=repo_id,
                                    commit_message="Upload from LongCtx Studio")  # fmt: skip
     except Exception as exc:
-        raise LongCtxError(f"push to {repo_id} failed: {str(exc).splitlines()[0]}") from exc
+        raise LongCtxError(f"push to {repo_id} failed: {first_line(exc)}") from exc
     return str(getattr(commit, "commit_url", f"https://huggingface.co/{repo_id}"))

@@ -243,10 +243,10 @@ def check_engine(config: TrainConfig) -> None:
 def check_launchable(config: TrainConfig) -> None:
     """Refuse, before any run folder exists, what would fail as the run starts: an engine this
     machine cannot run, or a model it cannot find (a config file is read, no weights)."""
-    from core import models
+    from core.models import loader
 
     check_engine(config)
-    models.load_config(models.ModelSpec(name=config.model))
+    loader.load_config(loader.ModelSpec(name=config.model))
 
 
 def launch(config: TrainConfig, run_dir: Path | None = None, resume: bool = False) -> Path:

@@ -27,8 +27,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from core import models
-from core.errors import LongCtxError
+from core.errors import LongCtxError, first_line
+from core.models import loader, rope, tokenizers
 
 # Logit transforms some families apply after lm_head; with hidden states we would skip them.
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
@@ -55,8 +55,7 @@ def unavailable_reason(try_import: bool = True) -> str | None:
         try:
             import unsloth  # noqa: F401
         except Exception as exc:  # unsloth raises many kinds on unsupported set-ups
-            first = str(exc).splitlines()[0] if str(exc) else ""
-            return f"unsloth does not import here ({type(exc).__name__}: {first})"
+            return f"unsloth does not import here ({type(exc).__name__}: {first_line(exc)})"
     return None
 
 
@@ -100,7 +99,7 @@ def _scratch() -> Path:
     return folder
 
 
-def load_for_training(config: Any, dtype: str, window: int, device: str) -> models.LoadedModel:
+def load_for_training(config: Any, dtype: str, window: int, device: str) -> loader.LoadedModel:
     """The base through unsloth's FastLanguageModel with the RoPE override and LoRA attached.
 
     Args:
@@ -112,8 +111,8 @@ def load_for_training(config: Any, dtype: str, window: int, device: str) -> mode
     import torch
     from unsloth import FastLanguageModel
 
-    resolved = models.load_config(
-        models.ModelSpec(name=config.model, rope_theta=config.rope_theta,
+    resolved = loader.load_config(
+        loader.ModelSpec(name=config.model, rope_theta=config.rope_theta,
                          max_position_embeddings=window)
     )  # fmt: skip
     transforms = [k for k in _LOGIT_TRANSFORMS if getattr(resolved.config, k, None)]
@@ -122,7 +121,7 @@ def load_for_training(config: Any, dtype: str, window: int, device: str) -> mode
             f"the unsloth engine does not support models with {', '.join(transforms)}; "
             "use engine: transformers"
         )
-    quantize = models.wants_4bit(config.quantization, resolved.config, "cuda")
+    quantize = loader.wants_4bit(config.quantization, resolved.config, "cuda")
     scratch = _scratch()
     staged = stage_model(local_folder(resolved.source), resolved.config, scratch / "model")
     # max_seq_length == the staged window's lower bound, so unsloth adds no RoPE scaling.
@@ -134,7 +133,7 @@ def load_for_training(config: Any, dtype: str, window: int, device: str) -> mode
         device_map={"": device},  # one whole copy per process, as DDP expects
     )
     # The model's own scaling (Llama-3.1's llama3 type) is kept; only a change by unsloth counts.
-    before, after = (models.get_rope_parameters(c) for c in (resolved.config, model.config))
+    before, after = (rope.get_rope_parameters(c) for c in (resolved.config, model.config))
     if any(before.get(k, d) != after.get(k, d) for k, d in _ROPE_KEYS.items()):
         raise LongCtxError(
             f"unsloth changed the RoPE settings from {before} to {after}; use engine: transformers"
@@ -142,7 +141,7 @@ def load_for_training(config: Any, dtype: str, window: int, device: str) -> mode
     checkpointing: bool | str = config.gradient_checkpointing
     if checkpointing and config.offload_checkpoints:
         checkpointing = "unsloth"  # unsloth's own CPU-offloaded checkpointing
-    from core.train.engine import lora_settings
+    from core.train.config import lora_settings
 
     model = FastLanguageModel.get_peft_model(
         model,
@@ -152,10 +151,10 @@ def load_for_training(config: Any, dtype: str, window: int, device: str) -> mode
         random_state=config.seed,
         temporary_location=str(scratch / "buffers"),
     )
-    tokenizer = models.load_tokenizer(config.model)  # ours, so labels match the Data tab's
+    tokenizer = tokenizers.load_tokenizer(config.model)  # ours, so labels match the Data tab's
     tokenizer.model_max_length = window
-    return models.LoadedModel(
-        spec=models.ModelSpec(name=config.model, rope_theta=config.rope_theta,
+    return loader.LoadedModel(
+        spec=loader.ModelSpec(name=config.model, rope_theta=config.rope_theta,
                               max_position_embeddings=window, quantization=config.quantization,
                               dtype=dtype),
         model=model,

@@ -1,0 +1,398 @@
+"""`longctx niah`, `topics`, `passkey`, `samples`, `perplexity` and `eval-diff`.
+
+Each evaluation command builds the same config dataclasses the Evaluate tab builds, runs an
+`Evaluation` into a folder (`--out`, or a new `evals/<id>/` in the workspace), prints one line
+per finished cell, and leaves config.json, cells.jsonl and heatmap.html (a figure: for
+perplexity, curves) there. Running the same
+command with the same `--out` again resumes: finished cells are skipped.
+
+This module knows nothing about gradio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+from core import workspace
+from core.errors import ConfigError
+from core.evals import figures, results
+from core.evals.backends import Endpoint, Target
+from core.evals.niah import (
+    DEFAULT_ANSWER,
+    DEFAULT_NEEDLE,
+    DEFAULT_QUESTION,
+    DEFAULT_TEMPLATE,
+    NiahConfig,
+    depth_grid,
+    length_grid,
+    parse_numbers,
+)
+from core.evals.perplexity import PerplexityConfig, perplexity_by_length
+from core.evals.retrieval import (
+    PASSKEY_QUESTION,
+    TOPIC_QUESTION,
+    PasskeyConfig,
+    TopicsConfig,
+)
+from core.evals.runner import DEFAULT_SCORERS, Evaluation, TaskConfig, compare_figure
+from core.evals.samples import TURNS, SamplesConfig
+from core.evals.scoring import PERPLEXITY, SCORERS, Scorer
+from core.models.loader import ModelSpec, add_spec_args, spec_from_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "niah",
+        help="needle-in-a-haystack grid (length x depth) with a heatmap",
+        description="Hide a needle sentence in a haystack at each depth and length, ask for it, "
+        "score the answers. Example: longctx niah --model embedded --lengths 500,1000,2000 "
+        "--depths 0,50,100 --out evals/smollm",
+    )
+    _target_args(p)
+    _grid_args(p, default_depths="0,25,50,75,100")
+    p.add_argument("--needle", default=DEFAULT_NEEDLE, help="the sentence to hide")
+    p.add_argument("--question", default=DEFAULT_QUESTION, help="the question asked after it")
+    p.add_argument("--answer", default=DEFAULT_ANSWER, help="the expected answer")
+    p.add_argument(
+        "--haystack",
+        default="builtin",
+        help="'builtin' (the installed Python's documentation) or a folder of documents (.txt, .md, .pdf, .epub, .html) or one of them",
+    )
+    p.add_argument(
+        "--template", default=DEFAULT_TEMPLATE, help="user message with {context} and {question}"
+    )
+    _common_args(p, "niah")
+    p.set_defaults(func=_run_eval)
+
+    p = sub.add_parser(
+        "topics",
+        help="topic retrieval: a conversation over N topics, asked for the first",
+        description="Accuracy of recalling the first of N topics, against N and prompt tokens.",
+    )
+    _target_args(p)
+    p.add_argument("--n-topics", default="2,4,8", help="topic counts, e.g. 2,4,8,16")
+    p.add_argument("--trials", type=int, default=3, help="conversations per topic count")
+    p.add_argument("--turn-tokens", type=int, default=300, help="tokens of each topic's turn")
+    p.add_argument("--seed", type=int, default=0, help="draws the topic orders")
+    p.add_argument("--question", default=TOPIC_QUESTION, help="asked after the conversation")
+    _common_args(p, "topics")
+    p.set_defaults(func=_run_eval)
+
+    p = sub.add_parser(
+        "passkey",
+        help="passkey retrieval: a random number hidden in filler text (length x depth)",
+        description="Hide a 5-digit pass key in repeated filler at each depth and length.",
+    )
+    _target_args(p)
+    _grid_args(p, default_depths="0,50,100")
+    p.add_argument("--trials", type=int, default=1, help="pass keys per cell")
+    p.add_argument("--seed", type=int, default=0, help="draws the pass keys")
+    p.add_argument("--question", default=PASSKEY_QUESTION, help="asked after the filler")
+    _common_args(p, "passkey")
+    p.set_defaults(func=_run_eval)
+
+    p = sub.add_parser(
+        "samples",
+        help="ask the questions of held-out samples; score the answers against the file's",
+        description="Each answer of the first --limit chat samples of DATASET, asked after the "
+        "file's conversation so far and scored against the file's answer. Hold samples out of "
+        "a training set first: longctx data split FILE --hold-out 50. Example: longctx samples "
+        "workspace/datasets/mix.eval.jsonl --model embedded --limit 20",
+    )
+    p.add_argument("dataset", help="the held-out samples (JSONL, JSON, Parquet, or hub:org/name)")
+    _target_args(p)
+    p.add_argument("--limit", type=int, default=50, help="ask the first N chat samples")
+    p.add_argument(
+        "--turns",
+        default="all",
+        choices=TURNS,
+        help="every answer of a sample (all) or only its last one",
+    )
+    _common_args(p, "samples")
+    p.set_defaults(func=_run_eval)
+
+    p = sub.add_parser(
+        "perplexity",
+        help="perplexity against context length, and loss by position (local models)",
+        description="Measure how well the model predicts running text with more and more "
+        "context before it: the first check after changing a RoPE base. Example: longctx "
+        "perplexity --model embedded --rope-theta 1e6 --lengths 2k,8k,16k --windows 2",
+    )
+    _target_args(p)
+    p.add_argument("--lengths", default="1000,2000,4000,8000", help="window lengths in tokens")
+    p.add_argument("--windows", type=int, default=3, help="windows of text per length")
+    p.add_argument(
+        "--source",
+        default="builtin",
+        help="'builtin' (the installed Python's documentation, ~55K tokens), a folder of long "
+        "documents (.txt, .md, .pdf, .epub, .html) or one of them (a book)",
+    )
+    p.add_argument("--out", help="result folder (default: a new evals/<id>/ in the workspace)")
+    p.add_argument("--png", action="store_true", help="also export heatmap.png (needs kaleido)")
+    p.set_defaults(func=_run_eval)
+
+    p = sub.add_parser(
+        "eval-diff",
+        help="tuned minus base: a difference heatmap (NIAH, passkey) or both curves (perplexity)",
+    )
+    p.add_argument("base", help="the base model's evaluation folder")
+    p.add_argument("tuned", help="the tuned model's evaluation folder")
+    p.add_argument("-o", "--output", required=True, help="figure file: .html or .png")
+    p.set_defaults(func=_run_diff)
+
+
+def command_for(
+    task: TaskConfig,
+    target: Target,
+    scorer: Scorer | None = None,
+    out: str | None = None,
+) -> list[str]:
+    """The `longctx ...` command line that runs this evaluation (what the UI shows it will do).
+
+    Only settings that differ from the defaults are spelled out; API keys never are.
+    """
+    argv = ["longctx", task.kind]
+    if isinstance(task, SamplesConfig):
+        argv.append(task.dataset)  # positional
+    if target.endpoint is not None:
+        argv += ["--model", target.endpoint.model, "--base-url", target.endpoint.base_url]
+        argv += ["--tokenizer", target.tokenizer] if target.tokenizer else []
+    else:
+        assert target.model is not None
+        default = ModelSpec()
+        for name in (
+            "name", "adapter", "rope_theta", "max_position_embeddings", "quantization", "dtype",
+            "device",
+        ):  # fmt: skip
+            value = getattr(target.model, name)
+            if value != getattr(default, name) or name == "name":
+                flag = "--model" if name == "name" else "--" + name.replace("_", "-")
+                argv += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    defaults = SamplesConfig(task.dataset) if isinstance(task, SamplesConfig) else type(task)()
+    for name, value in vars(task).items():
+        if name.startswith("_"):  # a cache, not a setting
+            continue
+        if value == getattr(defaults, name) and name not in ("lengths", "depths", "n_topics"):
+            continue
+        if isinstance(value, list):
+            value = ",".join(str(int(v)) if float(v).is_integer() else str(v) for v in value)
+        argv += ["--" + name.replace("_", "-"), str(value)]
+    if scorer is not None and scorer.kind != DEFAULT_SCORERS[task.kind]:
+        argv += ["--scorer", scorer.kind]
+        if scorer.judge is not None:
+            argv += ["--judge-base-url", scorer.judge.base_url, "--judge-model", scorer.judge.model]
+    return argv + (["--out", str(out)] if out else [])
+
+
+def _target_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model (local, or behind an OpenAI-compatible endpoint)")
+    g.add_argument(
+        "--model",
+        default="embedded",
+        help="'embedded', a folder or a Hub id; with --base-url, the name the server serves",
+    )
+    add_spec_args(g)
+    g.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
+    g.add_argument("--api-key", help="endpoint key (default $OPENAI_API_KEY); never saved")
+    g.add_argument(
+        "--tokenizer", help="endpoint only: tokenizer measuring lengths (default --model)"
+    )
+
+
+def _grid_args(p: argparse.ArgumentParser, default_depths: str) -> None:
+    g = p.add_argument_group("grid")
+    g.add_argument("--lengths", help="prompt lengths in tokens, e.g. 500,1000,2k")
+    g.add_argument("--min-length", type=int, help="or: shortest length ...")
+    g.add_argument("--max-length", type=int, help="... longest length ...")
+    g.add_argument("--num-lengths", type=int, default=5, help="... and how many")
+    g.add_argument("--length-spacing", default="linear", choices=("linear", "log"))
+    g.add_argument("--depths", help=f"needle depths in percent (default {default_depths})")
+    g.add_argument("--num-depths", type=int, help="or: this many depths from 0 to 100 ...")
+    g.add_argument("--depth-spacing", default="linear", choices=("linear", "sigmoid"))
+    p.set_defaults(default_depths=default_depths)
+
+
+def _common_args(p: argparse.ArgumentParser, kind: str) -> None:
+    g = p.add_argument_group("scoring and output")
+    g.add_argument(
+        "--scorer",
+        default=DEFAULT_SCORERS[kind],
+        choices=SCORERS,
+        help=f"how answers are scored (default {DEFAULT_SCORERS[kind]})",
+    )
+    g.add_argument("--judge-base-url", help="judge endpoint (scorer 'judge')")
+    g.add_argument("--judge-model", help="judge model name")
+    g.add_argument("--judge-api-key", help="judge key (default $OPENAI_API_KEY); never saved")
+    g.add_argument("--max-new-tokens", type=int, help="longest answer in tokens")
+    g.add_argument("--out", help="result folder (default: a new evals/<id>/ in the workspace)")
+    g.add_argument("--png", action="store_true", help="also export heatmap.png (needs kaleido)")
+
+
+def _lengths(args: argparse.Namespace, problems: list[str]) -> list[float]:
+    if args.lengths:
+        return parse_numbers(args.lengths)
+    if args.min_length and args.max_length:
+        return [
+            float(x)
+            for x in length_grid(
+                args.min_length, args.max_length, args.num_lengths, args.length_spacing
+            )
+        ]
+    problems.append("give --lengths, or --min-length and --max-length")
+    return []
+
+
+def _depths(args: argparse.Namespace) -> list[float]:
+    if args.depths:
+        return parse_numbers(args.depths)
+    if args.num_depths:
+        return depth_grid(0, 100, args.num_depths, args.depth_spacing)
+    return parse_numbers(args.default_depths)
+
+
+def _target(args: argparse.Namespace) -> Target:
+    if args.base_url:
+        return Target(
+            endpoint=Endpoint(args.base_url, args.model, args.api_key), tokenizer=args.tokenizer
+        )
+    return Target(model=spec_from_args(args))
+
+
+def _scorer(args: argparse.Namespace) -> Scorer:
+    if args.command == PERPLEXITY:
+        return Scorer(PERPLEXITY)
+    judge = None
+    if args.scorer == "judge" and (args.judge_base_url or args.judge_model):
+        judge = Endpoint(args.judge_base_url or "", args.judge_model or "", args.judge_api_key)
+    return Scorer(args.scorer, judge)
+
+
+def _extra(args: argparse.Namespace) -> dict:
+    return {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens is not None else {}
+
+
+def _niah_task(args: argparse.Namespace) -> NiahConfig:
+    problems: list[str] = []
+    lengths = _lengths(args, problems)
+    if problems:
+        raise ConfigError(problems)
+    haystack = workspace.allow_given(args.haystack)
+    return NiahConfig(
+        lengths=lengths,
+        depths=_depths(args),
+        needle=args.needle,
+        question=args.question,
+        answer=args.answer,
+        haystack=haystack,
+        template=args.template,
+        **_extra(args),
+    )
+
+
+def _topics_task(args: argparse.Namespace) -> TopicsConfig:
+    return TopicsConfig(
+        n_topics=parse_numbers(args.n_topics),
+        trials=args.trials,
+        turn_tokens=args.turn_tokens,
+        seed=args.seed,
+        question=args.question,
+        **_extra(args),
+    )
+
+
+def _passkey_task(args: argparse.Namespace) -> PasskeyConfig:
+    problems: list[str] = []
+    lengths = _lengths(args, problems)
+    if problems:
+        raise ConfigError(problems)
+    return PasskeyConfig(
+        lengths=lengths,
+        depths=_depths(args),
+        trials=args.trials,
+        seed=args.seed,
+        question=args.question,
+        **_extra(args),
+    )
+
+
+def _perplexity_task(args: argparse.Namespace) -> PerplexityConfig:
+    source = workspace.allow_given(args.source)
+    return PerplexityConfig(lengths=args.lengths, windows=args.windows, source=source)
+
+
+def _samples_task(args: argparse.Namespace) -> SamplesConfig:
+    dataset = args.dataset
+    if not dataset.startswith("hub:"):
+        dataset = workspace.allow_given(dataset)
+    return SamplesConfig(dataset, limit=args.limit, turns=args.turns, **_extra(args))
+
+
+def task_from_args(args: argparse.Namespace) -> TaskConfig:
+    """The task config an evaluation command's arguments describe."""
+    make = {"niah": _niah_task, "topics": _topics_task, "passkey": _passkey_task,
+            "samples": _samples_task, "perplexity": _perplexity_task}  # fmt: skip
+    return make[args.command](args)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    return _run(task_from_args(args), args)
+
+
+def _run(task, args: argparse.Namespace) -> int:
+    evaluation = Evaluation(task, _target(args), _scorer(args), args.out)
+    pending = evaluation.pending()
+    print(
+        f"{task.kind}: {evaluation.target.label}: {len(pending)} cells to run, "
+        f"{len(task.cell_keys()) - len(pending)} already done, in {evaluation.path}",
+        flush=True,
+    )
+    show = _show_perplexity if task.kind == PERPLEXITY else _show_answers
+    cells, summary = show(evaluation)
+    print(f"{summary}{evaluation.path / results.HEATMAP_FILE}", flush=True)
+    if args.png:
+        path = figures.export(evaluation.figure(cells), evaluation.path / "heatmap.png")
+        print(f"wrote {path}", flush=True)
+    return 0
+
+
+def _show_answers(evaluation: Evaluation) -> tuple[list[dict], str]:
+    """Run, printing each answered cell; returns every cell and the mean score to print."""
+    for cell in evaluation.run():
+        score = "n/a " if cell["score"] is None else f"{cell['score']:.2f}"
+        print(
+            f"{cell['key']:<16} {cell['prompt_tokens']:>7} tokens  score {score}  "
+            f"{cell['seconds']:6.1f}s  {cell['answer'][:70]!r}",
+            flush=True,
+        )
+    cells = evaluation.cells()
+    if evaluation.task.kind == "samples":
+        for name, group in figures.cells_by_task(cells).items():
+            print(f"{name:<24} mean score {figures.mean_score(group):.3f} over {len(group)} answers")
+    mean = figures.mean_score(cells)
+    return (
+        cells,
+        f"mean score {'n/a' if math.isnan(mean) else f'{mean:.3f}'} over {len(cells)} cells; ",
+    )
+
+
+def _show_perplexity(evaluation: Evaluation) -> tuple[list[dict], str]:
+    """Run, printing each measured window, then the perplexity per length; returns every
+    cell (and nothing to print before the figure's path)."""
+    for cell in evaluation.run():
+        print(
+            f"{cell['key']:<16} {cell['prompt_tokens']:>7} tokens  perplexity {cell['ppl']:9.3f}  "
+            f"{cell['seconds']:6.1f}s",
+            flush=True,
+        )
+    cells = evaluation.cells()
+    for length, (ppl, windows) in perplexity_by_length(cells).items():
+        print(f"{length:>8,} tokens: perplexity {ppl:.3f} over {windows} windows", flush=True)
+    return cells, ""
+
+
+def _run_diff(args: argparse.Namespace) -> int:
+    path = figures.export(compare_figure(args.base, args.tuned), args.output)
+    print(f"wrote {path}", file=sys.stdout, flush=True)
+    return 0

@@ -1,0 +1,194 @@
+"""Procedural retrieval tasks whose answers are known: topic retrieval and passkey retrieval.
+
+Topic retrieval (LongChat's test, the paper's Figure 2): a conversation walks through N topics,
+one user/assistant exchange each, then asks which topic came first. Topics are standard-library
+modules and the assistant's turns are that module's documentation, so the conversation reads
+naturally and needs no API. One cell per (N, trial); a trial draws its own topic order and its
+N-topic conversation is the start of its longer ones, so the local backend reuses their KV.
+
+Passkey retrieval (Landmark Attention's test): a random 5-digit pass key hidden in repeated
+filler sentences at a depth, on the same length x depth grid as NIAH and built by the same
+placement code.
+
+This module knows nothing about models, backends, scoring or result folders.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.errors import ConfigError, LongCtxError
+from core.evals.backends import Prompt
+from core.evals.niah import (
+    GridCell,
+    Haystack,
+    _numbers,
+    cell_key,
+    check_max_new_tokens,
+    grid_axes,
+    grid_prompts,
+    haystack_end,
+)
+
+TOPIC_OPENING = "I would like to discuss the topic of the {topic} module."
+TOPIC_QUESTION = "What is the first topic we discussed? Only give me the topic name."
+
+PASSKEY_FILLER = (
+    "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
+)
+PASSKEY_TEMPLATE = (
+    "There is an important piece of information hidden inside a lot of irrelevant text. "
+    "Find it and memorize it. I will quiz you about it.\n\n{context}\n\n{question}"
+)
+PASSKEY_QUESTION = "What is the pass key?"
+PASSKEY_NEEDLE = "The pass key is {key}. Remember it. {key} is the pass key."
+
+
+@dataclass
+class TopicsConfig:
+    """Topic retrieval: accuracy against the number of topics (and so the length)."""
+
+    n_topics: list[int] = field(default_factory=lambda: [2, 4, 8])
+    """How many topics each conversation covers."""
+    trials: int = 3
+    """Conversations per topic count, each with its own topic order."""
+    turn_tokens: int = 300
+    """Length of the assistant's turn about each topic, in tokens."""
+    seed: int = 0
+    """Draws the topic orders."""
+    question: str = TOPIC_QUESTION
+    """Asked at the end."""
+    max_new_tokens: int = 24
+    """Longest answer, in tokens."""
+
+    kind = "topics"
+    grid_fields = ("n_topics", "trials")
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        counts = _numbers(self.n_topics, "n_topics", problems)
+        if any(x < 1 or x != int(x) for x in counts):
+            problems.append(f"n_topics must be whole numbers >= 1, got {counts}")
+        if not isinstance(self.trials, int) or self.trials < 1:
+            problems.append(f"trials must be a positive integer, got {self.trials!r}")
+        if not isinstance(self.turn_tokens, int) or self.turn_tokens < 20:
+            problems.append(f"turn_tokens must be an integer >= 20, got {self.turn_tokens!r}")
+        if not str(self.question or "").strip():
+            problems.append("question is empty")
+        check_max_new_tokens(self.max_new_tokens, problems)
+        if problems:
+            raise ConfigError(problems)
+        self.n_topics = sorted({int(x) for x in counts})
+
+    def cell_keys(self) -> list[str]:
+        return [f"N{n}-T{t}" for t in range(self.trials) for n in self.n_topics]
+
+    def longest(self) -> int:
+        """Tokens in the longest prompt (about: each topic's turn, plus the question)."""
+        return max(self.n_topics) * self.turn_tokens
+
+    def prompts(
+        self, tokenizer: Any, skip: set[str] | frozenset[str] = frozenset()
+    ) -> Iterator[Prompt]:
+        """One conversation per (N, trial) not in `skip`; a trial's prompts share their start."""
+        from core.models.generation import prompt_ids
+        from core.text.corpus import builtin_documents
+
+        docs = builtin_documents(min_chars=4 * self.turn_tokens)
+        need = max(self.n_topics)
+        if len(docs) < need:
+            raise LongCtxError(
+                f"the built-in corpus has {len(docs)} topics long enough; ask for at most that many"
+            )
+        turns = {doc.title: _first_tokens(tokenizer, doc.text, self.turn_tokens) for doc in docs}
+        for trial in range(self.trials):
+            order = random.Random(f"{self.seed}-{trial}").sample(sorted(turns), need)
+            for n in self.n_topics:
+                key = f"N{n}-T{trial}"
+                if key in skip:
+                    continue
+                messages = []
+                for topic in order[:n]:
+                    messages.append({"role": "user", "content": TOPIC_OPENING.format(topic=topic)})
+                    messages.append({"role": "assistant", "content": turns[topic]})
+                messages.append({"role": "user", "content": self.question})
+                ids = prompt_ids(tokenizer, messages)
+                info = {
+                    "length": len(ids),
+                    "depth": 0.0,
+                    "n_topics": n,
+                    "trial": trial,
+                    "expected": order[0],
+                    "prompt_tokens": len(ids),
+                }
+                yield Prompt(key, ids, messages, info)
+
+
+def _first_tokens(tokenizer: Any, text: str, n: int) -> str:
+    """About the first `n` tokens of `text`, cut after a whole sentence where there is one."""
+    hay = Haystack(tokenizer, text[: 8 * n + 200])
+    end = haystack_end(hay.starts, min(n, len(hay.ids)))
+    return tokenizer.decode(hay.ids[:end]).strip()
+
+
+@dataclass
+class PasskeyConfig:
+    """Passkey retrieval on a length x depth grid."""
+
+    lengths: list[int] = field(default_factory=lambda: [1000, 2000, 4000])
+    """Prompt lengths in tokens."""
+    depths: list[float] = field(default_factory=lambda: [0.0, 50.0, 100.0])
+    """Pass key depths in percent: 0 = start of the filler, 100 = its end."""
+    trials: int = 1
+    """Pass keys per cell, each a fresh random number."""
+    seed: int = 0
+    """Draws the pass keys."""
+    question: str = PASSKEY_QUESTION
+    """Asked after the filler."""
+    max_new_tokens: int = 24
+    """Longest answer, in tokens."""
+
+    kind = "passkey"
+    grid_fields = ("lengths", "depths", "trials")
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        lengths, depths = grid_axes(self.lengths, self.depths, problems)
+        if not isinstance(self.trials, int) or self.trials < 1:
+            problems.append(f"trials must be a positive integer, got {self.trials!r}")
+        check_max_new_tokens(self.max_new_tokens, problems)
+        if problems:
+            raise ConfigError(problems)
+        self.lengths, self.depths = lengths, depths
+
+    def _cells(self) -> list[GridCell]:
+        cells = []
+        for length in self.lengths:
+            for depth in self.depths:
+                for trial in range(self.trials):
+                    key = cell_key(length, depth, trial)
+                    passkey = str(random.Random(f"{self.seed}-{key}").randint(10000, 99999))
+                    needle = PASSKEY_NEEDLE.format(key=passkey)
+                    cells.append(GridCell(key, length, depth, needle, passkey, {"trial": trial}))
+        return cells
+
+    def cell_keys(self) -> list[str]:
+        return [c.key for c in self._cells()]
+
+    def longest(self) -> int:
+        """Tokens in the longest prompt."""
+        return max(self.lengths)
+
+    def prompts(
+        self, tokenizer: Any, skip: set[str] | frozenset[str] = frozenset()
+    ) -> Iterator[Prompt]:
+        cells = [c for c in self._cells() if c.key not in skip]
+        if not cells:
+            return iter(())
+        longest = max(c.length for c in cells)
+        text = PASSKEY_FILLER * (longest // 15 + 10)  # the filler is ~20 tokens: some margin
+        hay = Haystack(tokenizer, text)
+        return grid_prompts(tokenizer, PASSKEY_TEMPLATE, self.question, hay, cells)

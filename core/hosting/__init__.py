@@ -1,0 +1,1 @@
+"""Hosting the app: Hugging Face Spaces (`space`: who may do what, persistent storage, ZeroGPU)."""

@@ -1,0 +1,161 @@
+"""Will it fit? An estimate of a run's peak memory from its config, before anything loads.
+
+The estimate adds up, from the model's config alone (no weights are read): the base weights at
+their precision, the LoRA weights with their gradients and Adam state, the fully trained
+embeddings with theirs, the activations kept at each checkpoint boundary, the largest working
+set of one layer while it is recomputed and back-propagated, and the logits of the labelled
+positions. It is compared with the chosen device's memory to give a verdict with the fix.
+
+Knows nothing about training itself; `bench/bench_train_memory.py` checks it against reality.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.models import loader
+from core.train.config import TrainConfig
+
+GB = 1024**3
+_ADAM = 8  # two fp32 moments per trained parameter
+
+
+@dataclass
+class FitEstimate:
+    parts: dict[str, float] = field(default_factory=dict)
+    """Bytes per component, in the order they are shown."""
+    capacity: float = 0.0
+    device: str = "cpu"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> float:
+        return sum(self.parts.values())
+
+    @property
+    def verdict(self) -> str:
+        """`fits`, `tight` (over 85% of the device) or `too big`."""
+        if self.capacity <= 0:
+            return "unknown"
+        ratio = self.total / self.capacity
+        return "fits" if ratio < 0.85 else ("tight" if ratio <= 1.0 else "too big")
+
+    def summary(self) -> str:
+        text = (f"{self.verdict}: about {self.total / GB:.1f} GB of {self.capacity / GB:.0f} GB "
+                f"on {self.device}")  # fmt: skip
+        return text + ("" if not self.notes else " — " + "; ".join(self.notes))
+
+
+def _dims(config: Any) -> dict[str, int]:
+    hidden = int(config.hidden_size)
+    heads = int(config.num_attention_heads)
+    head_dim = int(getattr(config, "head_dim", None) or hidden // heads)
+    return {
+        "hidden": hidden,
+        "layers": int(config.num_hidden_layers),
+        "inter": int(getattr(config, "intermediate_size", 4 * hidden)),
+        "vocab": int(config.vocab_size),
+        "heads": heads,
+        "kv": int(getattr(config, "num_key_value_heads", heads) or heads) * head_dim,
+        "q": heads * head_dim,
+        "tied": bool(getattr(config, "tie_word_embeddings", False)),
+    }
+
+
+def _lora_params(d: dict[str, int], targets: list[str], r: int) -> int:
+    shapes = {
+        "q_proj": (d["hidden"], d["q"]), "k_proj": (d["hidden"], d["kv"]),
+        "v_proj": (d["hidden"], d["kv"]), "o_proj": (d["q"], d["hidden"]),
+        "gate_proj": (d["hidden"], d["inter"]), "up_proj": (d["hidden"], d["inter"]),
+        "down_proj": (d["inter"], d["hidden"]),
+    }  # fmt: skip
+    per_layer = sum(r * (i + o) for name, (i, o) in shapes.items() if name in targets)
+    return per_layer * d["layers"]
+
+
+def device_capacity(num_gpus: int = 1) -> tuple[str, float]:
+    """(device name, bytes) of the memory training would use."""
+    import torch
+
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        return props.name, float(props.total_memory)
+    import psutil
+
+    return "CPU RAM", float(psutil.virtual_memory().total)
+
+
+def estimate(
+    config: TrainConfig,
+    model_config: Any | None = None,
+    labelled_tokens: int | None = None,
+    device: tuple[str, float] | None = None,
+) -> FitEstimate:
+    """Estimate peak memory of one training step of `config` at its max_length.
+
+    Args:
+        config: the run's settings.
+        model_config: the model's config (read from `config.model` when omitted).
+        labelled_tokens: answer tokens per sample (default: an eighth of max_length, at most
+            4096 — QA answers are short next to the context).
+        device: (name, bytes) to compare with; defaults to this machine's GPU or RAM.
+    """
+    if model_config is None:
+        model_config = loader.load_config(loader.ModelSpec(name=config.model)).config
+    d = _dims(model_config)
+    name, capacity = device or device_capacity(config.num_gpus)
+    on_gpu = name != "CPU RAM"
+    quantized = config.quantization == "4bit" or (
+        config.quantization == "auto" and on_gpu and d["hidden"] ** 2 * d["layers"] * 12 > 3e9
+    )
+    act = 2 if (on_gpu and config.precision != "fp32") else 4
+    # peft's prepare_model_for_kbit_training upcasts the unquantized parameters (embeddings,
+    # norms, lm_head) to fp32, so a 4-bit model carries an fp32 residual stream: the saved
+    # layer inputs are fp32 too (measured: bench/bench_train_gpu.py, BENCHMARKS.md).
+    residual = 4 if quantized else act
+    seq = config.max_length * config.per_device_batch_size
+    labelled = labelled_tokens or min(4096, max(1, config.max_length // 8))
+
+    embed = d["vocab"] * d["hidden"]
+    block = d["layers"] * (d["hidden"] * (d["q"] + 2 * d["kv"]) + d["q"] * d["hidden"]
+                           + 3 * d["hidden"] * d["inter"])  # fmt: skip
+    head = 0 if d["tied"] else embed
+    weight_bytes = block * (0.5 + 0.03 if quantized else act) + (embed + head) * residual
+    lora = _lora_params(d, list(config.lora_targets), config.lora_r)
+    parts = {
+        "base weights" + (" (4-bit)" if quantized else ""): weight_bytes,
+        "LoRA + grads + Adam": lora * (4 + 4 + _ADAM),
+    }
+    if config.train_embeddings:
+        parts["trained embeddings + Adam"] = embed * (act + act + _ADAM)
+    boundaries = d["layers"] if config.gradient_checkpointing else d["layers"] * 12
+    stored = seq * d["hidden"] * residual * boundaries
+    parts["checkpointed activations" + (" (on CPU)" if config.offload_checkpoints else "")] = (
+        0 if (config.offload_checkpoints and on_gpu) else stored
+    )
+    # One layer recomputed and differentiated: projections, MLP intermediates, their grads.
+    per_layer = (
+        seq * (4 * d["hidden"] * residual + (d["q"] + 2 * d["kv"] + 4 * d["inter"]) * act) * 2
+    )
+    parts["largest layer working set"] = per_layer
+    parts["labelled logits (fp32)"] = labelled * config.per_device_batch_size * d["vocab"] * 4 * 3
+    parts["runtime overhead"] = (1.0 if on_gpu else 0.6) * GB
+    notes = []
+    if quantized:
+        notes.append("4-bit NF4 base")
+    est = FitEstimate(parts=parts, capacity=capacity, device=name, notes=notes)
+    if est.verdict == "too big":
+        est.notes.append(_advice(config, on_gpu, quantized))
+    return est
+
+
+def _advice(config: TrainConfig, on_gpu: bool, quantized: bool) -> str:
+    tips = [f"lower max_length (now {config.max_length})"]
+    if on_gpu and not quantized:
+        tips.append("set quantization: 4bit")
+    if on_gpu and not config.offload_checkpoints:
+        tips.append("turn on offload_checkpoints")
+    if config.per_device_batch_size > 1:
+        tips.append("use per_device_batch_size 1")
+    return "to fit: " + ", ".join(tips)

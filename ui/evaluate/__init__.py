@@ -1,0 +1,1 @@
+"""The Evaluate tab: NIAH, retrieval, held-out samples and perplexity, with figures (`tab.build`)."""

@@ -1,0 +1,1 @@
+"""The Generate tab: synthetic samples from an endpoint or procedurally (`tab.build`)."""

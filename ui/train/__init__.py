@@ -1,0 +1,1 @@
+"""The Train tab: configure, launch, watch, merge and push runs (`tab.build`)."""
