@@ -40,6 +40,7 @@ from core.evals.runner import DEFAULT_SCORERS, Evaluation, TaskConfig, compare_f
 from core.evals.samples import TURNS, SamplesConfig
 from core.evals.scoring import PERPLEXITY, SCORERS, Scorer
 from core.models.loader import ModelSpec, add_spec_args, spec_from_args
+from core.models.rope import RopeSetting
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -163,13 +164,14 @@ def command_for(
         assert target.model is not None
         default = ModelSpec()
         for name in (
-            "name", "adapter", "rope_theta", "max_position_embeddings", "quantization", "dtype",
-            "device",
+            "name", "adapter", "rope_theta", "rope", "max_position_embeddings", "quantization",
+            "dtype", "device",
         ):  # fmt: skip
             value = getattr(target.model, name)
             if value != getattr(default, name) or name == "name":
                 flag = "--model" if name == "name" else "--" + name.replace("_", "-")
-                argv += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+                shown = value.spelled() if isinstance(value, RopeSetting) else value
+                argv += [flag, f"{shown:g}" if isinstance(shown, float) else str(shown)]
     defaults = SamplesConfig(task.dataset) if isinstance(task, SamplesConfig) else type(task)()
     for name, value in vars(task).items():
         if name.startswith("_"):  # a cache, not a setting

@@ -20,7 +20,7 @@ from typing import Any
 from core import workspace
 from core.errors import ConfigError, LongCtxError, first_line
 from core.models.names import EMBEDDED, adapter_config, adapter_overrides, resolve
-from core.models.rope import apply_overrides, get_rope_theta
+from core.models.rope import RopeSetting, apply_overrides, get_rope_theta
 from core.models.tokenizers import explain_load_failure, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -39,8 +39,12 @@ class ModelSpec:
     """Optional LoRA adapter (folder or Hub id) applied on top of `name`."""
     rope_theta: float | None = None
     """New RoPE base (the paper: 500K -> 200M). None keeps the model's own."""
+    rope: RopeSetting | None = None
+    """A RoPE scaling (`yarn:factor=4`, `llama3:factor=8`, ...) or a new base; also read from a
+    dict or that one-line spelling. `rope_theta` alone means `base:theta=...`."""
     max_position_embeddings: int | None = None
-    """New context window recorded in the config. None keeps the model's own."""
+    """New context window recorded in the config. None keeps the model's own (or the one the
+    RoPE scaling gives)."""
     quantization: str = "auto"
     """`4bit` (NF4, bitsandbytes on CUDA), `none`, or `auto` (4-bit on CUDA for models > 3B)."""
     dtype: str = "auto"
@@ -54,6 +58,16 @@ class ModelSpec:
             problems.append("model name is empty; use 'embedded', a folder or a Hub id")
         if self.rope_theta is not None and not float(self.rope_theta) > 0:
             problems.append(f"rope_theta must be positive, got {self.rope_theta}")
+        if isinstance(self.rope, str):
+            self.rope = RopeSetting.parse(self.rope) if self.rope.strip() else None
+        elif isinstance(self.rope, dict):
+            self.rope = RopeSetting.from_dict(self.rope)
+        if self.rope is not None:
+            problems += self.rope.problems()
+            theta = self.rope.theta
+            if theta is not None and self.rope_theta is not None and theta != float(self.rope_theta):
+                problems.append(f"rope_theta {float(self.rope_theta):g} and the rope setting's "
+                                f"theta {theta:g} disagree; give one")  # fmt: skip
         if self.max_position_embeddings is not None and int(self.max_position_embeddings) < 16:
             problems.append(
                 f"max_position_embeddings must be at least 16, got {self.max_position_embeddings}"
@@ -73,12 +87,26 @@ class ModelSpec:
         if self.max_position_embeddings is not None:
             self.max_position_embeddings = int(self.max_position_embeddings)
 
+    def rope_setting(self) -> RopeSetting | None:
+        """The RoPE change asked for: the setting (with `rope_theta` as its base when it has
+        none), a new base alone, or None."""
+        if self.rope is not None:
+            if self.rope.theta is None and self.rope_theta is not None:
+                return replace(self.rope, theta=self.rope_theta)
+            return self.rope
+        return RopeSetting(method="base", theta=self.rope_theta) if self.rope_theta else None
+
     @property
     def label(self) -> str:
-        """How pages and logs name it: `name + adapter (rope_theta=…)`, folders from their root."""
+        """How pages and logs name it: `name + adapter (yarn x4)`, folders from their root."""
         label = workspace.shown(self.name)
         label += f" + {workspace.shown(self.adapter)}" if self.adapter else ""
-        return label + (f" (rope_theta={self.rope_theta:g})" if self.rope_theta else "")
+        setting = self.rope_setting()
+        if setting is None:
+            return label
+        if setting.method == "base":
+            return label + f" (rope_theta={setting.theta:g})"
+        return label + f" (rope {setting.label})"
 
     def key(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -113,9 +141,13 @@ class LoadedModel:
 
     @property
     def label(self) -> str:
-        """The spec's label for what was loaded: the adapter found and the RoPE base applied."""
-        rope = self.overrides.get("rope_theta", {}).get("to")
-        return replace(self.spec, adapter=self.adapter, rope_theta=rope).label
+        """The spec's label for what was loaded: the adapter found and the RoPE change applied."""
+        rope = self.overrides.get("rope", {}).get("to")
+        theta = self.overrides.get("rope_theta", {}).get("to")
+        setting = RopeSetting.from_dict(rope) if rope else None
+        if setting is not None:
+            theta = None  # the setting carries its base
+        return replace(self.spec, adapter=self.adapter, rope_theta=theta, rope=setting).label
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able summary for the UI and logs."""
@@ -188,15 +220,19 @@ def load_config(spec: ModelSpec) -> ResolvedModel:
     adapter_cfg = adapter_config(source)
     if adapter_cfg is not None:
         adapter, source = source, resolve(adapter_cfg["base_model_name_or_path"])
-    rope, window = spec.rope_theta, spec.max_position_embeddings
-    if adapter and rope is None and window is None:
+    setting, window = spec.rope_setting(), spec.max_position_embeddings
+    if adapter and setting is None and window is None:
         known = adapter_overrides(adapter)
-        rope, window = known.get("rope_theta"), known.get("max_position_embeddings")
+        window = known.get("max_position_embeddings")
+        if known.get("rope"):
+            setting = RopeSetting.from_dict(known["rope"])
+        elif known.get("rope_theta"):
+            setting = RopeSetting(method="base", theta=known["rope_theta"])
     try:
         config = AutoConfig.from_pretrained(source)
     except Exception as exc:
         raise explain_load_failure(spec.name, source, exc) from exc
-    overrides = apply_overrides(config, rope, window)
+    overrides = apply_overrides(config, setting, window)
     return ResolvedModel(config=config, source=source, adapter=adapter, overrides=overrides)
 
 
@@ -288,6 +324,8 @@ def add_spec_args(parser: Any) -> None:
         "--adapter", help="LoRA adapter (folder or Hub id) applied on top of --model"
     )
     parser.add_argument("--rope-theta", type=float, help="new RoPE base (e.g. 2e8); default: own")
+    parser.add_argument("--rope", help="RoPE scaling, e.g. yarn:factor=4 (linear, dynamic, yarn, "
+                        "llama3, longrope:factors_file=F.json) or base:theta=1e6")
     parser.add_argument("--max-position-embeddings", type=int, help="new context window in tokens")
     parser.add_argument("--quantization", default="auto", choices=QUANTIZATIONS)
     parser.add_argument("--dtype", default="auto", choices=DTYPES)
@@ -300,6 +338,7 @@ def spec_from_args(args: Any) -> ModelSpec:
         name=args.model,
         adapter=args.adapter,
         rope_theta=args.rope_theta,
+        rope=getattr(args, "rope", None),
         max_position_embeddings=args.max_position_embeddings,
         quantization=args.quantization,
         dtype=args.dtype,

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from core.errors import ConfigError
+from core.models.rope import RopeSetting
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent.parent / "assets" / "presets"
 OVERFLOW = ("drop", "truncate_middle")
@@ -71,6 +72,9 @@ class TrainConfig:
     # -- long context ---------------------------------------------------------------------------
     rope_theta: float | None = None
     """New RoPE base (paper: 500K -> 2e8). Empty keeps the model's own."""
+    rope: str = ""
+    """A RoPE scaling instead of (or beside) a new base: `yarn:factor=4`, `linear:factor=2`,
+    `llama3:factor=4`, `dynamic:factor=2`, `longrope:factors_file=F.json`. Empty: none."""
     max_length: int = 2048
     """Longest training sequence in tokens (paper: 81920)."""
     overflow: str = "drop"
@@ -125,6 +129,9 @@ class TrainConfig:
         self.eval_data = str(self.eval_data or "").strip()
         if self.rope_theta in ("", 0):
             self.rope_theta = None
+        if isinstance(self.rope, dict):  # YAML may spell the setting as a mapping
+            self.rope = RopeSetting.from_dict(self.rope).spelled()
+        self.rope = str(self.rope or "").strip()
         self._coerce()
 
     def _coerce(self) -> None:
@@ -187,6 +194,16 @@ class TrainConfig:
             p.append(f"lr_scheduler must be one of {SCHEDULERS}, got {self.lr_scheduler!r}")
         if self.rope_theta is not None and self.rope_theta <= 0:
             p.append(f"rope_theta must be positive, got {self.rope_theta}")
+        if self.rope:
+            try:
+                setting = RopeSetting.parse(self.rope)
+            except ConfigError as exc:
+                p += exc.problems
+            else:
+                p += setting.problems()
+                if setting.theta and self.rope_theta and setting.theta != self.rope_theta:
+                    p.append(f"rope_theta {self.rope_theta:g} and the theta in rope "
+                             f"({setting.theta:g}) disagree; give one")  # fmt: skip
         if self.lora_r < 1 or self.lora_alpha < 1:
             p.append("lora_r and lora_alpha must be at least 1")
         if not 0 <= self.lora_dropout < 1:
@@ -220,6 +237,16 @@ class TrainConfig:
         return self
 
     # -- YAML -----------------------------------------------------------------------------------
+
+    def rope_setting(self) -> RopeSetting | None:
+        """The RoPE change to train with: `rope` (with `rope_theta` as its base when it names
+        none), or a new base alone, or None."""
+        if self.rope:
+            setting = RopeSetting.parse(self.rope)
+            if setting.theta is None and self.rope_theta:
+                setting.theta = float(self.rope_theta)
+            return setting
+        return RopeSetting(method="base", theta=self.rope_theta) if self.rope_theta else None
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

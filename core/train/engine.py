@@ -50,9 +50,13 @@ def load_for_training(config: TrainConfig) -> loader.LoadedModel:
     """The base model with the RoPE override, quantized when asked, with LoRA attached."""
     import torch
 
-    base = loader.load_config(loader.ModelSpec(name=config.model)).config
-    # The window recorded in the config covers the longest training sample.
-    window = max(int(getattr(base, "max_position_embeddings", 0) or 0), config.max_length)
+    setting = config.rope_setting()
+    base = loader.load_config(loader.ModelSpec(name=config.model, rope=setting)).config
+    # The window recorded in the config covers the longest training sample; dynamic NTK scales
+    # against the configured window, so there it stays as the model has it.
+    window = int(getattr(base, "max_position_embeddings", 0) or 0)
+    if setting is None or setting.method != "dynamic":
+        window = max(window, config.max_length)
     if resolve_engine(config) == "unsloth":
         from core.train import unsloth_engine
 
@@ -73,7 +77,7 @@ def _load_with_peft(config: TrainConfig, window: int) -> loader.LoadedModel:
 
     spec = loader.ModelSpec(
         name=config.model,
-        rope_theta=config.rope_theta,
+        rope=config.rope_setting(),
         max_position_embeddings=window,
         quantization=config.quantization,
         dtype=_dtype(config),
@@ -400,6 +404,7 @@ def save_adapter(loaded: loader.LoadedModel, config: TrainConfig, run_dir: Path)
     meta = {
         "base_model": config.model,
         "rope_theta": rope.get_rope_theta(loaded.model.config),
+        "rope": rope.get_rope_setting(loaded.model.config).to_dict(),
         "max_position_embeddings": loaded.model.config.max_position_embeddings,
         "max_length": config.max_length,
         "overrides": loaded.overrides,

@@ -15,6 +15,7 @@ import yaml
 
 from core.errors import LongCtxError, first_line
 from core.models import loader, names
+from core.models.rope import RopeSetting
 from core.train import runs
 
 
@@ -64,6 +65,15 @@ _NO_EVALS = (
 )
 
 
+def _rope_line(meta: dict[str, Any], base_change: dict[str, Any]) -> str:
+    """The recipe's RoPE line: the scaling trained with, or the base change."""
+    setting = meta.get("rope") or {}
+    if setting.get("method", "base") != "base":
+        label = RopeSetting.from_dict(setting).label
+        return f"- RoPE: {label} (`{RopeSetting.from_dict(setting).spelled()}`)"
+    return f"- RoPE base: {base_change.get('from', '?')} -> {meta.get('rope_theta', '?')}"
+
+
 def write_model_card(folder: Path, adapter: Path, merged: bool) -> Path:
     r = _recipe(adapter)
     meta, lora, cfg, status = r["meta"], r["lora"], r["config"], r["status"]
@@ -91,7 +101,7 @@ def write_model_card(folder: Path, adapter: Path, merged: bool) -> Path:
         "",
         "## Recipe",
         "",
-        f"- RoPE base: {rope.get('from', '?')} -> {meta.get('rope_theta', '?')}",
+        _rope_line(meta, rope),
         f"- Window: {meta.get('max_position_embeddings', '?')} tokens; trained at max length "
         f"{meta.get('max_length', cfg.get('max_length', '?'))}",
         f"- LoRA: r={lora.get('r')}, alpha={lora.get('lora_alpha')}, dropout="

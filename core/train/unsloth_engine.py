@@ -112,7 +112,7 @@ def load_for_training(config: Any, dtype: str, window: int, device: str) -> load
     from unsloth import FastLanguageModel
 
     resolved = loader.load_config(
-        loader.ModelSpec(name=config.model, rope_theta=config.rope_theta,
+        loader.ModelSpec(name=config.model, rope=config.rope_setting(),
                          max_position_embeddings=window)
     )  # fmt: skip
     transforms = [k for k in _LOGIT_TRANSFORMS if getattr(resolved.config, k, None)]
@@ -154,7 +154,7 @@ def load_for_training(config: Any, dtype: str, window: int, device: str) -> load
     tokenizer = tokenizers.load_tokenizer(config.model)  # ours, so labels match the Data tab's
     tokenizer.model_max_length = window
     return loader.LoadedModel(
-        spec=loader.ModelSpec(name=config.model, rope_theta=config.rope_theta,
+        spec=loader.ModelSpec(name=config.model, rope=config.rope_setting(),
                               max_position_embeddings=window, quantization=config.quantization,
                               dtype=dtype),
         model=model,
