@@ -162,3 +162,39 @@ def test_yarn_trains_merges_and_reloads_with_the_same_scaling(tiny_llama_dir, tm
     reloaded = loader.load_model(loader.ModelSpec(name=str(merged)))
     assert reloaded.model.model.rotary_emb.rope_type == "yarn" and reloaded.window == 8192
     assert "RoPE: yarn x4" in (merged / "README.md").read_text()
+
+
+def test_each_method_has_a_suggestion_for_the_target():
+    from core.rope import advisor, methods
+
+    shape = advisor.RopeShape(base=1e5, head_dim=64, window=8192)
+    suggested = {m.method: m for m in methods.suggest(shape, 32768)}
+    assert list(suggested) == ["base", "linear", "dynamic", "yarn", "llama3", "longrope"]
+    assert suggested["linear"].setting.spelled() == "linear:factor=4"
+    assert suggested["yarn"].setting.spelled() == "yarn:factor=4,original_window=8192"
+    assert suggested["base"].setting.theta == advisor.round_up(advisor.ntk_base(shape, 32768))
+    assert suggested["longrope"].setting is None and "factors_file" in suggested["longrope"].why
+    # transformers' dynamic NTK at the target: (4 * 4 - 3) ** (64 / 62) times the base.
+    assert f"x{13 ** (64 / 62):.3g}" in suggested["dynamic"].why
+    for m in suggested.values():
+        assert m.setting is None or m.setting.problems() == []
+
+
+def test_wavelengths_follow_each_method():
+    """Linear stretches every pair by the factor; YaRN and llama3 keep the fast pairs and
+    stretch the slow ones by the factor; a new base stretches the slowest pair most."""
+    import numpy as np
+
+    from core.rope import methods
+
+    config = _config()  # 8 pairs, base 1e5, window 8192
+    plain = methods.wavelengths(config, None, 32768)
+    assert np.allclose(methods.wavelengths(config, RopeSetting.parse("linear:factor=4"), 32768),
+                       plain * 4)  # fmt: skip
+    for text in ("yarn:factor=4", "llama3:factor=4"):
+        waves = methods.wavelengths(config, RopeSetting.parse(text), 32768)
+        assert waves[0] == pytest.approx(plain[0]) and waves[-1] == pytest.approx(plain[-1] * 4)
+    based = methods.wavelengths(config, RopeSetting.parse("base:theta=1e6"), 32768)
+    assert based[0] == pytest.approx(plain[0]) and based[-1] / plain[-1] > based[1] / plain[1]
+    fig = methods.figure(config, [RopeSetting.parse("yarn:factor=4")], 32768)
+    assert [t.name for t in fig.data][:2] == ["as trained", "yarn x4"]

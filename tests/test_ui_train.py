@@ -93,6 +93,24 @@ def test_rope_advisor_puts_a_suggested_base_into_the_form(app_url, browser):
     assert "stays >= 0 up to 81,920 tokens" in table.inner_text()
     assert page.locator("#train-max_length input").input_value() == "512"  # not the target
 
+    # Every other method's setting for the same target, its wavelengths drawn beside the others.
+    page.locator("#rope-methods-plot .js-plotly-plot").wait_for(timeout=30000)
+    assert "What each method does" in page.locator("#rope-methods-plot").inner_text()
+    yarn = "yarn:factor=10,original_window=8192"
+    assert yarn in page.locator("#rope-methods").inner_text()
+    page.locator("#rope-method input").click()
+    page.get_by_role("option", name=yarn).click()
+    page.locator("#rope-use-method").click()
+    page.wait_for_function(
+        f"() => document.querySelector('#train-rope textarea, #train-rope input').value === '{yarn}'",
+        timeout=30000,
+    )
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.cm-content')]"
+        f".some(e => e.innerText.includes('rope: {yarn}'))",
+        timeout=30000,
+    )
+
     # Settings it cannot advise on empty the suggestions: none made for others can be used.
     target.fill("4000")
     target.press("Tab")

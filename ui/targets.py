@@ -30,6 +30,8 @@ class TargetControls:
     model: gr.Dropdown
     adapter: gr.Textbox
     rope_theta: gr.Number
+    rope: gr.Textbox
+    """A RoPE scaling (`yarn:factor=4`, ...): `core.models.rope.RopeSetting`'s one-line spelling."""
     window: gr.Number
     base_url: gr.Textbox
     api_key: gr.Textbox
@@ -38,48 +40,51 @@ class TargetControls:
     """Evaluate only: the tokenizer that measures an endpoint's prompt lengths."""
 
     def inputs(self) -> list[gr.components.Component]:
-        boxes = [self.kind, self.model, self.adapter, self.rope_theta, self.window,
+        boxes = [self.kind, self.model, self.adapter, self.rope_theta, self.rope, self.window,
                  self.base_url, self.api_key, self.endpoint_model]  # fmt: skip
         return boxes + ([self.tokenizer] if self.tokenizer is not None else [])
 
     def local_outputs(self) -> list[gr.components.Component]:
         """What `pick_local` updates."""
-        return [self.kind, self.model, self.adapter, self.rope_theta, self.window]
+        return [self.kind, self.model, self.adapter, self.rope_theta, self.rope, self.window]
 
 
 def pick_local(model: str) -> list[Any]:
     """Updates (for `TargetControls.local_outputs`) that put `model` under test as it is: a
-    local model, no extra adapter, its own RoPE base and window (an adapter brings its own)."""
-    return [LOCAL, gr.update(choices=names.known_models(), value=model), "", 0, 0]
+    local model, no extra adapter, its own RoPE and window (an adapter brings its own)."""
+    return [LOCAL, gr.update(choices=names.known_models(), value=model), "", 0, "", 0]
 
 
-def model_spec(model, adapter, rope_theta, window) -> loader.ModelSpec:
+def model_spec(model, adapter, rope_theta, rope, window) -> loader.ModelSpec:
     """The local-model widgets -> a ModelSpec; folders typed in must lie in the allowed roots."""
     return loader.ModelSpec(
         name=workspace.model_from_user(model) or names.EMBEDDED,
         adapter=workspace.model_from_user(adapter) or None,
         rope_theta=optional_float(rope_theta),
+        rope=(rope or "").strip() or None,
         max_position_embeddings=optional_int(window),
     )
 
 
 def to_eval_target(
-    kind, model, adapter, rope_theta, window, base_url, api_key, endpoint_model, tokenizer
+    kind, model, adapter, rope_theta, rope, window, base_url, api_key, endpoint_model, tokenizer
 ) -> Target:
     """Widget values (in `TargetControls.inputs()` order) -> an evaluation Target."""
     if kind == ENDPOINT:
         endpoint = Endpoint(base_url or "", endpoint_model or "", api_key or None)
         return Target(endpoint=endpoint, tokenizer=(tokenizer or "").strip() or None)
-    return Target(model=model_spec(model, adapter, rope_theta, window))
+    return Target(model=model_spec(model, adapter, rope_theta, rope, window))
 
 
-def to_chat_target(kind, model, adapter, rope_theta, window, base_url, api_key, endpoint_model):
+def to_chat_target(
+    kind, model, adapter, rope_theta, rope, window, base_url, api_key, endpoint_model
+):
     """Widget values (in `TargetControls.inputs()` order, without a tokenizer box) -> a chat
     target (validated there)."""
     from core.chat import ChatTarget
 
     return ChatTarget(
-        kind=kind, spec=model_spec(model, adapter, rope_theta, window),
+        kind=kind, spec=model_spec(model, adapter, rope_theta, rope, window),
         base_url=base_url or "", api_key=api_key or "", endpoint_model=endpoint_model or "",
     )  # fmt: skip
 
@@ -108,6 +113,9 @@ def target_controls(prefix: str, default_model: str = names.EMBEDDED, *,
                                        elem_id=f"{prefix}-rope-theta")  # fmt: skip
                 window = gr.Number(label="Window (tokens)", precision=0, elem_id=f"{prefix}-window",
                                    info="0: the model's own")  # fmt: skip
+            rope = gr.Textbox(label="RoPE scaling (optional)", elem_id=f"{prefix}-rope",
+                              placeholder="e.g. yarn:factor=4, linear:factor=2, dynamic:factor=2, "
+                              "llama3:factor=4")  # fmt: skip
         with gr.Column(visible=False) as endpoint_box:
             base_url = gr.Textbox(label="Base URL", placeholder="http://127.0.0.1:8000/v1",
                                   elem_id=f"{prefix}-base-url")  # fmt: skip
@@ -129,5 +137,6 @@ def target_controls(prefix: str, default_model: str = names.EMBEDDED, *,
     model.focus(lambda: gr.update(choices=names.known_models()), None, model,
                 show_progress="hidden")  # fmt: skip
     return TargetControls(
-        kind, model, adapter, rope_theta, window, base_url, api_key, endpoint_model, tokenizer_box
+        kind, model, adapter, rope_theta, rope, window, base_url, api_key, endpoint_model,
+        tokenizer_box,
     )

@@ -10,7 +10,8 @@ import re
 
 from core.errors import LongCtxError
 from core.evals.niah import parse_numbers
-from core.rope import advisor
+from core.models import loader
+from core.rope import advisor, methods
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", required=True, help="target context length, e.g. 81920 or 80k")
     p.add_argument("--base", help="a candidate RoPE base to check, e.g. 2e8 or 200M")
     p.add_argument("--html", metavar="FILE", help="write the figure here (.html, or .png)")
+    p.add_argument("--methods-html", metavar="FILE",
+                   help="write the figure of every method's wavelengths here (.html or .png)")
     p.set_defaults(func=_rope)
 
 
@@ -62,9 +65,20 @@ def _rope(args: argparse.Namespace) -> int:
         print(f"\nbase {advisor.compact(base)} at {advisor.tokens(advice.target)} tokens:")
         for line in advice.check.summary():
             print(f"  {line}")
-    if args.html:
-        from core.evals.figures import export
+    suggested = methods.suggest(advice.shape, advice.target)
+    print(f"\nextension methods for {advisor.tokens(advice.target)} tokens (--rope on any command "
+          "that loads a model, or rope: in a training config):")  # fmt: skip
+    width = max(len(m.method) for m in suggested)
+    for m in suggested:
+        spelled = m.setting.spelled() if m.setting else "needs a factors file"
+        print(f"  {m.method:<{width}}  {spelled}\n  {'':<{width}}  {m.why} ({m.source})")
+    from core.evals.figures import export
 
+    if args.html:
         fig = advisor.figure(advice.shape, advice.check.base, advice.target)
         print(f"\nfigure written to {export(fig, args.html)}")
+    if args.methods_html:
+        config = loader.load_config(loader.ModelSpec(name=args.model)).config
+        fig = methods.figure(config, [m.setting for m in suggested if m.setting], advice.target)
+        print(f"methods figure written to {export(fig, args.methods_html)}")
     return 0

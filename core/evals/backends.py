@@ -142,16 +142,26 @@ class Target:
             # A run's adapter or merged model: name the run, without its date and time.
             run = re.sub(r"^\d{8}-\d{6}-", "", adapter.parent.name)
             words.append(run if adapter.name in ("adapter", "merged") and run else adapter.name)
-        if self.model.rope_theta:
+        setting = self.model.rope_setting()
+        if setting is not None and setting.method != "base":
+            words.append(setting.method + (f"-x{setting.factor:g}" if setting.factor else ""))
+        if setting is not None and setting.theta:
             # 1e+06 -> 1e6: in a slug the '+' would become '-' and read as 1e-06.
-            words.append("rope-" + re.sub(r"e\+0*", "e", f"{self.model.rope_theta:g}"))
+            words.append("rope-" + re.sub(r"e\+0*", "e", f"{setting.theta:g}"))
         return "-".join(words)
 
     def public(self) -> dict[str, Any]:
         from dataclasses import asdict
 
+        model = asdict(self.model) if self.model else None
+        if model is not None:
+            # Only a setting that is there is recorded, so folders written before the field
+            # existed still compare equal (and resume).
+            rope = model.pop("rope", None)
+            if rope is not None:
+                model["rope"] = self.model.rope.to_dict()
         return {
-            "model": asdict(self.model) if self.model else None,
+            "model": model,
             "endpoint": self.endpoint.public() if self.endpoint else None,
             "tokenizer": self.tokenizer,
         }

@@ -69,7 +69,9 @@ def _form(start: cfg.TrainConfig) -> dict[str, gr.components.Component]:
             field(gr.Number, "rope_theta", "RoPE base")
             field(gr.Number, "max_length", "Max length (tokens)", precision=0)
             field(gr.Radio, "overflow", "Longer samples", list(cfg.OVERFLOW))
-        train_rope.build(c["model"], c["max_length"], c["rope_theta"])
+        field(gr.Textbox, "rope", "RoPE scaling (instead of, or beside, a new base)",
+              placeholder="e.g. yarn:factor=4 (empty: none; the paper changes the base only)")
+        train_rope.build(c["model"], c["max_length"], c["rope_theta"], c["rope"])
     with gr.Accordion("LoRA", open=False):
         with gr.Row():
             field(gr.Number, "lora_r", "r", precision=0)
