@@ -198,3 +198,47 @@ def test_wavelengths_follow_each_method():
     assert based[0] == pytest.approx(plain[0]) and based[-1] / plain[-1] > based[1] / plain[1]
     fig = methods.figure(config, [RopeSetting.parse("yarn:factor=4")], 32768)
     assert [t.name for t in fig.data][:2] == ["as trained", "yarn x4"]
+
+
+def test_a_comparison_refuses_bad_methods_all_at_once():
+    from core.evals.methods import MethodsConfig
+
+    with pytest.raises(ConfigError) as err:
+        MethodsConfig(methods=["none", "yarn", "linear:factor=0.5", "none"], lengths="1k")
+    assert [p.split(":")[0] for p in err.value.problems] == ["yarn", "linear", "a method is listed twice"]
+    with pytest.raises(ConfigError, match="has no adapter"):
+        MethodsConfig(methods=[], runs=["no-such-run"]).entries()
+
+
+@pytest.mark.integration
+def test_compare_methods_writes_one_folder_per_entry_and_measure(tiny_llama_dir, tmp_path):
+    """Three entries on a 2-layer model, perplexity and NIAH at two lengths: every folder is an
+    ordinary evaluation, the table and figures have a line per entry, and a rerun resumes."""
+    out = tmp_path / "cmp"
+    argv = [sys.executable, "-m", "core.cli", "compare-methods", "--model", str(tiny_llama_dir),
+            "--methods", "none", "yarn:factor=2", "linear:factor=2", "--lengths", "256,512",
+            "--depths", "50", "--out", str(out)]  # fmt: skip
+    done = subprocess.run(argv, cwd=ROOT, text=True, capture_output=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    folders = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert folders == ["as-is-niah", "as-is-perplexity", "linear-x2-niah", "linear-x2-perplexity",
+                       "yarn-x2-niah", "yarn-x2-perplexity"]  # fmt: skip
+    for name in ("perplexity.html", "niah.html", "table.md", "comparison.json"):
+        assert (out / name).exists(), name
+    from core.evals.methods import Comparison
+
+    comparison = Comparison.open(out)
+    rows = comparison.rows()
+    assert [r["label"] for r in rows] == ["as is", "yarn x2", "linear x2"]
+    for row in rows:
+        assert set(row["ppl"]) == {256, 512} and set(row["niah"]) == {256, 512}
+        assert all(v > 1 for v in row["ppl"].values())
+    table = (out / "table.md").read_text()
+    assert sum(line.startswith("| ") for line in table.splitlines()) == 4  # header + 3 entries
+    assert "| yarn x2 |" in table
+    yarn = json.loads((out / "yarn-x2-niah" / "config.json").read_text())
+    assert yarn["target"]["model"]["rope"] == {"method": "yarn", "factor": 2.0}
+    # A rerun finds every cell done and computes none (each folder resumes on its own).
+    reported = []
+    comparison.run(lambda what, done, total: reported.append((done, total)))
+    assert reported and all(done == total for done, total in reported)

@@ -31,6 +31,9 @@ from core.evals.backends import Prompt
 from core.evals.niah import BUILTIN, grid_axes
 
 POSITION_BUCKETS = 8
+TAIL_TOKENS = 2048
+"""`tail_nll` is the mean NLL of a window's last this many positions: at a length past the
+model's window, the positions that matter for whether an extension holds."""
 
 
 def cell_key(length: int, window: int) -> str:
@@ -131,7 +134,8 @@ def _token_stream(tokenizer: Any, source: str, needed: int) -> list[int]:
 
 
 def cell_fields(nlls: list[float]) -> dict[str, Any]:
-    """What a cell records of its NLLs: mean, perplexity and the mean of each position bucket."""
+    """What a cell records of its NLLs: mean, perplexity, the mean of each position bucket and
+    of the last `TAIL_TOKENS` positions."""
     mean = sum(nlls) / len(nlls)
     size = len(nlls) / POSITION_BUCKETS
     buckets = [nlls[round(i * size) : round((i + 1) * size)] for i in range(POSITION_BUCKETS)]
@@ -140,6 +144,7 @@ def cell_fields(nlls: list[float]) -> dict[str, Any]:
         "nll": round(mean, 5),
         "ppl": round(math.exp(mean), 4),
         "position_nll": [round(sum(b) / len(b), 5) if b else None for b in buckets],
+        "tail_nll": round(sum(nlls[-TAIL_TOKENS:]) / len(nlls[-TAIL_TOKENS:]), 5),
     }
 
 

@@ -28,6 +28,7 @@ from ui import access, targets
 from ui.common import user_errors
 from ui.data.common import dataset_files
 from ui.evaluate import form, progress
+from ui.evaluate import methods as compare_methods
 from ui.evaluate import results as past
 
 
@@ -61,6 +62,7 @@ def build() -> EvaluateTab:
             plan = gr.Markdown(f"{len(first.cell_keys())} cells", elem_id="eval-plan")
     gr.Markdown("### Evaluations")
     panel = past.build()
+    compare_methods.build()
     owner = gr.BrowserState(None, storage_key="longctx-evaluate-job")
     shown = gr.State(None)
     listed = gr.State(None)
