@@ -30,6 +30,10 @@ def test_paper_preset_is_the_paper_recipe():
     assert (c.global_batch_size, c.per_device_batch_size, c.epochs) == (8, 1, 1.0)
     assert c.rope_theta == 2e8 and c.max_length == 81920 and c.quantization == "4bit"
     assert c.gradient_checkpointing and c.group_by_length and c.precision == "bf16"
+    # Each sample weighs the same in the loss (8 GPUs x 1 sample); configs written before the
+    # setting existed keep weighing tokens, as they trained.
+    assert c.loss_weighting == "sample"
+    assert cfg.TrainConfig.from_yaml("name: old\n").loss_weighting == "token"
 
 
 def test_yaml_round_trip_is_exact():

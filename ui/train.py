@@ -85,6 +85,8 @@ def _form(start: cfg.TrainConfig) -> dict[str, gr.components.Component]:
             field(gr.Number, "epochs", "Epochs")
             field(gr.Number, "max_steps", "Max steps", precision=0)
             field(gr.Number, "seed", "Seed", precision=0)
+        # Its own row: the help text says why the paper weighs samples, not tokens.
+        field(gr.Radio, "loss_weighting", "Loss weighs each", list(cfg.LOSS_WEIGHTINGS))
     with gr.Accordion("Hardware", open=False):
         with gr.Row():
             field(gr.Radio, "precision", "Precision", list(cfg.PRECISIONS))

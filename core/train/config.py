@@ -23,6 +23,7 @@ OVERFLOW = ("drop", "truncate_middle")
 ENGINES = ("auto", "transformers", "unsloth")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+LOSS_WEIGHTINGS = ("token", "sample")
 
 
 @dataclass
@@ -101,6 +102,12 @@ class TrainConfig:
     weight_decay: float = 0.0
     global_batch_size: int = 8
     """Samples per optimizer step over all devices (accumulation fills the gap)."""
+    loss_weighting: str = "token"
+    """`sample`: each sample's loss is the mean over its own labelled tokens, and a step's loss
+    the mean of those over the global batch, on one GPU or many (the paper: 8 GPUs x 1 sample),
+    so a long text sample, loss on every token, does not drown QA samples with a few hundred
+    labelled tokens. `token`: every labelled token of the global batch weighs the same. The
+    default is `token` so that configs written before this setting train as they did."""
     per_device_batch_size: int = 1
     epochs: float = 1.0
     max_steps: int = -1
@@ -176,6 +183,10 @@ class TrainConfig:
             p.append(f"max_length must be at least 64, got {self.max_length}")
         if self.overflow not in OVERFLOW:
             p.append(f"overflow must be one of {OVERFLOW}, got {self.overflow!r}")
+        if self.loss_weighting not in LOSS_WEIGHTINGS:
+            p.append(
+                f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {self.loss_weighting!r}"
+            )
         if self.engine not in ENGINES:
             p.append(f"engine must be one of {ENGINES}, got {self.engine!r}")
         elif self.engine == "unsloth" and self.precision == "fp32":

@@ -5,6 +5,9 @@ sequences:
 - the loss is computed from logits at labelled positions only (`logits_to_keep` with an index
   tensor): an 80K x 128K-vocabulary logit table would be ~20 GB in bf16, the labelled answers
   are a few hundred rows;
+- the loss weighs every labelled token of the global batch the same (`token`) or every sample
+  the same (`sample`, the paper's), over accumulation steps and processes alike;
+- the seed is set before LoRA is attached, so a seed fixes the adapter's first weights;
 - a stop signal becomes a clean checkpoint (see callbacks.RunMonitor);
 - the RoPE override is applied before the weights load and written next to the adapter.
 
@@ -48,8 +51,11 @@ def resolve_engine(config: TrainConfig) -> str:
 
 def load_for_training(config: TrainConfig) -> models.LoadedModel:
     """The base model with the RoPE override, quantized when asked, with LoRA attached."""
-    import torch
+    from transformers import set_seed
 
+    # Before peft draws LoRA's A matrices (and anything else random at load): same seed, same
+    # starting adapter, so two runs of one config log the same losses.
+    set_seed(config.seed)
     base = models.load_config(models.ModelSpec(name=config.model)).config
     # The window recorded in the config covers the longest training sample.
     window = max(int(getattr(base, "max_position_embeddings", 0) or 0), config.max_length)
@@ -63,7 +69,6 @@ def load_for_training(config: TrainConfig) -> models.LoadedModel:
     loaded.model.peft_config["default"].base_model_name_or_path = (
         models.EMBEDDED_HUB_ID if config.model == models.EMBEDDED else config.model
     )
-    torch.manual_seed(config.seed)
     return loaded
 
 
@@ -284,6 +289,31 @@ def labelled_positions(labels: Any) -> tuple[Any, Any]:
     return positions, shifted[:, positions]
 
 
+def summed_loss(logits: Any, targets: Any, weighting: str) -> Any:
+    """One micro-batch's share of the step's loss, before the division by the global count.
+
+    `token`: the sum of its token losses (the Trainer divides by the labelled tokens of the
+    global batch). `sample`: the sum of each row's mean token loss (divided by the samples of
+    the global batch), so a sample's weight does not grow with its labelled tokens.
+    """
+    import torch
+
+    per_token = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1).to(logits.device),
+        ignore_index=IGNORE, reduction="none",
+    ).view(targets.shape)  # fmt: skip
+    if weighting == "token":
+        return per_token.sum()
+    counts = (targets != IGNORE).sum(dim=-1).to(per_token.device)
+    return (per_token.sum(dim=-1) / counts.clamp(min=1)).sum()
+
+
+def local_count(targets: Any, weighting: str) -> Any:
+    """Labelled tokens, or samples with a label, in one micro-batch."""
+    labelled = targets != IGNORE
+    return (labelled if weighting == "token" else labelled.any(dim=-1)).sum()
+
+
 def make_trainer_class() -> type:
     import torch
     from transformers import Trainer
@@ -291,18 +321,32 @@ def make_trainer_class() -> type:
     class LongContextTrainer(Trainer):
         """Trainer whose loss touches only the logits of labelled positions."""
 
-        # The loss below is already divided by the labelled tokens of the whole accumulated batch.
+        # The loss below is already divided by the tokens (or samples) of the whole global batch.
         loss_is_scaled_for_ga = True
 
         def __init__(self, *args: Any, tokens: Any = None, offload: bool = False,
-                     hidden_states_only: bool = False, **kwargs: Any):  # fmt: skip
+                     hidden_states_only: bool = False, loss_weighting: str = "token",
+                     **kwargs: Any):  # fmt: skip
             super().__init__(*args, **kwargs)
             self.tokens = tokens
             self.offload = offload
             # unsloth: the forward returns hidden states and lm_head runs here on labelled rows.
             self.hidden_states_only = hidden_states_only
+            self.loss_weighting = loss_weighting
             # Make the Trainer count labelled tokens over the accumulated batch for us.
             self.model_accepts_loss_kwargs = True
+
+        def get_batch_samples(self, epoch_iterator, num_batches, device):
+            """The micro-batches of one optimizer step, and what divides their summed losses:
+            the Trainer's labelled-token count of the global batch, or, under `sample`, the
+            samples of the global batch (every accumulation step, every process)."""
+            batches, count = super().get_batch_samples(epoch_iterator, num_batches, device)
+            if self.loss_weighting == "sample" and batches:
+                samples = sum(local_count(b["labels"][:, 1:], "sample") for b in batches)
+                count = torch.as_tensor(samples, device=device)
+                if self.args.average_tokens_across_devices and self.args.world_size > 1:
+                    count = self.accelerator.gather(count.reshape(1)).sum()
+            return batches, count
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             labels = inputs.pop("labels")
@@ -324,15 +368,18 @@ def make_trainer_class() -> type:
                 else:
                     outputs = model(**inputs, logits_to_keep=positions, use_cache=False)
                     logits = outputs.logits
-            logits = logits.float()
-            loss = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), targets.reshape(-1).to(logits.device),
-                ignore_index=IGNORE, reduction="sum",
-            )  # fmt: skip
-            if num_items_in_batch is None:
-                num_items_in_batch = (targets != IGNORE).sum()
+            loss = summed_loss(logits.float(), targets, self.loss_weighting)
+            # Held-out batches come through the Trainer's prediction_step, whose count is always
+            # labelled tokens: under `sample` they are divided by their own samples, and the
+            # Trainer's mean over batches and processes makes the mean of per-sample means.
+            held_out_by_sample = self.loss_weighting == "sample" and not model.training
+            if num_items_in_batch is None or held_out_by_sample:
+                num_items_in_batch = local_count(targets, self.loss_weighting)
             loss = loss / num_items_in_batch
-            if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
+            # DDP averages gradients over processes; the divisor above already counts all of
+            # them, so the mean is undone here (as the Trainer's own loss does).
+            spread = self.args.average_tokens_across_devices and self.accelerator.num_processes > 1
+            if spread and not held_out_by_sample:
                 loss = loss * self.accelerator.num_processes
             if self.tokens is not None and model.training:  # held-out batches are not trained on
                 self.tokens.total += int(inputs["attention_mask"].sum())
@@ -397,6 +444,7 @@ def build_trainer(config: TrainConfig, loaded: models.LoadedModel, dataset: Any,
         tokens=tokens,
         offload=config.offload_checkpoints and not unsloth,  # unsloth offloads on its own
         hidden_states_only=unsloth,
+        loss_weighting=config.loss_weighting,
     )
 
 
