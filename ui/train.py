@@ -22,7 +22,7 @@ from ui.data_common import resolve_spec
 
 HELP = cfg.field_help()
 FIELDS = [f for f in cfg.TrainConfig.__dataclass_fields__]
-DATA_COLUMNS = ["path", "procedural", "n", "length"]
+DATA_COLUMNS = ["path", "procedural", "n", "length", "overflow"]
 
 
 def _help(name: str) -> str | None:
@@ -49,11 +49,13 @@ def _form(start: cfg.TrainConfig) -> dict[str, gr.components.Component]:
             field(gr.Radio, "engine", "Engine", list(cfg.ENGINES))
     with gr.Accordion("Data", open=True):
         # A table takes no help line: its label says what a row is.
-        c["data"] = gr.Dataframe(v["data"], headers=DATA_COLUMNS, column_count=4,
-                                 datatype=["str", "str", "number", "number"], interactive=True,
-                                 elem_id="train-data", label="Sources: a file path, or a "
-                                 "procedural task (passkey, keys, topics) with n samples of "
-                                 "length tokens")  # fmt: skip
+        c["data"] = gr.Dataframe(v["data"], headers=DATA_COLUMNS, column_count=5,
+                                 datatype=["str", "str", "number", "number", "str"],
+                                 interactive=True, elem_id="train-data", label="Sources: a file "
+                                 "path, or a procedural task (passkey, keys, topics) with n "
+                                 "samples of length tokens; overflow: this source's longer "
+                                 "samples (drop, head, truncate_middle; empty: Longer samples "
+                                 "below)")  # fmt: skip
         with gr.Row():
             field(gr.Textbox, "eval_data", "Held-out samples (loss measured, not trained on)",
                   placeholder="e.g. datasets/longctx-mix.eval.jsonl (Data → Mix & push → Hold out)",
@@ -124,8 +126,9 @@ def config_from_form(names: list[str], values: list[Any]) -> cfg.TrainConfig:
 
 def form_values(config: cfg.TrainConfig, names: list[str]) -> list[Any]:
     d = config.to_dict()
-    d["data"] = [[s.get(k, "" if k in ("path", "procedural") else 0) for k in DATA_COLUMNS]
-                 for s in d["data"]] or [["", "", 0, 0]]  # fmt: skip
+    text_columns = ("path", "procedural", "overflow")
+    d["data"] = [[s.get(k, "" if k in text_columns else 0) for k in DATA_COLUMNS]
+                 for s in d["data"]] or [["", "", 0, 0, ""]]  # fmt: skip
     return [d[n] for n in names]
 
 

@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     w.add_argument("file")
     w.add_argument("index", type=int, help="0-based sample index")
     _model_args(w)
-    w.add_argument("--overflow", default="drop", choices=("drop", "truncate_middle"))
+    w.add_argument("--overflow", default="drop", choices=("drop", "head", "truncate_middle"))
     w.add_argument("--fold", type=int, default=600, help="characters kept each side of a fold")
     w.set_defaults(func=_show)
 

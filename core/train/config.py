@@ -19,7 +19,7 @@ import yaml
 from core.errors import ConfigError
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent.parent / "assets" / "presets"
-OVERFLOW = ("drop", "truncate_middle")
+OVERFLOW = ("drop", "head", "truncate_middle")
 ENGINES = ("auto", "transformers", "unsloth")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -38,10 +38,14 @@ class DataSource:
     """Procedural: number of samples."""
     length: int = 0
     """Procedural: tokens per sample."""
+    overflow: str = ""
+    """This source's samples longer than max_length: `drop`, `head` or `truncate_middle` (see the
+    run's overflow); empty: the run's overflow."""
 
     def __post_init__(self) -> None:
         self.path = str(self.path or "").strip()
         self.procedural = str(self.procedural or "").strip()
+        self.overflow = str(self.overflow or "").strip()
         try:
             self.n, self.length = int(self.n or 0), int(self.length or 0)
         except (TypeError, ValueError):
@@ -76,7 +80,10 @@ class TrainConfig:
     max_length: int = 2048
     """Longest training sequence in tokens (paper: 81920)."""
     overflow: str = "drop"
-    """Samples longer than max_length: `drop` (paper) or `truncate_middle`."""
+    """Samples longer than max_length, for sources that do not set their own: `drop`,
+    `truncate_middle` (cut from the middle of the context), or `head` (the paper's: a text sample
+    keeps its first max_length - 1 tokens and ends with EOS, which every text sample gets; a
+    conversation, answers last, is dropped)."""
     # -- data ---------------------------------------------------------------------------------
     data: list[DataSource] = field(default_factory=list)
     """Training sources, concatenated and shuffled."""
@@ -227,6 +234,11 @@ class TrainConfig:
                 p.append(f"data source {i}: give either a path or a procedural task, not both")
             elif source.procedural and (source.n < 1 or source.length < 32):
                 p.append(f"data source {i}: procedural tasks need n >= 1 and length >= 32")
+            if source.overflow and source.overflow not in OVERFLOW:
+                p.append(
+                    f"data source {i}: overflow must be empty (the run's) or one of {OVERFLOW}, "
+                    f"got {source.overflow!r}"
+                )
         if p:
             raise ConfigError(p)
         return self

@@ -156,18 +156,20 @@ class DataReport:
     """Rows the Data tab's validator rejects; fix them there (they are skipped here)."""
 
 
-def read_sources(config: TrainConfig, tokenizer: Any) -> list[dict[str, Any]]:
-    """All samples of all sources, in order (files through the Data loader)."""
+def read_sources(config: TrainConfig, tokenizer: Any) -> list[tuple[dict[str, Any] | None, str]]:
+    """All samples of all sources, in order (files through the Data loader), each with the
+    overflow policy of its source (its own, else the run's)."""
     from core.synth import procedural
 
-    samples: list[dict[str, Any]] = []
+    samples: list[tuple[dict[str, Any] | None, str]] = []
     for i, source in enumerate(config.data):
         if source.procedural:
-            samples += procedural.make(
+            rows = procedural.make(
                 source.procedural, source.n, source.length, tokenizer, seed=config.seed + i
             )
         else:
-            samples += _read_file(source.path, config.seed)
+            rows = _read_file(source.path, config.seed)
+        samples += [(row, source.overflow or config.overflow) for row in rows]
     return samples
 
 
@@ -205,26 +207,26 @@ def prepare_eval_dataset(config: TrainConfig, tokenizer: Any) -> tuple[Any, Data
     """The held-out samples, rendered like the training ones (None without `eval_data`)."""
     if not config.eval_data:
         return None
-    samples = _read_file(config.eval_data, config.seed)
+    samples = [(row, config.overflow) for row in _read_file(config.eval_data, config.seed)]
     return _render_dataset(samples, config, tokenizer, f"held-out sample of {config.eval_data}")
 
 
 def _render_dataset(
-    raw: list[dict[str, Any] | None], config: TrainConfig, tokenizer: Any, what: str
+    raw: list[tuple[dict[str, Any] | None, str]], config: TrainConfig, tokenizer: Any, what: str
 ) -> tuple[Any, DataReport]:
-    """`what` names the samples in the error raised when none fits."""
+    """(sample, overflow) pairs -> rows; `what` names the samples in the error when none fits."""
     import datasets
 
     from core.data.render import render_sample
 
     rows: list[dict[str, list[int]]] = []
     dropped = truncated = tokens = labelled = malformed = 0
-    for sample in raw:
+    for sample, overflow in raw:
         if sample is None:
             malformed += 1
             continue
         rendered = render_sample(tokenizer, sample, max_length=config.max_length,
-                                 overflow=config.overflow)  # fmt: skip
+                                 overflow=overflow)  # fmt: skip
         if rendered.dropped or len(rendered.input_ids) > config.max_length:
             dropped += 1
             continue
@@ -239,7 +241,7 @@ def _render_dataset(
     if not rows:
         raise LongCtxError(
             f"no {what} fits max_length {config.max_length} ({dropped} dropped); raise max_length "
-            "or set overflow: truncate_middle"
+            "or set overflow: truncate_middle (or head, for text samples)"
         )
     random.Random(config.seed).shuffle(rows)
     for row in rows:
