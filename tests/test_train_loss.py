@@ -102,6 +102,13 @@ def test_sample_weighting_logs_the_mean_of_each_samples_own_mean(embedded_tokeni
     assert logged == pytest.approx(per_sample, rel=1e-4)
     assert logged != pytest.approx(per_token, rel=1e-3)
 
+    # Both samples in one micro-batch: the same step; and the held-out loss, measured on them
+    # before the step in batches of 2, is the same mean of means.
+    batched = _train(_config("embedded", data, name="batched", per_device_batch_size=2,
+                             eval_data=str(data), eval_steps=1))  # fmt: skip
+    held_out, trained = runs.read_metrics(batched)[:2]
+    assert held_out["step"] == 0 and held_out["eval_loss"] == pytest.approx(per_sample, rel=1e-4)
+    assert trained["loss"] == pytest.approx(per_sample, rel=1e-4)
     token_run = _train(_config("embedded", data, name="token", loss_weighting="token"))
     assert runs.read_metrics(token_run)[0]["loss"] == pytest.approx(per_token, rel=1e-4)
 
