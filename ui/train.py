@@ -109,10 +109,11 @@ def config_from_form(names: list[str], values: list[Any]) -> cfg.TrainConfig:
     raw = dict(zip(names, values, strict=True))
     table = raw.pop("data")
     rows = table.values.tolist() if hasattr(table, "values") else (table or [])
+    # An empty cell arrives as "", None or NaN (pandas), and means the field's default.
     raw["data"] = [
-        {k: v for k, v in zip(DATA_COLUMNS, row, strict=False) if v not in (None, "", 0)}
+        {k: v for k, v in zip(DATA_COLUMNS, row, strict=False) if _filled(v)}
         for row in rows
-        if any(v not in (None, "", 0) and str(v) != "nan" for v in row)
+        if any(_filled(v) for v in row)
     ]
     # Paths typed into the page are only read inside the allowed roots.
     raw["model"] = workspace.model_from_user(raw.get("model"))
@@ -122,6 +123,10 @@ def config_from_form(names: list[str], values: list[Any]) -> cfg.TrainConfig:
     if (raw.get("eval_data") or "").strip():
         raw["eval_data"] = resolve_spec(raw["eval_data"])
     return cfg.TrainConfig.from_dict(raw)
+
+
+def _filled(value: Any) -> bool:
+    return value not in (None, "", 0) and str(value) != "nan"
 
 
 def form_values(config: cfg.TrainConfig, names: list[str]) -> list[Any]:
