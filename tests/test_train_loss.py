@@ -18,7 +18,6 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from core import models
 from core.data.render import IGNORE, render_sample
 from core.train import runs
 from core.train.config import DataSource, TrainConfig
@@ -73,11 +72,13 @@ def _adapter(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(run_dir / "adapter" / "adapter_model.safetensors")
 
 
-def test_sample_weighting_logs_the_mean_of_each_samples_own_mean(embedded_tokenizer, tmp_path):
+def test_sample_weighting_logs_the_mean_of_each_samples_own_mean(
+    tiny_llama_dir, embedded_tokenizer, tmp_path
+):
     data, samples = two_samples(embedded_tokenizer, tmp_path)
-    # References: plain transformers on the embedded weights (LoRA's B starts at zero and the
+    # References: plain transformers on the same weights (LoRA's B starts at zero and the
     # trained embed_tokens starts as a copy, so step 1 sees exactly these weights).
-    model = models.embedded_path()
+    model = str(tiny_llama_dir)
     reference = AutoModelForCausalLM.from_pretrained(model)
     own_means, counts = [], []
     with torch.no_grad():
@@ -93,7 +94,7 @@ def test_sample_weighting_logs_the_mean_of_each_samples_own_mean(embedded_tokeni
     assert abs(per_sample - per_token) > 0.05, (own_means, counts)  # the test can tell them apart
 
     config_file = tmp_path / "sample.yaml"
-    config_file.write_text(_config("embedded", data).to_yaml())
+    config_file.write_text(_config(model, data).to_yaml())
     result = subprocess.run([sys.executable, "-m", "core.cli", "train", str(config_file)],
                             cwd=ROOT, text=True, capture_output=True, timeout=600,
                             env=os.environ.copy())  # fmt: skip
@@ -104,17 +105,18 @@ def test_sample_weighting_logs_the_mean_of_each_samples_own_mean(embedded_tokeni
 
     # Both samples in one micro-batch: the same step; and the held-out loss, measured on them
     # before the step in batches of 2, is the same mean of means.
-    batched = _train(_config("embedded", data, name="batched", per_device_batch_size=2,
+    batched = _train(_config(model, data, name="batched", per_device_batch_size=2,
                              eval_data=str(data), eval_steps=1))  # fmt: skip
     held_out, trained = runs.read_metrics(batched)[:2]
     assert held_out["step"] == 0 and held_out["eval_loss"] == pytest.approx(per_sample, rel=1e-4)
     assert trained["loss"] == pytest.approx(per_sample, rel=1e-4)
-    token_run = _train(_config("embedded", data, name="token", loss_weighting="token"))
+    token_run = _train(_config(model, data, name="token", loss_weighting="token"))
     assert runs.read_metrics(token_run)[0]["loss"] == pytest.approx(per_token, rel=1e-4)
 
 
-def test_accumulation_and_processes_give_the_same_step(tiny_llama_dir, embedded_tokenizer,
-                                                       tmp_path):  # fmt: skip
+def test_accumulation_and_processes_give_the_same_step(
+    tiny_llama_dir, embedded_tokenizer, tmp_path
+):
     # The global batch of 2 as one process accumulating 2 micro-batches, and as two processes
     # (torchrun, gloo on CPU) of one each: the same loss, gradient norm and updated adapter.
     data, _ = two_samples(embedded_tokenizer, tmp_path)
