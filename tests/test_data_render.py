@@ -123,6 +123,31 @@ def test_drop_and_truncate_middle():
     assert not kept.dropped and kept.cut is None
 
 
+def test_head_keeps_a_texts_first_tokens_and_eos_and_drops_a_long_conversation():
+    tok = embedded_tokenizer()
+    text = "The river ran past old mills and quiet farms toward a grey sea. " * 30
+    ids = tok(text)["input_ids"]
+    assert len(ids) > 100
+    head = render_sample(tok, {"text": text}, max_length=100, overflow="head")
+    assert head.input_ids == ids[:99] + [tok.eos_token_id] and head.labels == head.input_ids
+    assert head.cut == (99, len(ids)) and not head.dropped
+    # What the Data tab shows: the head, a cut marker for the tail, EOS carrying loss.
+    pieces = view.highlight(head, fold_chars=None)
+    assert [tag for _, tag in pieces] == [view.LOSS, view.CUT, view.LOSS]
+    assert pieces[1][0] == f"[… {len(ids) - 99:,} tokens cut …]"
+    assert pieces[2][0].endswith(tok.eos_token)
+    # A text that fits ends with EOS too (the paper appends it to every text sample).
+    short = render_sample(tok, {"text": "Plain text."}, max_length=100, overflow="head")
+    assert short.input_ids == tok("Plain text.")["input_ids"] + [tok.eos_token_id]
+    assert short.cut is None and short.text == "Plain text." + tok.eos_token
+    # A conversation's answers are at its end: its head would train on none of them.
+    long_chat = [{"role": "user", "content": "word " * 300 + "\n\nQ?"},
+                 {"role": "assistant", "content": "Yes."}]  # fmt: skip
+    assert render_sample(tok, long_chat, max_length=100, overflow="head").dropped
+    fits = render_sample(tok, CONV, max_length=100, overflow="head")
+    assert fits.input_ids == render_sample(tok, CONV).input_ids and not fits.dropped
+
+
 def test_errors_say_what_to_fix():
     tok = embedded_tokenizer()
     with pytest.raises(LongCtxError, match="malformed sample: first turn is not user"):

@@ -30,6 +30,12 @@ def test_paper_preset_is_the_paper_recipe():
     assert (c.global_batch_size, c.per_device_batch_size, c.epochs) == (8, 1, 1.0)
     assert c.rope_theta == 2e8 and c.max_length == 81920 and c.quantization == "4bit"
     assert c.gradient_checkpointing and c.group_by_length and c.precision == "bf16"
+    # Each sample weighs the same in the loss (8 GPUs x 1 sample); configs written before the
+    # setting existed keep weighing tokens, as they trained.
+    assert c.loss_weighting == "sample"
+    # Over-length: conversations dropped, texts keep their head and end with EOS.
+    assert c.overflow == "head"
+    assert cfg.TrainConfig.from_yaml("name: old\n").loss_weighting == "token"
 
 
 def test_yaml_round_trip_is_exact():
@@ -47,6 +53,17 @@ def test_validation_lists_every_problem_once():
     assert any("max_length" in p for p in problems) and any(
         "no training data" in p for p in problems
     )
+
+
+def test_a_source_may_set_its_own_overflow():
+    c = cfg.TrainConfig(overflow="drop", data=[{"path": "a.jsonl", "overflow": "head"},
+                                               {"path": "b.jsonl"}])  # fmt: skip
+    again = cfg.TrainConfig.from_yaml(c.to_yaml()).validate()
+    assert [d.overflow for d in again.data] == ["head", ""]  # empty: the run's policy
+    assert "overflow" not in again.to_dict()["data"][1]  # older YAMLs read and write the same
+    with pytest.raises(ConfigError, match="data source 2: overflow must be empty"):
+        cfg.TrainConfig(data=[{"path": "a.jsonl"}, {"path": "b.jsonl", "overflow": "tail"}]
+                        ).validate()  # fmt: skip
 
 
 def test_unsloth_is_refused_in_fp32():

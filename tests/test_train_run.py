@@ -259,6 +259,34 @@ def test_held_out_samples_too_long_for_max_length_are_named_as_such(embedded_tok
     assert prepare_eval_dataset(TrainConfig(), embedded_tokenizer) is None  # none named
 
 
+def test_paper_preset_trains_on_a_long_texts_head_plus_eos(embedded_tokenizer, tmp_path):
+    from core.train.engine import Collator, labelled_positions, prepare_dataset
+
+    tok = embedded_tokenizer
+    text = " ".join(f"page {i} of the long report." for i in range(100))
+    long_chat = {"conversations": [{"role": "user", "content": "word " * 400 + "\n\nHow many?"},
+                                   {"role": "assistant", "content": "Many."}]}  # fmt: skip
+    mixed, chats = tmp_path / "mixed.jsonl", tmp_path / "chats.jsonl"
+    mixed.write_text(json.dumps({"text": text}) + "\n" + json.dumps(long_chat) + "\n")
+    chats.write_text(json.dumps(long_chat) + "\n")
+    config = load_preset("paper")
+    config.max_length = 128
+    # The preset's policy for the mixed file; the second source sets its own.
+    config.data = [DataSource(path=str(mixed)), DataSource(path=str(chats),
+                                                           overflow="truncate_middle")]  # fmt: skip
+    dataset, report = prepare_dataset(config, tok)
+    # The long conversation of the mixed file is dropped; the other source's is cut instead.
+    assert (report.samples, report.dropped_too_long, report.truncated) == (2, 1, 2)
+    ids = tok(text)["input_ids"]
+    assert len(ids) > 128
+    row = next(r for r in dataset if r["labels"] == r["input_ids"])  # the text sample
+    assert row["input_ids"] == ids[:127] + [tok.eos_token_id]
+    _, targets = labelled_positions(Collator(tok.pad_token_id)([row])["labels"])
+    assert targets[0].tolist() == ids[1:127] + [tok.eos_token_id]  # what the loss falls on
+    chat = next(r for r in dataset if r["labels"] != r["input_ids"])
+    assert len(chat["input_ids"]) == 128 and tok.decode(chat["input_ids"]).count("Many.") == 1
+
+
 def test_data_check_counts_what_max_length_would_drop(embedded_tokenizer, tmp_path):
     from core.train import datacheck
 
@@ -281,6 +309,11 @@ def test_data_check_counts_what_max_length_would_drop(embedded_tokenizer, tmp_pa
     assert fits[2].line(config).endswith("all within 512 tokens")
     config.overflow = "truncate_middle"
     assert fits[1].line(config).endswith("8 over 512 tokens (100.0 %): cut in the middle")
+    config.data[0].overflow = "head"  # a source's own policy wins over the run's
+    line = datacheck.check(config)[0].line(config)
+    assert line.endswith(
+        "2 over 512 tokens (40.0 %): texts keep their head + EOS, conversations dropped"
+    )
 
 
 def test_several_processes_share_the_global_batch(tiny_llama_dir):

@@ -6,6 +6,7 @@
     longctx data mix OUT PART [PART ...] [--total N] [--seed S] [--push REPO]
     longctx data split FILE --hold-out N|RATIO|PERCENT [--train OUT] [--eval OUT] [--seed S]
     longctx data push FILE REPO [--token T]
+    longctx data import FILE|HUB_ID [--out OUT] [--format auto|alpaca|sharegpt|openai]
 
 This module parses arguments and prints; the work is done by the other `core.data` modules.
 """
@@ -47,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     w.add_argument("file")
     w.add_argument("index", type=int, help="0-based sample index")
     _model_args(w)
-    w.add_argument("--overflow", default="drop", choices=("drop", "truncate_middle"))
+    w.add_argument("--overflow", default="drop", choices=("drop", "head", "truncate_middle"))
     w.add_argument("--fold", type=int, default=600, help="characters kept each side of a fold")
     w.set_defaults(func=_show)
 
@@ -88,6 +89,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     u.add_argument("repo", help="user/name of the dataset repo (created if needed)")
     _push_args(u, repo_flag=False)
     u.set_defaults(func=_push)
+
+    i = sub.add_parser(
+        "import",
+        help="convert Alpaca/LongAlpaca, ShareGPT or OpenAI-messages rows to conversations",
+        description="Write FILE's rows in our conversations format, metadata kept; rows that do "
+        "not convert are listed as 'line N: reason'. FILE may be a Hub dataset id "
+        "(Yukang/LongAlpaca-12k, or hub:org/name:split) when the Hub is reachable. Example: "
+        "longctx data import LongAlpaca-12k.json --out datasets/longalpaca.jsonl",
+    )
+    i.add_argument("file", help="the file (FILE[N] for N random rows) or Hub dataset to import")
+    i.add_argument("--out", help="JSONL file to write (default: datasets/NAME.jsonl)")
+    i.add_argument("--format", default="auto", choices=("auto", "alpaca", "sharegpt", "openai"),
+                   help="the input's format (default: detected per row)")  # fmt: skip
+    i.set_defaults(func=_import)
 
     # `longctx data make passkey|keys|topics`: procedural sets, built by the synth package.
     from core.cli.synth import add_make_parser
@@ -264,6 +279,21 @@ def _split(args: argparse.Namespace) -> int:
         print(f"skipped {line}", file=sys.stderr)
     print(f"held out {report.eval_rows} chat samples: {report.eval}")
     print(f"left {report.train_rows} samples to train on: {report.train}")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from core import workspace
+    from core.data import convert
+
+    out = args.out or str(convert.default_output(args.file, workspace.subdir("datasets")))
+    report = convert.import_file(args.file, out, args.format)
+    for problem in report.malformed:
+        print(f"skipped {problem}", file=sys.stderr)
+    kinds = ", ".join(f"{n} {fmt}" for fmt, n in sorted(report.formats.items()))
+    print(f"imported {report.imported} of {report.rows} rows ({kinds}): {report.output}")
+    if report.malformed:
+        print(f"{len(report.malformed)} row(s) skipped (listed above)")
     return 0
 
 

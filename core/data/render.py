@@ -6,6 +6,10 @@ its content plus the end-of-turn token(s) the template writes after it (`<|im_en
 `<|eot_id|>`, `</s>`, ...), never on the template's headers, whitespace after the end-of-turn
 token, system or user turns. Text samples train on every token.
 
+A sample longer than max_length is dropped, cut in the middle, or (`head`, the paper's handling
+of text) cut to its head: a text sample then ends with EOS, appended to every text sample as the
+paper's code does, and a conversation, whose answers sit at its end, is dropped.
+
 Spans are found without knowing the template: the conversation's prefixes are rendered, and
 turn i is the text by which the rendering of turns 0..i grows over that of 0..i-1; inside an
 assistant turn, the content is located and extended over the added tokens that close it. When a
@@ -27,7 +31,7 @@ from core.data.tokcount import overlaps
 from core.errors import ConfigError, LongCtxError, first_line
 
 IGNORE = -100
-OVERFLOWS = ("drop", "truncate_middle")
+OVERFLOWS = ("drop", "head", "truncate_middle")
 
 
 @dataclass
@@ -83,9 +87,11 @@ class Rendered:
     """Tokens of the full sequence (what `max_length` is compared with)."""
     max_length: int | None = None
     dropped: bool = False
-    """Longer than max_length with overflow='drop': the trainer skips it."""
+    """Longer than max_length under `drop` (or a conversation under `head`): the trainer skips it."""
     cut: tuple[int, int] | None = None
-    """Token range [start, end) of the full sequence removed by truncate_middle."""
+    """Token range [start, end) of the full sequence removed by truncate_middle or head."""
+    overflow: str = "drop"
+    """The policy it was rendered under."""
 
     @property
     def loss_tokens(self) -> int:
@@ -272,13 +278,17 @@ def render_sample(
         tokenizer: a fast transformers tokenizer (with a chat template for chat samples).
         sample: a record (`{"conversations": [...]}` or `{"text": ...}`) or a bare conversation.
         max_length: longest sequence kept; None for no limit.
-        overflow: what to do with a longer sample: `drop` (the paper's choice: `dropped` is set
-            and the trainer skips it) or `truncate_middle` (tokens are removed from the middle of
-            the longest stretch without loss, usually the context, else from the middle).
+        overflow: what to do with a longer sample: `drop` (the paper's choice for
+            conversations: `dropped` is set and the trainer skips it), `truncate_middle` (tokens
+            are removed from the middle of the longest stretch without loss, usually the
+            context, else from the middle) or `head` (the paper's choice for text: every text
+            sample ends with EOS, and a longer one keeps its first max_length - 1 tokens before
+            it; a longer conversation is dropped, its answers being at its end).
 
     Returns:
         input_ids equal to `apply_chat_template(conv, tokenize=True)["input_ids"]` (or
-        `tokenizer(text)["input_ids"]` for text), and labels with loss on assistant turns.
+        `tokenizer(text)["input_ids"]` for text, plus EOS under `head`), and labels with loss
+        on assistant turns.
 
     Raises:
         LongCtxError: the sample is malformed, or the tokenizer cannot render it.
@@ -292,6 +302,8 @@ def render_sample(
     if problems:
         raise LongCtxError("cannot render a malformed sample: " + "; ".join(problems))
     lay, ids, offsets, labels = _tokens(tokenizer, record)
+    if overflow == "head" and "text" in record:
+        lay, ids, offsets, labels = _with_eos(tokenizer, lay, ids, offsets)
     out = Rendered(
         kind=schema.TEXT if "text" in record else schema.CHAT,
         text=lay.text,
@@ -302,10 +314,13 @@ def render_sample(
         loss_spans=lay.loss,
         length=len(ids),
         max_length=max_length,
+        overflow=overflow,
     )
     if max_length is not None and out.length > max_length:
-        if overflow == "drop":
+        if overflow == "drop" or (overflow == "head" and out.kind == schema.CHAT):
             out.dropped = True
+        elif overflow == "head":
+            _keep_head(out, int(max_length))
         else:
             _truncate_middle(out, int(max_length))
     return out
@@ -323,6 +338,33 @@ def _tokens(tokenizer: Any, record: dict) -> tuple[Layout, list[int], list[tuple
         t if overlaps(s, e, lay.loss) else IGNORE for t, (s, e) in zip(ids, offsets, strict=True)
     ]
     return lay, ids, offsets, labels
+
+
+def _with_eos(
+    tokenizer: Any, lay: Layout, ids: list[int], offsets: list[tuple]
+) -> tuple[Layout, list[int], list[tuple], list[int]]:
+    """A text sample with EOS appended (unless its tokenizer already ends it with one), so the
+    model learns where a document stops; the EOS string is shown at the end of the text."""
+    eos_id, eos = getattr(tokenizer, "eos_token_id", None), getattr(tokenizer, "eos_token", None)
+    if eos_id is None or not eos:
+        raise LongCtxError(
+            "overflow 'head' ends text samples with EOS, and this tokenizer has none; set "
+            "tokenizer.eos_token or use overflow drop or truncate_middle"
+        )
+    if ids and ids[-1] == eos_id:
+        return lay, ids, offsets, list(ids)
+    end = len(lay.text)
+    lay = Layout(lay.text + eos, lay.roles, lay.starts, [(0, end + len(eos))])
+    ids = [*ids, eos_id]
+    return lay, ids, [*offsets, (end, end + len(eos))], list(ids)
+
+
+def _keep_head(out: Rendered, max_length: int) -> None:
+    """Keep the first max_length - 1 tokens and the final EOS (a text sample under `head`)."""
+    start, end = max_length - 1, out.length - 1
+    out.cut = (start, end)
+    out.input_ids = out.input_ids[:start] + out.input_ids[end:]
+    out.labels = out.labels[:start] + out.labels[end:]
 
 
 def _truncate_middle(out: Rendered, max_length: int) -> None:

@@ -67,7 +67,7 @@ def turn_views(record: dict, *, head: int = 1500, tail: int = 1500) -> list[Turn
 
 def highlight(rendered: Rendered, *, fold_chars: int | None = 2000) -> list[tuple[str, str | None]]:
     """The rendered sequence as (text, tag) pieces: tag `loss` where tokens carry loss, `cut`
-    for tokens removed by truncate_middle, `folded` for a marker standing in for the middle of
+    for tokens removed by truncate_middle or head, `folded` for a marker standing in for the middle of
     a long piece without loss, None otherwise."""
     if not rendered.offsets:
         return []

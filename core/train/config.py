@@ -19,10 +19,11 @@ from core.errors import ConfigError
 from core.models.rope import RopeSetting
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent.parent / "assets" / "presets"
-OVERFLOW = ("drop", "truncate_middle")
+OVERFLOW = ("drop", "head", "truncate_middle")
 ENGINES = ("auto", "transformers", "unsloth")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+LOSS_WEIGHTINGS = ("token", "sample")
 
 
 @dataclass
@@ -37,10 +38,14 @@ class DataSource:
     """Procedural: number of samples."""
     length: int = 0
     """Procedural: tokens per sample."""
+    overflow: str = ""
+    """This source's samples longer than max_length: `drop`, `head` or `truncate_middle` (see the
+    run's overflow); empty: the run's overflow."""
 
     def __post_init__(self) -> None:
         self.path = str(self.path or "").strip()
         self.procedural = str(self.procedural or "").strip()
+        self.overflow = str(self.overflow or "").strip()
         try:
             self.n, self.length = int(self.n or 0), int(self.length or 0)
         except (TypeError, ValueError):
@@ -78,7 +83,10 @@ class TrainConfig:
     max_length: int = 2048
     """Longest training sequence in tokens (paper: 81920)."""
     overflow: str = "drop"
-    """Samples longer than max_length: `drop` (paper) or `truncate_middle`."""
+    """Samples longer than max_length, for sources that do not set their own: `drop`,
+    `truncate_middle` (cut from the middle of the context), or `head` (the paper's: a text sample
+    keeps its first max_length - 1 tokens and ends with EOS, which every text sample gets; a
+    conversation, answers last, is dropped)."""
     # -- data ---------------------------------------------------------------------------------
     data: list[DataSource] = field(default_factory=list)
     """Training sources, concatenated and shuffled."""
@@ -104,6 +112,12 @@ class TrainConfig:
     weight_decay: float = 0.0
     global_batch_size: int = 8
     """Samples per optimizer step over all devices (accumulation fills the gap)."""
+    loss_weighting: str = "token"
+    """`sample`: each sample's loss is the mean over its own labelled tokens, and a step's loss
+    the mean of those over the global batch, on one GPU or many (the paper: 8 GPUs x 1 sample),
+    so a long text sample, loss on every token, does not drown QA samples with a few hundred
+    labelled tokens. `token`: every labelled token of the global batch weighs the same. The
+    default is `token` so that configs written before this setting train as they did."""
     per_device_batch_size: int = 1
     epochs: float = 1.0
     max_steps: int = -1
@@ -182,6 +196,10 @@ class TrainConfig:
             p.append(f"max_length must be at least 64, got {self.max_length}")
         if self.overflow not in OVERFLOW:
             p.append(f"overflow must be one of {OVERFLOW}, got {self.overflow!r}")
+        if self.loss_weighting not in LOSS_WEIGHTINGS:
+            p.append(
+                f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {self.loss_weighting!r}"
+            )
         if self.engine not in ENGINES:
             p.append(f"engine must be one of {ENGINES}, got {self.engine!r}")
         elif self.engine == "unsloth" and self.precision == "fp32":
@@ -232,6 +250,11 @@ class TrainConfig:
                 p.append(f"data source {i}: give either a path or a procedural task, not both")
             elif source.procedural and (source.n < 1 or source.length < 32):
                 p.append(f"data source {i}: procedural tasks need n >= 1 and length >= 32")
+            if source.overflow and source.overflow not in OVERFLOW:
+                p.append(
+                    f"data source {i}: overflow must be empty (the run's) or one of {OVERFLOW}, "
+                    f"got {source.overflow!r}"
+                )
         if p:
             raise ConfigError(p)
         return self

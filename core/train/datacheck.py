@@ -16,6 +16,12 @@ from dataclasses import dataclass
 from core.data.io import Progress
 from core.train.config import DataSource, TrainConfig
 
+FATES = {
+    "drop": "dropped",
+    "truncate_middle": "cut in the middle",
+    "head": "texts keep their head + EOS, conversations dropped",
+}
+
 
 @dataclass
 class SourceFit:
@@ -26,8 +32,10 @@ class SourceFit:
     """`training` or `held-out`."""
     samples: int
     over: int
-    """Samples longer than max_length: dropped, or cut in the middle (overflow)."""
+    """Samples longer than max_length: dropped, or cut (overflow)."""
     malformed: int = 0
+    overflow: str = ""
+    """The source's own overflow policy; empty: the run's."""
 
     @property
     def usable(self) -> int:
@@ -40,7 +48,7 @@ class SourceFit:
             text += f", {self.malformed:,} malformed (skipped)"
         if not self.over:
             return text + f", all within {config.max_length:,} tokens"
-        fate = "dropped" if config.overflow == "drop" else "cut in the middle"
+        fate = FATES[self.overflow or config.overflow]
         share = 100 * self.over / max(1, self.usable)
         return text + f", {self.over:,} over {config.max_length:,} tokens ({share:.1f} %): {fate}"
 
@@ -63,11 +71,11 @@ def check(config: TrainConfig, progress: Progress | None = None) -> list[SourceF
     for source, role in sources:
         if source.procedural:
             over = source.n if source.length > config.max_length else 0
-            fits.append(SourceFit(source.describe(), role, source.n, over))
+            fits.append(SourceFit(source.describe(), role, source.n, over, 0, source.overflow))
             continue
         measured = stats.measure(data_spec(source.path), tokenizer, name=config.model,
                                  progress=progress)  # fmt: skip
         summary = measured.summary(config.max_length)
         fits.append(SourceFit(source.path, role, summary["samples"], summary["over_max_length"],
-                              summary["malformed"]))  # fmt: skip
+                              summary["malformed"], source.overflow))  # fmt: skip
     return fits

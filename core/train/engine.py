@@ -5,6 +5,9 @@ sequences:
 - the loss is computed from logits at labelled positions only (`logits_to_keep` with an index
   tensor): an 80K x 128K-vocabulary logit table would be ~20 GB in bf16, the labelled answers
   are a few hundred rows;
+- the loss weighs every labelled token of the global batch the same (`token`) or every sample
+  the same (`sample`, the paper's), over accumulation steps and processes alike;
+- the seed is set before LoRA is attached, so a seed fixes the adapter's first weights;
 - a stop signal becomes a clean checkpoint (see callbacks.RunMonitor);
 - the RoPE override is applied before the weights load and written next to the adapter.
 
@@ -48,8 +51,11 @@ def resolve_engine(config: TrainConfig) -> str:
 
 def load_for_training(config: TrainConfig) -> loader.LoadedModel:
     """The base model with the RoPE override, quantized when asked, with LoRA attached."""
-    import torch
+    from transformers import set_seed
 
+    # Before peft draws LoRA's A matrices (and anything else random at load): same seed, same
+    # starting adapter, so two runs of one config log the same losses.
+    set_seed(config.seed)
     setting = config.rope_setting()
     base = loader.load_config(loader.ModelSpec(name=config.model, rope=setting)).config
     # The window recorded in the config covers the longest training sample; dynamic NTK scales
@@ -67,7 +73,6 @@ def load_for_training(config: TrainConfig) -> loader.LoadedModel:
     loaded.model.peft_config["default"].base_model_name_or_path = (
         names.EMBEDDED_HUB_ID if config.model == names.EMBEDDED else config.model
     )
-    torch.manual_seed(config.seed)
     return loaded
 
 
@@ -144,18 +149,20 @@ class DataReport:
     """Rows the Data tab's validator rejects; fix them there (they are skipped here)."""
 
 
-def read_sources(config: TrainConfig, tokenizer: Any) -> list[dict[str, Any]]:
-    """All samples of all sources, in order (files through the Data loader)."""
+def read_sources(config: TrainConfig, tokenizer: Any) -> list[tuple[dict[str, Any] | None, str]]:
+    """All samples of all sources, in order (files through the Data loader), each with the
+    overflow policy of its source (its own, else the run's)."""
     from core.synth import procedural
 
-    samples: list[dict[str, Any]] = []
+    samples: list[tuple[dict[str, Any] | None, str]] = []
     for i, source in enumerate(config.data):
         if source.procedural:
-            samples += procedural.make(
+            rows = procedural.make(
                 source.procedural, source.n, source.length, tokenizer, seed=config.seed + i
             )
         else:
-            samples += _read_file(source.path, config.seed)
+            rows = _read_file(source.path, config.seed)
+        samples += [(row, source.overflow or config.overflow) for row in rows]
     return samples
 
 
@@ -193,26 +200,26 @@ def prepare_eval_dataset(config: TrainConfig, tokenizer: Any) -> tuple[Any, Data
     """The held-out samples, rendered like the training ones (None without `eval_data`)."""
     if not config.eval_data:
         return None
-    samples = _read_file(config.eval_data, config.seed)
+    samples = [(row, config.overflow) for row in _read_file(config.eval_data, config.seed)]
     return _render_dataset(samples, config, tokenizer, f"held-out sample of {config.eval_data}")
 
 
 def _render_dataset(
-    raw: list[dict[str, Any] | None], config: TrainConfig, tokenizer: Any, what: str
+    raw: list[tuple[dict[str, Any] | None, str]], config: TrainConfig, tokenizer: Any, what: str
 ) -> tuple[Any, DataReport]:
-    """`what` names the samples in the error raised when none fits."""
+    """(sample, overflow) pairs -> rows; `what` names the samples in the error when none fits."""
     import datasets
 
     from core.data.render import render_sample
 
     rows: list[dict[str, list[int]]] = []
     dropped = truncated = tokens = labelled = malformed = 0
-    for sample in raw:
+    for sample, overflow in raw:
         if sample is None:
             malformed += 1
             continue
         rendered = render_sample(tokenizer, sample, max_length=config.max_length,
-                                 overflow=config.overflow)  # fmt: skip
+                                 overflow=overflow)  # fmt: skip
         if rendered.dropped or len(rendered.input_ids) > config.max_length:
             dropped += 1
             continue
@@ -227,7 +234,7 @@ def _render_dataset(
     if not rows:
         raise LongCtxError(
             f"no {what} fits max_length {config.max_length} ({dropped} dropped); raise max_length "
-            "or set overflow: truncate_middle"
+            "or set overflow: truncate_middle (or head, for text samples)"
         )
     random.Random(config.seed).shuffle(rows)
     for row in rows:
@@ -277,6 +284,31 @@ def labelled_positions(labels: Any) -> tuple[Any, Any]:
     return positions, shifted[:, positions]
 
 
+def summed_loss(logits: Any, targets: Any, weighting: str) -> Any:
+    """One micro-batch's share of the step's loss, before the division by the global count.
+
+    `token`: the sum of its token losses (the Trainer divides by the labelled tokens of the
+    global batch). `sample`: the sum of each row's mean token loss (divided by the samples of
+    the global batch), so a sample's weight does not grow with its labelled tokens.
+    """
+    import torch
+
+    per_token = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1).to(logits.device),
+        ignore_index=IGNORE, reduction="none",
+    ).view(targets.shape)  # fmt: skip
+    if weighting == "token":
+        return per_token.sum()
+    counts = (targets != IGNORE).sum(dim=-1).to(per_token.device)
+    return (per_token.sum(dim=-1) / counts.clamp(min=1)).sum()
+
+
+def local_count(targets: Any, weighting: str) -> Any:
+    """Labelled tokens, or samples with a label, in one micro-batch."""
+    labelled = targets != IGNORE
+    return (labelled if weighting == "token" else labelled.any(dim=-1)).sum()
+
+
 def make_trainer_class() -> type:
     import torch
     from transformers import Trainer
@@ -284,18 +316,32 @@ def make_trainer_class() -> type:
     class LongContextTrainer(Trainer):
         """Trainer whose loss touches only the logits of labelled positions."""
 
-        # The loss below is already divided by the labelled tokens of the whole accumulated batch.
+        # The loss below is already divided by the tokens (or samples) of the whole global batch.
         loss_is_scaled_for_ga = True
 
         def __init__(self, *args: Any, tokens: Any = None, offload: bool = False,
-                     hidden_states_only: bool = False, **kwargs: Any):  # fmt: skip
+                     hidden_states_only: bool = False, loss_weighting: str = "token",
+                     **kwargs: Any):  # fmt: skip
             super().__init__(*args, **kwargs)
             self.tokens = tokens
             self.offload = offload
             # unsloth: the forward returns hidden states and lm_head runs here on labelled rows.
             self.hidden_states_only = hidden_states_only
+            self.loss_weighting = loss_weighting
             # Make the Trainer count labelled tokens over the accumulated batch for us.
             self.model_accepts_loss_kwargs = True
+
+        def get_batch_samples(self, epoch_iterator, num_batches, device):
+            """The micro-batches of one optimizer step, and what divides their summed losses:
+            the Trainer's labelled-token count of the global batch, or, under `sample`, the
+            samples of the global batch (every accumulation step, every process)."""
+            batches, count = super().get_batch_samples(epoch_iterator, num_batches, device)
+            if self.loss_weighting == "sample" and batches:
+                samples = sum(local_count(b["labels"][:, 1:], "sample") for b in batches)
+                count = torch.as_tensor(samples, device=device)
+                if self.args.average_tokens_across_devices and self.args.world_size > 1:
+                    count = self.accelerator.gather(count.reshape(1)).sum()
+            return batches, count
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             labels = inputs.pop("labels")
@@ -317,15 +363,18 @@ def make_trainer_class() -> type:
                 else:
                     outputs = model(**inputs, logits_to_keep=positions, use_cache=False)
                     logits = outputs.logits
-            logits = logits.float()
-            loss = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), targets.reshape(-1).to(logits.device),
-                ignore_index=IGNORE, reduction="sum",
-            )  # fmt: skip
-            if num_items_in_batch is None:
-                num_items_in_batch = (targets != IGNORE).sum()
+            loss = summed_loss(logits.float(), targets, self.loss_weighting)
+            # Held-out batches come through the Trainer's prediction_step, whose count is always
+            # labelled tokens: under `sample` they are divided by their own samples, and the
+            # Trainer's mean over batches and processes makes the mean of per-sample means.
+            held_out_by_sample = self.loss_weighting == "sample" and not model.training
+            if num_items_in_batch is None or held_out_by_sample:
+                num_items_in_batch = local_count(targets, self.loss_weighting)
             loss = loss / num_items_in_batch
-            if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
+            # DDP averages gradients over processes; the divisor above already counts all of
+            # them, so the mean is undone here (as the Trainer's own loss does).
+            spread = self.args.average_tokens_across_devices and self.accelerator.num_processes > 1
+            if spread and not held_out_by_sample:
                 loss = loss * self.accelerator.num_processes
             if self.tokens is not None and model.training:  # held-out batches are not trained on
                 self.tokens.total += int(inputs["attention_mask"].sum())
@@ -390,6 +439,7 @@ def build_trainer(config: TrainConfig, loaded: loader.LoadedModel, dataset: Any,
         tokens=tokens,
         offload=config.offload_checkpoints and not unsloth,  # unsloth offloads on its own
         hidden_states_only=unsloth,
+        loss_weighting=config.loss_weighting,
     )
 
 

@@ -45,8 +45,9 @@ def build(opened: gr.State, max_length: gr.Number, path: gr.Dropdown) -> SampleP
         prev = gr.Button("◀", size="sm", min_width=40, scale=0, elem_id="data-prev")
         after = gr.Button("▶", size="sm", min_width=40, scale=0, elem_id="data-next")
         full = gr.Checkbox(label="Show long turns in full", scale=1)
-        overflow = gr.Radio([("drop (paper)", "drop"), ("truncate middle", "truncate_middle")],
-                            value="drop", label="Longer than max length", scale=2)  # fmt: skip
+        overflow = gr.Radio([("drop (paper's chats)", "drop"), ("head (paper's texts)", "head"),
+                             ("truncate middle", "truncate_middle")], value="drop",
+                            label="Longer than max length", scale=2)  # fmt: skip
     head = gr.Markdown(elem_id="data-sample-head")
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=360):

@@ -60,6 +60,9 @@ def _seen(op: Opened, record, max_length, overflow) -> tuple[str, list, list]:
     note = f"{out.length:,} tokens, {out.loss_tokens:,} with loss (green)"
     if out.dropped:
         note += f" · ⚠️ longer than max length {out.max_length:,}: dropped from training"
+    elif out.cut and out.overflow == "head":
+        note += (f" · only the first {out.cut[0]:,} tokens and EOS are trained on: "
+                 f"{out.cut[1] - out.cut[0]:,} tokens cut from the end (red)")  # fmt: skip
     elif out.cut:
         note += f" · {out.cut[1] - out.cut[0]:,} tokens cut from the middle (red)"
     rows = [list(t.values()) for t in out.per_turn()]

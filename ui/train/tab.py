@@ -27,7 +27,7 @@ from ui.train import runs as train_runs
 
 HELP = field_help(cfg.TrainConfig)
 FIELDS = [f for f in cfg.TrainConfig.__dataclass_fields__]
-DATA_COLUMNS = ["path", "procedural", "n", "length"]
+DATA_COLUMNS = ["path", "procedural", "n", "length", "overflow"]
 
 
 def _help(name: str) -> str | None:
@@ -54,11 +54,13 @@ def _form(start: cfg.TrainConfig) -> dict[str, gr.components.Component]:
             field(gr.Radio, "engine", "Engine", list(cfg.ENGINES))
     with gr.Accordion("Data", open=True):
         # A table takes no help line: its label says what a row is.
-        c["data"] = gr.Dataframe(v["data"], headers=DATA_COLUMNS, column_count=4,
-                                 datatype=["str", "str", "number", "number"], interactive=True,
-                                 elem_id="train-data", label="Sources: a file path, or a "
-                                 "procedural task (passkey, keys, topics) with n samples of "
-                                 "length tokens")  # fmt: skip
+        c["data"] = gr.Dataframe(v["data"], headers=DATA_COLUMNS, column_count=5,
+                                 datatype=["str", "str", "number", "number", "str"],
+                                 interactive=True, elem_id="train-data", label="Sources: a file "
+                                 "path, or a procedural task (passkey, keys, topics) with n "
+                                 "samples of length tokens; overflow: this source's longer "
+                                 "samples (drop, head, truncate_middle; empty: Longer samples "
+                                 "below)")  # fmt: skip
         with gr.Row():
             field(gr.Textbox, "eval_data", "Held-out samples (loss measured, not trained on)",
                   placeholder="e.g. datasets/longctx-mix.eval.jsonl (Data → Mix & push → Hold out)",
@@ -92,6 +94,8 @@ def _form(start: cfg.TrainConfig) -> dict[str, gr.components.Component]:
             field(gr.Number, "epochs", "Epochs")
             field(gr.Number, "max_steps", "Max steps", precision=0)
             field(gr.Number, "seed", "Seed", precision=0)
+        # Its own row: the help text says why the paper weighs samples, not tokens.
+        field(gr.Radio, "loss_weighting", "Loss weighs each", list(cfg.LOSS_WEIGHTINGS))
     with gr.Accordion("Hardware", open=False):
         with gr.Row():
             field(gr.Radio, "precision", "Precision", list(cfg.PRECISIONS))
@@ -112,10 +116,11 @@ def config_from_form(names: list[str], values: list[Any]) -> cfg.TrainConfig:
     raw = dict(zip(names, values, strict=True))
     table = raw.pop("data")
     rows = table.values.tolist() if hasattr(table, "values") else (table or [])
+    # An empty cell arrives as "", None or NaN (pandas), and means the field's default.
     raw["data"] = [
-        {k: v for k, v in zip(DATA_COLUMNS, row, strict=False) if v not in (None, "", 0)}
+        {k: v for k, v in zip(DATA_COLUMNS, row, strict=False) if _filled(v)}
         for row in rows
-        if any(v not in (None, "", 0) and str(v) != "nan" for v in row)
+        if any(_filled(v) for v in row)
     ]
     # Paths typed into the page are only read inside the allowed roots.
     raw["model"] = workspace.model_from_user(raw.get("model"))
@@ -127,10 +132,15 @@ def config_from_form(names: list[str], values: list[Any]) -> cfg.TrainConfig:
     return cfg.TrainConfig.from_dict(raw)
 
 
+def _filled(value: Any) -> bool:
+    return value not in (None, "", 0) and str(value) != "nan"
+
+
 def form_values(config: cfg.TrainConfig, names: list[str]) -> list[Any]:
     d = config.to_dict()
-    d["data"] = [[s.get(k, "" if k in ("path", "procedural") else 0) for k in DATA_COLUMNS]
-                 for s in d["data"]] or [["", "", 0, 0]]  # fmt: skip
+    text_columns = ("path", "procedural", "overflow")
+    d["data"] = [[s.get(k, "" if k in text_columns else 0) for k in DATA_COLUMNS]
+                 for s in d["data"]] or [["", "", 0, 0, ""]]  # fmt: skip
     return [d[n] for n in names]
 
 
