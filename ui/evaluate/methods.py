@@ -58,6 +58,7 @@ def build() -> None:
                 ppl_plot = gr.Plot(label="Perplexity", elem_id="methods-ppl")
                 niah_plot = gr.Plot(label="Needle in a haystack", elem_id="methods-niah")
     timer = gr.Timer(3.0)
+    seen = gr.State(None)  # the state last drawn: the timer redraws once more when it changes
     form = [model, settings, trained, lengths, depths, niah, windows]
 
     def preview(*values: Any) -> str:
@@ -77,10 +78,10 @@ def build() -> None:
 
     start.click(user_errors(run), form, pick)
     stop.click(user_errors(lambda folder: methods.stop(_folder(folder))), pick, None)
-    outputs = [status, table, ppl_plot, niah_plot]
+    outputs = [status, table, ppl_plot, niah_plot, seen]
     pick.change(user_errors(show), pick, outputs)
     pick.focus(lambda: gr.update(choices=_folders()), None, pick, show_progress="hidden")
-    timer.tick(poll, pick, outputs, show_progress="hidden")
+    timer.tick(poll, [pick, seen], outputs, show_progress="hidden")
 
 
 def _config(model, settings, trained, lengths, depths, niah, windows) -> methods.MethodsConfig:
@@ -107,21 +108,25 @@ def _folder(value: Any) -> Path:
 
 
 def show(folder: Any) -> list[Any]:
-    """Status line, table and figures of the picked comparison."""
+    """Status line, table and figures of the picked comparison, and the state drawn."""
     if not folder:
-        return ["", "", None, None]
+        return ["", "", None, None, None]
     path = _folder(folder)
     comparison = methods.Comparison.open(path)
     record = methods.state(path)
     figs = comparison.figures()
     return [_status_html(record), comparison.table_markdown(), figs["perplexity"],
-            figs.get("niah")]  # fmt: skip
+            figs.get("niah"), record.get("state")]  # fmt: skip
 
 
-def poll(folder: Any) -> list[Any]:
-    """Redraw while the picked comparison runs; leave the page alone otherwise."""
-    if not folder or methods.state(_folder(folder)).get("state") != "running":
-        return [gr.skip()] * 4
+def poll(folder: Any, seen: Any) -> list[Any]:
+    """Redraw while the picked comparison runs, and once more when it ends; leave the page
+    alone otherwise."""
+    if not folder:
+        return [gr.skip()] * 5
+    now = methods.state(_folder(folder)).get("state")
+    if now != "running" and now == seen:
+        return [gr.skip()] * 5
     return show(folder)
 
 
