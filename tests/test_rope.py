@@ -11,7 +11,7 @@ import pytest
 
 from core.cli import main
 from core.errors import LongCtxError
-from core.rope import advisor
+from core.rope import advisor, figures
 
 LLAMA3 = advisor.RopeShape(base=5e5, head_dim=128, window=8192)  # Llama-3-8B-Instruct
 EMBEDDED = advisor.RopeShape(base=1e5, head_dim=64, window=8192)  # SmolLM2-135M-Instruct
@@ -143,7 +143,7 @@ def test_rope_shape_reads_configs():
 
 
 def test_figure_has_both_panels_and_keeps_every_dip():
-    fig = advisor.figure(EMBEDDED, 2e8, 81920)
+    fig = figures.base_figure(EMBEDDED, 2e8, 81920)
     left = [t for t in fig.data if t.xaxis == "x"]
     right = [t for t in fig.data if t.xaxis == "x2"]
     assert [t.name for t in left] == [

@@ -185,7 +185,7 @@ def test_wavelengths_follow_each_method():
     stretch the slow ones by the factor; a new base stretches the slowest pair most."""
     import numpy as np
 
-    from core.rope import methods
+    from core.rope import figures, methods
 
     config = _config()  # 8 pairs, base 1e5, window 8192
     plain = methods.wavelengths(config, None, 32768)
@@ -196,7 +196,7 @@ def test_wavelengths_follow_each_method():
         assert waves[0] == pytest.approx(plain[0]) and waves[-1] == pytest.approx(plain[-1] * 4)
     based = methods.wavelengths(config, RopeSetting.parse("base:theta=1e6"), 32768)
     assert based[0] == pytest.approx(plain[0]) and based[-1] / plain[-1] > based[1] / plain[1]
-    fig = methods.figure(config, [RopeSetting.parse("yarn:factor=4")], 32768)
+    fig = figures.methods_figure(config, [RopeSetting.parse("yarn:factor=4")], 32768)
     assert [t.name for t in fig.data][:2] == ["as trained", "yarn x4"]
 
 

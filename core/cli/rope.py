@@ -11,7 +11,7 @@ import re
 from core.errors import LongCtxError
 from core.evals.niah import parse_numbers
 from core.models import loader
-from core.rope import advisor, methods
+from core.rope import advisor, figures, methods
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -75,10 +75,10 @@ def _rope(args: argparse.Namespace) -> int:
     from core.evals.figures import export
 
     if args.html:
-        fig = advisor.figure(advice.shape, advice.check.base, advice.target)
+        fig = figures.base_figure(advice.shape, advice.check.base, advice.target)
         print(f"\nfigure written to {export(fig, args.html)}")
     if args.methods_html:
         config = loader.load_config(loader.ModelSpec(name=args.model)).config
-        fig = methods.figure(config, [m.setting for m in suggested if m.setting], advice.target)
+        fig = figures.methods_figure(config, [m.setting for m in suggested if m.setting], advice.target)
         print(f"methods figure written to {export(fig, args.methods_html)}")
     return 0

@@ -160,7 +160,7 @@ def attention_bias(base: float, head_dim: int, start: int, stop: int) -> np.ndar
     return b.ravel()[: stop - start + 1]
 
 
-def _blas_one_thread() -> Any:
+def blas_one_thread() -> Any:
     # These matrix products are small; on a shared machine OpenBLAS threads mostly wait on each
     # other (measured 3-10x slower under load). threadpoolctl comes with scikit-learn.
     from threadpoolctl import threadpool_limits
@@ -170,7 +170,7 @@ def _blas_one_thread() -> Any:
 
 def negative_bias_at(base: float, head_dim: int, target: int) -> int | None:
     """The first distance m in 0..target where B(m) < 0, or None when B stays >= 0."""
-    with _blas_one_thread():
+    with blas_one_thread():
         return _first_negative(base, head_dim, target, first=True)
 
 
@@ -205,7 +205,7 @@ def bound_base(head_dim: int, target: int) -> float:
     """
     step, limit, base = 1.005, 1e15, max(target / (2 * math.pi), 2.0)
     witness: int | None = None  # the last failing distance: neighbouring bases tend to fail there
-    with _blas_one_thread():
+    with blas_one_thread():
         while base <= limit:
             if witness is not None and _fails_near(base, head_dim, witness, target):
                 base *= step
@@ -433,72 +433,3 @@ def advise_model(name: str, target: int, new_base: float | None = None) -> Advic
 
     shape = rope_shape(loader.load_config(loader.ModelSpec(name=name)).config)
     return advise(shape, target, new_base, model=name)
-
-
-# -- figure ---------------------------------------------------------------------------------
-
-
-def _envelope(values: np.ndarray, buckets: int = 2000) -> tuple[np.ndarray, np.ndarray]:
-    """(x, y) keeping each bucket's minimum and maximum in order: a few thousand points that
-    still show every dip, where subsampling would skip the narrow ones."""
-    size = max(1, math.ceil(len(values) / buckets))
-    pad = (-len(values)) % size
-    grid = np.concatenate([values, np.full(pad, np.nan)]).reshape(-1, size)
-    lo, hi = np.nanargmin(grid, axis=1), np.nanargmax(grid, axis=1)
-    offsets = np.arange(grid.shape[0]) * size
-    x = np.stack([offsets + np.minimum(lo, hi), offsets + np.maximum(lo, hi)], axis=1).ravel()
-    x = np.unique(x)
-    return x, values[x]
-
-
-def figure(shape: RopeShape, new_base: float, target: int) -> Any:
-    """Two panels: wavelength per rotated pair (log scale) with the window and the target, and
-    B(m)/(head_dim/2) up to the target, each for the original and the new base."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    target = int(target)
-    fig = make_subplots(
-        rows=1, cols=2, horizontal_spacing=0.1,
-        subplot_titles=("Wavelength of each dimension pair",
-                        "Attention bias B(m): above 0 is good"),
-    )  # fmt: skip
-    colors = {"original": "#9ca3af", "new": "#4f46e5"}
-    pairs = np.arange(shape.pairs)
-    for kind, base in (("original", shape.base), ("new", float(new_base))):
-        fig.add_trace(go.Scatter(
-            x=pairs, y=wavelengths(base, shape.head_dim), mode="lines+markers",
-            name=f"{kind} base {compact(base)}", legendgroup=kind, marker={"size": 4},
-            line={"color": colors[kind]},
-            hovertemplate="pair %{x}<br>%{y:.3s} tokens per turn<extra></extra>",
-        ), 1, 1)  # fmt: skip
-    # Reference lines as traces rather than shapes: they stay in data units on the log axis.
-    for label, value, dash in (("window", shape.window, "dash"), ("target", target, "dot")):
-        fig.add_trace(go.Scatter(
-            x=[0, shape.pairs - 1], y=[value, value], mode="lines", line={"dash": dash,
-            "color": "#dc2626" if label == "target" else "#059669"},
-            name=f"{label} {tokens(value)} tokens", hoverinfo="name",
-        ), 1, 1)  # fmt: skip
-    with _blas_one_thread():
-        for kind, base in (("original", shape.base), ("new", float(new_base))):
-            bias = attention_bias(base, shape.head_dim, 0, target) / shape.pairs
-            x, y = _envelope(bias)
-            fig.add_trace(go.Scatter(
-                x=x, y=y, mode="lines", name=f"B(m), {kind} base {compact(base)}",
-                legendgroup=kind, showlegend=False, line={"color": colors[kind], "width": 1},
-                hovertemplate="distance %{x}<br>B/(d/2) %{y:.3f}<extra></extra>",
-            ), 1, 2)  # fmt: skip
-    fig.add_hline(y=0, line={"color": "#111827", "width": 1}, row=1, col=2)
-    fig.add_vline(x=shape.window, line={"color": "#059669", "dash": "dash"}, row=1, col=2,
-                  annotation_text="window", annotation_position="top right")  # fmt: skip
-    fig.update_xaxes(title="dimension pair (fast -> slow)", row=1, col=1)
-    fig.update_yaxes(title="tokens per turn", type="log", row=1, col=1)
-    fig.update_xaxes(title="distance m (tokens)", row=1, col=2)
-    fig.update_yaxes(title="B(m) / (head_dim / 2)", row=1, col=2)
-    fig.update_layout(
-        title=f"RoPE base {compact(shape.base)} -> {compact(new_base)} for "
-        f"{tokens(target)} tokens",
-        template="plotly_white", height=460, margin={"l": 60, "r": 20, "t": 80, "b": 50},
-        legend={"orientation": "h", "y": -0.18},
-    )  # fmt: skip
-    return fig

@@ -107,36 +107,3 @@ def wavelengths(config: Any, setting: RopeSetting | None, seq_len: int) -> np.nd
     kwargs = {"seq_len": seq_len} if rope_type in ("dynamic", "longrope") else {}
     inv_freq, _ = ROPE_INIT_FUNCTIONS[rope_type](config, torch.device("cpu"), **kwargs)
     return 2 * math.pi / inv_freq.double().numpy()
-
-
-def figure(config: Any, settings: list[RopeSetting], target: int) -> Any:
-    """Wavelength per dimension pair for the model as it is and under each setting, with its
-    window and the target marked: a method leaves a pair alone where its line meets the
-    original's, and stretches it where it rises."""
-    import plotly.graph_objects as go
-
-    window = int(config.max_position_embeddings)
-    fig = go.Figure()
-    lines = [("as trained", None), *((s.label, s) for s in settings)]
-    for label, setting in lines:
-        waves = wavelengths(config, setting, target)
-        fig.add_trace(go.Scatter(
-            x=np.arange(len(waves)), y=waves, mode="lines+markers", name=label,
-            marker={"size": 3}, line={"width": 2 if setting else 3,
-                                      "color": "#9ca3af" if setting is None else None},
-            hovertemplate=f"{label}<br>pair %{{x}}<br>%{{y:.3s}} tokens per turn<extra></extra>",
-        ))  # fmt: skip
-    pairs = len(wavelengths(config, None, target))
-    for label, value, dash, colour in (("window", window, "dash", "#059669"),
-                                       ("target", target, "dot", "#dc2626")):  # fmt: skip
-        fig.add_trace(go.Scatter(
-            x=[0, pairs - 1], y=[value, value], mode="lines", name=f"{label} "
-            f"{advisor.tokens(value)}", line={"dash": dash, "color": colour}, hoverinfo="name",
-        ))  # fmt: skip
-    fig.update_layout(
-        title=f"What each method does to each dimension pair, for {advisor.tokens(target)} tokens",
-        xaxis_title="dimension pair (fast -> slow)", yaxis_title="tokens per turn",
-        yaxis_type="log", template="plotly_white", height=460,
-        margin={"l": 60, "r": 20, "t": 60, "b": 50}, legend={"orientation": "h", "y": -0.2},
-    )  # fmt: skip
-    return fig

@@ -18,7 +18,7 @@ import gradio as gr
 from core import workspace
 from core.errors import LongCtxError
 from core.models import loader
-from core.rope import advisor, methods
+from core.rope import advisor, figures, methods
 from ui.common import optional_float, user_errors
 
 INTRO = (
@@ -66,7 +66,7 @@ def advise(model: str, max_length: Any, rope_theta: Any, target: Any, pick: Any
     name = workspace.model_from_user(model)  # a typed path is only read inside allowed roots
     length = int(target or max_length or 0)
     advice = advisor.advise_model(name or "", length, optional_float(rope_theta))
-    figure = advisor.figure(advice.shape, advice.check.base, advice.target)
+    figure = figures.base_figure(advice.shape, advice.check.base, advice.target)
     every = [*advice.suggestions, advice.reference]
     choices = [(_label(s), s.base) for s in every]
     values = [s.base for s in every]
@@ -74,7 +74,7 @@ def advise(model: str, max_length: Any, rope_theta: Any, target: Any, pick: Any
     suggested = methods.suggest(advice.shape, advice.target)
     settings = [m.setting for m in suggested if m.setting is not None and m.method != "base"]
     config = loader.load_config(loader.ModelSpec(name=name or "")).config
-    methods_figure = methods.figure(config, settings, advice.target)
+    methods_figure = figures.methods_figure(config, settings, advice.target)
     spelled = [s.spelled() for s in settings]
     return (_markdown(advice, rope_theta), figure, gr.Dropdown(choices=choices, value=keep),
             _methods_markdown(suggested), methods_figure,
