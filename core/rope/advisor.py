@@ -4,11 +4,12 @@ pick for a target context length.
 Raising the RoPE base is the central decision of the recipe (Llama-3-8B-Instruct: 500K -> 200M
 to go from 8K to 80K tokens). This module reads a model's RoPE shape from its config, computes
 the classic suggestions for a target length (NTK-aware scaling, the critical-dimension rule of
-Liu et al. 2023, the lower bound of Men et al. 2024), checks a chosen base, and draws a plotly
-figure of wavelengths and of the long-range attention bias B(m).
+Liu et al. 2023, the lower bound of Men et al. 2024) and checks a chosen base: its
+wavelengths and the long-range attention bias B(m), which `core.rope.figures` draws.
 
 Plain RoPE only: every formula here treats the base alone. Configs with an extra RoPE scaling
-(llama3, yarn, linear...) are reported as such and the numbers ignore that scaling. This module
+(llama3, yarn, linear...) are reported as such and the numbers ignore that scaling; the other
+extension methods are `core.rope.methods`. This module
 knows nothing about gradio, training or loading weights (only a model's config is read).
 """
 
