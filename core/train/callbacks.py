@@ -2,7 +2,8 @@
 
 `RunMonitor` appends one JSON line per logging step to `metrics.jsonl` (loss, lr, grad norm,
 tokens/s, memory, ETA), and one per measure of the held-out loss (eval_loss), and keeps
-`status.json` current; a SIGTERM/SIGINT becomes a clean stop
+`status.json` current; a resumed run first drops the rows its killed attempt wrote past the
+checkpoint, so the file holds one row per step; a SIGTERM/SIGINT becomes a clean stop
 (checkpoint, adapter, status `stopped`). Knows nothing about the UI: it only writes files.
 """
 
@@ -69,6 +70,8 @@ class RunMonitor(TrainerCallback):
         self._start_time = self._last_time = time.monotonic()
         self._start_step = state.global_step
         if self.is_main:
+            # Before the first new row: the trainer re-evaluates on start when it evaluates at all.
+            runs.trim_metrics(self.run_dir, state.global_step, args.eval_on_start)
             runs.update_status(self.run_dir, state="running", step=state.global_step,
                                max_steps=state.max_steps)  # fmt: skip
 
