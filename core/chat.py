@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core import documents, models
+from core import documents, models, threads
 from core.errors import ConfigError, LongCtxError
 from core.generation import Chunk, SamplingParams, count_prompt_tokens, stream_chat
 from core.openai_compat import create_chat_completion
@@ -298,6 +298,7 @@ def stream_reply(
     """Stream the reply of `target` to `messages`; the last chunk has finish_reason and usage."""
     if target.kind == LOCAL:
         loaded = models.default_cache.get(target.spec)
+        threads.tick()  # in the app: its share of the cores, which a training run may hold
         yield from stream_chat(loaded, messages, params, cancel)
         return
     yield from _stream_endpoint(target, messages, params, cancel)

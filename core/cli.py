@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 
-from core import space
+from core import space, threads
 from core.errors import LongCtxError
 
 # Each module exposes `register(subparsers)` adding its sub-command(s) with `func` set.
@@ -49,6 +49,10 @@ def run_app(args: argparse.Namespace) -> int:
     if args.public:
         os.environ["LONGCTX_PUBLIC"] = "1"  # read by core.space, here and in child processes
     host = args.host or ("0.0.0.0" if space.space_id() else "127.0.0.1")
+    # The app chats and evaluates in this process: a training run started from it leaves it
+    # a share of the cores, and it keeps to that share (see core/threads.py).
+    if threads.owns_process(args):
+        threads.governor("app")
     shell.launch(args.model, host, args.port, args.allow, args.auth, args.share)
     return 0
 

@@ -19,6 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from core import threads
 from core.errors import ConfigError, LongCtxError
 from core.evals import plots, results
 from core.evals.backends import Cancelled, Endpoint, Target, open_backend
@@ -177,12 +178,14 @@ class Evaluation:
             self._backend = backend
             self._note_window(backend)
             prompts = self.task.prompts(backend.tokenizer, skip=self.log.keys)
+            threads.tick()
             cells = (
                 self._measured(backend, prompts, cancel)
                 if self.task.kind == PERPLEXITY
                 else self._answered(backend, prompts, cancel)
             )
             for cell in cells:
+                threads.tick()  # the next cell computes on the budget of now (a run may end)
                 self.log.append(cell)
                 done += 1
                 if progress:

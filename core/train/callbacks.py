@@ -19,6 +19,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from core import threads
 from core.train import runs
 
 
@@ -49,10 +50,17 @@ class TokenCounter:
 class RunMonitor(TrainerCallback):
     """Writes metrics.jsonl / status.json and turns a stop signal into a clean stop."""
 
-    def __init__(self, run_dir: Path, tokens: TokenCounter, is_main: bool = True):
+    def __init__(
+        self,
+        run_dir: Path,
+        tokens: TokenCounter,
+        is_main: bool = True,
+        governor: threads.Governor | None = None,
+    ):
         self.run_dir = run_dir
         self.tokens = tokens
         self.is_main = is_main
+        self.governor = governor  # CPU runs: the thread budget, re-planned as steps go by
         self.stop_requested = threading.Event()
         self._last_time = time.monotonic()
         self._last_tokens = 0
@@ -75,7 +83,19 @@ class RunMonitor(TrainerCallback):
             runs.update_status(self.run_dir, state="running", step=state.global_step,
                                max_steps=state.max_steps)  # fmt: skip
 
+    def thread_fields(self) -> dict[str, Any]:
+        """The threads this run uses now, for status.json (applied on the calling thread)."""
+        if self.governor is None:
+            return {}
+        budget = self.governor.tick()
+        return {"threads": budget.threads, "threads_reason": budget.reason}
+
     def on_step_end(self, args, state, control, **kwargs):
+        if self.governor is not None:
+            before = self.governor.budget
+            fields = self.thread_fields()  # a server started or stopped: resize the pool
+            if self.is_main and self.governor.budget != before:
+                runs.update_status(self.run_dir, **fields)
         if args.eval_strategy != "no" and state.global_step >= state.max_steps:
             control.should_evaluate = True  # the held-out loss of the final adapter, always
         if self.stop_requested.is_set():

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core import workspace
+from core import threads, workspace
 from core.data.io import atomic_write
 from core.errors import LongCtxError
 from core.train import allocator
@@ -302,6 +302,10 @@ def launch(config: TrainConfig, run_dir: Path | None = None, resume: bool = Fals
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PROJECT_ROOT), env.get("PYTHONPATH")]))
     if device == "cpu":
         env = allocator.child_env(env)
+        # Sized before torch starts in the child (OpenMP reads these once); the child re-plans
+        # as it runs (callbacks.RunMonitor), so this is only its start.
+        budget = threads.plan("train", config.threads or None)
+        env = threads.child_env(env, max(1, budget.threads // max(1, config.num_gpus)))
     with (run_dir / "log.txt").open("ab") as log:
         log.write(f"$ {' '.join(cmd)}\n".encode())
         log.flush()
