@@ -299,7 +299,9 @@ def stream_reply(
     if target.kind == LOCAL:
         loaded = models.default_cache.get(target.spec)
         threads.tick()  # in the app: its share of the cores, which a training run may hold
-        yield from stream_chat(loaded, messages, params, cancel)
+        for chunk in stream_chat(loaded, messages, params, cancel):
+            threads.tick()  # a long reply keeps saying that the app computes
+            yield chunk
         return
     yield from _stream_endpoint(target, messages, params, cancel)
 

@@ -6,11 +6,13 @@ each runs many times slower than its fair share would: measured on 2 cores, trai
 150 to 9.5 tokens/s next to `longctx serve`. So every process the app starts asks here instead:
 
 - a CPU training run gets all cores when nothing else computes, and all but a reserve (a quarter
-  of the cores, at least one) while a server, an evaluation or the app's chat is running;
+  of the cores, at least one) while a server, an evaluation or the app's chat has computed in
+  the last `IDLE_S` seconds (an idle server or app does not halve a run on 2 cores);
 - those others get the reserve while a CPU training run is active, and all cores once it ends.
 
 A process that computes says so with `Governor(kind)` (a claim file under
-`$LONGCTX_HOME/cache/threads/`, gone when it exits); training runs are found from their
+`$LONGCTX_HOME/cache/threads/`, stamped at each re-plan, gone when it exits); training runs are
+found from their
 `status.json` (an active CPU run with a live pid). Each process re-plans every few seconds from
 its own compute thread (`Governor.tick`), so a training run gives cores back when a server
 starts and the server takes them when the run ends. A setting overrides the plan: YAML
@@ -38,6 +40,9 @@ KINDS = ("train", "serve", "eval", "app")
 # OpenBLAS, and torch's own inter-op pool reads OMP_NUM_THREADS).
 CHILD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _ACTIVE_RUN = ("starting", "running", "stopping")
+# A claim counts against a training run while its process computed this recently. Longer than a
+# re-plan (5 s) so a chat that pauses between replies keeps its share.
+IDLE_S = 30.0
 
 
 def cores() -> int:
@@ -87,7 +92,8 @@ def plan(kind: str, setting: int | None = None) -> Budget:
         return Budget(forced, f"{forced} (set by {ENV})")
     n, me = cores(), os.getpid()
     if kind == "train":
-        others = sorted({c["kind"] for c in claims() if c["pid"] != me and c["kind"] != "train"})
+        busy = [c for c in claims() if time.time() - c.get("active", 0) < IDLE_S]
+        others = sorted({c["kind"] for c in busy if c["pid"] != me and c["kind"] != "train"})
         if not others:
             return Budget(n, f"all {n} cores (nothing else is computing)")
         share = max(1, n - reserve(n))
@@ -195,16 +201,22 @@ class Governor:
         self._planned = 0.0
         self._file = _claims_dir() / f"{os.getpid()}-{kind}.json"
         self._file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": os.getpid(), "kind": kind, "since": time.time()}))
-        os.replace(tmp, self._file)
+        self._since = time.time()
         atexit.register(self.close)
+
+    def _stamp(self) -> None:
+        """Say that this process computes now (replaced whole: readers never see half)."""
+        claim = {"pid": os.getpid(), "kind": self.kind, "since": self._since, "active": time.time()}
+        tmp = self._file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(claim))
+        os.replace(tmp, self._file)
 
     def tick(self) -> Budget:
         """The current budget, re-planned and applied when `every_s` has passed."""
         now = time.monotonic()
         if self.budget is None or now - self._planned >= self.every_s:
             self._planned = now
+            self._stamp()
             budget = plan(self.kind, self.setting)
             if self.processes > 1:
                 part = max(1, budget.threads // self.processes)

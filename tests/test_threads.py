@@ -86,6 +86,22 @@ def test_governor_applies_on_its_thread_and_claims_until_closed():
     assert not [c for c in threads.claims() if c["pid"] == os.getpid()]
 
 
+def test_an_idle_server_leaves_a_training_run_every_core():
+    server = _sleeper()
+    claim = threads._claims_dir() / f"{server.pid}-serve.json"
+    claim.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        for active, expected in ((time.time(), max(1, N - threads.reserve(N))),
+                                 (time.time() - threads.IDLE_S - 1, N)):  # fmt: skip
+            claim.write_text(json.dumps({"pid": server.pid, "kind": "serve", "active": active}))
+            assert threads.plan("train").threads == expected
+    finally:
+        server.kill()
+        server.wait()
+    threads.claims()  # its process is gone: the claim file is swept away
+    assert not claim.exists()
+
+
 @pytest.mark.integration
 def test_cpu_training_next_to_a_server_gets_its_share_and_says_so(tiny_llama_dir, tmp_path):
     from test_train_run import tiny_config
@@ -93,7 +109,9 @@ def test_cpu_training_next_to_a_server_gets_its_share_and_says_so(tiny_llama_dir
     from core.train import runs
 
     # A serving process, claiming as `longctx serve` does (a real process, then killed).
-    code = "from core import threads; import time; threads.governor('serve'); time.sleep(300)"
+    code = ("from core import threads; import time\n"
+            "threads.governor('serve')\n"
+            "while True: threads.tick(); time.sleep(0.5)")  # fmt: skip
     server = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=os.environ.copy())
     try:
         deadline = time.monotonic() + 60

@@ -183,9 +183,10 @@ class _Generation:
         messages, params, ids = self._args
         finish, started = None, time.monotonic()
         try:
-            if self._state.governor is not None:  # on this thread: torch's pool size is per thread
-                self._state.governor.tick()
+            governor = self._state.governor
             for chunk in stream_chat(self._state.loaded, messages, params, self.cancel, ids=ids):
+                if governor is not None:  # on this thread: torch's pool size is per thread
+                    governor.tick()  # cheap between re-plans; says the server is computing
                 finish = chunk.finish_reason
                 if finish is not None and self._slot is not None:
                     # Free the slot before the client can see its answer end: released after,
