@@ -82,12 +82,17 @@ class Client(threading.Thread):
         while not self.stop_event.is_set():
             k += 1
             text = " ".join(WORDS[(k * 7 + i) % len(WORDS)] for i in range(self.words))
-            reply = client.chat.completions.create(
-                model="embedded",
-                messages=[{"role": "user", "content": f"{k}. {text}\n\nWhich word comes first?"}],
-                max_tokens=8,
-                temperature=0,
-            )
+            try:
+                reply = client.chat.completions.create(
+                    model="embedded",
+                    messages=[{"role": "user", "content": f"{k}. {text}\n\nWhich first?"}],
+                    max_tokens=8,
+                    temperature=0,
+                )
+            except openai.APIConnectionError:
+                if self.stop_event.is_set():  # the server was stopped under the last request
+                    return
+                raise
             self.done.append((time.time(), reply.usage.prompt_tokens))
 
     def per_minute(self, start: float, end: float) -> float:

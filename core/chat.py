@@ -298,10 +298,11 @@ def stream_reply(
     """Stream the reply of `target` to `messages`; the last chunk has finish_reason and usage."""
     if target.kind == LOCAL:
         loaded = models.default_cache.get(target.spec)
-        threads.tick()  # in the app: its share of the cores, which a training run may hold
-        for chunk in stream_chat(loaded, messages, params, cancel):
-            threads.tick()  # a long reply keeps saying that the app computes
-            yield chunk
+        # In the app: its share of the cores, which a training run may hold; busy meanwhile.
+        with threads.computing():
+            for chunk in stream_chat(loaded, messages, params, cancel):
+                threads.tick()  # re-plans now and then: a training run may have ended
+                yield chunk
         return
     yield from _stream_endpoint(target, messages, params, cancel)
 

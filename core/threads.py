@@ -6,13 +6,13 @@ each runs many times slower than its fair share would: measured on 2 cores, trai
 150 to 9.5 tokens/s next to `longctx serve`. So every process the app starts asks here instead:
 
 - a CPU training run gets all cores when nothing else computes, and all but a reserve (a quarter
-  of the cores, at least one) while a server, an evaluation or the app's chat has computed in
-  the last `IDLE_S` seconds (an idle server or app does not halve a run on 2 cores);
+  of the cores, at least one) while a server, an evaluation or the app's chat computes, or did
+  in the last `IDLE_S` seconds (an idle server or app does not halve a run on 2 cores);
 - those others get the reserve while a CPU training run is active, and all cores once it ends.
 
 A process that computes says so with `Governor(kind)` (a claim file under
-`$LONGCTX_HOME/cache/threads/`, stamped at each re-plan, gone when it exits); training runs are
-found from their
+`$LONGCTX_HOME/cache/threads/`, marked busy inside `computing()` and stamped at each re-plan,
+gone when it exits); training runs are found from their
 `status.json` (an active CPU run with a live pid). Each process re-plans every few seconds from
 its own compute thread (`Governor.tick`), so a training run gives cores back when a server
 starts and the server takes them when the run ends. A setting overrides the plan: YAML
@@ -27,7 +27,9 @@ import atexit
 import contextlib
 import json
 import os
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,7 +94,7 @@ def plan(kind: str, setting: int | None = None) -> Budget:
         return Budget(forced, f"{forced} (set by {ENV})")
     n, me = cores(), os.getpid()
     if kind == "train":
-        busy = [c for c in claims() if time.time() - c.get("active", 0) < IDLE_S]
+        busy = [c for c in claims() if c.get("busy") or time.time() - c.get("active", 0) < IDLE_S]
         others = sorted({c["kind"] for c in busy if c["pid"] != me and c["kind"] != "train"})
         if not others:
             return Budget(n, f"all {n} cores (nothing else is computing)")
@@ -202,14 +204,33 @@ class Governor:
         self._file = _claims_dir() / f"{os.getpid()}-{kind}.json"
         self._file.parent.mkdir(parents=True, exist_ok=True)
         self._since = time.time()
+        self._busy = 0  # computations in progress (two chat replies side by side make two)
+        self._lock = threading.Lock()
         atexit.register(self.close)
 
     def _stamp(self) -> None:
         """Say that this process computes now (replaced whole: readers never see half)."""
-        claim = {"pid": os.getpid(), "kind": self.kind, "since": self._since, "active": time.time()}
-        tmp = self._file.with_suffix(".tmp")
+        claim = {"pid": os.getpid(), "kind": self.kind, "since": self._since,
+                 "active": time.time(), "busy": self._busy > 0}  # fmt: skip
+        tmp = self._file.with_suffix(f".{threading.get_ident()}.tmp")
         tmp.write_text(json.dumps(claim))
         os.replace(tmp, self._file)
+
+    @contextlib.contextmanager
+    def computing(self) -> Iterator[Budget]:
+        """Busy for as long as the block runs, however long one forward pass takes (a 2K-token
+        prompt on a loaded CPU can take minutes without a tick); yields the budget applied."""
+        with self._lock:
+            self._busy += 1
+            if self._busy == 1:
+                self._stamp()
+        try:
+            yield self.tick()
+        finally:
+            with self._lock:
+                self._busy -= 1
+                if self._busy == 0:
+                    self._stamp()
 
     def tick(self) -> Budget:
         """The current budget, re-planned and applied when `every_s` has passed."""
@@ -245,6 +266,15 @@ def governor(kind: str, setting: int | None = None) -> Governor:
         _governors[kind] = Governor(kind, setting)
     _governors[kind].tick()
     return _governors[kind]
+
+
+@contextlib.contextmanager
+def computing() -> Iterator[None]:
+    """Mark this process busy for the block, if its entry point set up a budget (see `tick`)."""
+    with contextlib.ExitStack() as stack:
+        for gov in list(_governors.values()):
+            stack.enter_context(gov.computing())
+        yield
 
 
 def tick() -> Budget | None:

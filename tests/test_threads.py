@@ -80,7 +80,10 @@ def test_governor_applies_on_its_thread_and_claims_until_closed():
     try:
         assert gov.tick().threads == 1 and torch.get_num_threads() == 1
         mine = [c for c in threads.claims() if c["pid"] == os.getpid()]
-        assert [c["kind"] for c in mine] == ["eval"]
+        assert [(c["kind"], c["busy"]) for c in mine] == [("eval", False)]
+        with gov.computing():  # busy however long a forward pass takes, ticks or not
+            assert [c["busy"] for c in threads.claims() if c["pid"] == os.getpid()] == [True]
+        assert [c["busy"] for c in threads.claims() if c["pid"] == os.getpid()] == [False]
     finally:
         gov.close()
     assert not [c for c in threads.claims() if c["pid"] == os.getpid()]
@@ -91,10 +94,12 @@ def test_an_idle_server_leaves_a_training_run_every_core():
     claim = threads._claims_dir() / f"{server.pid}-serve.json"
     claim.parent.mkdir(parents=True, exist_ok=True)
     try:
-        for active, expected in ((time.time(), max(1, N - threads.reserve(N))),
-                                 (time.time() - threads.IDLE_S - 1, N)):  # fmt: skip
-            claim.write_text(json.dumps({"pid": server.pid, "kind": "serve", "active": active}))
-            assert threads.plan("train").threads == expected
+        shared, stale = max(1, N - threads.reserve(N)), time.time() - threads.IDLE_S - 1
+        for active, busy, expected in ((time.time(), False, shared), (stale, True, shared),
+                                       (stale, False, N)):  # fmt: skip
+            claim.write_text(json.dumps({"pid": server.pid, "kind": "serve", "active": active,
+                                         "busy": busy}))  # fmt: skip
+            assert threads.plan("train").threads == expected, (active, busy)
     finally:
         server.kill()
         server.wait()

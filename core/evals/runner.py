@@ -178,19 +178,19 @@ class Evaluation:
             self._backend = backend
             self._note_window(backend)
             prompts = self.task.prompts(backend.tokenizer, skip=self.log.keys)
-            threads.tick()
             cells = (
                 self._measured(backend, prompts, cancel)
                 if self.task.kind == PERPLEXITY
                 else self._answered(backend, prompts, cancel)
             )
-            for cell in cells:
-                threads.tick()  # the next cell computes on the budget of now (a run may end)
-                self.log.append(cell)
-                done += 1
-                if progress:
-                    progress(done, total, cell)
-                yield cell
+            with threads.computing():  # busy to the last cell (one can take minutes)
+                for cell in cells:
+                    threads.tick()  # the next cell computes on the budget of now
+                    self.log.append(cell)
+                    done += 1
+                    if progress:
+                        progress(done, total, cell)
+                    yield cell
         except Cancelled:
             return
         finally:

@@ -10,6 +10,7 @@ Knows nothing about gradio, datasets or training.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -180,20 +181,12 @@ class _Generation:
         threading.Thread(target=self._run, daemon=True, name="longctx-serve-generate").start()
 
     def _run(self) -> None:
-        messages, params, ids = self._args
         finish, started = None, time.monotonic()
         try:
             governor = self._state.governor
-            for chunk in stream_chat(self._state.loaded, messages, params, self.cancel, ids=ids):
-                if governor is not None:  # on this thread: torch's pool size is per thread
-                    governor.tick()  # cheap between re-plans; says the server is computing
-                finish = chunk.finish_reason
-                if finish is not None and self._slot is not None:
-                    # Free the slot before the client can see its answer end: released after,
-                    # a client sending its next request at once could race it and get a 429
-                    # with nothing else in flight (seen with max_queue=0).
-                    self._slot.release()
-                self._put(chunk)
+            busy = governor.computing() if governor is not None else contextlib.nullcontext()
+            with busy:  # on this thread: torch's pool size is per thread
+                finish = self._generate(governor)
         except Exception as exc:  # handed to the request, which turns it into a response
             self._put(exc)
         finally:
@@ -201,6 +194,21 @@ class _Generation:
                 self._slot.release()
             self._state.end_turn(self._loop, time.monotonic() - started)
             self._state.drop_job(self, finish)
+
+    def _generate(self, governor: Governor | None) -> str | None:
+        messages, params, ids = self._args
+        finish = None
+        for chunk in stream_chat(self._state.loaded, messages, params, self.cancel, ids=ids):
+            if governor is not None:
+                governor.tick()  # cheap between re-plans; a server that ends training re-plans
+            finish = chunk.finish_reason
+            if finish is not None and self._slot is not None:
+                # Free the slot before the client can see its answer end: released after,
+                # a client sending its next request at once could race it and get a 429
+                # with nothing else in flight (seen with max_queue=0).
+                self._slot.release()
+            self._put(chunk)
+        return finish
 
     def _put(self, item: Chunk | BaseException) -> None:
         try:
