@@ -136,13 +136,21 @@ def test_killed_run_is_interrupted_and_resumes_from_its_checkpoint(tiny_llama_di
     config = tiny_config(tiny_llama_dir, name="killme", max_steps=400, save_steps=5)
     run_dir = runs.launch(config)
 
-    def past_a_checkpoint():  # killed with rows past its checkpoint, which the resume redoes
+    def frozen_past_a_checkpoint():
+        # Killed with rows past its last checkpoint, which the resume must replace: frozen
+        # (SIGSTOP) while looking, so no step or save slips in between the look and the kill.
+        pid = runs.read_status(run_dir).get("pid")
+        if not pid:
+            return False
+        os.killpg(pid, signal.SIGSTOP)
         ckpt, rows = runs.last_checkpoint(run_dir), runs.read_metrics(run_dir)
-        return ckpt and rows and rows[-1]["step"] >= int(ckpt.name.split("-")[1]) + 2
+        if ckpt and rows and rows[-1]["step"] >= int(ckpt.name.split("-")[1]) + 2:
+            return pid
+        os.killpg(pid, signal.SIGCONT)
+        return False
 
-    _wait_for(past_a_checkpoint, what="steps past a first checkpoint")
-    status = runs.read_status(run_dir)
-    os.killpg(status["pid"], signal.SIGKILL)
+    pid = _wait_for(frozen_past_a_checkpoint, what="steps past a first checkpoint")
+    os.killpg(pid, signal.SIGKILL)
     state = _wait_for(lambda: runs.read_status(run_dir)["state"] == "interrupted" and "ok",
                       what="interrupted state")  # fmt: skip
     assert state
