@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_app_args(parser)
     args = parser.parse_args(argv)
+    args.process_argv = sys.argv[1:] if argv is None else None  # as core.cli.main does
     try:
         return run_app(args, launch)
     except LongCtxError as exc:

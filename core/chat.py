@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core import threads
 from core.errors import ConfigError, LongCtxError
 from core.models import loader, tokenizers
 from core.models.generation import Chunk, SamplingParams, count_prompt_tokens, stream_chat
@@ -305,7 +306,11 @@ def stream_reply(
     """Stream the reply of `target` to `messages`; the last chunk has finish_reason and usage."""
     if target.kind == LOCAL:
         loaded = loader.default_cache.get(target.spec)
-        yield from stream_chat(loaded, messages, params, cancel)
+        # In the app: its share of the cores, which a training run may hold; busy meanwhile.
+        with threads.computing():
+            for chunk in stream_chat(loaded, messages, params, cancel):
+                threads.tick()  # re-plans now and then: a training run may have ended
+                yield chunk
         return
     yield from _stream_endpoint(target, messages, params, cancel)
 

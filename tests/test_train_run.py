@@ -136,23 +136,60 @@ def test_adapter_loads_with_its_rope_and_exports_merged(tiny_llama_dir, tmp_path
 def test_killed_run_is_interrupted_and_resumes_from_its_checkpoint(tiny_llama_dir):
     config = tiny_config(tiny_llama_dir, name="killme", max_steps=400, save_steps=5)
     run_dir = runs.launch(config)
-    _wait_for(lambda: runs.last_checkpoint(run_dir), what="a first checkpoint")
-    status = runs.read_status(run_dir)
-    os.killpg(status["pid"], signal.SIGKILL)
+
+    def frozen_past_a_checkpoint():
+        # Killed with rows past its last checkpoint, which the resume must replace: frozen
+        # (SIGSTOP) while looking, so no step or save slips in between the look and the kill.
+        pid = runs.read_status(run_dir).get("pid")
+        if not pid:
+            return False
+        os.killpg(pid, signal.SIGSTOP)
+        ckpt, rows = runs.last_checkpoint(run_dir), runs.read_metrics(run_dir)
+        if ckpt and rows and rows[-1]["step"] >= int(ckpt.name.split("-")[1]) + 2:
+            return pid
+        os.killpg(pid, signal.SIGCONT)
+        return False
+
+    pid = _wait_for(frozen_past_a_checkpoint, what="steps past a first checkpoint")
+    os.killpg(pid, signal.SIGKILL)
     state = _wait_for(lambda: runs.read_status(run_dir)["state"] == "interrupted" and "ok",
                       what="interrupted state")  # fmt: skip
     assert state
     ckpt = runs.last_checkpoint(run_dir)
     resumed_from = int(ckpt.name.split("-")[1])
-    steps_before = [m["step"] for m in runs.read_metrics(run_dir)]
+    before = {m["step"]: m for m in runs.read_metrics(run_dir)}
+    assert max(before) > resumed_from
     runs.resume(run_dir.name)
     final = runs.wait(run_dir, timeout=600)
     assert final["state"] == "completed", runs.tail_log(run_dir)
-    steps_after = [m["step"] for m in runs.read_metrics(run_dir)][len(steps_before) :]
-    # The resumed process picks up after the checkpoint, not from step 1.
-    assert steps_after[0] == resumed_from + 1 and steps_after[-1] == 400
+    # One row per step in the file itself (what charts, `runs show` and the card read): the
+    # killed attempt's rows up to the checkpoint, then the resumed process's from the step after.
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
+    assert [m["step"] for m in rows] == list(range(1, 401))
+    assert all(rows[s - 1] == before[s] for s in range(1, resumed_from + 1))
+    resumed_at = rows[resumed_from]["time"]
+    assert all(before[s]["time"] < resumed_at for s in before)  # the killed rows past it went
+    assert runs.read_metrics(run_dir) == rows
     state_file = json.loads((runs.last_checkpoint(run_dir) / "trainer_state.json").read_text())
     assert state_file["global_step"] == 400
+
+
+def test_trim_metrics_keeps_what_a_resume_from_step_4_does_not_log_again(tmp_path):
+    rows = [{"step": 0, "eval_loss": 3.0}, *({"step": s, "loss": 9.0 - s} for s in range(1, 7)),
+            {"step": 4, "eval_loss": 2.0}]  # fmt: skip
+    text = "".join(json.dumps(r) + "\n" for r in rows) + '{"step": 7, "lo'  # killed mid-line
+    (tmp_path / "metrics.jsonl").write_text(text)
+    # The held-out loss at step 4 is measured again on start, so the killed attempt's goes too.
+    assert runs.trim_metrics(tmp_path, 4, reevaluates=True) == 4
+    kept = runs.read_metrics(tmp_path)
+    assert [(m["step"], "eval_loss" in m) for m in kept] == [(0, True), (1, False), (2, False),
+                                                            (3, False), (4, False)]  # fmt: skip
+    assert runs.trim_metrics(tmp_path, 4) == 0  # nothing more to drop: the file is untouched
+    assert not list(tmp_path.glob(".metrics.jsonl*"))  # no temporary file left beside it
+    # A file from before trimming existed: read as one row per step, the later one winning.
+    (tmp_path / "metrics.jsonl").write_text(text + "\n" + json.dumps({"step": 5, "loss": 0.5}))
+    assert [m.get("loss") for m in runs.read_metrics(tmp_path) if m["step"] == 5] == [0.5]
 
 
 def test_stop_is_a_clean_checkpoint_and_one_run_per_device(tiny_llama_dir):

@@ -15,7 +15,7 @@ import argparse
 import math
 import sys
 
-from core import workspace
+from core import threads, workspace
 from core.errors import ConfigError
 from core.evals import figures, results
 from core.evals.backends import Endpoint, Target
@@ -344,6 +344,8 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 def _run(task, args: argparse.Namespace) -> int:
     evaluation = Evaluation(task, _target(args), _scorer(args), args.out)
+    if evaluation.target.endpoint is None and threads.owns_process(args):
+        threads.governor("eval")  # a local model computes here: on the thread budget
     pending = evaluation.pending()
     print(
         f"{task.kind}: {evaluation.target.label}: {len(pending)} cells to run, "

@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Callable
 
+from core import threads
 from core.cli import data, evals, methods, rope, serve, synth, train
 from core.errors import LongCtxError
 from core.hosting import space
@@ -43,6 +44,10 @@ def run_app(args: argparse.Namespace, launch: AppLauncher) -> int:
     if args.public:
         os.environ["LONGCTX_PUBLIC"] = "1"  # read by core.hosting.space, here and in children
     host = args.host or ("0.0.0.0" if space.space_id() else "127.0.0.1")
+    # The app chats and evaluates in this process: a training run started from it leaves it
+    # a share of the cores, and it keeps to that share (see core/threads.py).
+    if threads.owns_process(args):
+        threads.governor("app")
     launch(args.model, host, args.port, args.allow, args.auth, args.share)
     return 0
 

@@ -8,6 +8,7 @@ import argparse
 import signal
 import threading
 
+from core import threads
 from core.errors import LongCtxError
 from core.models.loader import add_spec_args, spec_from_args
 from core.models.names import EMBEDDED
@@ -31,6 +32,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-queue", type=int, default=16, help="requests that may wait; more get HTTP 429"
     )
     p.add_argument(
+        "--queue-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds a request may wait for the model before it gets HTTP 503 with Retry-After "
+        "(0: no limit)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch threads for generation (default: the thread budget: all cores, or a share "
+        f"while a training run uses this CPU; {threads.ENV} sets it for every process)",
+    )
+    p.add_argument(
         "--fault-injection",
         action="store_true",
         help="enable /_faults and /_stats (for testing OpenAI clients; never in production)",
@@ -43,16 +59,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_serve)
 
 
+def _threads(governor: threads.Governor | None) -> str:
+    return f"; threads: {governor.tick().reason}" if governor is not None else ""
+
+
 def _run_serve(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
+    setting = threads.parse_setting(args.threads, "--threads")
+    governor = threads.governor("serve", setting) if threads.owns_process(args) else None
     server = BackgroundServer(
         spec,
         host=args.host,
         port=args.port,
         max_queue=args.max_queue,
+        queue_timeout=args.queue_timeout or None,
         served_name=args.served_name,
         fault_injection=args.fault_injection,
         refuse_max_tokens=args.refuse_max_tokens,
+        governor=governor,
     )
     server.start()
     stop = threading.Event()
@@ -64,8 +88,8 @@ def _run_serve(args: argparse.Namespace) -> int:
     try:
         state = server.app.state.longctx
         print(
-            f"longctx serve: {state.served_name} ({state.loaded.window} tokens) ready at "
-            f"{server.base_url}",
+            f"longctx serve: {state.served_name} ({state.loaded.window} tokens{_threads(governor)}) "
+            f"ready at {server.base_url}",
             flush=True,
         )
         while not stop.wait(0.5):

@@ -192,11 +192,14 @@ def _runs_show(args: argparse.Namespace) -> int:
         "eval_loss",
         "eval_step",
         "eta_s",
+        "threads",
         "adapter",
         "last_checkpoint",
     ):
         if status.get(key) is not None:
-            print(f"{key:16s} {status[key]}")
+            # threads: the count, and why that many ("1 of 2 cores (1 kept for serve)")
+            value = status.get("threads_reason") if key == "threads" else None
+            print(f"{key:16s} {value or status[key]}")
     if metrics:
         print(f"{'last metrics':16s} {json.dumps(metrics[-1])}")
     return 0

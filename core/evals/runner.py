@@ -19,6 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from core import threads
 from core.errors import ConfigError, LongCtxError
 from core.evals import figures, results
 from core.evals.backends import Cancelled, Endpoint, Target, open_backend
@@ -182,12 +183,14 @@ class Evaluation:
                 if self.task.kind == PERPLEXITY
                 else self._answered(backend, prompts, cancel)
             )
-            for cell in cells:
-                self.log.append(cell)
-                done += 1
-                if progress:
-                    progress(done, total, cell)
-                yield cell
+            with threads.computing():  # busy to the last cell (one can take minutes)
+                for cell in cells:
+                    threads.tick()  # the next cell computes on the budget of now
+                    self.log.append(cell)
+                    done += 1
+                    if progress:
+                        progress(done, total, cell)
+                    yield cell
         except Cancelled:
             return
         finally:

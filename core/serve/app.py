@@ -1,14 +1,16 @@
 """The FastAPI app: chat completions (plain and SSE) and model listing over one local model.
 
-A worker thread per request runs `core.models.generation.stream_chat`; the model's own lock serializes
-requests, a bounded queue turns overload into 429s, and a client that goes away cancels its
-generation. With `fault_injection`, `/_faults` and `/_stats` let tests script failures.
+A worker thread per request runs `core.models.generation.stream_chat`; requests take turns at the model
+in arrival order, a bounded queue turns overload into 429s, a request that waits past the queue
+deadline gets a 503 (both with `Retry-After`, so OpenAI clients back off and retry), and a client
+that goes away cancels its generation. With `fault_injection`, `/_faults` and `/_stats` let tests script failures.
 Knows nothing about gradio, datasets or training.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -34,6 +36,7 @@ from core.errors import ConfigError
 from core.models.generation import Chunk, PromptTooLong, SamplingParams, prompt_ids, stream_chat
 from core.models.loader import LoadedModel, ModelSpec, default_cache
 from core.serve.protocol import APIError, ChatRequest, Fault, _from_validation, _text_of
+from core.threads import Governor
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +49,17 @@ _FALLBACK_WINDOW = 4096
 
 
 class _State:
-    def __init__(self, loaded: LoadedModel, served_name: str, max_queue: int, faults: bool):
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        served_name: str,
+        max_queue: int,
+        faults: bool,
+        queue_timeout: float | None = None,
+        governor: Governor | None = None,
+    ):
         self.loaded, self.served_name, self.max_queue = loaded, served_name, max_queue
+        self.queue_timeout, self.governor = queue_timeout, governor
         self.fault_injection = faults
         self.refuse_max_tokens = False
         self.created = int(time.time())
@@ -62,10 +74,43 @@ class _State:
         # HF fast tokenizers are Rust objects that refuse concurrent mutable use ("Already
         # borrowed"); rendering prompts one at a time costs nothing next to decoding.
         self.tokenize_lock = threading.Lock()
+        # The model's turn, handed out first come first served (asyncio.Lock is fair, where the
+        # model's threading.Lock is not): a deadline on the wait is only fair in a fair queue.
+        self._turn: asyncio.Lock | None = None
+        self._turn_loop: asyncio.AbstractEventLoop | None = None
+        self.service_s = 1.0  # a moving average of how long one request holds the model
 
     @property
     def in_flight(self) -> int:
         return self._in_flight
+
+    def turn(self) -> asyncio.Lock:
+        # One per event loop: an asyncio.Lock is bound to the loop that first waits on it, and
+        # in-process test clients run the app on a loop of their own.
+        loop = asyncio.get_running_loop()
+        if self._turn is None or self._turn_loop is not loop:
+            self._turn, self._turn_loop = asyncio.Lock(), loop
+        return self._turn
+
+    def end_turn(self, loop: asyncio.AbstractEventLoop, held_s: float) -> None:
+        """Hand the model to the next request in line (from any thread)."""
+        self.service_s = 0.7 * self.service_s + 0.3 * held_s
+        turn = self._turn
+        if turn is None:
+            return
+        try:
+            loop.call_soon_threadsafe(turn.release)
+        except RuntimeError:  # the event loop is closed: nobody is waiting any more
+            pass
+
+    def retry_after_s(self) -> float:
+        """How long a refused client should wait: about the time the queue ahead needs."""
+        return min(max(self.service_s * max(self._in_flight, 1), 0.1), 60.0)
+
+    def busy_headers(self) -> dict[str, str]:
+        # OpenAI clients honour retry-after-ms (then Retry-After) up to 60 s, else back off.
+        wait = self.retry_after_s()
+        return {"retry-after-ms": f"{wait * 1000:.0f}", "Retry-After": str(math.ceil(wait))}
 
     def try_admit(self) -> _Slot | None:
         # One request generates while up to max_queue wait on the model's lock.
@@ -130,28 +175,40 @@ class _Generation:
         self._args = (messages, params, ids)
 
     def start(self, slot: _Slot) -> None:
+        """Generate on a thread of its own, which from now on owns `slot` and the model's turn."""
         self._slot = slot
         self._state.add_job(self)
         threading.Thread(target=self._run, daemon=True, name="longctx-serve-generate").start()
 
     def _run(self) -> None:
-        messages, params, ids = self._args
-        finish = None
+        finish, started = None, time.monotonic()
         try:
-            for chunk in stream_chat(self._state.loaded, messages, params, self.cancel, ids=ids):
-                finish = chunk.finish_reason
-                if finish is not None and self._slot is not None:
-                    # Free the slot before the client can see its answer end: released after,
-                    # a client sending its next request at once could race it and get a 429
-                    # with nothing else in flight (seen with max_queue=0).
-                    self._slot.release()
-                self._put(chunk)
+            governor = self._state.governor
+            busy = governor.computing() if governor is not None else contextlib.nullcontext()
+            with busy:  # on this thread: torch's pool size is per thread
+                finish = self._generate(governor)
         except Exception as exc:  # handed to the request, which turns it into a response
             self._put(exc)
         finally:
             if self._slot is not None:
                 self._slot.release()
+            self._state.end_turn(self._loop, time.monotonic() - started)
             self._state.drop_job(self, finish)
+
+    def _generate(self, governor: Governor | None) -> str | None:
+        messages, params, ids = self._args
+        finish = None
+        for chunk in stream_chat(self._state.loaded, messages, params, self.cancel, ids=ids):
+            if governor is not None:
+                governor.tick()  # cheap between re-plans; a server that ends training re-plans
+            finish = chunk.finish_reason
+            if finish is not None and self._slot is not None:
+                # Free the slot before the client can see its answer end: released after,
+                # a client sending its next request at once could race it and get a 429
+                # with nothing else in flight (seen with max_queue=0).
+                self._slot.release()
+            self._put(chunk)
+        return finish
 
     def _put(self, item: Chunk | BaseException) -> None:
         try:
@@ -203,24 +260,35 @@ def create_app(
     loaded_or_spec: LoadedModel | ModelSpec | str,
     *,
     max_queue: int = 16,
+    queue_timeout: float | None = 30.0,
     served_name: str | None = None,
     fault_injection: bool = False,
     refuse_max_tokens: bool = False,
+    governor: Governor | None = None,
 ) -> FastAPI:
     """Build the FastAPI app serving one model (loading it now if given a spec or a name).
 
     Args:
         loaded_or_spec: a loaded model, or what to load through `core.models.loader.default_cache`.
         max_queue: requests that may wait behind the one generating; more get a 429.
+        queue_timeout: seconds a request may wait for the model before it gets a 503 (None:
+            no limit).
         served_name: the model id clients use (default: the spec's name, e.g. `embedded`).
         fault_injection: add `/_faults` and `/_stats` for testing clients.
         refuse_max_tokens: answer `max_tokens` with the 400 OpenAI's newest models give (they
             take only `max_completion_tokens`), for testing clients.
+        governor: keeps generation on this process's thread budget (`longctx serve` passes
+            one; a server inside another process follows that process's budget).
     """
     if max_queue < 0:
         raise ConfigError(f"max_queue must be 0 or more, got {max_queue}")
+    if queue_timeout is not None and not queue_timeout > 0:
+        raise ConfigError(
+            f"queue_timeout must be more than 0 seconds, got {queue_timeout} (None: no limit)"
+        )
     loaded = _load(loaded_or_spec)
-    state = _State(loaded, served_name or loaded.spec.name, max_queue, fault_injection)
+    name = served_name or loaded.spec.name
+    state = _State(loaded, name, max_queue, fault_injection, queue_timeout, governor)
     state.refuse_max_tokens = refuse_max_tokens
 
     @asynccontextmanager
@@ -411,18 +479,19 @@ async def _chat(request: Request, state: _State) -> Response:
         raise APIError(
             429,
             f"the server is busy: {state.max_queue} requests are already waiting for the model "
-            "(raise --max-queue, or retry later)",
+            "(retry later, or start the server with a larger --max-queue)",
             type="rate_limit_error",
             code="rate_limit_exceeded",
-            headers={"Retry-After": "1"},
+            headers=state.busy_headers(),
         )
-    job, streaming = None, False
+    job, streaming, turn = None, False, False
     try:
         fault = state.faults.popleft() if state.faults else None
         if fault is not None:
             await _apply_fault(fault)
+        turn = await _wait_for_turn(request, state)
         job = _Generation(state, call.messages, call.ids, call.params)
-        job.start(slot)  # from here on the generation thread releases the slot
+        job.start(slot)  # from here on the generation thread releases the slot and the turn
         job.watch(request)
         # Waiting for the first token before answering lets an error still be a 4xx.
         first = await job.next()
@@ -439,8 +508,46 @@ async def _chat(request: Request, state: _State) -> Response:
     finally:
         if job is None:
             slot.release()
+            if turn:
+                state.turn().release()
         elif not streaming:  # a stream closes its job when it ends
             job.close()
+
+
+async def _wait_for_turn(request: Request, state: _State) -> bool:
+    """Wait in line for the model: True once it is this request's turn.
+
+    Raises a 503 past the queue deadline, and gives up (499, which nobody reads) when the
+    client hangs up first, so a queue of abandoned requests never holds the model.
+    """
+    turn = state.turn()
+    acquire = asyncio.ensure_future(turn.acquire())
+
+    async def hung_up() -> None:
+        # The body is read: the next message uvicorn has for us is the disconnect.
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    gone = asyncio.ensure_future(hung_up())
+    try:
+        await asyncio.wait({acquire, gone}, timeout=state.queue_timeout,
+                           return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+    finally:
+        gone.cancel()
+        if not acquire.done():
+            acquire.cancel()  # asyncio.Lock passes a turn granted meanwhile to the next in line
+    if acquire.done() and not acquire.cancelled():
+        return True
+    if gone.done() and not gone.cancelled():
+        raise APIError(499, "the client closed the request while it waited", type="client_closed")
+    raise APIError(
+        503,
+        f"the server is busy: this request waited {state.queue_timeout:g} s for the model "
+        "(retry later, or start the server with a longer --queue-timeout)",
+        type="server_error",
+        code="queue_timeout",
+        headers=state.busy_headers(),
+    )
 
 
 async def _apply_fault(fault: Fault) -> None:

@@ -49,7 +49,8 @@ class BackgroundServer:
             host: address to listen on.
             port: 0 picks a free port.
             startup_timeout_s: how long `start()` waits for /health to answer.
-            **app_options: `max_queue`, `served_name`, `fault_injection` for `create_app`.
+            **app_options: `max_queue`, `queue_timeout`, `served_name`, `fault_injection`
+                for `create_app`.
         """
         self.model, self.host, self.port = model, host, port
         self.startup_timeout_s, self.app_options = startup_timeout_s, app_options

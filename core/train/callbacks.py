@@ -2,7 +2,8 @@
 
 `RunMonitor` appends one JSON line per logging step to `metrics.jsonl` (loss, lr, grad norm,
 tokens/s, memory, ETA), and one per measure of the held-out loss (eval_loss), and keeps
-`status.json` current; a SIGTERM/SIGINT becomes a clean stop
+`status.json` current; a resumed run first drops the rows its killed attempt wrote past the
+checkpoint, so the file holds one row per step; a SIGTERM/SIGINT becomes a clean stop
 (checkpoint, adapter, status `stopped`). Knows nothing about the UI: it only writes files.
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from core import threads
 from core.train import runs
 
 
@@ -48,10 +50,17 @@ class TokenCounter:
 class RunMonitor(TrainerCallback):
     """Writes metrics.jsonl / status.json and turns a stop signal into a clean stop."""
 
-    def __init__(self, run_dir: Path, tokens: TokenCounter, is_main: bool = True):
+    def __init__(
+        self,
+        run_dir: Path,
+        tokens: TokenCounter,
+        is_main: bool = True,
+        governor: threads.Governor | None = None,
+    ):
         self.run_dir = run_dir
         self.tokens = tokens
         self.is_main = is_main
+        self.governor = governor  # CPU runs: the thread budget, re-planned as steps go by
         self.stop_requested = threading.Event()
         self._last_time = time.monotonic()
         self._last_tokens = 0
@@ -69,10 +78,24 @@ class RunMonitor(TrainerCallback):
         self._start_time = self._last_time = time.monotonic()
         self._start_step = state.global_step
         if self.is_main:
+            # Before the first new row: the trainer re-evaluates on start when it evaluates at all.
+            runs.trim_metrics(self.run_dir, state.global_step, args.eval_on_start)
             runs.update_status(self.run_dir, state="running", step=state.global_step,
                                max_steps=state.max_steps)  # fmt: skip
 
+    def thread_fields(self) -> dict[str, Any]:
+        """The threads this run uses now, for status.json (applied on the calling thread)."""
+        if self.governor is None:
+            return {}
+        budget = self.governor.tick()
+        return {"threads": budget.threads, "threads_reason": budget.reason}
+
     def on_step_end(self, args, state, control, **kwargs):
+        if self.governor is not None:
+            before = self.governor.budget
+            fields = self.thread_fields()  # a server started or stopped: resize the pool
+            if self.is_main and self.governor.budget != before:
+                runs.update_status(self.run_dir, **fields)
         if args.eval_strategy != "no" and state.global_step >= state.max_steps:
             control.should_evaluate = True  # the held-out loss of the final adapter, always
         if self.stop_requested.is_set():

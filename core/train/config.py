@@ -132,6 +132,9 @@ class TrainConfig:
     group_by_length: bool = True
     num_gpus: int = 1
     """GPUs to train on; more than one launches torchrun."""
+    threads: int = 0
+    """CPU training: torch threads (0: the thread budget decides: all cores, less a share kept
+    for a server, an evaluation or the app's chat while one runs; see core/threads.py)."""
     # -- bookkeeping ----------------------------------------------------------------------------
     logging_steps: int = 1
     save_steps: int = 50
@@ -230,6 +233,8 @@ class TrainConfig:
             p.append("lora_targets is empty; the paper uses q_proj, k_proj, v_proj, o_proj")
         if not 0 < self.learning_rate < 1:
             p.append(f"learning_rate must be in (0, 1), got {self.learning_rate}")
+        if self.threads < 0:
+            p.append(f"threads must be 0 (the thread budget decides) or more, got {self.threads}")
         if self.per_device_batch_size < 1 or self.global_batch_size < 1 or self.num_gpus < 1:
             p.append("batch sizes and num_gpus must be at least 1")
         elif self.global_batch_size % (self.per_device_batch_size * self.num_gpus):

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core import threads
 from core.errors import LongCtxError
 from core.models import loader, names, rope
 from core.train.config import TrainConfig, lora_settings
@@ -475,11 +476,15 @@ def run_training(config: TrainConfig, run_dir: Path, resume: bool = False) -> di
     config.validate()
     is_main = int(os.environ.get("RANK", 0)) == 0
     tokens = TokenCounter()
-    monitor = RunMonitor(run_dir, tokens, is_main=is_main)
+    governor = None
+    if runs.device_key(config) == "cpu":  # a GPU run's CPU threads only feed the device
+        governor = threads.Governor("train", config.threads or None,
+                                    processes=int(os.environ.get("WORLD_SIZE", 1)))  # fmt: skip
+    monitor = RunMonitor(run_dir, tokens, is_main=is_main, governor=governor)
     monitor.install_signal_handlers()
     if is_main:
         runs.update_status(run_dir, state="starting", pid=os.getpid(), reason=None,
-                           device=runs.device_key(config))  # fmt: skip
+                           device=runs.device_key(config), **monitor.thread_fields())  # fmt: skip
     loaded = load_for_training(config)
     dataset, report = prepare_dataset(config, loaded.tokenizer)
     held_out = prepare_eval_dataset(config, loaded.tokenizer)

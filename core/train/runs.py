@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core import workspace
+from core import threads, workspace
+from core.data.io import atomic_write
 from core.errors import LongCtxError
 from core.train import allocator
 from core.train.config import TrainConfig
@@ -142,17 +143,49 @@ def list_runs() -> list[RunInfo]:
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The metrics lines written so far; a half-written last line is skipped."""
+    """The metrics lines written so far, one per (step, kind); a half-written line is skipped.
+
+    Runs resumed before `trim_metrics` existed hold a killed attempt's rows twice: the later
+    row (the resumed attempt's) wins, so their charts show one point per step too.
+    """
     file = run_dir / "metrics.jsonl"
     if not file.exists():
         return []
-    rows = []
+    rows: dict[tuple[Any, bool], dict[str, Any]] = {}
     for line in file.read_text().splitlines():
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
             continue
-    return rows
+        key = (row.get("step"), "eval_loss" in row)
+        rows.pop(key, None)  # re-inserted at the end: rows stay in the order they were written
+        rows[key] = row
+    return list(rows.values())
+
+
+def trim_metrics(run_dir: Path, step: int, reevaluates: bool = False) -> int:
+    """Drop the metrics rows a resumed run is about to write again; returns how many.
+
+    A run resumed from the checkpoint of step `step` logs steps after it, and (`reevaluates`)
+    measures its held-out loss at `step` once more; the killed attempt's rows for those go.
+    Rewritten atomically: a kill during the rewrite leaves the old file or the new one, whole.
+    """
+    file = run_dir / "metrics.jsonl"
+    if not file.exists():
+        return 0
+    lines = [line for line in file.read_text().splitlines() if line.strip()]
+    kept = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the half-written last line of a killed writer
+        row_step = row.get("step") or 0
+        if row_step < step or (row_step == step and not (reevaluates and "eval_loss" in row)):
+            kept.append(line)
+    if len(kept) < len(lines):
+        atomic_write(file, [("".join(f"{line}\n" for line in kept)).encode()], backup=False)
+    return len(lines) - len(kept)
 
 
 def tail_log(run_dir: Path, lines: int = 40) -> str:
@@ -269,6 +302,10 @@ def launch(config: TrainConfig, run_dir: Path | None = None, resume: bool = Fals
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PROJECT_ROOT), env.get("PYTHONPATH")]))
     if device == "cpu":
         env = allocator.child_env(env)
+        # Sized before torch starts in the child (OpenMP reads these once); the child re-plans
+        # as it runs (callbacks.RunMonitor), so this is only its start.
+        budget = threads.plan("train", config.threads or None)
+        env = threads.child_env(env, max(1, budget.threads // max(1, config.num_gpus)))
     with (run_dir / "log.txt").open("ab") as log:
         log.write(f"$ {' '.join(cmd)}\n".encode())
         log.flush()

@@ -58,6 +58,7 @@ def status_html(run_id: str | None) -> str:
         + (f" · loss {loss:.4f}" if isinstance(loss, float) else "")
         + (f" · held-out loss {held:.4f} (step {status.get('eval_step')})" if isinstance(held, float) else "")
         + eta_text
+        + (f" · CPU threads: {status['threads']}" if status.get("threads") else "")
         + f'<div class="run-progress"><div style="width:{pct:.1f}%"></div></div>'
         + (f'<p class="run-reason">{html.escape(str(reason))}</p>' if reason else "")
         + (f"<p>Adapter: <code>{html.escape(runs.short_path(status['adapter']))}</code></p>" if status.get("adapter") else "")

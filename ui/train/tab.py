@@ -100,6 +100,7 @@ def _form(start: cfg.TrainConfig) -> dict[str, gr.components.Component]:
         with gr.Row():
             field(gr.Radio, "precision", "Precision", list(cfg.PRECISIONS))
             field(gr.Number, "num_gpus", "GPUs", precision=0)
+            field(gr.Number, "threads", "CPU threads (0: the thread budget)", precision=0)
         with gr.Row():
             field(gr.Checkbox, "gradient_checkpointing", "Gradient checkpointing")
             field(gr.Checkbox, "offload_checkpoints", "Offload checkpoints to CPU")
