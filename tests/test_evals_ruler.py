@@ -207,3 +207,20 @@ def test_a_small_run_fills_an_evaluation_folder_and_resumes(embedded, tmp_path, 
     assert reopened.pending() == [] and list(reopened.run()) == []
     assert "RULER" in folder_figure(tmp_path / "r").layout.title.text
     assert len(compare_figure(tmp_path / "r", tmp_path / "r").data) == 2
+
+
+def test_the_command_line_round_trips_a_ruler_config(tmp_path):
+    from core.cli.evals import command_for, task_from_args
+    from core.cli.main import build_parser
+    from core.evals.backends import Target
+    from core.models.loader import ModelSpec
+
+    config = RulerConfig(tasks="vt,niah_multikey", lengths=[1000, 4000], samples=3, seed=2,
+                         haystack="noise", answer_prefix=False, threshold=70)  # fmt: skip
+    argv = command_for(config, Target(ModelSpec()), out=str(tmp_path))
+    assert argv[:2] == ["longctx", "ruler"] and "--no-answer-prefix" in argv
+    assert argv[argv.index("--tasks") + 1] == "niah_multikey_1,niah_multikey_2,niah_multikey_3,vt"
+    args = build_parser().parse_args(argv[1:])
+    assert task_from_args(args) == config
+    short = build_parser().parse_args(["ruler", "--tasks", "cwe", "--lengths", "2k", "--n", "5"])
+    assert task_from_args(short) == RulerConfig(tasks=["cwe"], lengths=[2000], samples=5)
