@@ -214,11 +214,15 @@ class Env:
         self._noise: rt.Tokens | None = None
         self._essay: rt.Tokens | None = None
         self._words: list[str] | None = None
+        self._made_up: dict[int, list[str]] = {}
         self.word_ids: dict[str, list[int]] = {}
         self._numbers: list[list[int]] = [[]]
         self._pieces: dict[str, list[int]] = {}
         self._docs: dict[tuple[int, int], list[int]] = {}
         self._qa: dict[str, rt.QaSet] = {}
+        self._pools: dict[tuple[rt.NeedleSpec, int], rt.NeedlePool] = {}
+        self.length = self._longest
+        """The length of the sample being built."""
         coded_rng = random.Random(f"{config.seed}-coded")
         self.coded = sorted({
             "".join(coded_rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(coded_rng.randint(3, 6)))
@@ -229,10 +233,13 @@ class Env:
         )
 
     def _encode(self, texts: list[str]) -> list[list[int]]:
+        if not texts:
+            return []
         return [list(x) for x in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
     def sample(self, task: str, length: int, index: int) -> rt.Sample:
         rng = random.Random(f"{self.config.seed}-{task}-{length}-{index}")
+        self.length = length
         if task in NEEDLE_TASKS:
             return rt.needle_sample(self, NEEDLE_TASKS[task], rng, index)
         if task == "vt":
@@ -250,8 +257,12 @@ class Env:
 
     def noise(self, room: int = 0) -> rt.Tokens:
         if self._noise is None:
-            per = len(self.piece_ids(rt.NOISE))
-            self._noise = rt.Tokens.encode(self.tokenizer, rt.NOISE * (self._longest // per + 4))
+            reps = self._longest // len(self.piece_ids(rt.NOISE)) + 4
+            while True:  # repeated, the sentence may take fewer tokens than alone
+                self._noise = rt.Tokens.encode(self.tokenizer, rt.NOISE * reps)
+                if len(self._noise.ids) >= self._longest:
+                    return self._noise
+                reps = int(reps * 1.2) + 1
         return self._noise
 
     def essay(self) -> rt.Tokens:
@@ -277,22 +288,33 @@ class Env:
         if kind == "noise":
             return self.noise()
         if kind == "needles":
-            return rt.needle_haystack(self.tokenizer, room, rng, spec, taken)
+            # One pool per length, so that a sample does not change when the grid grows.
+            if (spec, self.length) not in self._pools:
+                seed = f"{self.config.seed}-pool-{spec}-{self.length}"
+                pool = rt.NeedlePool(self.tokenizer, spec, self.length, seed)
+                self._pools[(spec, self.length)] = pool
+            return self._pools[(spec, self.length)].haystack(rng, taken)
         return self.essay()
 
     # -- word pools and small pieces ------------------------------------------------------------
 
     def words_order(self, rng: random.Random) -> list[str]:
-        """The common-words pool in this sample's random order (its words tokenized once)."""
+        """The common-words pool in this sample's random order (its words tokenized once): the
+        built-in corpus's words, then made-up ones as far as the sample's length needs (the pool
+        depends on the length alone, so that a sample does not change when the grid grows)."""
         if self._words is None:
             from core.text.corpus import builtin_documents
 
-            words = rt.corpus_words([d.text for d in builtin_documents()])
-            need = self._longest // 6 + 200  # more than a list of rare words can hold
-            words += rt.pseudo_words(max(0, need - len(words)))
-            self._words = words
-            self.word_ids = dict(zip(words, self._encode([" " + w for w in words]), strict=False))
-        return rng.sample(self._words, len(self._words))
+            self._words = rt.corpus_words([d.text for d in builtin_documents()])
+        need = self.length // 6 + 200  # more than a list of rare words can hold
+        if need > len(self._words) and need not in self._made_up:
+            known = set(self._words)
+            made_up = rt.pseudo_words(need - len(self._words))
+            self._made_up[need] = [w for w in made_up if w not in known]
+        words = self._words + self._made_up.get(need, [])
+        fresh = [w for w in words if w not in self.word_ids]
+        self.word_ids.update(zip(fresh, self._encode([" " + w for w in fresh]), strict=True))
+        return rng.sample(words, len(words))
 
     def number_ids(self, n: int) -> list[int]:
         """Token ids of ` n.` (a list item's number), tokenized in batches as needed."""

@@ -247,17 +247,50 @@ def needle_sample(env: Any, spec: NeedleSpec, rng: random.Random, index: int) ->
     return Sample(template, question, prefix, expected, build)
 
 
-def needle_haystack(
-    tokenizer: Any, room: int, rng: random.Random, spec: NeedleSpec, taken: set[str]
-) -> Tokens:
-    """Distractor needles all the way (RULER's multi-key 2 and 3): other keys, other values."""
-    kind = VALUE_WORDS[spec.value]
-    probe = " " + NEEDLE.format(kind=kind, key=draw(rng, spec.key), value=draw(rng, spec.value))
-    per = max(1, len(tokenizer(probe, add_special_tokens=False)["input_ids"]))
-    n = int(room / per * 1.1) + 4  # a little more than fits: the cut takes what is needed
-    keys = distinct(rng, spec.key, n, set(taken))
-    pieces = [" " + NEEDLE.format(kind=kind, key=k, value=draw(rng, spec.value)) for k in keys]
-    return Tokens.join(tokenizer, pieces)
+class NeedlePool:
+    """Distractor needles for RULER's multi-key 2 and 3 (the haystack is needles all the way),
+    tokenized once for a configuration; each sample takes them in its own random order, leaving
+    out its own keys. Word keys have 4,096 adjective-noun pairs: past half of them (a haystack
+    of ~40K tokens) distractor keys repeat, which leaves the question unambiguous."""
+
+    def __init__(self, tokenizer: Any, spec: NeedleSpec, tokens: int, seed: str):
+        rng = random.Random(seed)
+        kind = VALUE_WORDS[spec.value]
+        probe = " " + NEEDLE.format(kind=kind, key=draw(rng, spec.key), value=draw(rng, spec.value))
+        n = (
+            int(tokens / max(1, len(tokenizer(probe, add_special_tokens=False)["input_ids"])) * 1.2)
+            + 50
+        )
+        space = len(ADJECTIVES) * len(NOUNS) if spec.key == "word" else n
+        self.keys = distinct(rng, spec.key, min(n, space // 2))
+        self.keys += [draw(rng, spec.key) for _ in range(n - len(self.keys))]
+        pieces = [
+            " " + NEEDLE.format(kind=kind, key=k, value=draw(rng, spec.value)) for k in self.keys
+        ]
+        enc = tokenizer(pieces, add_special_tokens=False, return_offsets_mapping=True)
+        self.items = [
+            (list(ids), text, [end for _, end in offsets])
+            for text, ids, offsets in zip(
+                pieces, enc["input_ids"], enc["offset_mapping"], strict=True
+            )
+        ]
+
+    def haystack(self, rng: random.Random, taken: set[str]) -> Tokens:
+        """The distractors in a random order, without the keys in `taken`."""
+        ids: list[int] = []
+        texts: list[str] = []
+        bounds, starts, offset = [0], [], 0
+        for i in rng.sample(range(len(self.items)), len(self.items)):
+            if self.keys[i] in taken:
+                continue
+            item_ids, text, ends = self.items[i]
+            starts.append(len(ids))
+            ids += item_ids
+            bounds += [offset + e for e in ends]
+            offset += len(text)
+            bounds[-1] = offset
+            texts.append(text)
+        return Tokens(ids, "".join(texts), bounds, starts)
 
 
 # ---------------------------------------------------------------------------------------------
