@@ -13,6 +13,7 @@ import argparse
 
 from core import workspace
 from core.cli.evals import _target, _target_args
+from core.evals import mmlu, results
 from core.evals.harness import HarnessConfig, HarnessRun, summary
 from core.evals.niah import parse_numbers
 
@@ -47,6 +48,53 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk", type=int, default=25, help="documents per lm-eval call")
     p.add_argument("--out", help="result folder (default: a new evals/<id>/ in the workspace)")
     p.set_defaults(func=_run)
+
+    p = sub.add_parser(
+        "mmlu",
+        help="the short-context check: MMLU 0-shot by answer-letter likelihood (lm-eval's task)",
+        description="What the extension costs on short prompts, as the paper measures it. "
+        "From the Hub (lm-eval's mmlu), or --file: a JSONL of cais/mmlu rows (question, "
+        "subject, choices, answer 0-3). Accuracy per subject, then per category, then overall. "
+        "Example: longctx mmlu --model embedded --file mmlu.jsonl --out evals/mmlu-base",
+    )
+    _target_args(p)
+    p.add_argument("--file", default="", help="local multiple-choice file (default: the Hub)")
+    p.add_argument(
+        "--limit", type=int, default=100_000, help="the first N questions of each subject task"
+    )
+    p.add_argument("--out", help="result folder (default: a new evals/<id>/ in the workspace)")
+    p.set_defaults(func=_run_mmlu)
+
+
+def mmlu_run(
+    target, file: str = "", limit: int = 100_000, out: str | None = None, *, models=None
+) -> HarnessRun:
+    """MMLU 0-shot on `target` into an evaluation folder, from the Hub or a local `file` (its
+    task written into the folder's `tasks/`)."""
+    folder = results.eval_folder(out, "mmlu", target.slug)
+    if file:
+        tasks = str(mmlu.write_file_task(file, folder / "tasks"))
+        config = HarnessConfig(tasks=[mmlu.FILE_TASK], limit=limit, include_path=tasks,
+                               num_fewshot=0, chat=False)  # fmt: skip
+    else:
+        config = HarnessConfig(tasks=[mmlu.HUB_TASK], limit=limit, num_fewshot=0, chat=False)
+    return HarnessRun(config, target, folder, models=models)
+
+
+def _run_mmlu(args: argparse.Namespace) -> int:
+    file = workspace.allow_given(args.file) if args.file else ""
+    run = mmlu_run(_target(args), file, args.limit, args.out)
+    print(f"mmlu: {run.target.label}: {run.path}", flush=True)
+    for n, _ in enumerate(run.run(), 1):
+        if n % 100 == 0:
+            print(f"{n} questions answered", flush=True)
+    got = mmlu.scores(run.cells())
+    for category, value in got["categories"].items():
+        print(f"{category:<18} {value:6.2f}", flush=True)
+    overall = "n/a" if got["overall"] is None else f"{got['overall']:.2f}"
+    print(f"{'overall':<18} {overall:>6} ({got['questions']} questions, "
+          f"{len(got['subjects'])} subjects)", flush=True)  # fmt: skip
+    return 0
 
 
 def config_from_args(args: argparse.Namespace) -> HarnessConfig:

@@ -274,11 +274,11 @@ def cell_from(task: str, sample: dict[str, Any]) -> dict[str, Any]:
     names = [m for m in sample.get("metrics", []) if m in sample]
     metrics = {m: _plain(sample[m]) for m in names}
     first = metrics.get(names[0]) if names else None
-    replies = sample.get("filtered_resps") or []
-    answer = replies[0] if replies else ""
-    while isinstance(answer, (list, tuple)) and answer:
-        answer = answer[0]
+    answer = _chosen(sample)
+    doc = sample.get("doc")
+    subject = doc.get("subject") if isinstance(doc, dict) else None  # MMLU-style rows
     return {
+        **({"subject": str(subject)} if subject else {}),
         "key": sample_key(task, sample["doc_id"]),
         "task": task,
         "doc_id": sample["doc_id"],
@@ -288,6 +288,29 @@ def cell_from(task: str, sample: dict[str, Any]) -> dict[str, Any]:
         "score": float(first) if isinstance(first, (int, float)) else None,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+
+
+def _chosen(sample: dict[str, Any]) -> str:
+    """The reply: the generated text, or for a multiple-choice task the continuation with the
+    highest log-likelihood (its `filtered_resps` are `(loglikelihood, is_greedy)` pairs)."""
+    replies = sample.get("filtered_resps") or []
+    scored = all(
+        isinstance(r, (list, tuple)) and r and isinstance(r[0], (int, float)) for r in replies
+    )
+    if not replies or not scored:
+        answer = replies[0] if replies else ""
+        while isinstance(answer, (list, tuple)) and answer:
+            answer = answer[0]
+        return str(answer)
+    best = max(range(len(replies)), key=lambda i: replies[i][0])
+    args = sample.get("arguments")
+    items = list(args.values()) if isinstance(args, dict) else list(args or [])
+    item = items[best] if best < len(items) else None
+    if isinstance(item, dict):
+        item = [item.get("arg_0"), item.get("arg_1")]
+    if isinstance(item, (list, tuple)) and len(item) > 1 and item[1] is not None:
+        return str(item[1]).strip()
+    return str(best)
 
 
 def _plain(value: Any) -> Any:
@@ -310,3 +333,20 @@ def summary(cells: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
             if isinstance(value, (int, float)):
                 sums[cell["task"]][name].append(float(value))
     return {t: {m: sum(v) / len(v) for m, v in ms.items()} for t, ms in sorted(sums.items())}
+
+
+def figure(cells: list[dict[str, Any]], title: str = "lm-eval") -> Any:
+    """Mean score (each sample's first metric) per task, as bars."""
+    import plotly.graph_objects as go
+
+    scores: dict[str, list[float]] = defaultdict(list)
+    for cell in cells:
+        if isinstance(cell.get("score"), (int, float)):
+            scores[cell["task"]].append(float(cell["score"]))
+    tasks = sorted(scores)
+    means = [100 * sum(scores[t]) / len(scores[t]) for t in tasks]
+    fig = go.Figure(go.Bar(x=tasks, y=[round(m, 1) for m in means],
+                           text=[f"{m:.1f} (n={len(scores[t])})" for m, t in zip(means, tasks, strict=True)]))  # fmt: skip
+    fig.update_layout(title=title, yaxis={"title": "score (%)", "range": [0, 102]},
+                      template="plotly_white", height=420)  # fmt: skip
+    return fig

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ConfigError, LongCtxError
-from core.evals import figures, results, ruler
+from core.evals import figures, harness, results, ruler
 from core.evals.backends import Cancelled, Endpoint, Target, open_backend
 from core.evals.niah import NiahConfig
 from core.evals.perplexity import PerplexityConfig, cell_fields
@@ -100,6 +100,11 @@ class Evaluation:
 
         API keys are never saved: pass them again (or set $OPENAI_API_KEY)."""
         record = results.read_config(path)
+        if record.get("kind") not in TASKS:  # lm-eval's folders resume with their own command
+            raise LongCtxError(
+                f"{path} is a {record.get('kind')} evaluation: resume it with "
+                f"`longctx {record.get('kind')} ... --out {path}`"
+            )
         task = TASKS[record["kind"]](**record["task"])
         t = record["target"]
         target = Target(
@@ -274,6 +279,8 @@ def figure_from(record: dict[str, Any], cells: list[dict[str, Any]], x: str = "t
     (NIAH, passkey; unfinished cells blank), an accuracy plot (topics, against `x`), scores
     against length (held-out samples) or perplexity curves."""
     label = record.get("label") or "evaluation"
+    if record.get("kind") == harness.KIND:
+        return harness.figure(cells, title=f"lm-eval: {label}")
     if record.get("kind") == "ruler":
         threshold = record.get("task", {}).get("threshold", ruler.THRESHOLD)
         return ruler.figure({label: cells}, threshold, title=f"RULER: {label}")
