@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from core.cli import data, evals, harness, rope, serve, synth, train
+from core.cli import data, evals, harness, rope, scorecard, serve, synth, train
 from core.errors import LongCtxError
 from core.hosting import space
 
@@ -64,7 +64,7 @@ def build_parser(launch_app: AppLauncher | None = None) -> argparse.ArgumentPars
     if launch_app is not None:
         _register_app(sub, launch_app)
     # Each command group's module adds its sub-command(s) with `func` set.
-    for group in (serve, evals, harness, train, data, synth, rope):
+    for group in (serve, evals, harness, scorecard, train, data, synth, rope):
         group.register(sub)
     return parser
 
