@@ -66,3 +66,12 @@ def test_the_command_finds_a_base_models_evaluations(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "RULER mean @ 32K" in printed and "Llama-3.1-8B 87.4" in printed
     assert scorecard.REFERENCES[0].source.startswith("the paper")
+
+
+def test_the_model_card_carries_the_scorecard(tmp_path):
+    from core.train.export import scorecard_lines
+
+    evals = [{"path": p} for p in _evals(tmp_path)]
+    lines = scorecard_lines(evals)
+    assert lines[1] == "### Scorecard" and "| MMLU 0-shot | 50.0 |" in lines[3]
+    assert scorecard_lines([]) == []
