@@ -75,3 +75,17 @@ def test_the_model_card_carries_the_scorecard(tmp_path):
     lines = scorecard_lines(evals)
     assert lines[1] == "### Scorecard" and "| MMLU 0-shot | 50.0 |" in lines[3]
     assert scorecard_lines([]) == []
+
+
+def test_saved_answers_are_rescored_without_generating(tmp_path, capsys):
+    cells = [{"task": "niah_multivalue", "length": 1000, "answer": "It is 123.",
+              "expected": [["123"], ["456"]], "score": 0.5},
+             {"task": "qa_squad", "length": 1000, "answer": "Paris", "expected": [["paris", "Lutetia"]],
+              "score": 1.0}]  # fmt: skip
+    source = _folder(tmp_path / "src", "ruler", BASE, {}, cells, "2026-01-01T00:00:00")
+    assert main(["rescore", source, "--scorer", "match_part", "--out", str(tmp_path / "p")]) == 0
+    assert [c["score"] for c in results.read_cells(tmp_path / "p")] == [1.0, 1.0]
+    assert results.read_config(tmp_path / "p")["scorer"]["kind"] == "match_part"
+    assert [c["score"] for c in results.read_cells(source)] == [0.5, 1.0]  # left as it was
+    assert "mean score 1.000" in capsys.readouterr().out
+    assert main(["rescore", source, "--scorer", "match_all", "--out", str(tmp_path / "p")]) == 1

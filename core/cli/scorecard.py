@@ -1,5 +1,6 @@
 """`longctx scorecard`: one table and one figure of every suite and length evaluated for a base
-model and its tuned runs, with the paper's and RULER's published references beside ours.
+model and its tuned runs, with the paper's and RULER's published references beside ours; and
+`longctx rescore`: an evaluation's saved answers scored again by another scorer.
 
 This module knows nothing about gradio.
 """
@@ -9,7 +10,10 @@ from __future__ import annotations
 import argparse
 
 from core.errors import LongCtxError
-from core.evals import figures, scorecard
+from core.evals import figures, results, scorecard
+from core.evals.backends import Endpoint
+from core.evals.rescore import rescore
+from core.evals.scoring import SCORERS, Scorer
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +30,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", help="figure file: .html or .png")
     p.add_argument("--markdown", help="also write the table as Markdown (for a model card)")
     p.set_defaults(func=_run)
+
+    p = sub.add_parser(
+        "rescore",
+        help="score an evaluation's saved answers again with another scorer (no generation)",
+        description="Example: longctx rescore evals/ruler-base --scorer match_part --out "
+        "evals/ruler-base-part",
+    )
+    p.add_argument("folder", help="the evaluation folder whose answers to rescore")
+    p.add_argument("--scorer", required=True, choices=SCORERS)
+    p.add_argument("--judge-base-url", help="judge endpoint (scorer 'judge')")
+    p.add_argument("--judge-model", help="judge model name")
+    p.add_argument("--judge-api-key", help="judge key (default $OPENAI_API_KEY); never saved")
+    p.add_argument("--out", required=True, help="the new folder")
+    p.set_defaults(func=_rescore)
+
+
+def _rescore(args: argparse.Namespace) -> int:
+    judge = None
+    if args.scorer == "judge" and (args.judge_base_url or args.judge_model):
+        judge = Endpoint(args.judge_base_url or "", args.judge_model or "", args.judge_api_key)
+    out = rescore(args.folder, Scorer(args.scorer, judge), args.out)
+    cells = results.read_cells(out)
+    scores = [c["score"] for c in cells if isinstance(c.get("score"), (int, float))]
+    mean = f"{sum(scores) / len(scores):.3f}" if scores else "n/a"
+    print(
+        f"rescored {len(scores)} answers with {args.scorer}: mean score {mean}; {out}", flush=True
+    )
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
