@@ -1,4 +1,4 @@
-"""The Evaluate tab's RULER controls: the form's values become the same `RulerConfig` the
+"""The Evaluate tab's RULER controls and Scorecard panel: the form's values become the same `RulerConfig` the
 `longctx ruler` command builds, and the tab lays out with them (no browser, no model)."""
 
 from __future__ import annotations
@@ -34,3 +34,23 @@ def test_the_evaluate_tab_lays_out_with_the_ruler_controls():
     with gr.Blocks():
         built = tab.build()
     assert ("RULER", "ruler") in [tuple(c) for c in built.task.choices]
+
+
+def test_the_scorecard_panel_shows_a_base_models_evaluations(workspace_home):
+    import pytest
+
+    from core import workspace
+    from core.errors import LongCtxError
+    from core.evals import results
+    from ui.evaluate import scorecard
+
+    folder = workspace.subdir("evals") / "ui-scorecard-ruler"
+    results.write_config(folder, {"kind": "ruler", "target": {"model": {"name": "ui-base"}},
+                                  "task": {}, "created": "2026-01-01T00:00:00"})  # fmt: skip
+    results.CellLog(folder).append({"key": "a", "task": "vt", "length": 4096, "score": 1.0})
+    table, figure = scorecard.show("ui-base")
+    assert table["headers"] == ["suite", "base", "published", "source"]
+    assert table["value"] == [["RULER mean @ 4K", 100.0, "", ""]]
+    assert figure.data[0].name == "base"
+    with pytest.raises(LongCtxError, match="no evaluation of nobody"):
+        scorecard.show("nobody")
