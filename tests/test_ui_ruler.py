@@ -1,5 +1,6 @@
-"""The Evaluate tab's RULER controls and Scorecard panel: the form's values become the same `RulerConfig` the
-`longctx ruler` command builds, and the tab lays out with them (no browser, no model)."""
+"""The Evaluate tab's RULER controls and Scorecard panel: the form's values become the same
+`RulerConfig` the `longctx ruler` command builds, the tab lays out with them, and the panel shows
+a base model's evaluations (no browser, no model)."""
 
 from __future__ import annotations
 
