@@ -18,6 +18,7 @@ This module knows nothing about gradio or argparse.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -83,6 +84,15 @@ class HarnessConfig:
             raise ConfigError(problems)
 
 
+@functools.lru_cache(maxsize=8)
+def _task_manager(include: str | None) -> Any:
+    """lm-eval's task index (it reads every task YAML it ships: ~20 s on a busy 2-core
+    machine), built once per process and task folder."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=include)
+
+
 def sample_key(task: str, doc_id: Any) -> str:
     return f"{task}-{doc_id}"
 
@@ -143,12 +153,8 @@ class HarnessRun:
     # -- lm-eval pieces -----------------------------------------------------------------------
 
     def task_manager(self) -> Any:
-        from lm_eval.tasks import TaskManager
-
-        include = (
-            str(Path(self.config.include_path).expanduser()) if self.config.include_path else None
-        )
-        return TaskManager(include_path=include)
+        include = self.config.include_path
+        return _task_manager(str(Path(include).expanduser().resolve()) if include else None)
 
     def leaf_tasks(self, manager: Any) -> dict[str, Any]:
         """The tasks to run by name, groups opened down to their tasks.
