@@ -255,7 +255,7 @@ class Env:
 
     # -- haystacks ----------------------------------------------------------------------------
 
-    def noise(self, room: int = 0) -> rt.Tokens:
+    def noise(self) -> rt.Tokens:
         if self._noise is None:
             reps = self._longest // len(self.piece_ids(rt.NOISE)) + 4
             while True:  # repeated, the sentence may take fewer tokens than alone

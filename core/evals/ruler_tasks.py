@@ -90,22 +90,6 @@ class Tokens:
         texts = [text[bounds[i] : bounds[i + 1]] for i in range(len(enc["input_ids"]))]
         return cls(list(enc["input_ids"]), text, bounds, sentence_starts(texts))
 
-    @classmethod
-    def join(cls, tokenizer: Any, pieces: Sequence[str]) -> Tokens:
-        """Tokenize `pieces` in one batch and join them; each piece is a start."""
-        enc = tokenizer(list(pieces), add_special_tokens=False, return_offsets_mapping=True)
-        ids: list[int] = []
-        bounds, starts, offset = [0], [], 0
-        for piece, piece_ids, offsets in zip(
-            pieces, enc["input_ids"], enc["offset_mapping"], strict=False
-        ):
-            starts.append(len(ids))
-            ids.extend(piece_ids)
-            bounds.extend(offset + end for _, end in offsets)
-            offset += len(piece)
-            bounds[-1] = offset  # trailing characters no token claims stay with the piece
-        return cls(ids, "".join(pieces), bounds, starts)
-
     def span(self, a: int, b: int) -> tuple[list[int], str]:
         return self.ids[a:b], self.text[self.bounds[a] : self.bounds[b]]
 
