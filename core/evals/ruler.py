@@ -154,28 +154,34 @@ class RulerConfig:
     def prompts(
         self, tokenizer: Any, skip: set[str] | frozenset[str] = frozenset()
     ) -> Iterator[Prompt]:
-        """The prompts of the samples not in `skip`, task by task, length by length."""
+        """The prompts of the samples not in `skip`, task by task, length by length, and within
+        one task and length deepest first needle first (the local backend then reuses the KV of
+        the haystack before it, as in the NIAH grid)."""
         env = Env(tokenizer, self)
         for task in self.tasks:
             for length in self.lengths:
-                for i in range(self.samples):
-                    key = sample_key(task, length, i)
-                    if key not in skip:
-                        yield build_prompt(env, task, length, i, key, self.answer_prefix)
+                keys = [(sample_key(task, length, i), i) for i in range(self.samples)]
+                todo = [(key, i, env.sample(task, length, i)) for key, i in keys if key not in skip]
+                for key, i, sample in sorted(todo, key=lambda t: -t[2].depth):
+                    yield build_prompt(env, task, length, i, key, self.answer_prefix, sample)
 
 
 def sample_key(task: str, length: int, index: int) -> str:
     return f"{task}-L{length}-S{index}"
 
 
-def build_prompt(env: Env, task: str, length: int, index: int, key: str, prefix: bool) -> Prompt:
-    """One sample's prompt, `length` tokens to within 1%.
+def build_prompt(
+    env: Env, task: str, length: int, index: int, key: str, prefix: bool,
+    sample: rt.Sample | None = None,
+) -> Prompt:  # fmt: skip
+    """One sample's prompt, `length` tokens to within 1% (`sample`: already drawn).
 
     Raises:
         LongCtxError: the length leaves no room for the task's context.
     """
     tokenizer = env.tokenizer
-    sample = env.sample(task, length, index)
+    sample = sample or env.sample(task, length, index)
+    env.length = length
     head, tail = chat_frame(tokenizer, sample.template, sample.question)
     prefix_ids = env.piece_ids(sample.prefix) if prefix else []
     room = length - len(head) - len(tail) - len(prefix_ids)

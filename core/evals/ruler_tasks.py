@@ -67,6 +67,9 @@ class Sample:
     """Every group must be found in the reply; any alternative within a group will do."""
     build: Callable[[int], tuple[list[int], str, dict[str, Any]]]
     """budget -> (context ids, context text, cell fields such as depths and needle positions)."""
+    depth: float = 0.0
+    """The first needle's depth (percent), known before the context is built: samples go
+    deepest first, the order in which neighbours share the longest haystack prefix."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,7 +231,7 @@ def needle_sample(env: Any, spec: NeedleSpec, rng: random.Random, index: int) ->
         return ids, text, {**info, "needles": texts}
 
     template = NEEDLE_TEMPLATE.replace("{kinds}", f"{kind}s")
-    return Sample(template, question, prefix, expected, build)
+    return Sample(template, question, prefix, expected, build, depths[0])
 
 
 class NeedlePool:
@@ -304,7 +307,7 @@ def vt_sample(env: Any, rng: random.Random, index: int, hops: int = 4) -> Sample
         ids, text, info = place(env.tokenizer, env.noise(), room, lines, depths, env.slack)
         return ids, text, {**info, "needles": lines}
 
-    return Sample(VT_TEMPLATE, question, prefix, [[n] for n in names], build)
+    return Sample(VT_TEMPLATE, question, prefix, [[n] for n in names], build, depths[0])
 
 
 # ---------------------------------------------------------------------------------------------
