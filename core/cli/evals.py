@@ -36,6 +36,8 @@ from core.evals.retrieval import (
     PasskeyConfig,
     TopicsConfig,
 )
+from core.evals.ruler import GROUPS as RULER_GROUPS
+from core.evals.ruler import THRESHOLD, RulerConfig
 from core.evals.runner import DEFAULT_SCORERS, Evaluation, TaskConfig, compare_figure
 from core.evals.samples import TURNS, SamplesConfig
 from core.evals.scoring import PERPLEXITY, SCORERS, Scorer
@@ -135,6 +137,48 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_eval)
 
     p = sub.add_parser(
+        "ruler",
+        help="RULER's synthetic tasks (needles, variable tracking, common/frequent words, QA), "
+        "generated offline at each length",
+        description="Score by task and length on RULER's tasks, built for the model's own "
+        "tokenizer with no download. Example: longctx ruler --model embedded --tasks "
+        "niah_single,vt,cwe --lengths 2k,4k --n 20 --out evals/ruler-smollm",
+    )
+    _target_args(p)
+    p.add_argument(
+        "--tasks",
+        default="synthetic",
+        help=f"tasks or groups, comma-separated: {', '.join(RULER_GROUPS['all'])}; groups "
+        f"{', '.join(RULER_GROUPS)} (default synthetic: all but QA)",
+    )
+    p.add_argument("--lengths", default="1k,2k,4k", help="prompt lengths in tokens, e.g. 4k,8k")
+    p.add_argument("--samples", "--n", type=int, default=20, help="samples per task and length")
+    p.add_argument("--seed", type=int, default=0, help="draws keys, values, depths and words")
+    p.add_argument(
+        "--haystack",
+        default="builtin",
+        help="text for the needle tasks: 'builtin' (the installed Python's documentation), "
+        "'noise' (a filler sentence repeated) or a folder of documents or one of them",
+    )
+    p.add_argument("--squad", default="", help="SQuAD-format JSON file (task qa_squad)")
+    p.add_argument("--hotpot", default="", help="HotpotQA-format JSON file (task qa_hotpot)")
+    p.add_argument(
+        "--no-answer-prefix",
+        dest="answer_prefix",
+        action="store_false",
+        help="do not start the reply with RULER's answer prefix (local models)",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=THRESHOLD,
+        help=f"mark where the mean falls under this score in percent (default {THRESHOLD}: "
+        "Llama-2-7B at 4K, RULER's bar)",
+    )
+    _common_args(p, "ruler")
+    p.set_defaults(func=_run_eval)
+
+    p = sub.add_parser(
         "eval-diff",
         help="tuned minus base: a difference heatmap (NIAH, passkey) or both curves (perplexity)",
     )
@@ -178,14 +222,23 @@ def command_for(
             continue
         if value == getattr(defaults, name) and name not in ("lengths", "depths", "n_topics"):
             continue
+        if isinstance(value, bool):  # the only switch: RULER's --no-answer-prefix
+            argv.append("--no-" + name.replace("_", "-"))
+            continue
         if isinstance(value, list):
-            value = ",".join(str(int(v)) if float(v).is_integer() else str(v) for v in value)
+            value = ",".join(_list_item(v) for v in value)
         argv += ["--" + name.replace("_", "-"), str(value)]
     if scorer is not None and scorer.kind != DEFAULT_SCORERS[task.kind]:
         argv += ["--scorer", scorer.kind]
         if scorer.judge is not None:
             argv += ["--judge-base-url", scorer.judge.base_url, "--judge-model", scorer.judge.model]
     return argv + (["--out", str(out)] if out else [])
+
+
+def _list_item(value: object) -> str:
+    if isinstance(value, str):  # RULER's task names
+        return value
+    return str(int(value)) if float(value).is_integer() else str(value)  # type: ignore[arg-type]
 
 
 def _target_args(p: argparse.ArgumentParser) -> None:
@@ -331,10 +384,25 @@ def _samples_task(args: argparse.Namespace) -> SamplesConfig:
     return SamplesConfig(dataset, limit=args.limit, turns=args.turns, **_extra(args))
 
 
+def _ruler_task(args: argparse.Namespace) -> RulerConfig:
+    given = {}
+    for name in ("squad", "hotpot"):
+        given[name] = workspace.allow_given(getattr(args, name)) if getattr(args, name) else ""
+    haystack = args.haystack
+    if haystack not in ("builtin", "noise"):
+        haystack = workspace.allow_given(haystack)
+    return RulerConfig(
+        tasks=args.tasks, lengths=parse_numbers(args.lengths), samples=args.samples,
+        seed=args.seed, haystack=haystack, answer_prefix=args.answer_prefix,
+        threshold=args.threshold, **given, **_extra(args),
+    )  # fmt: skip
+
+
 def task_from_args(args: argparse.Namespace) -> TaskConfig:
     """The task config an evaluation command's arguments describe."""
     make = {"niah": _niah_task, "topics": _topics_task, "passkey": _passkey_task,
-            "samples": _samples_task, "perplexity": _perplexity_task}  # fmt: skip
+            "samples": _samples_task, "perplexity": _perplexity_task,
+            "ruler": _ruler_task}  # fmt: skip
     return make[args.command](args)
 
 
@@ -371,6 +439,8 @@ def _show_answers(evaluation: Evaluation) -> tuple[list[dict], str]:
             flush=True,
         )
     cells = evaluation.cells()
+    if isinstance(evaluation.task, RulerConfig):
+        _show_ruler(cells, evaluation.task.threshold)
     if evaluation.task.kind == "samples":
         for name, group in figures.cells_by_task(cells).items():
             print(f"{name:<24} mean score {figures.mean_score(group):.3f} over {len(group)} answers")
@@ -379,6 +449,23 @@ def _show_answers(evaluation: Evaluation) -> tuple[list[dict], str]:
         cells,
         f"mean score {'n/a' if math.isnan(mean) else f'{mean:.3f}'} over {len(cells)} cells; ",
     )
+
+
+def _show_ruler(cells: list[dict], threshold: float) -> None:
+    """RULER's table: score in percent by task (rows) and length (columns), then the mean."""
+    from core.evals.ruler import falls_under, mean_by_length, score_table
+
+    table = score_table(cells)
+    lengths = sorted({n for row in table.values() for n in row})
+    print(f"{'task':<18}" + "".join(f"{n:>9,}" for n in lengths), flush=True)
+    for task, row in table.items():
+        print(f"{task:<18}" + "".join(f"{row[n]:>9.1f}" if n in row else f"{'':>9}"
+                                      for n in lengths))  # fmt: skip
+    means = mean_by_length(table)
+    print(f"{'mean':<18}" + "".join(f"{means[n]:>9.1f}" for n in lengths))
+    under = falls_under(means, threshold)
+    print(f"the mean falls under {threshold:g} at {under:,} tokens" if under else
+          f"the mean stays at or above {threshold:g} up to {max(lengths, default=0):,} tokens")  # fmt: skip
 
 
 def _show_perplexity(evaluation: Evaluation) -> tuple[list[dict], str]:

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 
 from core import threads
-from core.cli import data, evals, methods, rope, serve, synth, train
+from core.cli import data, evals, harness, methods, rope, scorecard, serve, synth, train
 from core.errors import LongCtxError
 from core.hosting import space
 
@@ -69,7 +69,7 @@ def build_parser(launch_app: AppLauncher | None = None) -> argparse.ArgumentPars
     if launch_app is not None:
         _register_app(sub, launch_app)
     # Each command group's module adds its sub-command(s) with `func` set.
-    for group in (serve, evals, methods, train, data, synth, rope):
+    for group in (serve, evals, harness, scorecard, methods, train, data, synth, rope):
         group.register(sub)
     return parser
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from core import threads
 from core.errors import ConfigError, LongCtxError
-from core.evals import figures, results
+from core.evals import figures, harness, results, ruler
 from core.evals.backends import Cancelled, Endpoint, Target, open_backend
 from core.evals.niah import NiahConfig
 from core.evals.perplexity import PerplexityConfig, cell_fields
@@ -35,6 +35,8 @@ TASKS: dict[str, type] = {"niah": NiahConfig, "topics": TopicsConfig, "passkey":
                           "samples": SamplesConfig, "perplexity": PerplexityConfig}  # fmt: skip
 DEFAULT_SCORERS = {"niah": "rouge_l", "topics": "exact", "passkey": "exact",
                    "samples": "rouge_l", "perplexity": PERPLEXITY}  # fmt: skip
+TASKS["ruler"] = ruler.RulerConfig  # RULER offline: core/evals/ruler.py
+DEFAULT_SCORERS["ruler"] = "ruler"
 Progress = Callable[[int, int, "dict[str, Any] | None"], None]
 
 
@@ -99,6 +101,11 @@ class Evaluation:
 
         API keys are never saved: pass them again (or set $OPENAI_API_KEY)."""
         record = results.read_config(path)
+        if record.get("kind") not in TASKS:  # lm-eval's folders resume with their own command
+            raise LongCtxError(
+                f"{path} is a {record.get('kind')} evaluation: resume it with "
+                f"`longctx {record.get('kind')} ... --out {path}`"
+            )
         task = TASKS[record["kind"]](**record["task"])
         t = record["target"]
         target = Target(
@@ -275,6 +282,11 @@ def figure_from(record: dict[str, Any], cells: list[dict[str, Any]], x: str = "t
     (NIAH, passkey; unfinished cells blank), an accuracy plot (topics, against `x`), scores
     against length (held-out samples) or perplexity curves."""
     label = record.get("label") or "evaluation"
+    if record.get("kind") == harness.KIND:
+        return harness.figure(cells, title=f"lm-eval: {label}")
+    if record.get("kind") == "ruler":
+        threshold = record.get("task", {}).get("threshold", ruler.THRESHOLD)
+        return ruler.figure({label: cells}, threshold, title=f"RULER: {label}")
     if record.get("kind") == "topics":
         return figures.topic_accuracy({label: cells}, x=x)
     if record.get("kind") == PERPLEXITY:
@@ -311,6 +323,10 @@ def compare_figure(
             labels = ("base", "tuned")
     cells_a, cells_b = results.read_cells(base), results.read_cells(tuned)
     kinds = {a.get("kind"), b.get("kind")}
+    if kinds == {"ruler"}:
+        threshold = b.get("task", {}).get("threshold", ruler.THRESHOLD)
+        return ruler.figure({labels[0]: cells_a, labels[1]: cells_b}, threshold,
+                            title=f"RULER: {labels[0]} vs. {labels[1]}")  # fmt: skip
     if kinds == {"topics"}:
         return figures.topic_accuracy({labels[0]: cells_a, labels[1]: cells_b}, x=x)
     if kinds == {PERPLEXITY}:
@@ -328,7 +344,7 @@ def compare_figure(
             {labels[0]: (cells_a, a.get("window")), labels[1]: (cells_b, b.get("window"))},
             title=f"Held-out samples: {labels[0]} vs. {labels[1]}",
         )
-    if kinds & {"topics", "samples", PERPLEXITY}:
+    if kinds & {"topics", "samples", PERPLEXITY, "ruler"}:
         raise LongCtxError(
             "compare two evaluations of the same kind: two grids (NIAH, passkey), two topic "
             "retrievals, two evaluations of held-out samples or two perplexity measurements"

@@ -18,7 +18,7 @@ from core.errors import ConfigError, LongCtxError
 from core.evals.backends import Endpoint
 from core.models.openai_compat import create_chat_completion
 
-SCORERS = ("rouge_l", "keywords", "exact", "judge")
+SCORERS = ("rouge_l", "keywords", "exact", "judge", "ruler", "match_all", "match_part")
 PERPLEXITY = "perplexity"
 """Not a scorer of answers: perplexity evaluations measure the model's own token probabilities."""
 SCORER_HELP = {
@@ -28,6 +28,10 @@ SCORER_HELP = {
     "anywhere in the answer",
     "exact": "exact: 1 if the expected answer appears in the answer, word for word, else 0",
     "judge": "LLM judge: a model behind an OpenAI-compatible endpoint grades 1-10 (score = grade/10)",
+    "ruler": "RULER's string match: the share of expected answers found in the answer "
+    "(case-insensitive); where a task accepts alternatives (QA), any one of them counts",
+    "match_all": "all string match: the share of every expected answer found in the answer",
+    "match_part": "part string match: 1 as soon as any expected answer is in the answer",
 }
 STOPWORDS = frozenset(
     "a an and are as at be by do for from has have in is it its of on or so that the this to "
@@ -83,6 +87,38 @@ def exact_match(answer: str, expected: str) -> float:
     return 1.0 if ref and f" {ref} " in f" {got} " else 0.0
 
 
+def answer_groups(expected: Any) -> list[list[str]]:
+    """Expected answers as groups of alternatives: a string is one group of one, a list of
+    strings one group each (all needed), a list of lists is already grouped."""
+    if isinstance(expected, str):
+        return [[expected]]
+    return [[x] if isinstance(x, str) else [str(a) for a in x] for x in expected or []]
+
+
+def _found(answer: str, alternatives: list[str]) -> bool:
+    # RULER turns control characters into newlines before matching; case is ignored.
+    text = re.sub(r"[\x00-\x1f]", "\n", answer or "").strip().lower()
+    return any(a.lower() in text for a in alternatives if a)
+
+
+def ruler_match(answer: str, expected: Any) -> float:
+    """RULER's string match: the share of answer groups with an alternative in the answer.
+    `[["a"], ["b"]]` is RULER's string_match_all (each needed), `[["a", "b"]]` its
+    string_match_part (any one will do)."""
+    groups = answer_groups(expected)
+    return sum(_found(answer, g) for g in groups) / len(groups) if groups else 0.0
+
+
+def match_all(answer: str, expected: Any) -> float:
+    """The share of every expected answer (alternatives included) found in the answer."""
+    return ruler_match(answer, [[a] for g in answer_groups(expected) for a in g])
+
+
+def match_part(answer: str, expected: Any) -> float:
+    """1.0 as soon as any expected answer is in the answer."""
+    return ruler_match(answer, [[a for g in answer_groups(expected) for a in g]])
+
+
 def parse_grade(reply: str) -> int:
     """The first whole number 1-10 in a judge's reply.
 
@@ -125,6 +161,11 @@ class Scorer:
         A judge reply without a grade gives `score` None and keeps the reply as `judge_reply`
         (one unparsable reply must not end a long run); an unreachable judge raises.
         """
+        matchers = {"ruler": ruler_match, "match_all": match_all, "match_part": match_part}
+        if self.kind in matchers:
+            return {"score": round(matchers[self.kind](answer, expected), 4)}
+        if not isinstance(expected, str):  # RULER's answer groups, for a text scorer
+            expected = " ".join(g[0] for g in answer_groups(expected) if g)
         if self.kind == "rouge_l":
             return {"score": round(rouge_l_recall(answer, expected), 4)}
         if self.kind == "keywords":

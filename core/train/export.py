@@ -116,6 +116,7 @@ def write_model_card(folder: Path, adapter: Path, merged: bool) -> Path:
         "## Evaluation",
         "",
         *(_eval_table(evals) if evals else [_NO_EVALS]),
+        *scorecard_lines(evals),
         "",
     ]
     card = folder / "README.md"
@@ -179,6 +180,18 @@ def _eval_table(evals: list[dict[str, Any]]) -> list[str]:
              "longest length measured (lower is better). The folders are under `evals/` in the "
              "LongCtx Studio workspace that trained this model."]  # fmt: skip
     return rows
+
+
+def scorecard_lines(evals: list[dict[str, Any]]) -> list[str]:
+    """Markdown: the scorecard of these evaluations beside published numbers (none without a
+    scorecard row, e.g. only NIAH grids of other kinds)."""
+    from core.evals import scorecard
+
+    try:
+        card = scorecard.build([e["path"] for e in evals]) if evals else None
+    except LongCtxError:
+        return []
+    return ["", "### Scorecard", "", card.markdown().rstrip()] if card else []
 
 
 def refresh_model_card(folder: Path) -> Path | None:

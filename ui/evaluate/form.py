@@ -4,7 +4,8 @@
 turn their values into the engine's dataclasses (`core.evals.niah.NiahConfig`,
 `core.evals.retrieval.TopicsConfig` / `PasskeyConfig`, `core.evals.samples.SamplesConfig`,
 `core.evals.perplexity.PerplexityConfig`, `core.evals.scoring.Scorer`), which validate them exactly
-as the `longctx niah/topics/passkey/samples/perplexity` commands do.
+as the `longctx niah/topics/passkey/samples/perplexity/ruler` commands do
+(`core.evals.ruler.RulerConfig` for RULER).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import gradio as gr
 
 from core import workspace
-from core.evals import niah, perplexity, retrieval, samples
+from core.evals import niah, perplexity, retrieval, ruler, samples
 from core.evals.backends import Endpoint
 from core.evals.runner import DEFAULT_SCORERS
 from core.evals.scoring import PERPLEXITY, SCORER_HELP, SCORERS, Scorer
@@ -23,7 +24,7 @@ from ui.data.common import dataset_files, resolve_spec
 
 TASKS = [("Needle in a haystack", "niah"), ("Topic retrieval", "topics"),
          ("Passkey", "passkey"), ("Held-out samples", "samples"),
-         ("Perplexity", PERPLEXITY)]  # fmt: skip
+         ("Perplexity", PERPLEXITY), ("RULER", "ruler")]  # fmt: skip
 NOTES = {
     "niah": "A needle sentence hidden at each depth of a haystack of each length; the answer is "
     "scored against the expected one (the paper's Figure 1).",
@@ -36,8 +37,13 @@ NOTES = {
     PERPLEXITY: "How well the model predicts running text with more and more context before "
     "it, and its loss at each position of the longest window: the first check after changing "
     "a RoPE base (local models only).",
+    "ruler": "RULER's synthetic tasks, built here for the model's tokenizer at each length: "
+    "needles with one or several keys, values and queries, variable tracking, common and "
+    "frequent words (QA on SQuAD/HotpotQA files you give). Score by task and length; the "
+    "figure marks where the mean falls under the threshold.",
 }
-SOURCE_LABELS = {"niah": "Haystack", PERPLEXITY: "Text to read"}
+SOURCE_LABELS = {"niah": "Haystack", PERPLEXITY: "Text to read",
+                 "ruler": "Haystack of the needle tasks"}  # fmt: skip
 SCORER_CHOICES = [(SCORER_HELP[k].split(":")[0], k) for k in SCORERS]
 
 
@@ -95,6 +101,25 @@ def build() -> dict[str, gr.components.Component]:
                                    elem_id="eval-limit")  # fmt: skip
             c["turns"] = gr.Radio([("Every answer", "all"), ("The last answer", "last")],
                                   value="all", label="Answers to ask for")  # fmt: skip
+    with gr.Group(visible=False) as c["ruler_box"]:
+        c["ruler_tasks"] = gr.CheckboxGroup(list(ruler.GROUPS["all"]), value=list(ruler.SYNTHETIC),
+                                            label="RULER tasks", elem_id="eval-ruler-tasks")  # fmt: skip
+        with gr.Row():
+            c["ruler_samples"] = gr.Number(20, label="Samples per task and length", precision=0,
+                                           minimum=1, elem_id="eval-ruler-samples")  # fmt: skip
+            c["ruler_seed"] = gr.Number(0, label="Seed", precision=0)
+            c["ruler_threshold"] = gr.Number(ruler.THRESHOLD, label="Threshold (%)",
+                                             info="RULER's: Llama-2-7B at 4K")  # fmt: skip
+        with gr.Row():
+            c["ruler_noise"] = gr.Checkbox(False, label="Noise haystack instead",
+                                           info="a filler sentence repeated")  # fmt: skip
+            c["ruler_prefix"] = gr.Checkbox(True, label="Answer prefix",
+                                            info="start the reply as RULER does (local models)")  # fmt: skip
+        with gr.Row():
+            c["ruler_squad"] = gr.Textbox(label="SQuAD file (qa_squad)",
+                                          placeholder="a SQuAD-format JSON in the workspace")  # fmt: skip
+            c["ruler_hotpot"] = gr.Textbox(label="HotpotQA file (qa_hotpot)",
+                                           placeholder="a HotpotQA-format JSON in the workspace")  # fmt: skip
     with gr.Row(visible=False) as c["trials_row"]:
         c["trials"] = gr.Number(3, label="Trials per cell", precision=0)
         c["seed"] = gr.Number(0, label="Seed", precision=0)
@@ -121,10 +146,12 @@ INPUTS = ["task", "haystack_kind", "haystack_folder", "needle", "question", "ans
           "length_mode", "lengths", "min_length", "max_length", "num_lengths", "length_spacing",
           "depth_mode", "depths", "num_depths", "depth_spacing", "n_topics", "turn_tokens",
           "trials", "seed", "windows", "dataset", "limit", "turns", "scorer", "judge_url",
-          "judge_model", "judge_key", "max_new_tokens", "out"]  # fmt: skip
+          "judge_model", "judge_key", "max_new_tokens", "out", "ruler_tasks", "ruler_samples",
+          "ruler_seed", "ruler_threshold", "ruler_noise", "ruler_prefix", "ruler_squad",
+          "ruler_hotpot"]  # fmt: skip
 TOGGLED = ["note", "source_box", "haystack_kind", "niah_box", "grid_box", "depth_box",
            "windows", "topics_box", "samples_box", "trials_row", "scoring_box", "scorer",
-           "max_new_tokens", "trials"]  # fmt: skip
+           "max_new_tokens", "trials", "ruler_box"]  # fmt: skip
 
 
 def pick_task(task: str) -> list[Any]:
@@ -141,6 +168,7 @@ def pick_task(task: str) -> list[Any]:
         "trials_row": task in ("topics", "passkey"),
         "scoring_box": not measured,
         "max_new_tokens": not measured,
+        "ruler_box": task == "ruler",
     }
     updates = {name: gr.update(visible=visible) for name, visible in shown.items()}
     updates["note"] = NOTES[task]
@@ -176,6 +204,8 @@ def task_config(v: dict[str, Any]) -> Any:
             lengths=_lengths(v), windows=int(v["windows"] or 0), source=haystack
         )
     extra = {"max_new_tokens": int(v["max_new_tokens"])} if v["max_new_tokens"] else {}
+    if v["task"] == "ruler":
+        return _ruler_config(v, haystack, extra)
     if v["task"] == "samples":
         return samples.SamplesConfig(resolve_spec(v["dataset"]), limit=int(v["limit"] or 0),
                                      turns=v["turns"], **extra)  # fmt: skip
@@ -192,6 +222,20 @@ def task_config(v: dict[str, Any]) -> Any:
     return niah.NiahConfig(
         lengths=_lengths(v), depths=_depths(v), needle=v["needle"], question=v["question"],
         answer=v["answer"], haystack=haystack, template=v["template"], **extra,
+    )  # fmt: skip
+
+
+def _ruler_config(v: dict[str, Any], haystack: str, extra: dict[str, Any]) -> Any:
+    files = {}
+    for name in ("squad", "hotpot"):
+        given = (v[f"ruler_{name}"] or "").strip()
+        files[name] = str(workspace.resolve_inside(given)) if given else ""
+    return ruler.RulerConfig(
+        tasks=list(v["ruler_tasks"] or []), lengths=_lengths(v),
+        samples=int(v["ruler_samples"] or 0), seed=int(v["ruler_seed"] or 0),
+        haystack=ruler.NOISE if v["ruler_noise"] else haystack,
+        answer_prefix=bool(v["ruler_prefix"]), threshold=float(v["ruler_threshold"] or 0),
+        **files, **extra,
     )  # fmt: skip
 
 

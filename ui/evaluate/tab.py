@@ -3,7 +3,8 @@ context length, base-vs-tuned comparisons.
 
 Left: the model under test (ui/targets.py) and the task, grid and scorer (ui/evaluate/form.py).
 Right: Run / Stop, the live heatmap that fills in as cells finish, and the equivalent
-`longctx` command. Below: past evaluations, comparison and export (ui/evaluate/results.py).
+`longctx` command. Below: past evaluations, comparison and export (ui/evaluate/results.py), and
+the scorecard of a base model and its tuned runs (ui/evaluate/scorecard.py).
 The run goes on a thread (core/evals/jobs.py) that a `gr.Timer` polls through the evaluation
 folder; the browser remembers its job, so a reload finds it again. The work is `core.evals`.
 """
@@ -27,7 +28,7 @@ from core.models.loader import ModelSpec
 from ui import access, targets
 from ui.common import user_errors
 from ui.data.common import dataset_files
-from ui.evaluate import form, progress
+from ui.evaluate import form, progress, scorecard
 from ui.evaluate import methods as compare_methods
 from ui.evaluate import results as past
 
@@ -62,6 +63,7 @@ def build() -> EvaluateTab:
             plan = gr.Markdown(f"{len(first.cell_keys())} cells", elem_id="eval-plan")
     gr.Markdown("### Evaluations")
     panel = past.build()
+    scorecard.build()
     compare_methods.build()
     owner = gr.BrowserState(None, storage_key="longctx-evaluate-job")
     shown = gr.State(None)
