@@ -98,6 +98,11 @@ def build() -> GenerateTab:
         [note, dry, failures, estimate, *boxes, *only_for],
         show_progress="hidden",
     )
+    by_set = [c["temperature"], c["qa_per_chunk"], c["multi_mode"]]
+    c["prompt_set"].change(form.prompt_set_settings, [c["prompt_set"], task], by_set,
+                           show_progress="hidden")  # fmt: skip
+    task.change(lambda name, s: form.prompt_set_settings(s, name, on_task_change=True),
+                [task, c["prompt_set"]], by_set, show_progress="hidden")  # fmt: skip
     c["source_kind"].change(lambda k: gr.update(visible=k != "builtin"), c["source_kind"],
                             c["source_path"], show_progress="hidden")  # fmt: skip
 
