@@ -36,8 +36,8 @@ def test_the_paper_set_fills_in_its_settings_and_its_commands_replay(tmp_path):
     parse = build_parser().parse_args
     args = ["synth", "multi-detail", "--prompt-set", "paper", "--source", str(tmp_path)]
     paper = synth_cli.config_from_args(parse(args))
-    assert (paper.endpoint.temperature, paper.qa_per_chunk, paper.multi_mode) == (
-        0.0, 10, "homogeneous")  # fmt: skip
+    assert (paper.endpoint.temperature, paper.qa_per_chunk, paper.multi_mode,
+            paper.endpoint.answer_tokens) == (0.0, 10, "homogeneous", 4096)  # fmt: skip
     assert synth_cli.config_from_args(parse(args + ["--qa-per-chunk", "3"])).qa_per_chunk == 3
     studio = synth_cli.config_from_args(parse(args[:2] + ["--source", str(tmp_path)]))
     assert (studio.prompt_set, studio.endpoint.temperature, studio.qa_per_chunk) == (

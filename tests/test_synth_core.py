@@ -115,7 +115,8 @@ def test_the_paper_set_asks_at_temperature_0_and_suggests_its_counts():
     with pytest.raises(ConfigError, match="prompt_set must be one of studio, paper"):
         SynthConfig(prompt_set="gpt4").validate()
     paper = SynthConfig.suggested("paper", "multi-detail")
-    assert paper == {"temperature": 0.0, "qa_per_chunk": 10, "multi_mode": "homogeneous"}
+    assert paper == {"temperature": 0.0, "qa_per_chunk": 10, "multi_mode": "homogeneous",
+                     "answer_tokens": 4096}  # fmt: skip
     assert SynthConfig.suggested("paper", "single-detail")["qa_per_chunk"] == 4
     config = SynthConfig(prompt_set="paper", endpoint=EndpointConfig(temperature=0.0)).validate()
     assert SynthConfig.from_dict(config.to_dict()).prompt_set == "paper"

@@ -281,8 +281,8 @@ def test_import_converts_another_format_lists_skipped_rows_and_opens_the_result(
     written = (datasets / "ui-alpaca.imported.jsonl").read_text().splitlines()
     written = [json.loads(line) for line in written]
     assert [r["id"] for r in written] == ["a1", "a3"]
-    assert written[0]["conversations"][0] == {"role": "user",
-                                              "content": "Summarise the text.\n\nA long story."}  # fmt: skip
+    first = written[0]["conversations"][0]
+    assert first == {"role": "user", "content": "Summarise the text.\n\nA long story."}
     page.close()
 
 

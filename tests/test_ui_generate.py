@@ -108,7 +108,7 @@ def test_the_paper_prompt_set_fills_its_settings_and_asks_once_per_context(app_u
         return page.locator(f"#{elem_id} input").first.input_value()
 
     page.wait_for_function("document.querySelector('#gen-temperature input').value === '0'")
-    assert value("gen-qa_per_chunk") == "4"
+    assert value("gen-qa_per_chunk") == "4" and value("gen-answer_tokens") == "4096"
     _pick_task(page, "Multi-detail QA")
     page.wait_for_function("document.querySelector('#gen-qa_per_chunk input').value === '10'")
     command = page.locator("#gen-command textarea")

@@ -32,7 +32,9 @@ from core.synth.sources import BUILTIN
 from core.synth.tasks import MULTI_MODES, TASKS
 
 _SHOWN_REQUESTS = 20
-_BY_SET = " Default: the prompt set's (studio: 3, both, 0.7; paper: 4 or 10, homogeneous, 0)."
+_BY_SET = (
+    " Default: the prompt set's (studio: 3, both, 0.7, 1024; paper: 4 or 10, homogeneous, 0, 4096)."
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -85,7 +87,7 @@ def _add_synth_parser(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--api-key", default="", help=e["api_key"])
     g.add_argument("--concurrency", type=int, default=de.concurrency, help=e["concurrency"])
     g.add_argument("--temperature", type=float, help=e["temperature"] + _BY_SET)
-    g.add_argument("--answer-tokens", type=int, default=de.answer_tokens, help=e["answer_tokens"])
+    g.add_argument("--answer-tokens", type=int, help=e["answer_tokens"] + _BY_SET)
     g.add_argument("--timeout", type=float, default=de.timeout_s, help=e["timeout_s"])
     g.add_argument("--max-retries", type=int, default=de.max_retries, help=e["max_retries"])
     g.add_argument("--backoff", type=float, default=de.backoff_s, help=e["backoff_s"])
@@ -101,9 +103,10 @@ def _add_synth_parser(subparsers: argparse._SubParsersAction) -> None:
 def config_from_args(args: argparse.Namespace) -> SynthConfig:
     """The SynthConfig a `longctx synth` command line describes (paths given are allowed)."""
     workspace.allow_given(args.source)  # a path given on the command line may be read
-    # Settings left out take the prompt set's values (the paper's: temperature 0, 4 or 10 Q&A).
+    # Settings left out take the prompt set's values (the paper's: temperature 0, 4 or 10 Q&A,
+    # 4,096 answer tokens).
     given = {"temperature": args.temperature, "qa_per_chunk": args.qa_per_chunk,
-             "multi_mode": args.multi_mode}  # fmt: skip
+             "multi_mode": args.multi_mode, "answer_tokens": args.answer_tokens}  # fmt: skip
     suggested = SynthConfig.suggested(args.prompt_set, args.task)
     chosen = {k: suggested[k] if v is None else v for k, v in given.items()}
     overrides = {}
@@ -125,7 +128,7 @@ def config_from_args(args: argparse.Namespace) -> SynthConfig:
         backoff_s=args.backoff,
         max_backoff_s=max(EndpointConfig.max_backoff_s, args.backoff),
         temperature=chosen["temperature"],
-        answer_tokens=args.answer_tokens,
+        answer_tokens=chosen["answer_tokens"],
         price_in=args.price_in,
         price_out=args.price_out,
     )
@@ -255,7 +258,8 @@ def _result_text(result: Any, config: SynthConfig) -> str:
 # SynthConfig fields spelled as `--name-with-dashes`, and EndpointConfig fields by their flag.
 _SYNTH_FLAGS = ("prompt_set", "source", "n_docs", "min_tokens", "max_tokens", "chunk_tokens",
                 "qa_per_chunk", "chunks_per_doc", "multi_mode", "passages", "multi_requests",
-                "characters", "clusters", "min_support", "tokenizer", "seed", "out", "cache_dir")  # fmt: skip
+                "characters", "clusters", "min_support", "tokenizer", "seed", "out",
+                "cache_dir")  # fmt: skip
 _ENDPOINT_FLAGS = {"base_url": "--base-url", "model": "--model", "concurrency": "--concurrency",
                    "temperature": "--temperature", "answer_tokens": "--answer-tokens",
                    "timeout_s": "--timeout", "max_retries": "--max-retries",

@@ -30,7 +30,8 @@ class SynthConfig:
     prompt_set: str = "studio"
     """`studio` (questions on chosen passages) or `paper` (the paper's requests: chunks for
     single-detail, the whole context in one request for multi-detail and biographies; at
-    temperature 0, 4 Q&A per chunk and 10 per context unless set)."""
+    temperature 0; the CLI and the form start it at 4 Q&A per chunk or 10 per context and 4,096
+    answer tokens, as the paper's notebooks)."""
     source: str = "builtin"
     """A folder (or file) of .txt / .md / .jsonl documents, or `builtin` (made on this machine)."""
     n_docs: int = 4
@@ -83,7 +84,8 @@ class SynthConfig:
             p.append(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
         if self.prompt_set not in prompts.PROMPT_SETS:
             p.append(
-                f"prompt_set must be one of {', '.join(prompts.PROMPT_SETS)}, got {self.prompt_set!r}"
+                f"prompt_set must be one of {', '.join(prompts.PROMPT_SETS)}, "
+                f"got {self.prompt_set!r}"
             )
         elif self.prompt_set == "paper" and self.endpoint.temperature != prompts.PAPER_TEMPERATURE:
             p.append(
@@ -143,9 +145,11 @@ class SynthConfig:
         if prompt_set != "paper":
             d = SynthConfig()
             return {"temperature": d.endpoint.temperature, "qa_per_chunk": d.qa_per_chunk,
-                    "multi_mode": d.multi_mode}  # fmt: skip
+                    "multi_mode": d.multi_mode,
+                    "answer_tokens": d.endpoint.answer_tokens}  # fmt: skip
         return {"temperature": prompts.PAPER_TEMPERATURE, "multi_mode": "homogeneous",
-                "qa_per_chunk": prompts.PAPER_QUESTIONS.get(task, SynthConfig.qa_per_chunk)}  # fmt: skip
+                "qa_per_chunk": prompts.PAPER_QUESTIONS.get(task, SynthConfig.qa_per_chunk),
+                "answer_tokens": prompts.PAPER_ANSWER_TOKENS}  # fmt: skip
 
     def templates(self) -> dict[str, str]:
         """Every prompt, user overrides applied."""

@@ -140,6 +140,9 @@ PROMPT_SETS = ("studio", "paper")
 PAPER_TEMPERATURE = 0.0
 """The paper's notebooks asked at temperature 0 (top_p 1, the API's default)."""
 
+PAPER_ANSWER_TOKENS = 4096
+"""...and let each answer run to 4,096 tokens (10 answers, or several biographies, need room)."""
+
 PAPER_QUESTIONS = {"single-detail": 4, "multi-detail": 10}
 """Questions per request in the paper's notebooks: 4 per chunk, 10 per whole context."""
 

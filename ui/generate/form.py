@@ -174,8 +174,8 @@ def build() -> tuple[list[gr.Column], dict[str, Any]]:
     return [source_box, llm_box, proc_box], c
 
 
-INPUTS = ("source_kind", "source_path", "prompt_set", "n_docs", "min_tokens", "max_tokens", "chunk_tokens",
-          "qa_per_chunk", "chunks_per_doc", "characters", "multi_mode", "passages",
+INPUTS = ("source_kind", "source_path", "prompt_set", "n_docs", "min_tokens", "max_tokens",
+          "chunk_tokens", "qa_per_chunk", "chunks_per_doc", "characters", "multi_mode", "passages",
           "multi_requests", "clusters", "min_support", "drop_unsupported", "use_cache",
           "endpoint_kind", "base_url", "model", "api_key", "concurrency", "temperature",
           "answer_tokens", "price_in", "price_out",
@@ -193,16 +193,17 @@ def visibility(task: str) -> list[Any]:
 
 
 def prompt_set_settings(prompt_set: str, task: str, *, on_task_change: bool = False) -> list[Any]:
-    """Updates for (temperature, Q&A per request, multi mode): what the prompt set starts from.
+    """Updates for (temperature, Q&A per request, multi mode, answer tokens): what the prompt
+    set starts from.
 
     A change of task re-fills them only under the paper set (its question count is per task);
     under the studio set the user's own values stay.
     """
     if on_task_change and prompt_set != "paper":
-        return [gr.skip()] * 3
+        return [gr.skip()] * 4
     s = SynthConfig.suggested(prompt_set, task)
-    return [gr.update(value=s["temperature"]), gr.update(value=s["qa_per_chunk"]),
-            gr.update(value=s["multi_mode"])]  # fmt: skip
+    return [gr.update(value=s[k]) for k in ("temperature", "qa_per_chunk", "multi_mode",
+                                             "answer_tokens")]  # fmt: skip
 
 
 def endpoint_kind(kind: str) -> list[Any]:
