@@ -32,6 +32,23 @@ def test_defaults_are_left_out_and_edited_prompts_are_marked():
                     "--model", EndpointConfig.model, "--prompt", "single_detail=FILE"]  # fmt: skip
 
 
+def test_the_paper_set_fills_in_its_settings_and_its_commands_replay(tmp_path):
+    parse = build_parser().parse_args
+    args = ["synth", "multi-detail", "--prompt-set", "paper", "--source", str(tmp_path)]
+    paper = synth_cli.config_from_args(parse(args))
+    assert (paper.endpoint.temperature, paper.qa_per_chunk, paper.multi_mode,
+            paper.endpoint.answer_tokens) == (0.0, 10, "homogeneous", 4096)  # fmt: skip
+    assert synth_cli.config_from_args(parse(args + ["--qa-per-chunk", "3"])).qa_per_chunk == 3
+    studio = synth_cli.config_from_args(parse(args[:2] + ["--source", str(tmp_path)]))
+    assert (studio.prompt_set, studio.endpoint.temperature, studio.qa_per_chunk) == (
+        "studio", 0.7, 3)  # fmt: skip
+    # A value equal to the studio default but not the paper's is spelled out, and replays.
+    config = replace(paper, qa_per_chunk=3)
+    argv = synth_cli.command_for(config)
+    assert "--temperature" not in argv and argv[argv.index("--qa-per-chunk") + 1] == "3"
+    assert synth_cli.config_from_args(parse(argv[1:])) == config
+
+
 def test_make_command_parses_to_the_same_settings():
     argv = synth_cli.make_command_for("topics", n=12, length=2000, tokenizer_name="embedded",
                                       seed=3, depths=[0, 50.5], n_topics=4, out="t.jsonl")  # fmt: skip

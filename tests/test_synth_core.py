@@ -101,6 +101,27 @@ def test_names_are_read_from_json_lists_and_salvaged_from_broken_json():
 # Checks and prompts.
 
 
+def test_biographies_are_read_with_their_names_even_from_a_cut_off_reply():
+    whole = '```json\n[{"name": "Ann Miller", "summary": "Keeps the lamp."}, {"name": "Tom"}]\n```'
+    assert parsing.parse_biographies(whole) == [("Ann Miller", "Keeps the lamp.")]
+    cut = '[{"name": "Ann", "biography": "Says \\"hi\\".", "age": "4'
+    assert parsing.parse_biographies(cut) == [("Ann", 'Says "hi".')]
+    assert parsing.parse_biographies("Ann is a sailor.") == []
+
+
+def test_the_paper_set_asks_at_temperature_0_and_suggests_its_counts():
+    with pytest.raises(ConfigError, match="temperature 0"):
+        SynthConfig(prompt_set="paper").validate()
+    with pytest.raises(ConfigError, match="prompt_set must be one of studio, paper"):
+        SynthConfig(prompt_set="gpt4").validate()
+    paper = SynthConfig.suggested("paper", "multi-detail")
+    assert paper == {"temperature": 0.0, "qa_per_chunk": 10, "multi_mode": "homogeneous",
+                     "answer_tokens": 4096}  # fmt: skip
+    assert SynthConfig.suggested("paper", "single-detail")["qa_per_chunk"] == 4
+    config = SynthConfig(prompt_set="paper", endpoint=EndpointConfig(temperature=0.0)).validate()
+    assert SynthConfig.from_dict(config.to_dict()).prompt_set == "paper"
+
+
 def test_support_flags_answers_absent_from_their_source():
     source = "The lighthouse keeper Ann Miller founded the rowing club in 1921 on Gull Island."
     assert checks.support("Ann Miller founded it in 1921.", source) == 1.0

@@ -198,6 +198,108 @@ def test_multi_detail_homogeneous_and_heterogeneous(fresh, tmp_path, corpus, emb
     assert samples[1]["conversations"][0]["content"].startswith("Document 1: ")
 
 
+# The paper's prompt set: its notebooks' request structure, seen from the server.
+# The embedded model copies reliably when the instruction comes last.
+COPY = "\n\nCopy this JSON exactly, with nothing else: "
+PAPER_PROMPTS = {
+    "paper_single_detail": "Ignore this text ({n} questions):\n{passage}"
+    + COPY + '[{"question": "Who kept the lamp?", "answer": "Ann"}]',
+    "paper_multi_detail": "Ignore this text ({n} questions):\n{context}"
+    + COPY + '[{"question": "Who kept the lamp?", "answer": "Ann"}]',
+    "paper_biographies": "Ignore this text ({k} characters):\n{context}"
+    + COPY + '[{"name": "Ann Miller", "summary": "Ann Miller walks to the harbour."}]',
+}  # fmt: skip
+
+
+def _paper(server, tmp_path, task, corpus, tokenizer, **kwargs) -> SynthJob:
+    suggested = SynthConfig.suggested("paper", task)
+    config = _config(server, tmp_path, task, corpus, prompt_set="paper", prompts=PAPER_PROMPTS,
+                     qa_per_chunk=suggested["qa_per_chunk"], multi_mode=suggested["multi_mode"],
+                     endpoint={"temperature": suggested["temperature"], "answer_tokens": 40},
+                     **kwargs)  # fmt: skip
+    return SynthJob(config, tokenizer=tokenizer)
+
+
+def _sent_as_planned(server, asks: list) -> list[dict]:
+    """The server got exactly these requests, each at temperature 0: what it recorded."""
+    stats = _stats(server)
+    assert sorted(stats["message_hashes"]) == sorted(_server_hash(a.messages) for a in asks)
+    assert {s["temperature"] for s in stats["sampling"]} == {0.0}
+    return stats["sampling"]
+
+
+def test_paper_set_single_detail_asks_over_every_chunk_at_temperature_0(
+    fresh, tmp_path, corpus, embedded
+):
+    job = _paper(fresh, tmp_path, "single-detail", corpus, embedded.tokenizer, n_docs=1)
+    contexts = job.prepare()
+    asks = [a for ctx in contexts for a in job.first_asks(ctx)]
+    for ctx in contexts:
+        mine = job.first_asks(ctx)
+        # Every chunk of the context, each within chunk_tokens, one user message (no system).
+        assert len(mine) >= 2 and all(job.count(a.evidence) <= 200 for a in mine)
+        assert sum(job.count(a.evidence) for a in mine) >= 0.9 * ctx.tokens
+        for a in mine:
+            assert [m["role"] for m in a.messages] == ["user"]
+            assert a.messages[0]["content"].startswith("Ignore this text (4 questions):")
+    result = job.run()
+    assert result.failures == [] and result.usage.sent == len(asks)
+    _sent_as_planned(fresh, asks)
+    samples = _valid_file(result.output)
+    assert len(samples) == 1
+    for sample in samples:
+        assert sample["generator"]["prompt_set"] == "paper"
+        assert sample["generator"]["temperature"] == 0.0
+        assert sample["conversations"][0]["content"].endswith("Who kept the lamp?")
+
+
+def test_paper_set_multi_detail_is_one_whole_context_request_for_10_questions(
+    fresh, tmp_path, corpus, embedded
+):
+    job = _paper(fresh, tmp_path, "multi-detail", corpus, embedded.tokenizer)
+    contexts = job.prepare()
+    assert [c.kind for c in contexts] == ["document", "document"]
+    plans = [job.first_asks(ctx) for ctx in contexts]
+    for ctx, asks in zip(contexts, plans, strict=True):
+        assert len(asks) == 1 and [m["role"] for m in asks[0].messages] == ["user"]
+        content = asks[0].messages[0]["content"]
+        assert content.startswith("Ignore this text (10 questions):") and ctx.text in content
+    result = job.run()
+    _sent_as_planned(fresh, [a for asks in plans for a in asks])
+    samples = _valid_file(result.output)
+    assert [s["generator"]["requests"] for s in samples] == [1, 1]
+    assert all(len(s["conversations"]) >= 2 for s in samples), [
+        s["conversations"][1:] for s in samples
+    ]
+
+
+def test_paper_set_biographies_come_from_one_whole_context_request(
+    fresh, tmp_path, corpus, embedded
+):
+    job = _paper(fresh, tmp_path, "biography", corpus, embedded.tokenizer, characters=2)
+    contexts = job.prepare()
+    plans = [job.first_asks(ctx) for ctx in contexts]
+    assert [len(p) for p in plans] == [1, 1]
+    assert all(c.text in p[0].messages[0]["content"] for c, p in zip(contexts, plans, strict=True))
+    assert "(2 characters)" in plans[0][0].messages[0]["content"]
+    assert job.estimate().later_requests == 0  # nothing is asked per character afterwards
+    result = job.run()
+    assert result.usage.sent == 2
+    _sent_as_planned(fresh, [a for asks in plans for a in asks])
+    samples = _valid_file(result.output)
+    assert len(samples) == 2
+    for sample in samples:
+        # The model copies loosely; what is checked is the engine: names found in the context,
+        # one turn each, from the one request.
+        first = sample["characters"][0]
+        assert set(sample["characters"]) <= {"Ann Miller", "Tom Baker", "Rosa Diaz"}
+        assert sample["conversations"][0]["content"].endswith(
+            f"\n\nWrite a biography of {first} based on the text above."
+        )
+        assert sample["conversations"][1]["content"].strip()
+        assert sample["generator"]["requests"] == 1
+
+
 # ---------------------------------------------------------------------------------------------
 # Stopping and resuming.
 

@@ -36,6 +36,12 @@ def test_paper_preset_is_the_paper_recipe():
     # Over-length: conversations dropped, texts keep their head and end with EOS.
     assert c.overflow == "head"
     assert cfg.TrainConfig.from_yaml("name: old\n").loss_weighting == "token"
+    # The paper's mix, one source each with its count: synthetic QA, RedPajama text, LongAlpaca.
+    paths = [s.path for s in c.data]
+    assert [p.rsplit("[", 1)[1] for p in paths] == ["3500]", "5000]", "12000]"]
+    assert "synthetic" in paths[0] and "redpajama" in paths[1] and "longalpaca" in paths[2]
+    assert c.data[1].overflow == "head"
+    assert "namespace-Pt/projects" in cfg.preset_header("paper")
 
 
 def test_yaml_round_trip_is_exact():

@@ -250,6 +250,42 @@ def test_mix_builds_a_training_set_from_parts(app_url, browser):
     page.close()
 
 
+def test_import_converts_another_format_lists_skipped_rows_and_opens_the_result(app_url, browser):
+    datasets = Path(os.environ["LONGCTX_HOME"]) / "datasets"
+    alpaca = datasets / "ui-alpaca.jsonl"
+    rows = [
+        {"instruction": "Summarise the text.", "input": "A long story.", "output": "A story.",
+         "id": "a1"},
+        {"instruction": "Say nothing.", "input": "", "output": ""},  # empty answer: skipped
+        {"instruction": "Name the town.", "output": "Harbour Town", "id": "a3"},
+    ]  # fmt: skip
+    alpaca.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(app_url)
+    _wait_text(page, "#data-status", "samples (")  # the sample opened on load first
+    page.get_by_role("tab", name="Mix & push").click()
+    page.get_by_text("Import another format").click()
+    box = page.locator("#data-import-file input")
+    box.fill(str(alpaca))
+    box.press("Enter")
+    page.locator("#data-import").click()
+    report = page.locator("#data-import-report")
+    report.get_by_text("Imported").wait_for(timeout=60000)
+    text = report.inner_text()
+    # Beside the input, never over it.
+    out = "workspace/datasets/ui-alpaca.imported.jsonl"
+    assert f"Imported 2 of 3 rows (2 alpaca) to {out}" in text, text
+    assert "Skipped 1 row(s)" in text and "line 2: turn 2 (assistant) has empty content" in text
+    # The result is open in the Data tab.
+    _wait_text(page, "#data-status", "ui-alpaca.imported.jsonl · 2 samples (")
+    written = (datasets / "ui-alpaca.imported.jsonl").read_text().splitlines()
+    written = [json.loads(line) for line in written]
+    assert [r["id"] for r in written] == ["a1", "a3"]
+    first = written[0]["conversations"][0]
+    assert first == {"role": "user", "content": "Summarise the text.\n\nA long story."}
+    page.close()
+
+
 def test_writes_go_to_the_workspace_only(tmp_path):
     from core.data import io
     from core.errors import LongCtxError

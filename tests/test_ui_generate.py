@@ -97,6 +97,33 @@ def test_dry_run_prices_single_detail_on_the_builtin_corpus(app_url, browser):
     page.close()
 
 
+def test_the_paper_prompt_set_fills_its_settings_and_asks_once_per_context(app_url, browser):
+    page = _open(browser, app_url)
+    note = page.locator("#gen-length-note").inner_text()
+    assert "dropped at training" in note and "80K" in note
+    _set(page, "gen-n_docs", 2)
+    page.locator("#gen-prompt_set label", has_text="Paper").click()
+
+    def value(elem_id: str) -> str:
+        return page.locator(f"#{elem_id} input").first.input_value()
+
+    page.wait_for_function("document.querySelector('#gen-temperature input').value === '0'")
+    assert value("gen-qa_per_chunk") == "4" and value("gen-answer_tokens") == "4096"
+    _pick_task(page, "Multi-detail QA")
+    page.wait_for_function("document.querySelector('#gen-qa_per_chunk input').value === '10'")
+    command = page.locator("#gen-command textarea")
+    page.wait_for_function(
+        "document.querySelector('#gen-command textarea').value.includes('--prompt-set paper')"
+    )
+    assert "--temperature" not in command.input_value()  # the set's own 0
+    page.locator("#gen-dry").click()
+    estimate = page.locator("#gen-estimate")
+    estimate.get_by_text("requests to send").wait_for(timeout=60_000)
+    text = estimate.inner_text()
+    assert "2 contexts" in text and "2 requests now" in text, text  # the whole context, once
+    page.close()
+
+
 def test_a_folder_of_pdfs_and_books_is_counted_and_unreadable_files_named(
     app_url, browser, tmp_path
 ):

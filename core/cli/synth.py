@@ -27,11 +27,14 @@ from core.synth import procedural, sources, text
 from core.synth.client import EndpointConfig
 from core.synth.config import SynthConfig
 from core.synth.job import SynthJob
-from core.synth.prompts import DEFAULTS
+from core.synth.prompts import DEFAULTS, PROMPT_SETS
 from core.synth.sources import BUILTIN
 from core.synth.tasks import MULTI_MODES, TASKS
 
 _SHOWN_REQUESTS = 20
+_BY_SET = (
+    " Default: the prompt set's (studio: 3, both, 0.7, 1024; paper: 4 or 10, homogeneous, 0, 4096)."
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,14 +54,15 @@ def _add_synth_parser(subparsers: argparse._SubParsersAction) -> None:
         "run sends only missing requests. Try --dry-run first.",
     )
     p.add_argument("task", choices=TASKS, help="which of the paper's tasks")
+    p.add_argument("--prompt-set", choices=PROMPT_SETS, default=d.prompt_set, help=h["prompt_set"])
     p.add_argument("--source", default=d.source, help=h["source"])
     p.add_argument("--n-docs", type=int, default=d.n_docs, help=h["n_docs"])
     p.add_argument("--min-tokens", type=int, default=d.min_tokens, help=h["min_tokens"])
     p.add_argument("--max-tokens", type=int, default=d.max_tokens, help=h["max_tokens"])
     p.add_argument("--chunk-tokens", type=int, default=d.chunk_tokens, help=h["chunk_tokens"])
-    p.add_argument("--qa-per-chunk", type=int, default=d.qa_per_chunk, help=h["qa_per_chunk"])
+    p.add_argument("--qa-per-chunk", type=int, help=h["qa_per_chunk"] + _BY_SET)
     p.add_argument("--chunks-per-doc", type=int, default=d.chunks_per_doc, help=h["chunks_per_doc"])
-    p.add_argument("--multi-mode", choices=MULTI_MODES, default=d.multi_mode, help=h["multi_mode"])
+    p.add_argument("--multi-mode", choices=MULTI_MODES, help=h["multi_mode"] + _BY_SET)
     p.add_argument("--passages", type=int, default=d.passages, help=h["passages"])
     p.add_argument("--multi-requests", type=int, default=d.multi_requests, help=h["multi_requests"])
     p.add_argument("--characters", type=int, default=d.characters, help=h["characters"])
@@ -82,8 +86,8 @@ def _add_synth_parser(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--model", default=de.model, help=e["model"])
     g.add_argument("--api-key", default="", help=e["api_key"])
     g.add_argument("--concurrency", type=int, default=de.concurrency, help=e["concurrency"])
-    g.add_argument("--temperature", type=float, default=de.temperature, help=e["temperature"])
-    g.add_argument("--answer-tokens", type=int, default=de.answer_tokens, help=e["answer_tokens"])
+    g.add_argument("--temperature", type=float, help=e["temperature"] + _BY_SET)
+    g.add_argument("--answer-tokens", type=int, help=e["answer_tokens"] + _BY_SET)
     g.add_argument("--timeout", type=float, default=de.timeout_s, help=e["timeout_s"])
     g.add_argument("--max-retries", type=int, default=de.max_retries, help=e["max_retries"])
     g.add_argument("--backoff", type=float, default=de.backoff_s, help=e["backoff_s"])
@@ -99,6 +103,12 @@ def _add_synth_parser(subparsers: argparse._SubParsersAction) -> None:
 def config_from_args(args: argparse.Namespace) -> SynthConfig:
     """The SynthConfig a `longctx synth` command line describes (paths given are allowed)."""
     workspace.allow_given(args.source)  # a path given on the command line may be read
+    # Settings left out take the prompt set's values (the paper's: temperature 0, 4 or 10 Q&A,
+    # 4,096 answer tokens).
+    given = {"temperature": args.temperature, "qa_per_chunk": args.qa_per_chunk,
+             "multi_mode": args.multi_mode, "answer_tokens": args.answer_tokens}  # fmt: skip
+    suggested = SynthConfig.suggested(args.prompt_set, args.task)
+    chosen = {k: suggested[k] if v is None else v for k, v in given.items()}
     overrides = {}
     for item in args.prompt:
         name, sep, file = item.partition("=")
@@ -117,21 +127,22 @@ def config_from_args(args: argparse.Namespace) -> SynthConfig:
         max_retries=args.max_retries,
         backoff_s=args.backoff,
         max_backoff_s=max(EndpointConfig.max_backoff_s, args.backoff),
-        temperature=args.temperature,
-        answer_tokens=args.answer_tokens,
+        temperature=chosen["temperature"],
+        answer_tokens=chosen["answer_tokens"],
         price_in=args.price_in,
         price_out=args.price_out,
     )
     return SynthConfig(
         task=args.task,
+        prompt_set=args.prompt_set,
         source=str(Path(args.source).expanduser().resolve()) if args.source != BUILTIN else BUILTIN,
         n_docs=args.n_docs,
         min_tokens=args.min_tokens,
         max_tokens=args.max_tokens,
         chunk_tokens=args.chunk_tokens,
-        qa_per_chunk=args.qa_per_chunk,
+        qa_per_chunk=chosen["qa_per_chunk"],
         chunks_per_doc=args.chunks_per_doc,
-        multi_mode=args.multi_mode,
+        multi_mode=chosen["multi_mode"],
         passages=args.passages,
         multi_requests=args.multi_requests,
         characters=args.characters,
@@ -245,9 +256,10 @@ def _result_text(result: Any, config: SynthConfig) -> str:
 
 
 # SynthConfig fields spelled as `--name-with-dashes`, and EndpointConfig fields by their flag.
-_SYNTH_FLAGS = ("source", "n_docs", "min_tokens", "max_tokens", "chunk_tokens", "qa_per_chunk",
-                "chunks_per_doc", "multi_mode", "passages", "multi_requests", "characters",
-                "clusters", "min_support", "tokenizer", "seed", "out", "cache_dir")  # fmt: skip
+_SYNTH_FLAGS = ("prompt_set", "source", "n_docs", "min_tokens", "max_tokens", "chunk_tokens",
+                "qa_per_chunk", "chunks_per_doc", "multi_mode", "passages", "multi_requests",
+                "characters", "clusters", "min_support", "tokenizer", "seed", "out",
+                "cache_dir")  # fmt: skip
 _ENDPOINT_FLAGS = {"base_url": "--base-url", "model": "--model", "concurrency": "--concurrency",
                    "temperature": "--temperature", "answer_tokens": "--answer-tokens",
                    "timeout_s": "--timeout", "max_retries": "--max-retries",
@@ -266,16 +278,18 @@ def command_for(config: SynthConfig) -> list[str]:
     files (`--prompt NAME=FILE`).
     """
     default, default_ep = SynthConfig(), EndpointConfig()
+    # Compared with what the prompt set fills in, so that the command replays the same run.
+    suggested = SynthConfig.suggested(config.prompt_set, config.task)
     argv = ["longctx", "synth", config.task]
     for name in _SYNTH_FLAGS:
         value = getattr(config, name)
-        if value not in ("", None) and value != getattr(default, name):
+        if value not in ("", None) and value != suggested.get(name, getattr(default, name)):
             argv += ["--" + name.replace("_", "-"), _arg(value)]
     argv += ["--drop-unsupported"] if config.drop_unsupported else []
     argv += ["--no-cache"] if not config.use_cache else []
     for name, flag in _ENDPOINT_FLAGS.items():
         value = getattr(config.endpoint, name)
-        if value != getattr(default_ep, name) or name in ("base_url", "model"):
+        if value != suggested.get(name, getattr(default_ep, name)) or name in ("base_url", "model"):
             argv += [flag, _arg(value)]
     for name in sorted(config.prompts or {}):
         argv += ["--prompt", f"{name}=FILE"]

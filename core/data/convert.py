@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from core.data import io, schema
+from core.data.rows import HUB_PREFIX
 from core.errors import ConfigError, LongCtxError
 
 FORMATS = ("auto", "alpaca", "sharegpt", "openai")
@@ -176,7 +177,7 @@ class ImportReport:
 def default_output(spec: str, folder: Path) -> Path:
     """`folder/<name>.jsonl`, or `<name>.imported.jsonl` when that is the input itself."""
     path, _ = io.parse_spec(spec)
-    name = Path(path.removeprefix(io.HUB_PREFIX).split(":")[0]).name
+    name = Path(path.removeprefix(HUB_PREFIX).split(":")[0]).name
     stem = name.split(".")[0] or "imported"
     out = folder / f"{stem}.jsonl"
     return out.with_suffix(".imported.jsonl") if out.resolve() == Path(path).resolve() else out

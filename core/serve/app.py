@@ -67,6 +67,7 @@ class _State:
         self.requests = 0
         self.by_status: Counter[str] = Counter()
         self.message_hashes: list[str] = []
+        self.sampling: list[dict[str, Any]] = []  # per request: what a client asked for
         self.finish_reasons: Counter[str] = Counter()  # "cancelled" shows a client hung up
         self.jobs: set[_Generation] = set()
         self._in_flight = 0
@@ -370,6 +371,7 @@ def _add_fault_routes(app: FastAPI, state: _State) -> None:
             "requests": state.requests,
             "by_status": dict(state.by_status),
             "message_hashes": list(state.message_hashes),
+            "sampling": list(state.sampling),
             "finish_reasons": dict(state.finish_reasons),
             "in_flight": state.in_flight,
             "faults_pending": len(state.faults),
@@ -380,6 +382,7 @@ def _add_fault_routes(app: FastAPI, state: _State) -> None:
         state.requests = 0
         state.by_status.clear()
         state.message_hashes.clear()
+        state.sampling.clear()
         state.finish_reasons.clear()
         return {"reset": True}
 
@@ -413,6 +416,7 @@ def _parse(raw: bytes, state: _State) -> tuple[ChatRequest, list[dict[str, str]]
         # (that was a 500); the digest only has to tell requests apart.
         digest_bytes = digest.encode("utf-8", "surrogatepass")
         state.message_hashes.append(hashlib.sha256(digest_bytes).hexdigest()[:16])
+        state.sampling.append({k: body.get(k) for k in ("temperature", "top_p", "max_tokens")})
     try:
         req = ChatRequest.model_validate(body)
     except ValidationError as exc:

@@ -27,14 +27,21 @@ class SynthConfig:
 
     task: str = "single-detail"
     """`single-detail`, `multi-detail` or `biography` (the paper's three GPT-4 tasks)."""
+    prompt_set: str = "studio"
+    """`studio` (questions on chosen passages) or `paper` (the paper's requests: chunks for
+    single-detail, the whole context in one request for multi-detail and biographies; at
+    temperature 0; the CLI and the form start it at 4 Q&A per chunk or 10 per context and 4,096
+    answer tokens, as the paper's notebooks)."""
     source: str = "builtin"
     """A folder (or file) of .txt / .md / .jsonl documents, or `builtin` (made on this machine)."""
     n_docs: int = 4
     """Samples to make: one per context (a document, a stretch of a long one, or a cluster)."""
     min_tokens: int = 1024
-    """Shortest context in tokens; shorter documents are skipped (paper: 65536)."""
+    """Shortest context in tokens; shorter documents are skipped (paper: ~64K)."""
     max_tokens: int = 6144
-    """Longest context in tokens; longer documents are cut on paragraphs (paper: 81920)."""
+    """Longest context in tokens; longer documents are cut on paragraphs. Keep it below the
+    training max_length, with room for the questions and answers: a longer sample is dropped at
+    training (default: 3/4 of the embedded model's 8K; the paper: 64K-class contexts for 80K)."""
     chunk_tokens: int = 4096
     """Largest chunk of source text shown to the generator in one request (paper: 4096)."""
     qa_per_chunk: int = 3
@@ -75,6 +82,16 @@ class SynthConfig:
         p: list[str] = []
         if self.task not in TASKS:
             p.append(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.prompt_set not in prompts.PROMPT_SETS:
+            p.append(
+                f"prompt_set must be one of {', '.join(prompts.PROMPT_SETS)}, "
+                f"got {self.prompt_set!r}"
+            )
+        elif self.prompt_set == "paper" and self.endpoint.temperature != prompts.PAPER_TEMPERATURE:
+            p.append(
+                f"the paper prompt set asks at temperature 0, as the paper's notebooks did; set "
+                f"temperature 0 (got {self.endpoint.temperature}) or use the studio set"
+            )
         if not str(self.source or "").strip():
             p.append("source is empty; give a folder of documents or 'builtin'")
         ints = ("n_docs", "min_tokens", "max_tokens", "chunk_tokens", "qa_per_chunk",
@@ -117,6 +134,22 @@ class SynthConfig:
         if not 1 <= self.characters <= 50:
             p.append(f"characters must be 1..50, got {self.characters}")
         return p
+
+    @staticmethod
+    def suggested(prompt_set: str, task: str) -> dict[str, Any]:
+        """Settings a prompt set starts from (what the CLI and the form fill in when not set).
+
+        The paper set: its notebooks' temperature and question counts, and documents on their
+        own (its multi-detail questions were about one book, never a cluster).
+        """
+        if prompt_set != "paper":
+            d = SynthConfig()
+            return {"temperature": d.endpoint.temperature, "qa_per_chunk": d.qa_per_chunk,
+                    "multi_mode": d.multi_mode,
+                    "answer_tokens": d.endpoint.answer_tokens}  # fmt: skip
+        return {"temperature": prompts.PAPER_TEMPERATURE, "multi_mode": "homogeneous",
+                "qa_per_chunk": prompts.PAPER_QUESTIONS.get(task, SynthConfig.qa_per_chunk),
+                "answer_tokens": prompts.PAPER_ANSWER_TOKENS}  # fmt: skip
 
     def templates(self) -> dict[str, str]:
         """Every prompt, user overrides applied."""

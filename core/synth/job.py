@@ -228,6 +228,9 @@ class SynthJob:
     def first_asks(self, ctx: Context) -> list[Ask]:
         """The requests a context needs before any answer is back."""
         cfg, t, count = self.config, self.templates, self.count
+        if cfg.prompt_set == "paper":
+            return tasks.paper_asks(cfg.task, ctx, t, count, cfg.chunk_tokens, cfg.qa_per_chunk,
+                                    cfg.characters, cfg.chunks_per_doc)  # fmt: skip
         if cfg.task == "single-detail":
             return tasks.single_detail_asks(ctx, t, count, cfg.chunk_tokens, cfg.qa_per_chunk,
                                             cfg.chunks_per_doc)  # fmt: skip
@@ -235,6 +238,11 @@ class SynthJob:
             return tasks.multi_detail_asks(ctx, t, count, cfg.chunk_tokens, cfg.qa_per_chunk,
                                            cfg.passages, cfg.multi_requests, cfg.seed)  # fmt: skip
         return tasks.name_asks(ctx, t, count, cfg.chunk_tokens, cfg.chunks_per_doc)
+
+    @property
+    def _asks_later(self) -> bool:
+        """Studio biographies: one request per character once the names are back."""
+        return self.config.task == "biography" and self.config.prompt_set != "paper"
 
     def _prompt_tokens(self, messages: list[dict[str, str]]) -> int:
         return _PER_REQUEST + sum(_PER_MESSAGE + self.count(m["content"]) for m in messages)
@@ -251,7 +259,7 @@ class SynthJob:
                 planned.append(PlannedRequest(ask.label, self._prompt_tokens(ask.messages), cached))
                 example = example or ask.messages
         later = later_tokens = 0
-        if cfg.task == "biography":
+        if self._asks_later:
             later = len(contexts) * cfg.characters
             frame = self._prompt_tokens(tasks.messages(self.templates, self.templates["biography"]))
             later_tokens = sum(
@@ -325,7 +333,7 @@ class SynthJob:
         )
         failures = FailureLog(cfg.failures_path())
         plans = [self.first_asks(ctx) for ctx in contexts]
-        later = len(contexts) * cfg.characters if cfg.task == "biography" else 0
+        later = len(contexts) * cfg.characters if self._asks_later else 0
         with self._lock:
             self._generator, self._failures, self._fatal = gen, failures, None
             self._done, self._total, self._samples = 0, sum(map(len, plans)) + later, []
@@ -401,7 +409,13 @@ class SynthJob:
             return Built(None, "too short for this task: no request to make")
         try:
             answers = self._gather(ctx, asks, pool, gen, failures, progress)
-            if cfg.task == "biography":
+            if cfg.task == "biography" and cfg.prompt_set == "paper":
+                answers = [
+                    b for a in answers for b in tasks.split_biographies(ctx, a, cfg.characters)
+                ]
+                if not answers:
+                    return Built(None, "no character named by the generator occurs in the text")
+            elif cfg.task == "biography":
                 names = tasks.main_characters(ctx, [a.value for a in answers], cfg.characters)
                 bios = tasks.biography_asks(ctx, names, self.templates, self.count,
                                             cfg.chunk_tokens)  # fmt: skip
@@ -432,7 +446,8 @@ class SynthJob:
         the request does not count as done.
         """
         read = {"qa": parsing.parse_qa, "names": parsing.parse_names,
-                "biography": parsing.parse_text}  # fmt: skip
+                "biography": parsing.parse_text,
+                "biographies": parsing.parse_biographies}  # fmt: skip
         suffix = self.templates["reask_text" if ask.kind == "biography" else "reask"]
         answer = None
         try:
@@ -462,6 +477,7 @@ class SynthJob:
             "model": ep.model,
             "base_url": ep.public_url(),
             **ep.params(),
+            "prompt_set": cfg.prompt_set,
             "prompts": tasks.prompt_fingerprint(self.templates),
             "requests": len(replies),
             "prompt_tokens": sum(r.prompt_tokens for r in replies),

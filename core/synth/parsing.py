@@ -28,6 +28,12 @@ _LIST_ITEM = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+(?P<text>.+?)\s*$")
 _QUESTION_KEYS = ("question", "q", "query", "prompt")
 _ANSWER_KEYS = ("answer", "a", "response", "reply")
 _NAME_KEYS = ("name", "character", "entity", "title")
+_SUMMARY_KEYS = ("summary", "biography", "bio", "description", "text")
+# A name and its summary as two complete string fields of an object that may be cut off.
+_NAMED_SUMMARY = re.compile(
+    r'"name"\s*:\s*"(?P<name>[^"\n]{1,80})"\s*,\s*"(?:summary|biography|bio|description)"\s*:'
+    r'\s*"(?P<text>(?:[^"\\]|\\.)+)"'
+)
 _QUOTED = re.compile(r'"([^"\n]{2,80})"')
 _KEYS = frozenset({"name", "names", "character", "characters", "id", "description", "json"})
 
@@ -173,6 +179,27 @@ def parse_names(text: str) -> list[str]:
             seen.add(key)
             unique.append(name)
     return unique
+
+
+def parse_biographies(text: str) -> list[tuple[str, str]]:
+    """(name, biography) pairs from a JSON array of objects, else the complete name and summary
+    fields of a cut-off one (a reply stopped at max_tokens). Empty when none can be read (the
+    client then re-asks once)."""
+    items = _items(first_json(text)) or complete_objects(text)
+    pairs = []
+    for item in items:
+        if isinstance(item, dict):
+            name, summary = _pick(item, _NAME_KEYS), _pick(item, _SUMMARY_KEYS)
+            if name and summary:
+                pairs.append((name, summary))
+    if not pairs:
+        for match in _NAMED_SUMMARY.finditer(text or ""):
+            try:
+                summary = json.loads(f'"{match["text"]}"')
+            except ValueError:  # an escape JSON does not know (\x): keep the text as written
+                summary = match["text"]
+            pairs.append((match["name"].strip(), summary.strip()))
+    return pairs
 
 
 def parse_text(text: str) -> str:

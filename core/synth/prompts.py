@@ -1,5 +1,11 @@
 """The prompts sent to the generator for the paper's three LLM-written tasks, and how to fill them.
 
+Two prompt sets (`SynthConfig.prompt_set`): `studio` asks about chosen passages, with a system
+message; `paper` keeps the request structure of the paper's data notebooks (one user message,
+temperature 0): single-detail QA over ~4,096-token chunks, multi-detail QA with the whole
+context in one request (~10 questions), biographies of the main characters from one
+whole-context request. The paper set's wording is ours; only its structure follows the notebooks.
+
 Every prompt is a module-level constant that a user can override by name through
 `SynthConfig.prompts` (the Generate tab shows them in editable boxes). Placeholders are written
 `{name}` and only the known ones are replaced, so a prompt may show JSON examples with plain
@@ -88,6 +94,58 @@ PASSAGE_HEADER = "Passage {i} ({where}):"
 DOCUMENT_HEADER = "Document {i}: {title}"
 """Heads each document of a cluster context (this one is part of the training sample)."""
 
+PAPER_SINGLE_DETAIL = """Here is an excerpt of a longer text.
+
+<text>
+{passage}
+</text>
+
+Using only this excerpt, not what you may know from elsewhere, write {n} exam questions with \
+their answers. Each question is about a different detail of the excerpt, and together they cover \
+all of it. Each answer is stated in the excerpt.
+
+Reply with a JSON array only, no other text:
+[{"question": "...", "answer": "..."}]"""
+
+PAPER_MULTI_DETAIL = """Here is a long text, whole.
+
+<text>
+{context}
+</text>
+
+Using only this text, write {n} exam questions with their answers. First find the main \
+characters and the main events of the text; then pick a few that are related and ask about \
+them, so that each question needs several details, from different parts of the text, to compare \
+or to reason about. Word the questions in varied ways.
+
+Reply with a JSON array only, no other text:
+[{"question": "...", "answer": "..."}]"""
+
+PAPER_BIOGRAPHIES = """Here is a long text, whole.
+
+<text>
+{context}
+</text>
+
+Name the {k} main characters of this text (in a non-fiction text, the main people or things it \
+is about), writing each name as the text does, and summarise each one: who they are, what they \
+do and what happens to them, in the order of the text, using only what the text says.
+
+Reply with a JSON array only, no other text:
+[{"name": "...", "summary": "..."}]"""
+
+PROMPT_SETS = ("studio", "paper")
+"""`SynthConfig.prompt_set` values."""
+
+PAPER_TEMPERATURE = 0.0
+"""The paper's notebooks asked at temperature 0 (top_p 1, the API's default)."""
+
+PAPER_ANSWER_TOKENS = 4096
+"""...and let each answer run to 4,096 tokens (10 answers, or several biographies, need room)."""
+
+PAPER_QUESTIONS = {"single-detail": 4, "multi-detail": 10}
+"""Questions per request in the paper's notebooks: 4 per chunk, 10 per whole context."""
+
 DEFAULTS: dict[str, str] = {
     "system": SYSTEM,
     "single_detail": SINGLE_DETAIL,
@@ -100,6 +158,9 @@ DEFAULTS: dict[str, str] = {
     "reask_text": REASK_TEXT,
     "passage_header": PASSAGE_HEADER,
     "document_header": DOCUMENT_HEADER,
+    "paper_single_detail": PAPER_SINGLE_DETAIL,
+    "paper_multi_detail": PAPER_MULTI_DETAIL,
+    "paper_biographies": PAPER_BIOGRAPHIES,
 }
 """Every prompt by the name `SynthConfig.prompts` overrides it with."""
 
@@ -112,6 +173,9 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "biography_question": ("name",),
     "passage_header": ("i",),
     "document_header": ("title",),
+    "paper_single_detail": ("passage",),
+    "paper_multi_detail": ("context",),
+    "paper_biographies": ("context",),
 }
 """Placeholders a prompt must keep: without them every request would be the same."""
 

@@ -10,6 +10,11 @@
   the whole context are the main characters, and one request per character writes a biography
   from the chunks that mention them most. Each biography is a turn.
 
+The `paper` prompt set keeps the request structure of the paper's notebooks instead: one user
+message, no system one; single-detail over every chunk as above; multi-detail and biography in
+one request per context carrying the whole context (the biographies come back with their names,
+and each becomes a turn).
+
 Answers are checked here: repeated questions are dropped, and a pair or biography whose content
 words are mostly absent from the passages it was written from is flagged (or dropped).
 This module knows nothing about HTTP, caching or files.
@@ -37,7 +42,8 @@ class Ask:
     """One request to the generator and what its answer is for."""
 
     kind: str
-    """`qa` (question-answer pairs), `names` (a list of characters) or `biography` (text)."""
+    """`qa` (question-answer pairs), `names` (a list of characters), `biography` (text) or
+    `biographies` (names with their biographies: the paper set's one request)."""
     messages: list[dict[str, str]]
     evidence: str
     """The source text the answer must rest on (for the support check)."""
@@ -175,6 +181,50 @@ def name_asks(
         label = f"{ctx.id} names {j}/{len(chosen)}"
         asks.append(Ask("names", messages(templates, user), p.text, label, [p.depth]))
     return asks
+
+
+def paper_asks(
+    task: str,
+    ctx: Context,
+    templates: dict[str, str],
+    count: Counter,
+    chunk_tokens: int,
+    questions: int,
+    characters: int,
+    chunks_per_doc: int = 0,
+) -> list[Ask]:
+    """The paper set's requests: one user message each, chunks or the whole context."""
+
+    def user_only(text: str) -> list[dict[str, str]]:
+        return [{"role": "user", "content": text}]
+
+    if task == "single-detail":
+        chosen = spread(ctx.passages(chunk_tokens, count), chunks_per_doc)
+        return [
+            Ask("qa", user_only(prompts.fill(templates["paper_single_detail"], passage=p.text,
+                                             n=questions)),
+                p.text, f"{ctx.id} chunk {j}/{len(chosen)}", [p.depth])
+            for j, p in enumerate(chosen, 1)
+        ]  # fmt: skip
+    if task == "multi-detail":
+        user = prompts.fill(templates["paper_multi_detail"], context=ctx.text, n=questions)
+        return [Ask("qa", user_only(user), ctx.text, f"{ctx.id} whole context")]
+    user = prompts.fill(templates["paper_biographies"], context=ctx.text, k=characters)
+    return [Ask("biographies", user_only(user), ctx.text, f"{ctx.id} biographies")]
+
+
+def split_biographies(ctx: Context, answer: Answer, characters: int) -> list[Answer]:
+    """One answer per character of a `biographies` answer, keeping names the context contains.
+
+    The replies stay with the first, so the sample's request count is the requests sent.
+    """
+    found = []
+    for name, text in answer.value:
+        if mentions(name, ctx.text) and name not in {a.ask.name for a in found}:
+            ask = Ask("biography", answer.ask.messages, ctx.text,
+                      f"{answer.ask.label}: {name}", name=name)  # fmt: skip
+            found.append(Answer(ask, text, answer.replies if not found else []))
+    return found[:characters]
 
 
 def mentions(name: str, text: str) -> int:

@@ -1,6 +1,6 @@
 """Data tab, mixing: several files with counts or ratios and a seed -> one JSONL in the
-workspace; holding samples out of a file for evaluation; pushing a file to a Hugging Face
-dataset repo.
+workspace; importing another format (Alpaca / LongAlpaca, ShareGPT, OpenAI messages) into ours;
+holding samples out of a file for evaluation; pushing a file to a Hugging Face dataset repo.
 
 The parts table becomes a `core.data.mix.MixSpec` (which refuses bad amounts with every reason
 at once); `mix.build_mix` writes it atomically. The Hub token is passed through to the upload
@@ -9,10 +9,12 @@ and never kept: the box is cleared once the push is done.
 
 from __future__ import annotations
 
+from typing import Any
+
 import gradio as gr
 
 from core import workspace
-from core.data import mix
+from core.data import convert, mix
 from core.errors import LongCtxError
 from ui import access
 from ui.common import optional_int, user_errors
@@ -71,8 +73,52 @@ def hold_out_md(report: mix.HoldOutReport) -> str:
     return "\n".join(lines)
 
 
-def build(path: gr.Dropdown) -> None:
-    """Lay out the Mix & push panel and wire it."""
+def import_md(report: convert.ImportReport) -> str:
+    kinds = ", ".join(f"{n:,} {fmt}" for fmt, n in sorted(report.formats.items()))
+    lines = [f"✅ Imported **{report.imported:,} of {report.rows:,} rows** ({kinds}) to "
+             f"`{workspace.shown(report.output)}`; it is open above."]  # fmt: skip
+    if report.malformed:
+        lines.append(f"\nSkipped {len(report.malformed):,} row(s):")
+        lines += [f"- {p}" for p in report.malformed[:200]]
+    return "\n".join(lines)
+
+
+def _import_panel(path: gr.Dropdown) -> Any:
+    """The Import accordion; returns its event, after which the Data tab opens the result."""
+    with gr.Accordion("Import another format", open=False):
+        gr.Markdown("Convert Alpaca / LongAlpaca (instruction, input, output), ShareGPT "
+                    "(from/value) or OpenAI (messages) rows into conversations; other keys stay "
+                    "as metadata. Rows that do not convert are skipped and listed by line. The "
+                    "paper's LongAlpaca-12k comes this way.")  # fmt: skip
+        with gr.Row(equal_height=True):
+            file = gr.Dropdown(dataset_files(), label="File", allow_custom_value=True, scale=3,
+                               info="upload it with Upload… above, or type hub:org/name",
+                               elem_id="data-import-file")  # fmt: skip
+            fmt = gr.Dropdown(list(convert.FORMATS), value="auto", label="Format",
+                              elem_id="data-import-format")  # fmt: skip
+            out = gr.Textbox(label="Output (in workspace/datasets)", elem_id="data-import-out",
+                             placeholder="empty: the input's name, .jsonl")  # fmt: skip
+        go = gr.Button("Import", elem_id="data-import")
+        report = gr.Markdown(elem_id="data-import-report")
+    file.focus(lambda: gr.update(choices=dataset_files()), None, file, show_progress="hidden")
+
+    @user_errors
+    def do_import(request: gr.Request, profile: gr.OAuthProfile | None, file_, fmt_, out_,
+                  progress=gr.Progress()):  # fmt: skip
+        access.require_owner(request, profile, "Importing a dataset")
+        spec = resolve_spec(file_)
+        target = writable_path(out_) if (out_ or "").strip() else None
+        target = target or convert.default_output(spec, workspace.subdir("datasets"))
+        progress(0.1, desc="converting")
+        done = convert.import_file(spec, target, fmt_ or "auto")
+        return import_md(done), gr.update(choices=dataset_files(), value=str(done.output))
+
+    return go.click(do_import, [file, fmt, out], [report, path], show_progress_on=report)
+
+
+def build(path: gr.Dropdown) -> Any:
+    """Lay out the Mix & push panel and wire it; returns the import event (the Data tab opens
+    the imported file after it)."""
     gr.Markdown("Take each file whole, as a **count**, or as a **ratio** of the mixture "
                 "(the paper: synthetic QA + 5K RedPajama + LongAlpaca; Generate's *Text from "
                 "documents* stands in for RedPajama offline). Malformed rows are "
@@ -90,12 +136,12 @@ def build(path: gr.Dropdown) -> None:
                           "as the files allow")  # fmt: skip
         seed = gr.Number(42, label="Seed", precision=0)
         shuffle = gr.Checkbox(True, label="Shuffle the parts together")
-        # The paper preset's `data` names this file, so the default mixture is what it trains on.
         output = gr.Textbox("longctx-mix.jsonl", label="Output (in workspace/datasets)",
-                            info="the paper preset trains on longctx-mix.jsonl",
+                            info="name it in the Train tab's data sources",
                             elem_id="data-mix-output")  # fmt: skip
     build_btn = gr.Button("Build the mixture", variant="primary", elem_id="data-mix-build")
     report = gr.Markdown(elem_id="data-mix-report")
+    imported = _import_panel(path)
     with gr.Accordion("Hold out samples for evaluation", open=False):
         gr.Markdown("Split a file in two: chat samples the model will not train on, to ask in "
                     "Evaluate → *Held-out samples*, and the rest to train on. Text samples "
@@ -172,3 +218,4 @@ def build(path: gr.Dropdown) -> None:
         return f"✅ Pushed to {url}", ""
 
     push.click(do_push, [push_file, repo, token, private], [pushed, token])
+    return imported

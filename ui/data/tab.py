@@ -121,7 +121,7 @@ def build() -> DataTab:
         with gr.Tab("Statistics", id="data-stats"):
             sts = data_stats.build(opened, max_length)
         with gr.Tab("Mix & push", id="data-mix"):
-            data_mix.build(path)
+            imported = data_mix.build(path)
 
     def follow_rows(event):
         """After the rows changed: table, validation, statistics and status follow."""
@@ -139,6 +139,7 @@ def build() -> DataTab:
         follow_rows(measured)
 
     open_chain(open_btn.click, [path, model, evidence])
+    open_chain(imported.success, [path, model, evidence])
     open_chain(path.select, [path, model, evidence])
     open_chain(get_blocks_context().root_block.load, [path, model, evidence])
     uploaded = upload.upload(user_errors(lambda f: gr.update(choices=dataset_files(),

@@ -56,9 +56,22 @@ def _source() -> dict[str, Any]:
     return c
 
 
+PROMPT_SETS = [("Studio: questions on chosen passages", "studio"),
+               ("Paper: the paper's requests (whole context, temperature 0)", "paper")]  # fmt: skip
+TRAINING_NOTE = (
+    "A sample longer than the training **max length** is dropped at training, so keep *Max "
+    "context tokens* below it with room for the questions and answers: the defaults fit the "
+    "embedded model's 8K (6K contexts), and the paper's files hold 64K-class contexts for its "
+    "80K max length (about 80%)."
+)
+
+
 def _contexts(d: SynthConfig) -> dict[str, Any]:
     c: dict[str, Any] = {}
     with gr.Accordion("Contexts and questions", open=True):
+        c["prompt_set"] = gr.Radio(PROMPT_SETS, value=d.prompt_set, label="Prompt set",
+                                   info=HELP["prompt_set"], elem_id="gen-prompt_set")  # fmt: skip
+        gr.Markdown(TRAINING_NOTE, elem_classes="preset-note", elem_id="gen-length-note")
         with gr.Row():
             c["n_docs"] = _num("n_docs", d, "Samples", precision=0)
             c["min_tokens"] = _num("min_tokens", d, "Min context tokens", precision=0)
@@ -161,8 +174,8 @@ def build() -> tuple[list[gr.Column], dict[str, Any]]:
     return [source_box, llm_box, proc_box], c
 
 
-INPUTS = ("source_kind", "source_path", "n_docs", "min_tokens", "max_tokens", "chunk_tokens",
-          "qa_per_chunk", "chunks_per_doc", "characters", "multi_mode", "passages",
+INPUTS = ("source_kind", "source_path", "prompt_set", "n_docs", "min_tokens", "max_tokens",
+          "chunk_tokens", "qa_per_chunk", "chunks_per_doc", "characters", "multi_mode", "passages",
           "multi_requests", "clusters", "min_support", "drop_unsupported", "use_cache",
           "endpoint_kind", "base_url", "model", "api_key", "concurrency", "temperature",
           "answer_tokens", "price_in", "price_out",
@@ -177,6 +190,20 @@ def visibility(task: str) -> list[Any]:
     return [gr.update(visible=llm or task == text.TASK), gr.update(visible=llm),
             gr.update(visible=not llm),
             *(gr.update(visible=task in tasks) for tasks in ONLY_FOR.values())]  # fmt: skip
+
+
+def prompt_set_settings(prompt_set: str, task: str, *, on_task_change: bool = False) -> list[Any]:
+    """Updates for (temperature, Q&A per request, multi mode, answer tokens): what the prompt
+    set starts from.
+
+    A change of task re-fills them only under the paper set (its question count is per task);
+    under the studio set the user's own values stay.
+    """
+    if on_task_change and prompt_set != "paper":
+        return [gr.skip()] * 4
+    s = SynthConfig.suggested(prompt_set, task)
+    return [gr.update(value=s[k]) for k in ("temperature", "qa_per_chunk", "multi_mode",
+                                             "answer_tokens")]  # fmt: skip
 
 
 def endpoint_kind(kind: str) -> list[Any]:

@@ -36,7 +36,8 @@ NOTES = {
     "multi-detail": "Questions that need several places of one document, or several similar "
     "documents (clusters), to answer.",
     "biography": "The main characters of a context are named first, then one biography each is "
-    "written from the passages that mention them.",
+    "written from the passages that mention them (the paper set: all in one request over the "
+    "whole context).",
     "passkey": "A 5-digit pass key hidden in filler text at a chosen depth; exact answer, no API.",
     "keys": "Eight key/value lines among filler; the question asks for one; no API.",
     "topics": "A conversation over several topics; the last question asks for the first; no API.",
@@ -98,6 +99,11 @@ def build() -> GenerateTab:
         [note, dry, failures, estimate, *boxes, *only_for],
         show_progress="hidden",
     )
+    by_set = [c["temperature"], c["qa_per_chunk"], c["multi_mode"], c["answer_tokens"]]
+    c["prompt_set"].change(form.prompt_set_settings, [c["prompt_set"], task], by_set,
+                           show_progress="hidden")  # fmt: skip
+    task.change(lambda name, s: form.prompt_set_settings(s, name, on_task_change=True),
+                [task, c["prompt_set"]], by_set, show_progress="hidden")  # fmt: skip
     c["source_kind"].change(lambda k: gr.update(visible=k != "builtin"), c["source_kind"],
                             c["source_path"], show_progress="hidden")  # fmt: skip
 

@@ -44,7 +44,7 @@ def synth_config(task: str, v: dict[str, Any], *, serve: bool) -> SynthConfig:
              "chunks_per_doc", "characters", "multi_mode", "passages", "multi_requests",
              "clusters", "min_support", "drop_unsupported", "use_cache", "seed")  # fmt: skip
     return SynthConfig(
-        task=task, source=source(v), tokenizer=(v["tokenizer"] or "").strip(), prompts=edited,
+        task=task, prompt_set=v["prompt_set"], source=source(v), tokenizer=(v["tokenizer"] or "").strip(), prompts=edited,
         out=str(output(v) or ""), endpoint=endpoint, **{n: v[n] for n in names},
     ).validate()  # fmt: skip
 
