@@ -107,10 +107,12 @@ def prompt_ids(
         if hasattr(ids, "keys"):  # transformers v5 returns a BatchEncoding
             ids = ids["input_ids"]
         return list(ids)
-    # A base model without a template: plain concatenation, the way such models were trained;
-    # a message to continue is not followed by the newline that starts an answer.
-    text = "\n\n".join(m["content"] for m in messages)
-    return tokenizer(text if continue_final_message else text + "\n")["input_ids"]
+    # A base model without a template: plain concatenation, the way such models were trained.
+    # An answer starts after a newline; a message to continue sits where that answer would.
+    contents = [m["content"] for m in messages]
+    if continue_final_message:
+        return tokenizer("\n\n".join(contents[:-1]) + "\n" + contents[-1])["input_ids"]
+    return tokenizer("\n\n".join(contents) + "\n")["input_ids"]
 
 
 def count_prompt_tokens(tokenizer: Any, messages: list[dict[str, str]]) -> int:
