@@ -45,13 +45,16 @@ PASSKEY_FILLER = (
 # The classic test announces hidden information among irrelevant text and asks "What is the pass
 # key?"; RULER's templates name what is hidden up front (its kind included), ask for it "in the
 # provided text" and restate the question as the answer's start. Ours does the same in its own
-# words: the instruction says what to look for, the question points back at the text.
+# words: the instruction says what to look for, the question points back at the text. Only the
+# needle may say "pass key is": after the prefix "The pass key is" a small model copies whatever
+# followed those words earlier (an instruction that read "A pass key ... is hidden in the text"
+# made it answer "The pass key is hidden in the text above").
 PASSKEY_TEMPLATE = (
-    "A pass key, a 5-digit number, is hidden in the text below among many sentences that do "
-    "not matter. Find it and remember it: you will be asked for it after the text.\n\n"
+    "The text below hides a pass key, a 5-digit number, among many sentences that do not "
+    "matter. Find the pass key and remember it: you will be asked for it after the text.\n\n"
     "{context}\n\n{question}"
 )
-PASSKEY_QUESTION = "What is the pass key hidden in the text above?"
+PASSKEY_QUESTION = "What is the pass key in the text above?"
 PASSKEY_PREFIX = "The pass key is"
 # The wording of evaluations made before the answer prefix; their folders keep it on resume.
 PASSKEY_TEMPLATE_V1 = (
