@@ -82,6 +82,16 @@ def test_command_for_replays_the_same_configs():
             Scorer("judge", Endpoint("http://j/v1", "judge-m", "key2")),
         ),
         (PasskeyConfig(lengths=[1000], depths=[50], seed=3), Target(ModelSpec()), Scorer("exact")),
+        (
+            PasskeyConfig(lengths=[1000], depths=[50], answer_prefix=""),
+            Target(ModelSpec()),
+            Scorer("exact"),
+        ),
+        (
+            TopicsConfig(n_topics=[2], answer_prefix="The first topic was"),
+            Target(ModelSpec()),
+            Scorer("exact"),
+        ),
     ]
     for task, target, scorer in cases:
         argv = evals_cli.command_for(task, target, scorer, out="evals/x")

@@ -8,6 +8,7 @@ import pytest
 from core.errors import ConfigError, LongCtxError
 from core.evals.niah import (
     DEFAULT_NEEDLE,
+    DEFAULT_PREFIX,
     NiahConfig,
     chat_frame,
     depth_grid,
@@ -156,13 +157,31 @@ def test_middle_needle_sits_between_sentences_near_the_depth(tokenizer, prompts)
 
 def test_prompts_fit_their_length_and_render_the_chat_template(tokenizer, prompts):
     head, tail = chat_frame(tokenizer, NiahConfig().template, NiahConfig().question)
+    prefix = tokenizer(DEFAULT_PREFIX, add_special_tokens=False)["input_ids"]
     for prompt in prompts.values():
         assert prompt.info["length"] - 40 < len(prompt.ids) <= prompt.info["length"]
-        assert prompt.ids[: len(head)] == head and prompt.ids[-len(tail) :] == tail
+        assert prompt.ids[: len(head)] == head and prompt.ids[-len(tail) - len(prefix) :] == [
+            *tail,
+            *prefix,
+        ]
+        # The answer is started where an endpoint continuing the last message would start it.
+        assert prompt.answer_prefix == DEFAULT_PREFIX
+        assert prompt.messages[-1] == {"role": "assistant", "content": DEFAULT_PREFIX}
         rendered = tokenizer.apply_chat_template(
-            prompt.messages, tokenize=False, add_generation_prompt=True
+            prompt.messages, tokenize=False, continue_final_message=True
         )
         assert tokenizer.decode(prompt.ids) == rendered
+        assert rendered.endswith("<|im_start|>assistant\n" + DEFAULT_PREFIX)
+
+
+def test_without_a_prefix_the_prompt_opens_the_answer(tokenizer):
+    task = NiahConfig(lengths=[400], depths=[50], answer_prefix="  ")
+    (prompt,) = task.prompts(tokenizer)
+    assert prompt.answer_prefix == "" and prompt.messages[-1]["role"] == "user"
+    rendered = tokenizer.apply_chat_template(
+        prompt.messages, tokenize=False, add_generation_prompt=True
+    )
+    assert tokenizer.decode(prompt.ids) == rendered
 
 
 def test_cells_come_deepest_needle_first_for_prefix_reuse(prompts):

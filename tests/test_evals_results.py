@@ -12,6 +12,7 @@ from core.errors import LongCtxError
 from core.evals import results
 from core.evals.backends import Endpoint, LocalBackend, Target
 from core.evals.niah import NiahConfig
+from core.evals.retrieval import PASSKEY_TEMPLATE_V1, PasskeyConfig
 from core.evals.runner import Evaluation
 from core.models.loader import ModelSpec
 
@@ -107,6 +108,37 @@ def test_a_folder_refuses_a_different_evaluation_but_grid_may_grow(
     assert grown.pending() == ["L200-D100"]
     assert results.read_config(out)["total"] == 2
     assert results.list_evals(tmp_path)[0]["id"] == "ev"
+
+
+@pytest.mark.integration
+def test_a_folder_from_before_answer_prefixes_resumes_without_one(
+    tmp_path, tiny_backend, tiny_llama_dir
+):
+    target = Target(ModelSpec(name=str(tiny_llama_dir)))
+    out = tmp_path / "old"
+    old_task = PasskeyConfig(lengths=[200], depths=[0, 100], max_new_tokens=4, answer_prefix="",
+                             template=PASSKEY_TEMPLATE_V1)  # fmt: skip
+    Evaluation(old_task, target, out=out, backend=tiny_backend).run_all()
+    # As an older version wrote it: no answer prefix, no passkey template, one cell to go.
+    config = json.loads((out / "config.json").read_text())
+    del config["task"]["answer_prefix"], config["task"]["template"]
+    (out / "config.json").write_text(json.dumps(config))
+    lines = (out / "cells.jsonl").read_text().splitlines()
+    (out / "cells.jsonl").write_text(lines[0] + "\n")
+
+    resumed = Evaluation.open(out, backend=tiny_backend)
+    assert resumed.task == old_task and len(resumed.pending()) == 1
+    (prompt,) = resumed.task.prompts(tiny_backend.tokenizer, skip=resumed.log.keys)
+    assert prompt.messages[-1]["role"] == "user" and prompt.answer_prefix == ""
+    assert prompt.messages[-1]["content"].startswith("There is an important piece")
+    assert len(list(resumed.run())) == 1 and len(resumed.cells()) == 2
+    assert results.read_config(out)["task"]["answer_prefix"] == ""
+    # Asked again with today's defaults (a prefix), the folder says how to resume it instead.
+    config["task"].pop("answer_prefix", None)
+    (out / "config.json").write_text(json.dumps(config))
+    with pytest.raises(LongCtxError, match=r"differs in answer_prefix.*--answer-prefix ''"):
+        Evaluation(PasskeyConfig(lengths=[200], depths=[0, 100], max_new_tokens=4,
+                                 template=PASSKEY_TEMPLATE_V1), target, out=out)  # fmt: skip
 
 
 def test_answer_rows_put_failures_first_and_cut_long_texts():

@@ -92,3 +92,14 @@ def test_scorer_validation():
         "kind": "judge",
         "judge": {"base_url": "http://127.0.0.1:9/v1", "model": "m"},
     }
+
+
+def test_the_scorer_reads_the_answer_prefix_and_the_continuation_as_one_answer():
+    from core.evals.backends import full_answer
+
+    assert full_answer("The pass key is", " 12345.") == "The pass key is 12345."
+    assert full_answer("The pass key is", "12345") == "The pass key is 12345"  # no glued words
+    assert full_answer("The pass key is", ": 12345") == "The pass key is: 12345"
+    assert full_answer("", "  Paris.\n") == "Paris."
+    assert full_answer("The key is", "") == "The key is"
+    assert exact_match(full_answer("The pass key is", "12345."), "12345") == 1.0

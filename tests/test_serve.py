@@ -170,6 +170,69 @@ def test_seed_makes_sampling_repeatable(server):
     assert any(sample(seed) != first for seed in (8, 9))
 
 
+# An answer whose start the caller wrote: the server must continue it, not open a new turn.
+PREFILLED = [*FRANCE, {"role": "assistant", "content": "The capital of France is"}]
+CONTINUE = {"continue_final_message": True, "add_generation_prompt": False}
+
+
+@pytest.mark.integration
+def test_continue_final_message_continues_the_assistant_message(server, embedded_tokenizer):
+    client = _client(server)
+
+    def ask(extra: dict | None, **kwargs):
+        return client.chat.completions.create(
+            model="embedded", messages=PREFILLED, temperature=0, max_tokens=8,
+            extra_body=extra, **kwargs,
+        )  # fmt: skip
+
+    reply = ask(CONTINUE)
+    text = reply.choices[0].message.content
+    # The continuation alone, after "... is": no restated start, no new turn's greeting.
+    assert text.startswith(" Paris"), text
+    continued = embedded_tokenizer.apply_chat_template(PREFILLED, continue_final_message=True)
+    assert reply.usage.prompt_tokens == len(continued["input_ids"])
+    assert embedded_tokenizer.decode(continued["input_ids"]).endswith("The capital of France is")
+    # vLLM wants add_generation_prompt false by hand; leaving it out means the same here.
+    assert ask({"continue_final_message": True}).choices[0].message.content == text
+    streamed = ask(CONTINUE, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == text
+    # Without the flag the assistant's turn is closed and a new one opened, as before.
+    closed = ask(None)
+    new_turn = embedded_tokenizer.apply_chat_template(PREFILLED, add_generation_prompt=True)
+    assert closed.usage.prompt_tokens == len(new_turn["input_ids"]) > len(continued["input_ids"])
+    # add_generation_prompt false alone renders the conversation with no new turn at all.
+    bare = ask({"add_generation_prompt": False})
+    assert bare.usage.prompt_tokens == len(
+        embedded_tokenizer.apply_chat_template(PREFILLED)["input_ids"]
+    )
+
+
+CONTRADICTIONS = [
+    ("both true", {**CONTINUE, "add_generation_prompt": True}, PREFILLED),
+    ("last message the user's", CONTINUE, FRANCE),
+]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "extra,messages", [c[1:] for c in CONTRADICTIONS], ids=[c[0] for c in CONTRADICTIONS]
+)
+def test_contradictory_template_flags_are_refused(server, extra, messages):
+    client = _client(server, max_retries=0)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model="embedded", messages=messages, max_tokens=2, extra_body=extra
+        )
+    message = caught.value.message
+    assert caught.value.param == "continue_final_message" and caught.value.code == "invalid_value"
+    assert "continue_final_message" in message and "add_generation_prompt" in message
+    response = httpx.post(
+        server.base_url + "/chat/completions",
+        json={"model": "embedded", "messages": messages, "max_tokens": 2, **extra},
+    )
+    _assert_openai_error(response, 400, "invalid_value")
+
+
 # ---------------------------------------------------------------------------------------------
 # Refusals.
 
@@ -193,6 +256,7 @@ MALFORMED = [
     ("max_tokens zero", {**GOOD, "max_tokens": 0}, 400, None),
     ("stream not a bool", {**GOOD, "stream": "yes"}, 400, None),
     ("n above 1", {**GOOD, "n": 2}, 400, None),
+    ("continue_final_message a word", {**GOOD, "continue_final_message": "yes"}, 400, None),
     ("five stop strings", {**GOOD, "stop": list("abcde")}, 400, None),
     ("unknown model", {**GOOD, "model": "gpt-9"}, 404, "model_not_found"),
     (

@@ -22,6 +22,7 @@ from core.evals.backends import Endpoint, Target
 from core.evals.niah import (
     DEFAULT_ANSWER,
     DEFAULT_NEEDLE,
+    DEFAULT_PREFIX,
     DEFAULT_QUESTION,
     DEFAULT_TEMPLATE,
     NiahConfig,
@@ -31,7 +32,9 @@ from core.evals.niah import (
 )
 from core.evals.perplexity import PerplexityConfig, perplexity_by_length
 from core.evals.retrieval import (
+    PASSKEY_PREFIX,
     PASSKEY_QUESTION,
+    PASSKEY_TEMPLATE,
     TOPIC_QUESTION,
     PasskeyConfig,
     TopicsConfig,
@@ -66,6 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--template", default=DEFAULT_TEMPLATE, help="user message with {context} and {question}"
     )
+    _prefix_arg(p, DEFAULT_PREFIX)
     _common_args(p, "niah")
     p.set_defaults(func=_run_eval)
 
@@ -80,6 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--turn-tokens", type=int, default=300, help="tokens of each topic's turn")
     p.add_argument("--seed", type=int, default=0, help="draws the topic orders")
     p.add_argument("--question", default=TOPIC_QUESTION, help="asked after the conversation")
+    _prefix_arg(p, "")
     _common_args(p, "topics")
     p.set_defaults(func=_run_eval)
 
@@ -93,6 +98,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trials", type=int, default=1, help="pass keys per cell")
     p.add_argument("--seed", type=int, default=0, help="draws the pass keys")
     p.add_argument("--question", default=PASSKEY_QUESTION, help="asked after the filler")
+    p.add_argument(
+        "--template", default=PASSKEY_TEMPLATE, help="user message with {context} and {question}"
+    )
+    _prefix_arg(p, PASSKEY_PREFIX)
     _common_args(p, "passkey")
     p.set_defaults(func=_run_eval)
 
@@ -113,6 +122,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=TURNS,
         help="every answer of a sample (all) or only its last one",
     )
+    _prefix_arg(p, "")
     _common_args(p, "samples")
     p.set_defaults(func=_run_eval)
 
@@ -269,6 +279,16 @@ def _grid_args(p: argparse.ArgumentParser, default_depths: str) -> None:
     p.set_defaults(default_depths=default_depths)
 
 
+def _prefix_arg(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument(
+        "--answer-prefix",
+        default=default,
+        help="the start of the answer, which the model continues: after the chat template's "
+        "generation prompt (local), or as a last assistant message sent with "
+        f"continue_final_message (endpoints); '' for none (default {default!r})",
+    )
+
+
 def _common_args(p: argparse.ArgumentParser, kind: str) -> None:
     g = p.add_argument_group("scoring and output")
     g.add_argument(
@@ -342,6 +362,7 @@ def _niah_task(args: argparse.Namespace) -> NiahConfig:
         answer=args.answer,
         haystack=haystack,
         template=args.template,
+        answer_prefix=args.answer_prefix,
         **_extra(args),
     )
 
@@ -353,6 +374,7 @@ def _topics_task(args: argparse.Namespace) -> TopicsConfig:
         turn_tokens=args.turn_tokens,
         seed=args.seed,
         question=args.question,
+        answer_prefix=args.answer_prefix,
         **_extra(args),
     )
 
@@ -368,6 +390,8 @@ def _passkey_task(args: argparse.Namespace) -> PasskeyConfig:
         trials=args.trials,
         seed=args.seed,
         question=args.question,
+        template=args.template,
+        answer_prefix=args.answer_prefix,
         **_extra(args),
     )
 
@@ -381,7 +405,10 @@ def _samples_task(args: argparse.Namespace) -> SamplesConfig:
     dataset = args.dataset
     if not dataset.startswith("hub:"):
         dataset = workspace.allow_given(dataset)
-    return SamplesConfig(dataset, limit=args.limit, turns=args.turns, **_extra(args))
+    return SamplesConfig(
+        dataset, limit=args.limit, turns=args.turns, answer_prefix=args.answer_prefix,
+        **_extra(args),
+    )  # fmt: skip
 
 
 def _ruler_task(args: argparse.Namespace) -> RulerConfig:

@@ -53,11 +53,41 @@ class Prompt:
     """The same prompt as OpenAI-style messages, for endpoints (they apply their own template)."""
     info: dict[str, Any] = field(default_factory=dict)
     """Cell fields known before answering (length, depth, expected answer, ...)."""
+    answer_prefix: str = ""
+    """The start of the answer the model continues ("The pass key is"), already at the end of
+    both: after the chat template's generation prompt in `ids`, and as a last assistant message
+    in `messages` (sent with `continue_final_message`). Empty: the model starts the answer."""
+
+
+def prefilled(
+    tokenizer: Any, ids: list[int], messages: list[dict[str, str]], answer_prefix: str
+) -> tuple[list[int], list[dict[str, str]]]:
+    """`ids` and `messages` (ready for the assistant's turn) with the answer started by
+    `answer_prefix`: its tokens after the generation prompt, and a last assistant message.
+
+    Tokenized on its own, the prefix gives the tokens a chat template rendering the assistant
+    message gives (`continue_final_message`), since the generation prompt ends a line.
+    """
+    if not answer_prefix:
+        return ids, messages
+    prefix_ids = tokenizer(answer_prefix, add_special_tokens=False)["input_ids"]
+    return [*ids, *prefix_ids], [*messages, {"role": "assistant", "content": answer_prefix}]
+
+
+def full_answer(answer_prefix: str, continuation: str) -> str:
+    """The answer as the scorer reads it: the prefix, then what the model wrote after it.
+
+    A space goes between only where both sides would otherwise glue two words together
+    ("is" + "12345"); a continuation that starts with a space or punctuation is kept as is.
+    """
+    glue = " " if answer_prefix[-1:].isalnum() and continuation[:1].isalnum() else ""
+    return f"{answer_prefix}{glue}{continuation}".strip()
 
 
 @dataclass
 class Reply:
     text: str
+    """What the model wrote, spaces kept (it may continue an answer prefix: " 12345.")."""
     prompt_tokens: int
     completion_tokens: int
     seconds: float
@@ -248,7 +278,7 @@ class LocalBackend:
                 start = time.perf_counter()
                 with self.loaded.lock:
                     out, reused = self._answer(prompt.ids, max_new_tokens, cancel)
-                text = self.tokenizer.decode(out, skip_special_tokens=True).strip()
+                text = self.tokenizer.decode(out, skip_special_tokens=True)
                 seconds = time.perf_counter() - start
                 yield prompt, Reply(text, len(prompt.ids), len(out), seconds, reused)
         finally:
@@ -415,6 +445,8 @@ class _NgramLookup:
 # ---------------------------------------------------------------------------------------------
 # OpenAI-compatible endpoint backend.
 
+CONTINUE_FINAL_MESSAGE = {"continue_final_message": True, "add_generation_prompt": False}
+
 
 class EndpointBackend:
     """Answers from an OpenAI-compatible chat endpoint, a few requests in flight at once."""
@@ -437,6 +469,9 @@ class EndpointBackend:
         import openai
 
         start = time.perf_counter()
+        # The answer prefix is the last, assistant, message: the server must continue it
+        # (vLLM's and `longctx serve`'s request fields) rather than answer after it.
+        extra = {"extra_body": CONTINUE_FINAL_MESSAGE} if prompt.answer_prefix else {}
         try:
             response = create_chat_completion(
                 self._client,
@@ -444,17 +479,24 @@ class EndpointBackend:
                 messages=prompt.messages,
                 max_tokens=max_new_tokens,
                 temperature=0,
+                **extra,
             )
         except openai.APIConnectionError as exc:
             raise LongCtxError(
                 f"cannot reach the endpoint {self.endpoint.base_url}: {exc}; is the server up?"
             ) from exc
         except openai.APIStatusError as exc:
+            hint = ""
+            if prompt.answer_prefix and exc.status_code == 400:
+                hint = (
+                    "; a server that cannot continue an assistant message (continue_final_message"
+                    " is vLLM's and longctx serve's) needs an empty answer prefix"
+                )
             raise LongCtxError(
                 f"the endpoint {self.endpoint.base_url} refused the prompt {prompt.key} "
-                f"(HTTP {exc.status_code}): {str(exc)[:300]}"
+                f"(HTTP {exc.status_code}): {str(exc)[:300]}{hint}"
             ) from exc
-        text = (response.choices[0].message.content or "").strip()
+        text = response.choices[0].message.content or ""
         usage = response.usage
         return Reply(
             text,

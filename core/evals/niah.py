@@ -24,10 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ConfigError, LongCtxError
-from core.evals.backends import Prompt
+from core.evals.backends import Prompt, prefilled
 
 DEFAULT_NEEDLE = "The best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny day."
-DEFAULT_QUESTION = "What is the best thing to do in San Francisco?"
+# The question names what to find and points at the document as where it is (as the classic
+# test's "... based on the context?" and RULER's "... mentioned in the provided text?" do); the
+# answer prefix restates it, so a small model answers it instead of chatting about the city.
+DEFAULT_QUESTION = "What does the document say is the best thing to do in San Francisco?"
+DEFAULT_PREFIX = "The best thing to do in San Francisco is"
 DEFAULT_ANSWER = "Eat a sandwich and sit in Dolores Park on a sunny day."
 DEFAULT_TEMPLATE = (
     "Read the document below and answer the question that follows it.\n\n"
@@ -221,13 +225,16 @@ def grid_prompts(
     question: str,
     haystack: Haystack,
     cells: Sequence[GridCell],
+    answer_prefix: str = "",
 ) -> Iterator[Prompt]:
-    """One prompt per cell, deepest needle first (the order that shares the longest prefixes).
+    """One prompt per cell, deepest needle first (the order that shares the longest prefixes),
+    each ending with `answer_prefix` (see `core.evals.backends.prefilled`).
 
     Raises:
         LongCtxError: a length leaves no room for the haystack (the frame alone is longer).
     """
     head, tail = chat_frame(tokenizer, template, question)
+    tail, _ = prefilled(tokenizer, tail, [], answer_prefix)  # the prefix counts in the length
     encode = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
     planned = []
     too_short = set()
@@ -266,7 +273,10 @@ def grid_prompts(
             "actual_depth": round(100 * pos / end, 2) if end else 0.0,
             **cell.info,
         }
-        yield Prompt(cell.key, ids, [{"role": "user", "content": content}], info)
+        _, messages = prefilled(
+            tokenizer, [], [{"role": "user", "content": content}], answer_prefix
+        )
+        yield Prompt(cell.key, ids, messages, info, answer_prefix)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,6 +303,9 @@ class NiahConfig:
     """The user message; `{context}` becomes the haystack, `{question}` the question."""
     max_new_tokens: int = 64
     """Longest answer, in tokens."""
+    answer_prefix: str = DEFAULT_PREFIX
+    """The start of the answer, which the model continues (empty: none); the scorer reads it
+    with the answer. Restate the question's subject, as the default does."""
 
     kind = "niah"
     grid_fields = ("lengths", "depths")
@@ -311,6 +324,7 @@ class NiahConfig:
                 f"haystack {self.haystack!r} is neither 'builtin' nor a folder or document that exists"
             )
         check_max_new_tokens(self.max_new_tokens, problems)
+        self.answer_prefix = check_answer_prefix(self.answer_prefix, problems)
         if problems:
             raise ConfigError(problems)
         self.lengths, self.depths = lengths, depths
@@ -335,7 +349,7 @@ class NiahConfig:
         if not cells:
             return iter(())
         hay = Haystack.from_source(tokenizer, self.haystack, max(c.length for c in cells))
-        return grid_prompts(tokenizer, self.template, self.question, hay, cells)
+        return grid_prompts(tokenizer, self.template, self.question, hay, cells, self.answer_prefix)
 
 
 def grid_axes(lengths: Any, depths: Any, problems: list[str]) -> tuple[list[int], list[float]]:
@@ -353,6 +367,17 @@ def grid_axes(lengths: Any, depths: Any, problems: list[str]) -> tuple[list[int]
 def check_max_new_tokens(value: Any, problems: list[str]) -> None:
     if not isinstance(value, int) or not 1 <= value <= 4096:
         problems.append(f"max_new_tokens must be 1..4096, got {value!r}")
+
+
+def check_answer_prefix(value: Any, problems: list[str]) -> str:
+    """An answer prefix without surrounding spaces: a trailing space would make the model start
+    its answer with a token it never sees there (" 12345" is one word; " " + "12345" is not)."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        problems.append(f"answer_prefix must be text, got {value!r}")
+        return ""
+    return value.strip()
 
 
 def _numbers(value: Any, name: str, problems: list[str]) -> list[float]:

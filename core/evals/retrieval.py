@@ -8,7 +8,9 @@ N-topic conversation is the start of its longer ones, so the local backend reuse
 
 Passkey retrieval (Landmark Attention's test): a random 5-digit pass key hidden in repeated
 filler sentences at a depth, on the same length x depth grid as NIAH and built by the same
-placement code.
+placement code. The answer starts with "The pass key is" by default: without it a small model
+reads "What is the pass key?" as a request for a definition, and the score measures phrasing
+rather than retrieval.
 
 This module knows nothing about models, backends, scoring or result folders.
 """
@@ -21,12 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import ConfigError, LongCtxError
-from core.evals.backends import Prompt
+from core.evals.backends import Prompt, prefilled
 from core.evals.niah import (
     GridCell,
     Haystack,
     _numbers,
     cell_key,
+    check_answer_prefix,
     check_max_new_tokens,
     grid_axes,
     grid_prompts,
@@ -39,11 +42,25 @@ TOPIC_QUESTION = "What is the first topic we discussed? Only give me the topic n
 PASSKEY_FILLER = (
     "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
 )
+# The classic test announces hidden information among irrelevant text and asks "What is the pass
+# key?"; RULER's templates name what is hidden up front (its kind included), ask for it "in the
+# provided text" and restate the question as the answer's start. Ours does the same in its own
+# words: the instruction says what to look for, the question points back at the text. Only the
+# needle may say "pass key is": after the prefix "The pass key is" a small model copies whatever
+# followed those words earlier (an instruction that read "A pass key ... is hidden in the text"
+# made it answer "The pass key is hidden in the text above").
 PASSKEY_TEMPLATE = (
+    "The text below hides a pass key, a 5-digit number, among many sentences that do not "
+    "matter. Find the pass key and remember it: you will be asked for it after the text.\n\n"
+    "{context}\n\n{question}"
+)
+PASSKEY_QUESTION = "What is the pass key in the text above?"
+PASSKEY_PREFIX = "The pass key is"
+# The wording of evaluations made before the answer prefix; their folders keep it on resume.
+PASSKEY_TEMPLATE_V1 = (
     "There is an important piece of information hidden inside a lot of irrelevant text. "
     "Find it and memorize it. I will quiz you about it.\n\n{context}\n\n{question}"
 )
-PASSKEY_QUESTION = "What is the pass key?"
 PASSKEY_NEEDLE = "The pass key is {key}. Remember it. {key} is the pass key."
 
 
@@ -63,6 +80,9 @@ class TopicsConfig:
     """Asked at the end."""
     max_new_tokens: int = 24
     """Longest answer, in tokens."""
+    answer_prefix: str = ""
+    """The start of the answer, which the model continues (e.g. "The first topic was");
+    empty: none."""
 
     kind = "topics"
     grid_fields = ("n_topics", "trials")
@@ -79,6 +99,7 @@ class TopicsConfig:
         if not str(self.question or "").strip():
             problems.append("question is empty")
         check_max_new_tokens(self.max_new_tokens, problems)
+        self.answer_prefix = check_answer_prefix(self.answer_prefix, problems)
         if problems:
             raise ConfigError(problems)
         self.n_topics = sorted({int(x) for x in counts})
@@ -115,7 +136,9 @@ class TopicsConfig:
                     messages.append({"role": "user", "content": TOPIC_OPENING.format(topic=topic)})
                     messages.append({"role": "assistant", "content": turns[topic]})
                 messages.append({"role": "user", "content": self.question})
-                ids = prompt_ids(tokenizer, messages)
+                ids, messages = prefilled(
+                    tokenizer, prompt_ids(tokenizer, messages), messages, self.answer_prefix
+                )
                 info = {
                     "length": len(ids),
                     "depth": 0.0,
@@ -124,7 +147,7 @@ class TopicsConfig:
                     "expected": order[0],
                     "prompt_tokens": len(ids),
                 }
-                yield Prompt(key, ids, messages, info)
+                yield Prompt(key, ids, messages, info, self.answer_prefix)
 
 
 def _first_tokens(tokenizer: Any, text: str, n: int) -> str:
@@ -150,6 +173,11 @@ class PasskeyConfig:
     """Asked after the filler."""
     max_new_tokens: int = 24
     """Longest answer, in tokens."""
+    answer_prefix: str = PASSKEY_PREFIX
+    """The start of the answer, which the model continues (empty: none); the scorer reads it
+    with the answer."""
+    template: str = PASSKEY_TEMPLATE
+    """The user message; `{context}` becomes the filler, `{question}` the question."""
 
     kind = "passkey"
     grid_fields = ("lengths", "depths", "trials")
@@ -160,6 +188,10 @@ class PasskeyConfig:
         if not isinstance(self.trials, int) or self.trials < 1:
             problems.append(f"trials must be a positive integer, got {self.trials!r}")
         check_max_new_tokens(self.max_new_tokens, problems)
+        self.answer_prefix = check_answer_prefix(self.answer_prefix, problems)
+        template = self.template or ""
+        if template.count("{context}") != 1 or "{question}" not in template:
+            problems.append("template must contain {context} once and {question}")
         if problems:
             raise ConfigError(problems)
         self.lengths, self.depths = lengths, depths
@@ -191,4 +223,4 @@ class PasskeyConfig:
         longest = max(c.length for c in cells)
         text = PASSKEY_FILLER * (longest // 15 + 10)  # the filler is ~20 tokens: some margin
         hay = Haystack(tokenizer, text)
-        return grid_prompts(tokenizer, PASSKEY_TEMPLATE, self.question, hay, cells)
+        return grid_prompts(tokenizer, self.template, self.question, hay, cells, self.answer_prefix)

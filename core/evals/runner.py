@@ -22,10 +22,10 @@ from typing import Any
 from core import threads
 from core.errors import ConfigError, LongCtxError
 from core.evals import figures, harness, results, ruler
-from core.evals.backends import Cancelled, Endpoint, Target, open_backend
+from core.evals.backends import Cancelled, Endpoint, Target, full_answer, open_backend
 from core.evals.niah import NiahConfig
 from core.evals.perplexity import PerplexityConfig, cell_fields
-from core.evals.retrieval import PasskeyConfig, TopicsConfig
+from core.evals.retrieval import PASSKEY_TEMPLATE_V1, PasskeyConfig, TopicsConfig
 from core.evals.samples import SamplesConfig
 from core.evals.scoring import PERPLEXITY, Scorer
 from core.models.loader import ModelSpec
@@ -106,7 +106,7 @@ class Evaluation:
                 f"{path} is a {record.get('kind')} evaluation: resume it with "
                 f"`longctx {record.get('kind')} ... --out {path}`"
             )
-        task = TASKS[record["kind"]](**record["task"])
+        task = TASKS[record["kind"]](**saved_task(record))
         t = record["target"]
         target = Target(
             model=ModelSpec(**t["model"]) if t.get("model") else None,
@@ -134,15 +134,21 @@ class Evaluation:
         if config_path.exists():
             old = results.read_config(self.path)
             changed = results.config_differences(
-                {"kind": old.get("kind"), **_without(old.get("task", {}), self.task.grid_fields)},
+                {"kind": old.get("kind"), **_without(saved_task(old), self.task.grid_fields)},
                 {"kind": record["kind"], **_without(record["task"], self.task.grid_fields)},
                 (),
             )
             changed += [k for k in ("target", "scorer") if old.get(k) != record[k]]
             if changed:
+                hint = ""
+                if "answer_prefix" in changed and "answer_prefix" not in old.get("task", {}):
+                    hint = (
+                        " or, to resume it, ask without an answer prefix as it did (made before"
+                        " answer prefixes: --answer-prefix '', or an empty Answer prefix)"
+                    )
                 raise LongCtxError(
                     f"{self.path} already holds a different evaluation (it differs in "
-                    f"{', '.join(changed)}); choose another output folder"
+                    f"{', '.join(changed)}); choose another output folder{hint}"
                 )
             record["created"], record["window"] = old.get("created"), old.get("window")
         results.write_config(self.path, record)
@@ -208,11 +214,12 @@ class Evaluation:
         for prompt, reply in backend.answers(prompts, self.task.max_new_tokens, cancel):
             # Held-out samples ask a question per cell; the other tasks one for all.
             question = prompt.info.get("question") or getattr(self.task, "question", "")
+            answer = full_answer(prompt.answer_prefix, reply.text)
             yield {
                 "key": prompt.key,
                 **prompt.info,
-                "answer": reply.text,
-                **self.scorer.score(reply.text, prompt.info["expected"], question),
+                "answer": answer,
+                **self.scorer.score(answer, prompt.info["expected"], question),
                 "prompt_tokens": reply.prompt_tokens,
                 "completion_tokens": reply.completion_tokens,
                 "reused_tokens": reply.reused_tokens,
@@ -255,6 +262,18 @@ class Evaluation:
     def render(self) -> Path:
         """Write the figure as heatmap.html in the folder."""
         return figures.export(self.figure(), self.path / results.HEATMAP_FILE)
+
+
+def saved_task(record: dict[str, Any]) -> dict[str, Any]:
+    """The task fields of a config.json record, with what folders written before a field
+    existed meant: no answer prefix, and the passkey's first wording. A resumed old folder
+    thus asks its remaining cells exactly as it asked its first ones."""
+    task = dict(record.get("task") or {})
+    if record.get("kind") in ("niah", "topics", "passkey", "samples"):
+        task.setdefault("answer_prefix", "")
+    if record.get("kind") == "passkey":
+        task.setdefault("template", PASSKEY_TEMPLATE_V1)
+    return task
 
 
 def _without(d: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import ConfigError, LongCtxError
-from core.evals.backends import Prompt
-from core.evals.niah import check_max_new_tokens
+from core.evals.backends import Prompt, prefilled
+from core.evals.niah import check_answer_prefix, check_max_new_tokens
 
 TURNS = ("all", "last")
 
@@ -57,6 +57,9 @@ class SamplesConfig:
     the last answer."""
     max_new_tokens: int = 256
     """Longest answer, in tokens."""
+    answer_prefix: str = ""
+    """The start of every answer, which the model continues (for files whose answers all open
+    alike); empty: none."""
 
     kind = "samples"
     grid_fields = ("limit",)
@@ -70,6 +73,7 @@ class SamplesConfig:
         if self.turns not in TURNS:
             problems.append(f"turns must be one of {', '.join(TURNS)}, got {self.turns!r}")
         check_max_new_tokens(self.max_new_tokens, problems)
+        self.answer_prefix = check_answer_prefix(self.answer_prefix, problems)
         if problems:
             raise ConfigError(problems)
         self._questions: list[Question] | None = None
@@ -107,10 +111,12 @@ class SamplesConfig:
         for q in self.questions():
             if q.key in skip:
                 continue
-            ids = prompt_ids(tokenizer, q.messages)
+            ids, messages = prefilled(
+                tokenizer, prompt_ids(tokenizer, q.messages), q.messages, self.answer_prefix
+            )
             info = {"length": len(ids), "line": q.line, "turn": q.turn, "task": q.task,
                     "question": q.question, "expected": q.expected}  # fmt: skip
-            yield Prompt(q.key, ids, q.messages, info)
+            yield Prompt(q.key, ids, messages, info, self.answer_prefix)
 
 
 def _read_questions(dataset: str, limit: int, turns: str) -> Iterator[Question]:

@@ -101,16 +101,36 @@ def _cache_argument(cls: type) -> str:
     return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
 
 
-def prompt_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
-    """Token ids of `messages` rendered by the chat template, ready for the assistant's turn."""
+def prompt_ids(
+    tokenizer: Any,
+    messages: list[dict[str, str]],
+    *,
+    add_generation_prompt: bool = True,
+    continue_final_message: bool = False,
+) -> list[int]:
+    """Token ids of `messages` rendered by the chat template.
+
+    By default the prompt ends ready for a new assistant turn. With `continue_final_message`
+    (and `add_generation_prompt` False) the last message, an assistant's, is left open, so the
+    model continues it: an answer prefix such as "The pass key is" (vLLM's request fields of
+    the same names).
+    """
     if getattr(tokenizer, "chat_template", None):
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        ids = tokenizer.apply_chat_template(
+            messages,
+            add_generation_prompt=add_generation_prompt,
+            continue_final_message=continue_final_message,
+            tokenize=True,
+        )
         if hasattr(ids, "keys"):  # transformers v5 returns a BatchEncoding
             ids = ids["input_ids"]
         return list(ids)
     # A base model without a template: plain concatenation, the way such models were trained.
-    text = "\n\n".join(m["content"] for m in messages) + "\n"
-    return tokenizer(text)["input_ids"]
+    # An answer starts after a newline; a message to continue sits where that answer would.
+    contents = [m["content"] for m in messages]
+    if continue_final_message:
+        return tokenizer("\n\n".join(contents[:-1]) + "\n" + contents[-1])["input_ids"]
+    return tokenizer("\n\n".join(contents) + "\n")["input_ids"]
 
 
 def count_prompt_tokens(tokenizer: Any, messages: list[dict[str, str]]) -> int:

@@ -35,7 +35,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from core.errors import ConfigError
 from core.models.generation import Chunk, PromptTooLong, SamplingParams, prompt_ids, stream_chat
 from core.models.loader import LoadedModel, ModelSpec, default_cache
-from core.serve.protocol import APIError, ChatRequest, Fault, _from_validation, _text_of
+from core.serve.protocol import (
+    APIError,
+    ChatRequest,
+    Fault,
+    _from_validation,
+    _text_of,
+    template_flags,
+)
 from core.threads import Governor
 
 log = logging.getLogger(__name__)
@@ -459,9 +466,16 @@ async def _prepare(raw: bytes, state: _State) -> _Call:
     except ConfigError as exc:
         raise APIError(400, str(exc), code="invalid_value") from None
 
+    add_generation_prompt, continue_final_message = template_flags(req, messages)
+
     def render() -> list[int]:
         with state.tokenize_lock:
-            return prompt_ids(loaded.tokenizer, messages)
+            return prompt_ids(
+                loaded.tokenizer,
+                messages,
+                add_generation_prompt=add_generation_prompt,
+                continue_final_message=continue_final_message,
+            )
 
     try:
         ids = await run_in_threadpool(render)

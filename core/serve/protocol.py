@@ -99,6 +99,43 @@ class ChatRequest(_Strict):
     # [-2**63, 2**64) while decoding, which was a 500 instead of this 400.
     seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1)
     n: int | None = None
+    # vLLM's extensions, sent by the openai client through `extra_body`: end the prompt inside
+    # the last (assistant) message instead of opening a new turn, to prefill an answer's start.
+    add_generation_prompt: bool | None = None
+    continue_final_message: bool = False
+
+
+def template_flags(req: ChatRequest, messages: list[dict[str, str]]) -> tuple[bool, bool]:
+    """`(add_generation_prompt, continue_final_message)` for rendering `req`'s prompt.
+
+    `add_generation_prompt` defaults to the opposite of `continue_final_message` (vLLM wants it
+    set to false by hand; leaving it out is no contradiction here).
+
+    Raises:
+        APIError: 400 for combinations that cannot both hold: both true, or a final message to
+            continue that is not the assistant's.
+    """
+    if not req.continue_final_message:
+        return req.add_generation_prompt is not False, False
+    if req.add_generation_prompt:
+        raise APIError(
+            400,
+            "continue_final_message and add_generation_prompt cannot both be true: the first "
+            "continues the last assistant message, the second opens a new assistant turn; set "
+            "add_generation_prompt to false",
+            param="continue_final_message",
+            code="invalid_value",
+        )
+    if messages[-1]["role"] != "assistant":
+        raise APIError(
+            400,
+            "continue_final_message needs the last of messages to be the assistant's (the start "
+            f"of the answer to continue), got a {messages[-1]['role']!r} message; send "
+            "add_generation_prompt instead to start a new answer",
+            param="continue_final_message",
+            code="invalid_value",
+        )
+    return False, True
 
 
 class Fault(BaseModel):

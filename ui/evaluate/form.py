@@ -44,6 +44,8 @@ NOTES = {
 }
 SOURCE_LABELS = {"niah": "Haystack", PERPLEXITY: "Text to read",
                  "ruler": "Haystack of the needle tasks"}  # fmt: skip
+PREFIXES = {"niah": niah.DEFAULT_PREFIX, "passkey": retrieval.PASSKEY_PREFIX, "topics": "",
+            "samples": "", PERPLEXITY: "", "ruler": ""}  # fmt: skip
 SCORER_CHOICES = [(SCORER_HELP[k].split(":")[0], k) for k in SCORERS]
 
 
@@ -66,6 +68,11 @@ def build() -> dict[str, gr.components.Component]:
         with gr.Accordion("Prompt template", open=False):
             c["template"] = gr.Textbox(niah.DEFAULT_TEMPLATE, lines=6, show_label=False,
                                        info="{context}: the haystack, {question}: the question")  # fmt: skip
+    c["answer_prefix"] = gr.Textbox(niah.DEFAULT_PREFIX, label="Answer prefix",
+                                    elem_id="eval-answer-prefix",
+                                    info="the start of the answer, which the model continues "
+                                    "(endpoints: sent as an assistant message to continue); it "
+                                    "keeps a small model on the question. Empty: none")  # fmt: skip
     with gr.Group() as c["grid_box"]:
         c["length_mode"] = gr.Radio([("List", "list"), ("Range", "range")], value="list",
                                     label="Context lengths (tokens)")  # fmt: skip
@@ -146,12 +153,12 @@ INPUTS = ["task", "haystack_kind", "haystack_folder", "needle", "question", "ans
           "length_mode", "lengths", "min_length", "max_length", "num_lengths", "length_spacing",
           "depth_mode", "depths", "num_depths", "depth_spacing", "n_topics", "turn_tokens",
           "trials", "seed", "windows", "dataset", "limit", "turns", "scorer", "judge_url",
-          "judge_model", "judge_key", "max_new_tokens", "out", "ruler_tasks", "ruler_samples",
+          "judge_model", "judge_key", "max_new_tokens", "answer_prefix", "out", "ruler_tasks", "ruler_samples",
           "ruler_seed", "ruler_threshold", "ruler_noise", "ruler_prefix", "ruler_squad",
           "ruler_hotpot"]  # fmt: skip
 TOGGLED = ["note", "source_box", "haystack_kind", "niah_box", "grid_box", "depth_box",
            "windows", "topics_box", "samples_box", "trials_row", "scoring_box", "scorer",
-           "max_new_tokens", "trials", "ruler_box"]  # fmt: skip
+           "max_new_tokens", "trials", "ruler_box", "answer_prefix"]  # fmt: skip
 
 
 def pick_task(task: str) -> list[Any]:
@@ -178,6 +185,7 @@ def pick_task(task: str) -> list[Any]:
         gr.update() if measured else gr.update(value=default, info=SCORER_HELP[default])
     )
     updates["trials"] = 3 if task == "topics" else 1
+    updates["answer_prefix"] = gr.update(visible=not measured and task != "ruler", value=PREFIXES[task])
     return [updates[name] for name in TOGGLED]
 
 
@@ -206,6 +214,7 @@ def task_config(v: dict[str, Any]) -> Any:
     extra = {"max_new_tokens": int(v["max_new_tokens"])} if v["max_new_tokens"] else {}
     if v["task"] == "ruler":
         return _ruler_config(v, haystack, extra)
+    extra["answer_prefix"] = v["answer_prefix"] or ""
     if v["task"] == "samples":
         return samples.SamplesConfig(resolve_spec(v["dataset"]), limit=int(v["limit"] or 0),
                                      turns=v["turns"], **extra)  # fmt: skip
