@@ -60,15 +60,20 @@ def main() -> None:
         print(json.dumps(worker(args.worker[0], int(args.worker[1]))))
         return
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
-    print(f"{'length':>7} {'plain peak':>11} {'ours peak':>10} {'memory':>8} "
-          f"{'plain s':>8} {'ours s':>7} {'speed':>6}  mean loss plain / ours")  # fmt: skip
+    print(
+        f"{'length':>7} {'plain peak':>11} {'ours peak':>10} {'memory':>8} "
+        f"{'plain s':>8} {'ours s':>7} {'speed':>6}  mean loss plain / ours"
+    )
     for length in [int(x) for x in args.lengths.split(",")]:
         got = {}
         for method in ("plain", "ours"):
             proc = subprocess.run(
                 [sys.executable, __file__, "--worker", method, str(length)],
-                capture_output=True, text=True, env=env, check=True,
-            )  # fmt: skip
+                capture_output=True,
+                text=True,
+                env=env,
+                check=True,
+            )
             got[method] = json.loads(proc.stdout.strip().splitlines()[-1])
         plain, ours = got["plain"], got["ours"]
         print(
@@ -77,8 +82,10 @@ def main() -> None:
             f"{plain['seconds'] / ours['seconds']:>5.2f}x  {plain['loss']:.5f} / {ours['loss']:.5f}",
             flush=True,
         )
-    print("memory: ours / plain peak RSS of the whole process (model weights included); "
-          "speed: plain seconds / ours")  # fmt: skip
+    print(
+        "memory: ours / plain peak RSS of the whole process (model weights included); "
+        "speed: plain seconds / ours"
+    )
 
 
 if __name__ == "__main__":

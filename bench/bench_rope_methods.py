@@ -22,7 +22,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-
 def advised(factor: int = 4) -> list[str]:
     """The model as it is, and the advisor's setting of every method for `factor` x its window."""
     from core.models import loader
@@ -43,9 +42,13 @@ def main() -> None:
     parser.add_argument("--no-niah", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "workspace" / "evals" / "bench-rope-methods"))
     args = parser.parse_args()
-    config = methods.MethodsConfig(model="embedded", methods=args.methods or advised(),
-                                   lengths=args.lengths,
-                                   depths=args.depths, niah=not args.no_niah)  # fmt: skip
+    config = methods.MethodsConfig(
+        model="embedded",
+        methods=args.methods or advised(),
+        lengths=args.lengths,
+        depths=args.depths,
+        niah=not args.no_niah,
+    )
     comparison = methods.Comparison(config, args.out)
     start = time.perf_counter()
     comparison.run(lambda what, done, total: print(f"  {what}: {done}/{total}", flush=True))
@@ -56,8 +59,11 @@ def main() -> None:
     if baseline:
         print("\ntail perplexity / the model as it is, at the same length:")
         for label, row in rows.items():
-            ratios = [f"{n}: {row['ppl'][n] / baseline['ppl'][n]:.2f}x"
-                      for n in config.lengths if n in row["ppl"] and n in baseline["ppl"]]  # fmt: skip
+            ratios = [
+                f"{n}: {row['ppl'][n] / baseline['ppl'][n]:.2f}x"
+                for n in config.lengths
+                if n in row["ppl"] and n in baseline["ppl"]
+            ]
             print(f"  {label:<24} " + "  ".join(ratios))
     for path in methods.export_figures(comparison):
         print(f"written: {path}")

@@ -44,22 +44,32 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     loaded = default_cache.get(ModelSpec())
-    config = RulerConfig(tasks=args.tasks, lengths=[args.length], samples=args.samples,
-                         max_new_tokens=args.max_new_tokens)  # fmt: skip
+    config = RulerConfig(
+        tasks=args.tasks,
+        lengths=[args.length],
+        samples=args.samples,
+        max_new_tokens=args.max_new_tokens,
+    )
     prompts = list(config.prompts(loaded.tokenizer))
     tokens = sum(len(p.ids) for p in prompts)
     base, base_clock = baseline(loaded, prompts, args.max_new_tokens, sorted(eos_ids(loaded)))
     mine, my_clock, stats = ours(loaded, prompts, args.max_new_tokens)
     same = sum(a == b for a, b in zip(base, mine, strict=True))
-    print(f"{len(prompts)} prompts ({config.tasks}, {args.length:,} tokens), {tokens:,} prompt "
-          f"tokens, {args.max_new_tokens} new tokens at most")  # fmt: skip
+    print(
+        f"{len(prompts)} prompts ({config.tasks}, {args.length:,} tokens), {tokens:,} prompt "
+        f"tokens, {args.max_new_tokens} new tokens at most"
+    )
     print(
         f"baseline (generate per sample): {base_clock.wall:.1f} s wall, {base_clock.cpu:.1f} s CPU"
     )
-    print(f"ours (prefix KV reuse + lookup): {my_clock.wall:.1f} s wall, {my_clock.cpu:.1f} s CPU; "
-          f"computed {stats['computed_tokens']:,} of {stats['prompt_tokens']:,} prompt tokens")  # fmt: skip
-    print(f"ratio: {base_clock.wall / my_clock.wall:.2f}x wall, {base_clock.cpu / my_clock.cpu:.2f}x "
-          f"CPU; identical answers {same}/{len(prompts)}")  # fmt: skip
+    print(
+        f"ours (prefix KV reuse + lookup): {my_clock.wall:.1f} s wall, {my_clock.cpu:.1f} s CPU; "
+        f"computed {stats['computed_tokens']:,} of {stats['prompt_tokens']:,} prompt tokens"
+    )
+    print(
+        f"ratio: {base_clock.wall / my_clock.wall:.2f}x wall, {base_clock.cpu / my_clock.cpu:.2f}x "
+        f"CPU; identical answers {same}/{len(prompts)}"
+    )
     return 0 if same == len(prompts) else 1
 
 

@@ -106,8 +106,13 @@ def train(config: Path, env: dict[str, str], cap_s: float) -> dict:
 
     home = Path(env["LONGCTX_HOME"])
     before = set((home / "runs").glob("*")) if (home / "runs").exists() else set()
-    proc = subprocess.Popen([sys.executable, "-m", "core.cli", "train", str(config)], cwd=ROOT,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "core.cli", "train", str(config)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     # The cap counts from the first logged step: loading the model is not training.
     run_dir, deadline = None, None
     while proc.poll() is None:
@@ -161,8 +166,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8, help="training steps per setup")
     parser.add_argument("--words", type=int, default=1900, help="prompt words (~1 token each)")
     parser.add_argument("--serve-s", type=float, default=40, help="seconds of the server alone")
-    parser.add_argument("--cap-s", type=float, default=90,
-                        help="stop a training this long after its first step")  # fmt: skip
+    parser.add_argument(
+        "--cap-s", type=float, default=90, help="stop a training this long after its first step"
+    )
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="longctx-bench-sharing-"))
@@ -178,16 +184,22 @@ def main() -> None:
     budget = shared(config_file, _env(home, None), args, "budget")
     over = shared(config_file, _env(home, n), args, "all-cores")
 
-    print(f"\nserver alone: {budget['solo_rpm']:.1f} requests/min "
-          f"(prompts of {budget['prompt_tokens']:.0f} tokens)")  # fmt: skip
+    print(
+        f"\nserver alone: {budget['solo_rpm']:.1f} requests/min "
+        f"(prompts of {budget['prompt_tokens']:.0f} tokens)"
+    )
     print("| setup | training threads | training tokens/s | vs solo | server req/min |")
     print("|---|---|---:|---:|---:|")
-    print(f"| solo | {solo['threads']} | {solo['tokens_per_s']:.1f} | 1.00x | "
-          f"{budget['solo_rpm']:.1f} (alone) |")  # fmt: skip
+    print(
+        f"| solo | {solo['threads']} | {solo['tokens_per_s']:.1f} | 1.00x | "
+        f"{budget['solo_rpm']:.1f} (alone) |"
+    )
     for label, r in (("budget", budget), ("all-cores (before)", over)):
         ratio = r["tokens_per_s"] / solo["tokens_per_s"] if solo["tokens_per_s"] else 0.0
-        print(f"| {label} | {r['threads']} | {r['tokens_per_s']:.1f} ({r['steps']} steps) | "
-              f"**{ratio:.2f}x** | {r['rpm']:.1f} |")  # fmt: skip
+        print(
+            f"| {label} | {r['threads']} | {r['tokens_per_s']:.1f} ({r['steps']} steps) | "
+            f"**{ratio:.2f}x** | {r['rpm']:.1f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -29,10 +29,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 ANSWER = 512
-LLAMA3_8B = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                 num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
-                 max_position_embeddings=8192, rope_theta=500000.0, tie_word_embeddings=False,
-                 bos_token_id=0, eos_token_id=1, pad_token_id=1)  # fmt: skip
+LLAMA3_8B = dict(
+    hidden_size=4096,
+    intermediate_size=14336,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    vocab_size=128256,
+    max_position_embeddings=8192,
+    rope_theta=500000.0,
+    tie_word_embeddings=False,
+    bos_token_id=0,
+    eos_token_id=1,
+    pad_token_id=1,
+)
 
 
 SMOKE = dict(
@@ -62,13 +72,20 @@ def make_random_model(folder: Path, shape: dict) -> float:
     torch.cuda.empty_cache()
     vocab = {"<unk>": 0, "<eos>": 1}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<eos>",
-                            unk_token="<unk>").save_pretrained(folder)  # fmt: skip
+    PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<eos>", pad_token="<eos>", unk_token="<unk>"
+    ).save_pretrained(folder)
     return time.perf_counter() - start
 
 
-def run(folder: Path, lengths: list[int], out: Path, smoke: bool = False,
-        offload: bool = False, engine: str = "transformers") -> list[dict]:  # fmt: skip
+def run(
+    folder: Path,
+    lengths: list[int],
+    out: Path,
+    smoke: bool = False,
+    offload: bool = False,
+    engine: str = "transformers",
+) -> list[dict]:
     import torch
     from transformers import TrainerCallback
 
@@ -92,8 +109,10 @@ def run(folder: Path, lengths: list[int], out: Path, smoke: bool = False,
     start = time.perf_counter()
     loaded = load_for_training(config)
     load_s = time.perf_counter() - start
-    print(f"loaded 4-bit model in {load_s:.0f} s; GPU memory {_gpu(torch.cuda.memory_allocated) / 2**30:.1f} GB",
-          flush=True)  # fmt: skip
+    print(
+        f"loaded 4-bit model in {load_s:.0f} s; GPU memory {_gpu(torch.cuda.memory_allocated) / 2**30:.1f} GB",
+        flush=True,
+    )
 
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
 
@@ -115,23 +134,34 @@ def run(folder: Path, lengths: list[int], out: Path, smoke: bool = False,
         g = torch.Generator().manual_seed(length)
         vocab = loaded.model.config.vocab_size
         ids = torch.randint(2, vocab, (2, length), generator=g).tolist()
-        rows = [{"input_ids": r, "labels": [-100] * (length - ANSWER) + r[-ANSWER:], "length": length}
-                for r in ids]  # fmt: skip
+        rows = [
+            {"input_ids": r, "labels": [-100] * (length - ANSWER) + r[-ANSWER:], "length": length}
+            for r in ids
+        ]
         config.max_length = length
         timer = Timer()
-        trainer = build_trainer(config, loaded, rows, out / f"run-{length}",
-                                [timer], TokenCounter())  # fmt: skip
+        trainer = build_trainer(
+            config, loaded, rows, out / f"run-{length}", [timer], TokenCounter()
+        )
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         trainer.train()
         peak, reserved = _gpu(torch.cuda.max_memory_allocated), _gpu(torch.cuda.max_memory_reserved)
-        est = memory.estimate(config, loaded.model.config, labelled_tokens=ANSWER,
-                           device=("GPU", 80 * 2**30))  # fmt: skip
+        est = memory.estimate(
+            config, loaded.model.config, labelled_tokens=ANSWER, device=("GPU", 80 * 2**30)
+        )
         step = timer.times[-1]
-        result = {"engine": engine, "length": length, "s_per_step": round(step, 2), "tokens_per_s": round(length / step),
-                  "peak_gpu_gb": round(peak / 2**30, 1), "peak_reserved_gb": round(reserved / 2**30, 1),
-                  "fit_estimate_gb": round(est.total / 2**30, 1), "first_step_s": round(timer.times[0], 2),
-                  "loss": trainer.state.log_history[-1].get("train_loss")}  # fmt: skip
+        result = {
+            "engine": engine,
+            "length": length,
+            "s_per_step": round(step, 2),
+            "tokens_per_s": round(length / step),
+            "peak_gpu_gb": round(peak / 2**30, 1),
+            "peak_reserved_gb": round(reserved / 2**30, 1),
+            "fit_estimate_gb": round(est.total / 2**30, 1),
+            "first_step_s": round(timer.times[0], 2),
+            "loss": trainer.state.log_history[-1].get("train_loss"),
+        }
         results.append(result)
         print(json.dumps(result), flush=True)
         del trainer
@@ -152,8 +182,9 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="where to write results.json")
     parser.add_argument("--smoke", action="store_true", help="tiny model on CPU: check the script")
     parser.add_argument("--offload", action="store_true", help="offload_checkpoints: true")
-    parser.add_argument("--engine", choices=["transformers", "unsloth", "both"],
-                        default="transformers")  # fmt: skip
+    parser.add_argument(
+        "--engine", choices=["transformers", "unsloth", "both"], default="transformers"
+    )
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)  # `both`: the child's saved model
     parser.add_argument("--results", help=argparse.SUPPRESS)  # `both`: where the child writes
     args = parser.parse_args()
@@ -174,24 +205,34 @@ def main() -> None:
             for engine in ("transformers", "unsloth"):
                 results += _in_child(engine, folder, args, Path(tmp))
         else:
-            results = run(folder, lengths, Path(tmp), smoke=args.smoke, offload=args.offload,
-                          engine=args.engine)  # fmt: skip
+            results = run(
+                folder,
+                lengths,
+                Path(tmp),
+                smoke=args.smoke,
+                offload=args.offload,
+                engine=args.engine,
+            )
     if args.results:  # a child of `--engine both`
         Path(args.results).write_text(json.dumps(results))
         return
     print(f"GPU: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none (smoke)'}")
     for r in results:
         goal = " (goal: < 80 GB, > 2000 tokens/s)" if r["length"] >= 80000 else ""
-        print(f"{r['engine']:>12} {r['length']:>6} tokens: {r['s_per_step']} s/step, "
-              f"{r['tokens_per_s']} tokens/s, peak {r['peak_gpu_gb']} GB allocated "
-              f"({r['peak_reserved_gb']} GB reserved), fit estimate {r['fit_estimate_gb']} GB{goal}")  # fmt: skip
+        print(
+            f"{r['engine']:>12} {r['length']:>6} tokens: {r['s_per_step']} s/step, "
+            f"{r['tokens_per_s']} tokens/s, peak {r['peak_gpu_gb']} GB allocated "
+            f"({r['peak_reserved_gb']} GB reserved), fit estimate {r['fit_estimate_gb']} GB{goal}"
+        )
     base = {r["length"]: r for r in results if r["engine"] == "transformers"}
     for r in results:
         if r["engine"] == "unsloth" and r["length"] in base:
             b = base[r["length"]]
-            print(f"unsloth / transformers at {r['length']}: "
-                  f"{r['tokens_per_s'] / b['tokens_per_s']:.2f}x tokens/s, "
-                  f"{r['peak_gpu_gb'] / b['peak_gpu_gb']:.2f}x peak GPU memory")  # fmt: skip
+            print(
+                f"unsloth / transformers at {r['length']}: "
+                f"{r['tokens_per_s'] / b['tokens_per_s']:.2f}x tokens/s, "
+                f"{r['peak_gpu_gb'] / b['peak_gpu_gb']:.2f}x peak GPU memory"
+            )
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / "results.json").write_text(json.dumps(results, indent=1))
@@ -200,8 +241,18 @@ def main() -> None:
 def _in_child(engine: str, folder: Path, args: argparse.Namespace, tmp: Path) -> list[dict]:
     """One engine measured in a fresh process on the already saved model."""
     out = tmp / f"{engine}.json"
-    cmd = [sys.executable, __file__, "--engine", engine, "--model-dir", str(folder),
-           "--lengths", args.lengths, "--results", str(out)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        __file__,
+        "--engine",
+        engine,
+        "--model-dir",
+        str(folder),
+        "--lengths",
+        args.lengths,
+        "--results",
+        str(out),
+    ]
     cmd += ["--smoke"] * args.smoke + ["--offload"] * args.offload
     if subprocess.run(cmd).returncode != 0:
         print(f"{engine}: failed (see above)", flush=True)

@@ -47,9 +47,17 @@ def _plain_model():
 
     model = AutoModelForCausalLM.from_pretrained(names.resolve("embedded"))
     model.config.use_cache = False
-    model = get_peft_model(model, LoraConfig(r=32, lora_alpha=16, lora_dropout=0.0,
-                                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-                                             modules_to_save=["embed_tokens"], task_type="CAUSAL_LM"))  # fmt: skip
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            r=32,
+            lora_alpha=16,
+            lora_dropout=0.0,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+            modules_to_save=["embed_tokens"],
+            task_type="CAUSAL_LM",
+        ),
+    )
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
 
@@ -58,8 +66,13 @@ def _ours_model():
     from core.train.config import DataSource, TrainConfig
     from core.train.engine import load_for_training
 
-    config = TrainConfig(model="embedded", max_length=8192, quantization="none", precision="fp32",
-                         data=[DataSource(procedural="keys", n=1, length=64)])  # fmt: skip
+    config = TrainConfig(
+        model="embedded",
+        max_length=8192,
+        quantization="none",
+        precision="fp32",
+        data=[DataSource(procedural="keys", n=1, length=64)],
+    )
     return load_for_training(config).model
 
 
@@ -87,15 +100,20 @@ def worker(engine: str, length: int) -> dict:
         else:
             positions, targets = labelled_positions(labels)
             logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=positions).logits
-            loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                                                     targets.reshape(-1), ignore_index=-100)  # fmt: skip
+            loss = torch.nn.functional.cross_entropy(
+                logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100
+            )
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - start)
-    return {"engine": engine, "length": length, "loss": float(loss),
-            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-            "s_per_step": times[-1]}  # fmt: skip
+    return {
+        "engine": engine,
+        "length": length,
+        "loss": float(loss),
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "s_per_step": times[-1],
+    }
 
 
 def main() -> None:
@@ -117,20 +135,28 @@ def main() -> None:
     for length in [int(x) for x in args.lengths.split(",")]:
         for name, setup in setups.items():
             engine = name.split("+")[0]
-            out = subprocess.run([sys.executable, __file__, "--worker", engine, str(length)],
-                                 capture_output=True, text=True, env=setup, cwd=ROOT)  # fmt: skip
+            out = subprocess.run(
+                [sys.executable, __file__, "--worker", engine, str(length)],
+                capture_output=True,
+                text=True,
+                env=setup,
+                cwd=ROOT,
+            )
             if out.returncode != 0:
                 print(out.stderr[-2000:], file=sys.stderr)
                 raise SystemExit(f"{name} at {length} failed")
             results[(name, length)] = json.loads(out.stdout.strip().splitlines()[-1])
         plain, same, ours = (results[(name, length)] for name in setups)
-        print(f"{length:>6} tokens | plain: {plain['peak_rss_gb']:.2f} GB, {plain['s_per_step']:.2f} s/step"
-              f" | plain+alloc: {same['peak_rss_gb']:.2f} GB, {same['s_per_step']:.2f} s/step"
-              f" | ours: {ours['peak_rss_gb']:.2f} GB, {ours['s_per_step']:.2f} s/step"
-              f" | memory ratio ours/plain {ours['peak_rss_gb'] / plain['peak_rss_gb']:.3f}x"
-              f" (ours/plain+alloc {ours['peak_rss_gb'] / same['peak_rss_gb']:.3f}x)"
-              f" | speed ratio plain/ours {plain['s_per_step'] / ours['s_per_step']:.2f}x"
-              f" | loss plain {plain['loss']:.4f} ours {ours['loss']:.4f}", flush=True)  # fmt: skip
+        print(
+            f"{length:>6} tokens | plain: {plain['peak_rss_gb']:.2f} GB, {plain['s_per_step']:.2f} s/step"
+            f" | plain+alloc: {same['peak_rss_gb']:.2f} GB, {same['s_per_step']:.2f} s/step"
+            f" | ours: {ours['peak_rss_gb']:.2f} GB, {ours['s_per_step']:.2f} s/step"
+            f" | memory ratio ours/plain {ours['peak_rss_gb'] / plain['peak_rss_gb']:.3f}x"
+            f" (ours/plain+alloc {ours['peak_rss_gb'] / same['peak_rss_gb']:.3f}x)"
+            f" | speed ratio plain/ours {plain['s_per_step'] / ours['s_per_step']:.2f}x"
+            f" | loss plain {plain['loss']:.4f} ours {ours['loss']:.4f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -210,8 +210,13 @@ class Governor:
 
     def _stamp(self) -> None:
         """Say that this process computes now (replaced whole: readers never see half)."""
-        claim = {"pid": os.getpid(), "kind": self.kind, "since": self._since,
-                 "active": time.time(), "busy": self._busy > 0}  # fmt: skip
+        claim = {
+            "pid": os.getpid(),
+            "kind": self.kind,
+            "since": self._since,
+            "active": time.time(),
+            "busy": self._busy > 0,
+        }
         tmp = self._file.with_suffix(f".{threading.get_ident()}.tmp")
         tmp.write_text(json.dumps(claim))
         os.replace(tmp, self._file)

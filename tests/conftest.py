@@ -95,9 +95,14 @@ def tiny_llama_dir(tmp_path_factory, embedded_tokenizer) -> Path:
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def free_port() -> int:
@@ -132,10 +137,13 @@ def serve_process(*args: str, stderr=subprocess.DEVNULL, timeout: float = 120):
     """`longctx serve ARGS` in its own process, yielding (base_url, process) once it is ready;
     stopped with SIGTERM afterwards (killed if it does not stop)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "core.cli", "serve", *args], cwd=Path(__file__).parent.parent,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=stderr,
+        [sys.executable, "-m", "core.cli", "serve", *args],
+        cwd=Path(__file__).parent.parent,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=stderr,
         text=True,
-    )  # fmt: skip
+    )
     try:
         ready: list[str] = []
         reader = threading.Thread(target=lambda: ready.append(process.stdout.readline()))
@@ -165,8 +173,14 @@ def start_app(**launch) -> tuple:
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     try:
-        demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
-                    quiet=True, **style_kwargs(), **launch)  # fmt: skip
+        demo.launch(
+            server_name="127.0.0.1",
+            server_port=port,
+            prevent_thread_lock=True,
+            quiet=True,
+            **style_kwargs(),
+            **launch,
+        )
     except ValueError as exc:
         # Gradio probes its page once the server runs, with a 3 s timeout, and raises when that
         # times out. On two loaded cores the first render can take longer; the server is up

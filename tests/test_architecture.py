@@ -18,7 +18,9 @@ def _module_name(path: Path) -> str:
 
 
 def _project_modules() -> dict[str, Path]:
-    modules = {_module_name(p): p for folder in ("core", "ui") for p in (ROOT / folder).rglob("*.py")}
+    modules = {
+        _module_name(p): p for folder in ("core", "ui") for p in (ROOT / folder).rglob("*.py")
+    }
     modules["app"] = ROOT / "app.py"
     return modules
 
@@ -119,12 +121,16 @@ def test_the_cycle_finder_sees_hidden_imports(tmp_path):
 
 
 def test_core_never_imports_gradio_or_ui():
-    graph_offenders = [m for m, targets in _import_graph().items()
-                       if m.startswith("core") and any(t.split(".")[0] in ("ui", "app") for t in targets)]  # fmt: skip
+    graph_offenders = [
+        m
+        for m, targets in _import_graph().items()
+        if m.startswith("core") and any(t.split(".")[0] in ("ui", "app") for t in targets)
+    ]
     gradio_offenders = [
-        m for m, p in _project_modules().items()
+        m
+        for m, p in _project_modules().items()
         if m.startswith("core") and any(n.split(".")[0] == "gradio" for n in _imported_names(m, p))
-    ]  # fmt: skip
+    ]
     assert graph_offenders == [] and gradio_offenders == []
 
 
@@ -169,16 +175,25 @@ def _calls(path: Path) -> list[tuple[str, ast.Call]]:
 def test_no_unsafe_loading_and_no_shell():
     """User files are never unpickled or read with an unsafe YAML loader; child processes get
     argument lists, never a shell."""
-    unsafe = {"pickle.load", "pickle.loads", "yaml.load", "yaml.unsafe_load", "os.system",
-              "os.popen", "marshal.loads"}  # fmt: skip
+    unsafe = {
+        "pickle.load",
+        "pickle.loads",
+        "yaml.load",
+        "yaml.unsafe_load",
+        "os.system",
+        "os.popen",
+        "marshal.loads",
+    }
     offenders = []
     for path in [*(ROOT / "core").rglob("*.py"), *(ROOT / "ui").rglob("*.py"), ROOT / "app.py"]:
         for name, call in _calls(path):
             shell = any(
                 k.arg == "shell" and getattr(k.value, "value", False) for k in call.keywords
             )
-            weights_only = any(k.arg == "weights_only" and getattr(k.value, "value", None) is True
-                               for k in call.keywords)  # fmt: skip
+            weights_only = any(
+                k.arg == "weights_only" and getattr(k.value, "value", None) is True
+                for k in call.keywords
+            )
             if name in unsafe or shell or (name == "torch.load" and not weights_only):
                 offenders.append(f"{path.relative_to(ROOT)}:{call.lineno} {name}")
     assert offenders == []

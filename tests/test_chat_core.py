@@ -86,8 +86,9 @@ def test_endpoint_chat_streams_through_our_server(embedded):
     from core.serve.background import BackgroundServer
 
     with BackgroundServer(embedded) as server:
-        target = chat.ChatTarget(kind=chat.ENDPOINT, base_url=server.base_url,
-                                 endpoint_model="embedded")  # fmt: skip
+        target = chat.ChatTarget(
+            kind=chat.ENDPOINT, base_url=server.base_url, endpoint_model="embedded"
+        )
         messages = chat.build_messages("What is the capital of France?")
         chunks = list(
             chat.stream_reply(target, messages, SamplingParams(temperature=0, max_tokens=20))

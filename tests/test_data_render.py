@@ -141,8 +141,10 @@ def test_head_keeps_a_texts_first_tokens_and_eos_and_drops_a_long_conversation()
     assert short.input_ids == tok("Plain text.")["input_ids"] + [tok.eos_token_id]
     assert short.cut is None and short.text == "Plain text." + tok.eos_token
     # A conversation's answers are at its end: its head would train on none of them.
-    long_chat = [{"role": "user", "content": "word " * 300 + "\n\nQ?"},
-                 {"role": "assistant", "content": "Yes."}]  # fmt: skip
+    long_chat = [
+        {"role": "user", "content": "word " * 300 + "\n\nQ?"},
+        {"role": "assistant", "content": "Yes."},
+    ]
     assert render_sample(tok, long_chat, max_length=100, overflow="head").dropped
     fits = render_sample(tok, CONV, max_length=100, overflow="head")
     assert fits.input_ids == render_sample(tok, CONV).input_ids and not fits.dropped

@@ -99,8 +99,13 @@ def test_html_keeps_the_visible_text_one_paragraph_per_block(tmp_path):
         "<style>.x{}</style></body></html>"
     )
     assert documents.read_text(page).split("\n\n") == [
-        "Home", "Tides", "Tides rise twice a day.", "spring", "neap", "Moon > sun",
-    ]  # fmt: skip
+        "Home",
+        "Tides",
+        "Tides rise twice a day.",
+        "spring",
+        "neap",
+        "Moon > sun",
+    ]
 
 
 def test_type_and_size_limits(tmp_path):

@@ -160,8 +160,18 @@ def test_cli_run_killed_half_way_resumes_without_recomputing(server, tmp_path):
     reset_faults(server)
     httpx.post(server.url + "/_faults", json=[{}, {"delay_s": 20}]).raise_for_status()
     out = tmp_path / "cli-run"
-    cmd = [sys.executable, "-m", "core.cli", "niah", "--model", "embedded",
-           "--base-url", server.base_url, "--api-key", "local"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "core.cli",
+        "niah",
+        "--model",
+        "embedded",
+        "--base-url",
+        server.base_url,
+        "--api-key",
+        "local",
+    ]
     cmd += ["--lengths", "300,600", "--depths", "0,100", "--out", str(out)]
     cells_file = out / "cells.jsonl"
     first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

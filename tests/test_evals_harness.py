@@ -64,16 +64,26 @@ def test_the_embedded_model_answers_a_local_task_and_resumes(embedded, task_dir,
     # Rerun: nothing asked again; a larger limit asks only the new documents.
     again = HarnessRun(config, Target(ModelSpec()), tmp_path / "h", models=models)
     assert list(again.run()) == []
-    grown = HarnessRun(HarnessConfig(tasks=["longctx_sums"], limit=3, include_path=str(task_dir)),
-                       Target(ModelSpec()), tmp_path / "h", models=models)  # fmt: skip
+    grown = HarnessRun(
+        HarnessConfig(tasks=["longctx_sums"], limit=3, include_path=str(task_dir)),
+        Target(ModelSpec()),
+        tmp_path / "h",
+        models=models,
+    )
     assert [c["key"] for c in grown.run()] == ["longctx_sums-2"]
     assert set(summary(grown.cells())) == {"longctx_sums"}
     from core.evals.runner import folder_figure
 
     assert folder_figure(tmp_path / "h").data[0].x == ("longctx_sums",)
     with pytest.raises(LongCtxError, match="knows no task or group nope"):
-        list(HarnessRun(HarnessConfig(tasks=["nope"], include_path=str(task_dir)),
-                        Target(ModelSpec()), tmp_path / "n", models=models).run())  # fmt: skip
+        list(
+            HarnessRun(
+                HarnessConfig(tasks=["nope"], include_path=str(task_dir)),
+                Target(ModelSpec()),
+                tmp_path / "n",
+                models=models,
+            ).run()
+        )
 
 
 @pytest.fixture(scope="module")
@@ -93,23 +103,37 @@ def test_our_server_answers_the_same_task_through_lm_eval(server, task_dir, tmp_
 
 
 def test_mmlu_averages_per_subject_then_per_category():
-    cells = [{"subject": "anatomy", "score": 1.0}, {"subject": "anatomy", "score": 0.0},
-             {"task": "mmlu_college_physics", "score": 1.0},
-             {"subject": "philosophy", "score": 0.0}, {"subject": "cooking", "score": 1.0}]  # fmt: skip
+    cells = [
+        {"subject": "anatomy", "score": 1.0},
+        {"subject": "anatomy", "score": 0.0},
+        {"task": "mmlu_college_physics", "score": 1.0},
+        {"subject": "philosophy", "score": 0.0},
+        {"subject": "cooking", "score": 1.0},
+    ]
     got = scores(cells)
-    assert got["subjects"] == {"anatomy": 50.0, "college_physics": 100.0, "cooking": 100.0,
-                               "philosophy": 0.0}  # fmt: skip
+    assert got["subjects"] == {
+        "anatomy": 50.0,
+        "college_physics": 100.0,
+        "cooking": 100.0,
+        "philosophy": 0.0,
+    }
     assert got["categories"] == {"humanities": 0.0, "other": 100.0, "stem": 75.0}
     assert got["overall"] == pytest.approx(175 / 3) and got["questions"] == 5
 
 
 def test_mmlu_on_a_local_file_scores_answer_letters(tmp_path):
-    rows = [("anatomy", "Which organ pumps blood?", ["Liver", "Heart", "Lung", "Skin"], 1),
-            ("anatomy", "How many lungs do people have?", ["One", "Two", "Three", "Four"], 1),
-            ("philosophy", "Who wrote the Republic?", ["Plato", "Kant", "Hume", "Locke"], 0)]  # fmt: skip
+    rows = [
+        ("anatomy", "Which organ pumps blood?", ["Liver", "Heart", "Lung", "Skin"], 1),
+        ("anatomy", "How many lungs do people have?", ["One", "Two", "Three", "Four"], 1),
+        ("philosophy", "Who wrote the Republic?", ["Plato", "Kant", "Hume", "Locke"], 0),
+    ]
     file = tmp_path / "mc.jsonl"
-    file.write_text("".join(json.dumps({"subject": s, "question": q, "choices": c, "answer": a})
-                            + "\n" for s, q, c, a in rows))  # fmt: skip
+    file.write_text(
+        "".join(
+            json.dumps({"subject": s, "question": q, "choices": c, "answer": a}) + "\n"
+            for s, q, c, a in rows
+        )
+    )
     run = mmlu_run(Target(ModelSpec()), str(file), out=str(tmp_path / "m"))
     cells = run.run_all()
     assert len(cells) == 3 and {c["answer"] for c in cells} <= {"A", "B", "C", "D"}

@@ -151,10 +151,24 @@ def test_a_rope_base_far_from_the_trained_one_shows_as_higher_perplexity(embedde
 def test_cli_prints_each_window_and_a_curve_per_length(workspace_home, tmp_path, embedded):
     out = tmp_path / "ppl"
     proc = subprocess.run(
-        [sys.executable, "-m", "core.cli", "perplexity", "--model", "embedded",
-         "--lengths", "200,400", "--windows", "1", "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "core.cli",
+            "perplexity",
+            "--model",
+            "embedded",
+            "--lengths",
+            "200,400",
+            "--windows",
+            "1",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "L400-W0" in proc.stdout and "perplexity" in proc.stdout
     assert "     400 tokens: perplexity" in proc.stdout
@@ -164,14 +178,33 @@ def test_cli_prints_each_window_and_a_curve_per_length(workspace_home, tmp_path,
     # Two of them overlay as curves.
     other = tmp_path / "ppl-rope"
     subprocess.run(
-        [sys.executable, "-m", "core.cli", "perplexity", "--model", "embedded", "--rope-theta",
-         "1e6", "--lengths", "200,400", "--windows", "1", "--out", str(other)],
-        capture_output=True, text=True, timeout=300, check=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "core.cli",
+            "perplexity",
+            "--model",
+            "embedded",
+            "--rope-theta",
+            "1e6",
+            "--lengths",
+            "200,400",
+            "--windows",
+            "1",
+            "--out",
+            str(other),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
     diff = tmp_path / "both.html"
     proc = subprocess.run(
         [sys.executable, "-m", "core.cli", "eval-diff", str(out), str(other), "-o", str(diff)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "rope" in diff.read_text()  # both labels are in the figure

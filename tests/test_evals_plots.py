@@ -97,10 +97,16 @@ def test_png_export_through_local_chromium(tmp_path):
 
 def _ppl_cells(lengths, nll):
     return [
-        {"key": f"L{n}-W0", "length": n, "window": 0, "tokens": n - 1, "nll": nll + n / 1e4,
-         "position_nll": [nll] * 8}
+        {
+            "key": f"L{n}-W0",
+            "length": n,
+            "window": 0,
+            "tokens": n - 1,
+            "nll": nll + n / 1e4,
+            "position_nll": [nll] * 8,
+        }
         for n in lengths
-    ]  # fmt: skip
+    ]
 
 
 def test_perplexity_curves_per_run_with_the_window_marked_only_when_passed():
@@ -108,7 +114,7 @@ def test_perplexity_curves_per_run_with_the_window_marked_only_when_passed():
         {
             "base": (_ppl_cells([1000, 4000, 16000], 2.0), 8192),
             "tuned": (_ppl_cells([1000, 4000], 1.5), 8192),
-        }  # fmt: skip
+        }
     )
     by_length = [t for t in fig.data if t.showlegend is not False]
     assert [t.name for t in by_length] == ["base", "tuned"]

@@ -35,8 +35,11 @@ def test_eval_ids_name_kind_and_model():
     # the way it is meant (1e6, never a '1e-06' made of '1e+06'), an endpoint's model.
     tuned = ModelSpec(adapter="/w/runs/20261129-004208-cpu-keys/adapter", rope_theta=1e6)
     assert Target(model=tuned).slug == "embedded-cpu-keys-rope-1e6"
-    hub = ModelSpec(name="meta-llama/Meta-Llama-3-8B-Instruct", rope_theta=2e8,
-                    adapter="namespace-Pt/Llama-3-8B-Instruct-80K-QLoRA")  # fmt: skip
+    hub = ModelSpec(
+        name="meta-llama/Meta-Llama-3-8B-Instruct",
+        rope_theta=2e8,
+        adapter="namespace-Pt/Llama-3-8B-Instruct-80K-QLoRA",
+    )
     assert Target(model=hub).slug == (
         "Meta-Llama-3-8B-Instruct-Llama-3-8B-Instruct-80K-QLoRA-rope-2e8"
     )
@@ -116,8 +119,13 @@ def test_a_folder_from_before_answer_prefixes_resumes_without_one(
 ):
     target = Target(ModelSpec(name=str(tiny_llama_dir)))
     out = tmp_path / "old"
-    old_task = PasskeyConfig(lengths=[200], depths=[0, 100], max_new_tokens=4, answer_prefix="",
-                             template=PASSKEY_TEMPLATE_V1)  # fmt: skip
+    old_task = PasskeyConfig(
+        lengths=[200],
+        depths=[0, 100],
+        max_new_tokens=4,
+        answer_prefix="",
+        template=PASSKEY_TEMPLATE_V1,
+    )
     Evaluation(old_task, target, out=out, backend=tiny_backend).run_all()
     # As an older version wrote it: no answer prefix, no passkey template, one cell to go.
     config = json.loads((out / "config.json").read_text())
@@ -137,24 +145,50 @@ def test_a_folder_from_before_answer_prefixes_resumes_without_one(
     config["task"].pop("answer_prefix", None)
     (out / "config.json").write_text(json.dumps(config))
     with pytest.raises(LongCtxError, match=r"differs in answer_prefix.*--answer-prefix ''"):
-        Evaluation(PasskeyConfig(lengths=[200], depths=[0, 100], max_new_tokens=4,
-                                 template=PASSKEY_TEMPLATE_V1), target, out=out)  # fmt: skip
+        Evaluation(
+            PasskeyConfig(
+                lengths=[200], depths=[0, 100], max_new_tokens=4, template=PASSKEY_TEMPLATE_V1
+            ),
+            target,
+            out=out,
+        )
 
 
 def test_answer_rows_put_failures_first_and_cut_long_texts():
     record = {"kind": "niah", "task": {"question": "What is the best thing to do?"}}
     cells = [
-        {"key": "L1000-D0", "prompt_tokens": 990, "expected": "eat a sandwich", "answer": "Eat "
-         "a sandwich.", "score": 1.0},
-        {"key": "L1000-D50", "prompt_tokens": 991, "expected": "eat a sandwich",
-         "answer": "x" * 500, "score": 0.0},
-        {"key": "L2000-D0", "prompt_tokens": 1990, "expected": "eat a sandwich", "answer": "?",
-         "score": None},
-    ]  # fmt: skip
+        {
+            "key": "L1000-D0",
+            "prompt_tokens": 990,
+            "expected": "eat a sandwich",
+            "answer": "Eat a sandwich.",
+            "score": 1.0,
+        },
+        {
+            "key": "L1000-D50",
+            "prompt_tokens": 991,
+            "expected": "eat a sandwich",
+            "answer": "x" * 500,
+            "score": 0.0,
+        },
+        {
+            "key": "L2000-D0",
+            "prompt_tokens": 1990,
+            "expected": "eat a sandwich",
+            "answer": "?",
+            "score": None,
+        },
+    ]
     rows = results.answer_rows(record, cells)
     assert [r[0] for r in rows] == ["L2000-D0", "L1000-D50", "L1000-D0"]
-    assert rows[2] == ["L1000-D0", 990, "What is the best thing to do?", "eat a sandwich",
-                       "Eat a sandwich.", 1.0]  # fmt: skip
+    assert rows[2] == [
+        "L1000-D0",
+        990,
+        "What is the best thing to do?",
+        "eat a sandwich",
+        "Eat a sandwich.",
+        1.0,
+    ]
     assert len(rows[1][4]) == 300 and rows[1][4].endswith("…")
     # Held-out samples ask a question per cell; perplexity answers nothing.
     own = results.answer_rows({"kind": "samples"}, [{**cells[0], "question": "Which food?"}])

@@ -43,8 +43,11 @@ def test_scorer_kinds_score_groups_and_strings():
 
 def test_task_names_and_groups_expand_in_ruler_order():
     assert expand_tasks("vt,niah_single") == [
-        "niah_single_1", "niah_single_2", "niah_single_3", "vt"
-    ]  # fmt: skip
+        "niah_single_1",
+        "niah_single_2",
+        "niah_single_3",
+        "vt",
+    ]
     assert len(expand_tasks(["synthetic"])) == 11
     with pytest.raises(ConfigError, match="unknown RULER tasks: nope"):
         expand_tasks("nope")
@@ -101,9 +104,12 @@ def test_needles_sit_at_their_stated_depths(samples, embedded_tokenizer):
             continue
         start, hay = p.info["context_start"], p.info["haystack_tokens"]
         for needle, at, stated, actual in zip(
-            p.info["needles"], p.info["needle_tokens"], p.info["depths"], p.info["actual_depths"],
+            p.info["needles"],
+            p.info["needle_tokens"],
+            p.info["depths"],
+            p.info["actual_depths"],
             strict=True,
-        ):  # fmt: skip
+        ):
             text = embedded_tokenizer.decode(p.ids[start + at : start + at + 120])
             assert text.strip().startswith(needle), (key, text[:80])
             # The nearest piece boundary: within a sentence (or list item) of 60 tokens.
@@ -136,8 +142,12 @@ def test_the_same_seed_gives_the_same_set(samples, embedded_tokenizer):
     ]
     # A resumed run builds only the missing samples, and they are the same ones.
     skip = {"vt-L1000-S0"}
-    rest = {p.key: p.ids for p in RulerConfig(tasks=["vt"], lengths=[1000], samples=2,
-                                              seed=7).prompts(embedded_tokenizer, skip)}  # fmt: skip
+    rest = {
+        p.key: p.ids
+        for p in RulerConfig(tasks=["vt"], lengths=[1000], samples=2, seed=7).prompts(
+            embedded_tokenizer, skip
+        )
+    }
     assert rest == {"vt-L1000-S1": samples["vt-L1000-S1"].ids}
 
 
@@ -153,20 +163,44 @@ def _paragraph(i: int) -> str:
 
 
 def test_qa_tasks_hide_the_gold_document_among_distractors(tmp_path, embedded_tokenizer):
-    squad = {"data": [{"title": "t", "paragraphs": [
-        {"context": _paragraph(i), "qas": [{"id": str(i), "question": f"How many bridges has Town {i}?",
-                                            "answers": [{"text": str(i * 7 + 3)}]}]}
-        for i in range(60)]}]}  # fmt: skip
+    squad = {
+        "data": [
+            {
+                "title": "t",
+                "paragraphs": [
+                    {
+                        "context": _paragraph(i),
+                        "qas": [
+                            {
+                                "id": str(i),
+                                "question": f"How many bridges has Town {i}?",
+                                "answers": [{"text": str(i * 7 + 3)}],
+                            }
+                        ],
+                    }
+                    for i in range(60)
+                ],
+            }
+        ]
+    }
     hotpot = [
-        {"question": f"How many bridges has Town {i}?", "answer": str(i * 7 + 3),
-         "supporting_facts": [[f"Town {i}", 0]],
-         "context": [[f"Town {i}", [_paragraph(i)]], [f"Other {i}", [_paragraph(i + 100)]]]}
+        {
+            "question": f"How many bridges has Town {i}?",
+            "answer": str(i * 7 + 3),
+            "supporting_facts": [[f"Town {i}", 0]],
+            "context": [[f"Town {i}", [_paragraph(i)]], [f"Other {i}", [_paragraph(i + 100)]]],
+        }
         for i in range(60)
-    ]  # fmt: skip
+    ]
     (tmp_path / "squad.json").write_text(json.dumps(squad))
     (tmp_path / "hotpot.json").write_text(json.dumps(hotpot))
-    config = RulerConfig(tasks=["qa"], lengths=[1000, 2000], samples=3,
-                         squad=str(tmp_path / "squad.json"), hotpot=str(tmp_path / "hotpot.json"))  # fmt: skip
+    config = RulerConfig(
+        tasks=["qa"],
+        lengths=[1000, 2000],
+        samples=3,
+        squad=str(tmp_path / "squad.json"),
+        hotpot=str(tmp_path / "hotpot.json"),
+    )
     prompts = list(config.prompts(embedded_tokenizer))
     assert len(prompts) == 12
     for p in prompts:
@@ -188,8 +222,7 @@ def test_a_small_run_fills_an_evaluation_folder_and_resumes(embedded, tmp_path, 
     from core.evals.runner import Evaluation, compare_figure, folder_figure
     from core.models.loader import ModelSpec
 
-    config = RulerConfig(tasks=["niah_single_1", "vt"], lengths=[512], samples=1,
-                         max_new_tokens=24)  # fmt: skip
+    config = RulerConfig(tasks=["niah_single_1", "vt"], lengths=[512], samples=1, max_new_tokens=24)
     backend = LocalBackend(embedded)
     evaluation = Evaluation(config, Target(ModelSpec()), out=tmp_path / "r", backend=backend)
     cells = evaluation.run_all()
@@ -215,8 +248,15 @@ def test_the_command_line_round_trips_a_ruler_config(tmp_path):
     from core.evals.backends import Target
     from core.models.loader import ModelSpec
 
-    config = RulerConfig(tasks="vt,niah_multikey", lengths=[1000, 4000], samples=3, seed=2,
-                         haystack="noise", answer_prefix=False, threshold=70)  # fmt: skip
+    config = RulerConfig(
+        tasks="vt,niah_multikey",
+        lengths=[1000, 4000],
+        samples=3,
+        seed=2,
+        haystack="noise",
+        answer_prefix=False,
+        threshold=70,
+    )
     argv = command_for(config, Target(ModelSpec()), out=str(tmp_path))
     assert argv[:2] == ["longctx", "ruler"] and "--no-answer-prefix" in argv
     assert argv[argv.index("--tasks") + 1] == "niah_multikey_1,niah_multikey_2,niah_multikey_3,vt"

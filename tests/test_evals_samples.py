@@ -20,12 +20,20 @@ from core.evals.scoring import rouge_l_recall
 from core.models.loader import ModelSpec
 
 FACTS = [
-    ("The secret code word of the expedition is marmalade.", "What is the secret code word?",
-     "marmalade", "Which colour was the tent?", "The tent was orange."),
+    (
+        "The secret code word of the expedition is marmalade.",
+        "What is the secret code word?",
+        "marmalade",
+        "Which colour was the tent?",
+        "The tent was orange.",
+    ),
     ("The lighthouse keeper's cat is called Biscuit.", "What is the cat called?", "Biscuit"),
-    ("The train to Oslo leaves from platform nine.", "Which platform does the train leave from?",
-     "platform nine"),
-]  # fmt: skip
+    (
+        "The train to Oslo leaves from platform nine.",
+        "Which platform does the train leave from?",
+        "platform nine",
+    ),
+]
 
 
 def _held_out_file(path):
@@ -51,8 +59,11 @@ def test_questions_follow_the_files_conversation(tmp_path):
     # The second is asked after the file's first answer, not the model's.
     assert [m["content"] for m in q2.messages[1:]] == ["marmalade", FACTS[0][3]]
     assert (q2.expected, q2.task, q3.expected, q3.task) == (
-        "The tent was orange.", "multi", "Biscuit", "single",
-    )  # fmt: skip
+        "The tent was orange.",
+        "multi",
+        "Biscuit",
+        "single",
+    )
     assert SamplesConfig(str(path), turns="last").cell_keys() == ["L1-T2", "L4-T1", "L5-T1"]
 
 
@@ -121,16 +132,24 @@ def test_split_command_writes_both_files_into_the_workspace(tmp_path, workspace_
 
 
 def test_length_bins_and_figure():
-    cells = [{"length": n, "score": s, "task": t} for n, s, t in
-             [(100, 1.0, "a"), (200, 0.0, "a"), (300, 1.0, "b"), (400, 1.0, "b")]]  # fmt: skip
+    cells = [
+        {"length": n, "score": s, "task": t}
+        for n, s, t in [(100, 1.0, "a"), (200, 0.0, "a"), (300, 1.0, "b"), (400, 1.0, "b")]
+    ]
     assert figures.length_bins(cells, bins=2, at_least=2) == [(150, 0.5, 2), (350, 1.0, 2)]
     assert figures.length_bins(cells) == [(250, 0.75, 4)]  # too few for two groups of 3
     unscored = {"length": 9, "score": None}
     assert figures.length_bins([*cells, unscored], bins=9, at_least=1)[0] == (100, 1.0, 1)
     fig = figures.sample_scores({"base": (cells, 250), "tuned": (cells, None)})
     names = [t.name for t in fig.data]
-    assert names == ["base: answers", "base (mean 0.75)", "base", "tuned: answers",
-                     "tuned (mean 0.75)", "tuned"]  # fmt: skip
+    assert names == [
+        "base: answers",
+        "base (mean 0.75)",
+        "base",
+        "tuned: answers",
+        "tuned (mean 0.75)",
+        "tuned",
+    ]
     bars = fig.data[2]
     assert list(bars.x) == ["a", "b"] and list(bars.y) == [0.5, 1.0]
     assert bars.texttemplate == "%{y:.2f}"  # the value written: a mean of 0 draws no bar
@@ -143,8 +162,9 @@ def asked(embedded, tmp_path_factory):
     folder = tmp_path_factory.mktemp("samples")
     path = _held_out_file(folder / "held.jsonl")
     task = SamplesConfig(str(path), limit=1, max_new_tokens=16)
-    evaluation = Evaluation(task, Target(ModelSpec()), out=folder / "eval",
-                            backend=LocalBackend(embedded))  # fmt: skip
+    evaluation = Evaluation(
+        task, Target(ModelSpec()), out=folder / "eval", backend=LocalBackend(embedded)
+    )
     return path, evaluation, evaluation.run_all()
 
 
@@ -167,14 +187,21 @@ def test_embedded_model_answers_held_out_questions(asked):
 @pytest.mark.integration
 def test_asking_more_samples_resumes_and_compares(asked, embedded, tmp_path):
     path, evaluation, old = asked
-    more = Evaluation(SamplesConfig(str(path), limit=3, max_new_tokens=16), Target(ModelSpec()),
-                      out=evaluation.path, backend=LocalBackend(embedded))  # fmt: skip
+    more = Evaluation(
+        SamplesConfig(str(path), limit=3, max_new_tokens=16),
+        Target(ModelSpec()),
+        out=evaluation.path,
+        backend=LocalBackend(embedded),
+    )
     assert more.pending() == ["L4-T1", "L5-T1"]
     cells = more.run_all()
     assert cells[:2] == old and len(cells) == 4
     # A RoPE base far too small to read the documents: the comparison shows both.
-    broken = Evaluation(SamplesConfig(str(path), limit=3, max_new_tokens=16),
-                        Target(ModelSpec(rope_theta=50.0)), out=tmp_path / "broken")  # fmt: skip
+    broken = Evaluation(
+        SamplesConfig(str(path), limit=3, max_new_tokens=16),
+        Target(ModelSpec(rope_theta=50.0)),
+        out=tmp_path / "broken",
+    )
     assert figures.mean_score(broken.run_all()) < figures.mean_score(cells)
     fig = compare_figure(broken.path, more.path)
     lines = [t.name for t in fig.data if getattr(t, "mode", None) == "lines+markers"]

@@ -9,13 +9,17 @@ from core.evals import results, scorecard
 from core.evals.scorecard import build, folders_for, k_label
 
 BASE = {"model": {"name": "embedded"}, "endpoint": None, "tokenizer": None}
-TUNED = {"model": {"name": "embedded", "adapter": "/w/runs/20260101-120000-keys/adapter"},
-         "endpoint": None, "tokenizer": None}  # fmt: skip
+TUNED = {
+    "model": {"name": "embedded", "adapter": "/w/runs/20260101-120000-keys/adapter"},
+    "endpoint": None,
+    "tokenizer": None,
+}
 
 
 def _folder(path, kind, target, task, cells, created):
-    results.write_config(path, {"kind": kind, "target": target, "task": task, "label": "x",
-                                "created": created})  # fmt: skip
+    results.write_config(
+        path, {"kind": kind, "target": target, "task": task, "label": "x", "created": created}
+    )
     log = results.CellLog(path)
     for i, cell in enumerate(cells):
         log.append({"key": f"c{i}", **cell})
@@ -24,17 +28,25 @@ def _folder(path, kind, target, task, cells, created):
 
 def _evals(root):
     ruler_cells = lambda good: [  # noqa: E731
-        {"task": "vt", "length": 32768, "score": good}, {"task": "cwe", "length": 32768, "score": 0.5},
+        {"task": "vt", "length": 32768, "score": good},
+        {"task": "cwe", "length": 32768, "score": 0.5},
         {"task": "vt", "length": 8192, "score": 1.0},
-    ]  # fmt: skip
+    ]
     return [
         _folder(root / "r-base", "ruler", BASE, {}, ruler_cells(0.0), "2026-01-01T00:00:00"),
         _folder(root / "r-tuned", "ruler", TUNED, {}, ruler_cells(1.0), "2026-01-02T00:00:00"),
-        _folder(root / "m-base", "harness", BASE, {"tasks": ["longctx_mmlu_file"]},
-                [{"task": "longctx_mmlu_file", "subject": "anatomy", "score": 1.0},
-                 {"task": "longctx_mmlu_file", "subject": "philosophy", "score": 0.0}],
-                "2026-01-03T00:00:00"),
-    ]  # fmt: skip
+        _folder(
+            root / "m-base",
+            "harness",
+            BASE,
+            {"tasks": ["longctx_mmlu_file"]},
+            [
+                {"task": "longctx_mmlu_file", "subject": "anatomy", "score": 1.0},
+                {"task": "longctx_mmlu_file", "subject": "philosophy", "score": 0.0},
+            ],
+            "2026-01-03T00:00:00",
+        ),
+    ]
 
 
 def test_rows_columns_and_references(tmp_path):
@@ -60,8 +72,19 @@ def test_the_command_finds_a_base_models_evaluations(tmp_path, capsys):
     assert sorted(folders_for("embedded", tmp_path / "evals")) == sorted(folders)
     out = tmp_path / "card.html"
     md = tmp_path / "card.md"
-    code = main(["scorecard", "--base", "embedded", "--root", str(tmp_path / "evals"),
-                 "-o", str(out), "--markdown", str(md)])  # fmt: skip
+    code = main(
+        [
+            "scorecard",
+            "--base",
+            "embedded",
+            "--root",
+            str(tmp_path / "evals"),
+            "-o",
+            str(out),
+            "--markdown",
+            str(md),
+        ]
+    )
     assert code == 0 and out.exists() and "MMLU 0-shot" in md.read_text()
     printed = capsys.readouterr().out
     assert "RULER mean @ 32K" in printed and "Llama-3.1-8B 87.4" in printed
@@ -78,10 +101,22 @@ def test_the_model_card_carries_the_scorecard(tmp_path):
 
 
 def test_saved_answers_are_rescored_without_generating(tmp_path, capsys):
-    cells = [{"task": "niah_multivalue", "length": 1000, "answer": "It is 123.",
-              "expected": [["123"], ["456"]], "score": 0.5},
-             {"task": "qa_squad", "length": 1000, "answer": "Paris", "expected": [["paris", "Lutetia"]],
-              "score": 1.0}]  # fmt: skip
+    cells = [
+        {
+            "task": "niah_multivalue",
+            "length": 1000,
+            "answer": "It is 123.",
+            "expected": [["123"], ["456"]],
+            "score": 0.5,
+        },
+        {
+            "task": "qa_squad",
+            "length": 1000,
+            "answer": "Paris",
+            "expected": [["paris", "Lutetia"]],
+            "score": 1.0,
+        },
+    ]
     source = _folder(tmp_path / "src", "ruler", BASE, {}, cells, "2026-01-01T00:00:00")
     assert main(["rescore", source, "--scorer", "match_part", "--out", str(tmp_path / "p")]) == 0
     assert [c["score"] for c in results.read_cells(tmp_path / "p")] == [1.0, 1.0]

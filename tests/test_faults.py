@@ -267,8 +267,17 @@ def serve_process(tiny_llama_dir, tmp_path):
     from conftest import free_port, serve_process
 
     log = tmp_path / "serve.log"
-    args = ["--model", str(tiny_llama_dir), "--port", str(free_port()), "--served-name", "tiny",
-            "--max-queue", "4", "--fault-injection"]  # fault injection for /_stats: status counts  # fmt: skip
+    args = [
+        "--model",
+        str(tiny_llama_dir),
+        "--port",
+        str(free_port()),
+        "--served-name",
+        "tiny",
+        "--max-queue",
+        "4",
+        "--fault-injection",
+    ]  # fault injection for /_stats: status counts
     with open(log, "w") as stderr, serve_process(*args, stderr=stderr) as (base_url, process):
         yield base_url, process, log
 

@@ -60,9 +60,14 @@ def test_cancel_stops_between_tokens(embedded):
     assert rest[-1].finish_reason == "cancelled" and rest[-1].completion_tokens < 10
 
 
-LONG = [{"role": "user", "content": "The harbour log, day by day: "
-          + " ".join(f"Day {i}: {i % 7} ships came in and {i % 5} left." for i in range(30))
-          + " How many ships came in on day 12?"}]  # fmt: skip
+LONG = [
+    {
+        "role": "user",
+        "content": "The harbour log, day by day: "
+        + " ".join(f"Day {i}: {i % 7} ships came in and {i % 5} left." for i in range(30))
+        + " How many ships came in on day 12?",
+    }
+]
 
 
 def test_a_long_prompt_is_read_in_pieces_with_progress_and_the_same_answer(embedded):

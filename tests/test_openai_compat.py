@@ -44,13 +44,18 @@ def test_generate_chat_and_evaluate_switch_to_max_completion_tokens(strict_serve
     assert reply.content and reply.completion_tokens <= 6
 
     target = core_chat.ChatTarget(kind=core_chat.ENDPOINT, base_url=url, endpoint_model="embedded")
-    chunks = list(core_chat.stream_reply(target, [{"role": "user", "content": "Hi"}],
-                                         SamplingParams(max_tokens=5, temperature=0)))  # fmt: skip
+    chunks = list(
+        core_chat.stream_reply(
+            target, [{"role": "user", "content": "Hi"}], SamplingParams(max_tokens=5, temperature=0)
+        )
+    )
     assert "".join(c.text for c in chunks) and 0 < chunks[-1].completion_tokens <= 5
 
-    evaluation = Evaluation(PasskeyConfig(lengths=[200], depths=[50], max_new_tokens=8),
-                            Target(endpoint=Endpoint(url, "embedded"), tokenizer="embedded"),
-                            out=tmp_path / "eval")  # fmt: skip
+    evaluation = Evaluation(
+        PasskeyConfig(lengths=[200], depths=[50], max_new_tokens=8),
+        Target(endpoint=Endpoint(url, "embedded"), tokenizer="embedded"),
+        out=tmp_path / "eval",
+    )
     assert len(evaluation.run_all()) == 1
 
     stats = httpx.get(strict_server.url + "/_stats").json()

@@ -126,15 +126,23 @@ def test_targets_that_do_not_extend_the_window_are_refused():
 def test_rope_shape_reads_configs():
     from transformers import GPT2Config, LlamaConfig
 
-    plain = LlamaConfig(hidden_size=4096, num_attention_heads=32, rope_theta=5e5,
-                        max_position_embeddings=8192)  # fmt: skip
+    plain = LlamaConfig(
+        hidden_size=4096, num_attention_heads=32, rope_theta=5e5, max_position_embeddings=8192
+    )
     assert advisor.rope_shape(plain) == LLAMA3
     scaled = LlamaConfig(
-        hidden_size=4096, num_attention_heads=32, max_position_embeddings=131072,
-        rope_parameters={"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0,
-                         "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                         "original_max_position_embeddings": 8192},
-    )  # fmt: skip
+        hidden_size=4096,
+        num_attention_heads=32,
+        max_position_embeddings=131072,
+        rope_parameters={
+            "rope_type": "llama3",
+            "rope_theta": 5e5,
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192,
+        },
+    )
     shape = advisor.rope_shape(scaled)
     assert shape.scaling == "llama3" and shape.window == 131072
     assert "llama3" in advisor.advise(shape, 262144).shape_line()
@@ -147,8 +155,11 @@ def test_figure_has_both_panels_and_keeps_every_dip():
     left = [t for t in fig.data if t.xaxis == "x"]
     right = [t for t in fig.data if t.xaxis == "x2"]
     assert [t.name for t in left] == [
-        "original base 100K", "new base 200M", "window 8,192 tokens", "target 81,920 tokens",
-    ]  # fmt: skip
+        "original base 100K",
+        "new base 200M",
+        "window 8,192 tokens",
+        "target 81,920 tokens",
+    ]
     assert np.allclose(left[1].y, advisor.wavelengths(2e8, 64))
     assert list(left[2].y) == [8192, 8192] and list(left[3].y) == [81920, 81920]
     assert fig.layout.yaxis.type == "log"
@@ -172,20 +183,35 @@ def test_figure_has_both_panels_and_keeps_every_dip():
 
 def test_compact_numbers():
     assert [advisor.compact(x) for x in (2e8, 5e5, 5186130, 81920, 999.6e3, 12, 3e15)] == [
-        "200M", "500K", "5.19M", "81.9K", "1M", "12", "3e+15",
-    ]  # fmt: skip
+        "200M",
+        "500K",
+        "5.19M",
+        "81.9K",
+        "1M",
+        "12",
+        "3e+15",
+    ]
 
 
 def test_cli_on_a_llama3_shaped_folder(tmp_path, capsys):
     from transformers import LlamaConfig
 
-    LlamaConfig(hidden_size=4096, num_attention_heads=32, num_key_value_heads=8,
-                rope_theta=5e5, max_position_embeddings=8192).save_pretrained(tmp_path)  # fmt: skip
+    LlamaConfig(
+        hidden_size=4096,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        rope_theta=5e5,
+        max_position_embeddings=8192,
+    ).save_pretrained(tmp_path)
     assert main.main(["rope", "--model", str(tmp_path), "--target", "81920", "--base", "200M"]) == 0
     out = capsys.readouterr().out
     assert "RoPE base 500K, head_dim 128, window 8,192 tokens; critical dimension 70" in out
-    for name, base in (("ntk", "5.19M"), ("critical", "33.5M"), ("bound", "3.48M"),
-                       ("paper", "200M")):  # fmt: skip
+    for name, base in (
+        ("ntk", "5.19M"),
+        ("critical", "33.5M"),
+        ("bound", "3.48M"),
+        ("paper", "200M"),
+    ):
         assert any(line.split()[:2] == [name, base] for line in out.splitlines()), (name, out)
     assert "critical dimension at the target 64 of 128" in out
     assert "B(m) stays >= 0 up to 81,920 tokens" in out

@@ -23,8 +23,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _config(window: int = 8192, theta: float = 1e5) -> LlamaConfig:
-    return LlamaConfig(hidden_size=64, num_attention_heads=4, num_hidden_layers=1,
-                       max_position_embeddings=window, rope_theta=theta)  # fmt: skip
+    return LlamaConfig(
+        hidden_size=64,
+        num_attention_heads=4,
+        num_hidden_layers=1,
+        max_position_embeddings=window,
+        rope_theta=theta,
+    )
 
 
 def test_every_problem_is_listed_at_once():
@@ -50,7 +55,9 @@ def test_settings_refuse_what_their_method_does_not_take():
         RopeSetting.parse("yarn:factr=4")
     with pytest.raises(ConfigError, match="key=value"):
         RopeSetting.parse("yarn:4")
-    assert RopeSetting.parse("linear:factor=0.5").problems() == ["rope factor must be at least 1, got 0.5"]
+    assert RopeSetting.parse("linear:factor=0.5").problems() == [
+        "rope factor must be at least 1, got 0.5"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -60,12 +67,25 @@ def test_settings_refuse_what_their_method_does_not_take():
         ("2e8", "default", 8192, {"rope_theta": 2e8}),
         ("linear:factor=2", "linear", 16384, {"factor": 2.0}),
         ("dynamic:factor=4", "dynamic", 8192, {"factor": 4.0}),
-        ("yarn:factor=4", "yarn", 32768,
-         {"factor": 4.0, "original_max_position_embeddings": 8192, "beta_fast": 32.0, "beta_slow": 1.0}),
-        ("llama3:factor=4,theta=5e5", "llama3", 32768,
-         {"rope_theta": 5e5, "low_freq_factor": 1.0, "high_freq_factor": 4.0}),
+        (
+            "yarn:factor=4",
+            "yarn",
+            32768,
+            {
+                "factor": 4.0,
+                "original_max_position_embeddings": 8192,
+                "beta_fast": 32.0,
+                "beta_slow": 1.0,
+            },
+        ),
+        (
+            "llama3:factor=4,theta=5e5",
+            "llama3",
+            32768,
+            {"rope_theta": 5e5, "low_freq_factor": 1.0, "high_freq_factor": 4.0},
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_setting_is_written_into_the_config(text, rope_type, window, extra):
     config = _config()
     changed = rope.apply_setting(config, RopeSetting.parse(text))
@@ -99,8 +119,9 @@ def test_the_scaled_frequencies_are_the_ones_transformers_computes():
 
 def test_longrope_factors_come_from_a_file_and_must_fit_the_heads(tmp_path):
     factors = tmp_path / "factors.json"
-    factors.write_text(json.dumps({"rope_scaling": {"short_factor": [1.0] * 8,
-                                                    "long_factor": [2.0] * 8}}))  # fmt: skip
+    factors.write_text(
+        json.dumps({"rope_scaling": {"short_factor": [1.0] * 8, "long_factor": [2.0] * 8}})
+    )
     setting = RopeSetting.parse(f"longrope:factor=4,factors_file={factors}")
     assert setting.long_factor == [2.0] * 8
     assert setting.problems(head_dim=16) == []
@@ -138,15 +159,30 @@ def test_yarn_trains_merges_and_reloads_with_the_same_scaling(tiny_llama_dir, tm
     from core.train import export, runs
 
     config = TrainConfig(
-        name="yarn", model=str(tiny_llama_dir), quantization="none", engine="transformers",
-        rope="yarn:factor=4", max_length=512, precision="fp32", learning_rate=1e-3,
-        global_batch_size=1, max_steps=2, save_steps=10, logging_steps=1,
+        name="yarn",
+        model=str(tiny_llama_dir),
+        quantization="none",
+        engine="transformers",
+        rope="yarn:factor=4",
+        max_length=512,
+        precision="fp32",
+        learning_rate=1e-3,
+        global_batch_size=1,
+        max_steps=2,
+        save_steps=10,
+        logging_steps=1,
         data=[DataSource(procedural="keys", n=8, length=300)],
-    ).validate()  # fmt: skip
+    ).validate()
     config_file = tmp_path / "yarn.yaml"
     config_file.write_text(config.to_yaml())
-    done = subprocess.run([sys.executable, "-m", "core.cli", "train", str(config_file)], cwd=ROOT,
-                          text=True, capture_output=True, timeout=600, env=os.environ.copy())  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "core.cli", "train", str(config_file)],
+        cwd=ROOT,
+        text=True,
+        capture_output=True,
+        timeout=600,
+        env=os.environ.copy(),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     run = runs.list_runs()[0]
     meta = json.loads((run.path / "adapter" / "longctx.json").read_text())
@@ -158,7 +194,10 @@ def test_yarn_trains_merges_and_reloads_with_the_same_scaling(tiny_llama_dir, tm
     merged = export.merge(run.path / "adapter", tmp_path / "merged")
     params = json.loads((merged / "config.json").read_text())["rope_parameters"]
     assert (params["rope_type"], params["factor"], params["original_max_position_embeddings"]) == (
-        "yarn", 4.0, 2048)
+        "yarn",
+        4.0,
+        2048,
+    )
     reloaded = loader.load_model(loader.ModelSpec(name=str(merged)))
     assert reloaded.model.model.rotary_emb.rope_type == "yarn" and reloaded.window == 8192
     assert "RoPE: yarn x4" in (merged / "README.md").read_text()
@@ -189,8 +228,9 @@ def test_wavelengths_follow_each_method():
 
     config = _config()  # 8 pairs, base 1e5, window 8192
     plain = methods.wavelengths(config, None, 32768)
-    assert np.allclose(methods.wavelengths(config, RopeSetting.parse("linear:factor=4"), 32768),
-                       plain * 4)  # fmt: skip
+    assert np.allclose(
+        methods.wavelengths(config, RopeSetting.parse("linear:factor=4"), 32768), plain * 4
+    )
     for text in ("yarn:factor=4", "llama3:factor=4"):
         waves = methods.wavelengths(config, RopeSetting.parse(text), 32768)
         assert waves[0] == pytest.approx(plain[0]) and waves[-1] == pytest.approx(plain[-1] * 4)
@@ -205,7 +245,11 @@ def test_a_comparison_refuses_bad_methods_all_at_once():
 
     with pytest.raises(ConfigError) as err:
         MethodsConfig(methods=["none", "yarn", "linear:factor=0.5", "none"], lengths="1k")
-    assert [p.split(":")[0] for p in err.value.problems] == ["yarn", "linear", "a method is listed twice"]
+    assert [p.split(":")[0] for p in err.value.problems] == [
+        "yarn",
+        "linear",
+        "a method is listed twice",
+    ]
     with pytest.raises(ConfigError, match="has no adapter"):
         MethodsConfig(methods=[], runs=["no-such-run"]).entries()
 
@@ -215,14 +259,35 @@ def test_compare_methods_writes_one_folder_per_entry_and_measure(tiny_llama_dir,
     """Three entries on a 2-layer model, perplexity and NIAH at two lengths: every folder is an
     ordinary evaluation, the table and figures have a line per entry, and a rerun resumes."""
     out = tmp_path / "cmp"
-    argv = [sys.executable, "-m", "core.cli", "compare-methods", "--model", str(tiny_llama_dir),
-            "--methods", "none", "yarn:factor=2", "linear:factor=2", "--lengths", "256,512",
-            "--depths", "50", "--out", str(out)]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "core.cli",
+        "compare-methods",
+        "--model",
+        str(tiny_llama_dir),
+        "--methods",
+        "none",
+        "yarn:factor=2",
+        "linear:factor=2",
+        "--lengths",
+        "256,512",
+        "--depths",
+        "50",
+        "--out",
+        str(out),
+    ]
     done = subprocess.run(argv, cwd=ROOT, text=True, capture_output=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     folders = sorted(p.name for p in out.iterdir() if p.is_dir())
-    assert folders == ["as-is-niah", "as-is-perplexity", "linear-x2-niah", "linear-x2-perplexity",
-                       "yarn-x2-niah", "yarn-x2-perplexity"]  # fmt: skip
+    assert folders == [
+        "as-is-niah",
+        "as-is-perplexity",
+        "linear-x2-niah",
+        "linear-x2-perplexity",
+        "yarn-x2-niah",
+        "yarn-x2-perplexity",
+    ]
     for name in ("perplexity.html", "niah.html", "table.md", "comparison.json"):
         assert (out / name).exists(), name
     from core.evals.methods import Comparison

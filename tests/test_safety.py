@@ -20,8 +20,10 @@ HUB_TOKEN = "hf_test_NEVER_ON_DISK_7272"
 # -- paths ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["../../etc/passwd", "/etc/passwd", "datasets/../../../etc/passwd",
-                                  "~/../../etc/shadow"])  # fmt: skip
+@pytest.mark.parametrize(
+    "name",
+    ["../../etc/passwd", "/etc/passwd", "datasets/../../../etc/passwd", "~/../../etc/shadow"],
+)
 def test_traversal_out_of_the_allowed_roots_is_refused(name):
     from ui.data.common import resolve_spec, writable_path
 
@@ -98,9 +100,16 @@ def test_a_run_named_like_a_shell_command_is_just_a_name(tiny_llama_dir, tmp_pat
     from core.train.config import DataSource, TrainConfig
 
     canary = tmp_path / "canary"
-    config = TrainConfig(name=f"x; touch {canary}; rm -rf /", model=str(tiny_llama_dir),
-                         quantization="none", precision="fp32", max_length=256, max_steps=1,
-                         global_batch_size=1, data=[DataSource(procedural="keys", n=2, length=120)])  # fmt: skip
+    config = TrainConfig(
+        name=f"x; touch {canary}; rm -rf /",
+        model=str(tiny_llama_dir),
+        quantization="none",
+        precision="fp32",
+        max_length=256,
+        max_steps=1,
+        global_batch_size=1,
+        data=[DataSource(procedural="keys", n=2, length=120)],
+    )
     run_dir = runs.launch(config)
     assert ";" not in run_dir.name and " " not in run_dir.name and "/" not in run_dir.name
     command = runs.read_status(run_dir)["command"]
@@ -131,20 +140,43 @@ def test_no_key_or_token_is_written_after_runs_that_used_them(embedded, caplog, 
     (card_folder / "README.md").write_text("A model card.")
     corpus = workspace.subdir("datasets") / "safety-corpus"
     corpus.mkdir(exist_ok=True)
-    (corpus / "story.txt").write_text(" ".join(
-        f"In {1900 + i} Ann Miller walked to the harbour and counted {i + 3} boats." for i in range(60)))  # fmt: skip
+    (corpus / "story.txt").write_text(
+        " ".join(
+            f"In {1900 + i} Ann Miller walked to the harbour and counted {i + 3} boats."
+            for i in range(60)
+        )
+    )
     with BackgroundServer(embedded) as server:
-        endpoint = EndpointConfig(base_url=server.base_url, model="embedded", api_key=KEY,
-                                  answer_tokens=16, concurrency=1, timeout_s=60.0)  # fmt: skip
-        synth = SynthConfig(task="single-detail", source=str(corpus), n_docs=1, min_tokens=50,
-                            max_tokens=400, chunk_tokens=200, qa_per_chunk=1, endpoint=endpoint)  # fmt: skip
+        endpoint = EndpointConfig(
+            base_url=server.base_url,
+            model="embedded",
+            api_key=KEY,
+            answer_tokens=16,
+            concurrency=1,
+            timeout_s=60.0,
+        )
+        synth = SynthConfig(
+            task="single-detail",
+            source=str(corpus),
+            n_docs=1,
+            min_tokens=50,
+            max_tokens=400,
+            chunk_tokens=200,
+            qa_per_chunk=1,
+            endpoint=endpoint,
+        )
         SynthJob(synth).run()
         target = Target(endpoint=Endpoint(server.base_url, "embedded", KEY), tokenizer="embedded")
         Evaluation(PasskeyConfig(lengths=[200], depths=[50], max_new_tokens=8), target).run_all()
-        chat_target = core_chat.ChatTarget(kind=core_chat.ENDPOINT, base_url=server.base_url,
-                                           api_key=KEY, endpoint_model="embedded")  # fmt: skip
-        reply = core_chat.stream_reply(chat_target, [{"role": "user", "content": "Hi"}],
-                                       SamplingParams(max_tokens=4))  # fmt: skip
+        chat_target = core_chat.ChatTarget(
+            kind=core_chat.ENDPOINT,
+            base_url=server.base_url,
+            api_key=KEY,
+            endpoint_model="embedded",
+        )
+        reply = core_chat.stream_reply(
+            chat_target, [{"role": "user", "content": "Hi"}], SamplingParams(max_tokens=4)
+        )
         assert list(reply)
     with pytest.raises(LongCtxError) as pushed:  # offline: the Hub cannot be reached
         export.push(card_folder, "someone/model", token=HUB_TOKEN)

@@ -181,9 +181,13 @@ def test_continue_final_message_continues_the_assistant_message(server, embedded
 
     def ask(extra: dict | None, **kwargs):
         return client.chat.completions.create(
-            model="embedded", messages=PREFILLED, temperature=0, max_tokens=8,
-            extra_body=extra, **kwargs,
-        )  # fmt: skip
+            model="embedded",
+            messages=PREFILLED,
+            temperature=0,
+            max_tokens=8,
+            extra_body=extra,
+            **kwargs,
+        )
 
     reply = ask(CONTINUE)
     text = reply.choices[0].message.content

@@ -114,8 +114,11 @@ def test_public_demo_listens_on_all_addresses_without_a_login():
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "app.py", "--host", "0.0.0.0", "--port", str(port), "--public"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert _wait_http(f"http://127.0.0.1:{port}/", proc) == 200
     finally:
@@ -137,8 +140,11 @@ def test_on_zero_gpu_an_evaluation_runs_in_the_gpu_function_from_its_folder(
     folders = []
     on_gpu = evaluate_jobs._evaluate_on_gpu
     monkeypatch.setattr(evaluate_jobs, "_evaluate_on_gpu", lambda p: folders.append(p) or on_gpu(p))
-    evaluation = Evaluation(PasskeyConfig(lengths=[300], depths=[0, 100], max_new_tokens=8),
-                            Target(ModelSpec()), out=tmp_path / "ev")  # fmt: skip
+    evaluation = Evaluation(
+        PasskeyConfig(lengths=[300], depths=[0, 100], max_new_tokens=8),
+        Target(ModelSpec()),
+        out=tmp_path / "ev",
+    )
     job = evaluate_jobs.start(["zero-gpu-session"], evaluation)
     job.thread.join(timeout=300)
     assert folders == [str(evaluation.path)]  # rebuilt from its folder, not handed the object

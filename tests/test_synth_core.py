@@ -115,8 +115,12 @@ def test_the_paper_set_asks_at_temperature_0_and_suggests_its_counts():
     with pytest.raises(ConfigError, match="prompt_set must be one of studio, paper"):
         SynthConfig(prompt_set="gpt4").validate()
     paper = SynthConfig.suggested("paper", "multi-detail")
-    assert paper == {"temperature": 0.0, "qa_per_chunk": 10, "multi_mode": "homogeneous",
-                     "answer_tokens": 4096}  # fmt: skip
+    assert paper == {
+        "temperature": 0.0,
+        "qa_per_chunk": 10,
+        "multi_mode": "homogeneous",
+        "answer_tokens": 4096,
+    }
     assert SynthConfig.suggested("paper", "single-detail")["qa_per_chunk"] == 4
     config = SynthConfig(prompt_set="paper", endpoint=EndpointConfig(temperature=0.0)).validate()
     assert SynthConfig.from_dict(config.to_dict()).prompt_set == "paper"
@@ -182,8 +186,11 @@ def test_document_contexts_respect_the_token_range():
 def test_clusters_group_similar_documents_and_concatenate_them():
     sea = "The ship sailed the ocean; sailors, waves, harbour, anchor and tide."
     space = "The rocket reached orbit; astronauts, planets, comet, moon and stars."
-    docs = [Document(f"{k}{i}", f"{text} Part {i}.", k) for i in range(3)
-            for k, text in (("sea", sea), ("space", space))]  # fmt: skip
+    docs = [
+        Document(f"{k}{i}", f"{text} Part {i}.", k)
+        for i in range(3)
+        for k, text in (("sea", sea), ("space", space))
+    ]
     labels = sources.cluster_labels(docs, 2, seed=0)
     by_title = dict(zip([d.title for d in docs], labels, strict=True))
     assert len({by_title[f"sea{i}"] for i in range(3)}) == 1
@@ -236,15 +243,28 @@ def test_main_characters_are_the_most_mentioned_names_that_occur():
 
 
 def test_qa_sample_is_valid_with_flags_and_without_duplicates():
-    ctx = sources.Context("abc", "document",
-                          [sources.Part("doc", "test:doc", ["Ann rowed to Gull Island."], 5)],
-                          "Ann rowed to Gull Island.", 5)  # fmt: skip
+    ctx = sources.Context(
+        "abc",
+        "document",
+        [sources.Part("doc", "test:doc", ["Ann rowed to Gull Island."], 5)],
+        "Ann rowed to Gull Island.",
+        5,
+    )
     ask = tasks.Ask("qa", [], "Ann rowed to Gull Island.", "abc chunk 1/1", [0.0])
-    pairs = [parsing.QA("Where did Ann row?", "To Gull Island."),
-             parsing.QA("where did ann row", "Gull Island"),
-             parsing.QA("Who invented radio?", "Marconi in Bologna.")]  # fmt: skip
-    built = tasks.qa_sample("single-detail", ctx, [tasks.Answer(ask, pairs)], min_support=0.5,
-                            drop_unsupported=False, seed=0, metadata={"generator": {}})  # fmt: skip
+    pairs = [
+        parsing.QA("Where did Ann row?", "To Gull Island."),
+        parsing.QA("where did ann row", "Gull Island"),
+        parsing.QA("Who invented radio?", "Marconi in Bologna."),
+    ]
+    built = tasks.qa_sample(
+        "single-detail",
+        ctx,
+        [tasks.Answer(ask, pairs)],
+        min_support=0.5,
+        drop_unsupported=False,
+        seed=0,
+        metadata={"generator": {}},
+    )
     sample = built.sample
     assert schema.check(sample) == []
     assert built.duplicates == 1 and built.flagged == 1
@@ -252,8 +272,15 @@ def test_qa_sample_is_valid_with_flags_and_without_duplicates():
     assert sample["task"] == "single-detail" and sample["source"] == "test:doc"
     flagged = sample["checks"]["low_support_turns"]
     assert [sample["conversations"][i]["content"] for i in flagged] == ["Marconi in Bologna."]
-    dropped = tasks.qa_sample("single-detail", ctx, [tasks.Answer(ask, pairs)], min_support=0.5,
-                              drop_unsupported=True, seed=0, metadata={})  # fmt: skip
+    dropped = tasks.qa_sample(
+        "single-detail",
+        ctx,
+        [tasks.Answer(ask, pairs)],
+        min_support=0.5,
+        drop_unsupported=True,
+        seed=0,
+        metadata={},
+    )
     assert len(dropped.sample["conversations"]) == 2
 
 
@@ -265,8 +292,9 @@ def test_multi_detail_passages_come_from_several_places_or_documents():
         first, middle, last = ask.depths
         assert first < 100 / 3 <= middle < 200 / 3 <= last
     docs = [_doc(name, 3) for name in ("alpha", "beta", "gamma")]
-    (cluster,), _ = sources.cluster_contexts(docs, [0, 0, 0], 60, 400, words, 1,
-                                             lambda i, t: f"Document {i}: {t}")  # fmt: skip
+    (cluster,), _ = sources.cluster_contexts(
+        docs, [0, 0, 0], 60, 400, words, 1, lambda i, t: f"Document {i}: {t}"
+    )
     (ask,) = tasks.multi_detail_asks(cluster, prompts.DEFAULTS, words, 120, 2, 3, 1, seed=0)
     text = ask.messages[-1]["content"]
     assert all(f'from "{name}"' in text for name in ("alpha", "beta", "gamma"))
@@ -297,14 +325,29 @@ def test_request_keys_and_cache_files(tmp_path):
 
 
 def test_config_validation_lists_every_problem():
-    bad = SynthConfig(task="novel", n_docs=0, min_tokens=500, max_tokens=100, passages=1,
-                      min_support=2.0, prompts={"names": "no placeholder"},
-                      endpoint=EndpointConfig(base_url="localhost", concurrency=0))  # fmt: skip
+    bad = SynthConfig(
+        task="novel",
+        n_docs=0,
+        min_tokens=500,
+        max_tokens=100,
+        passages=1,
+        min_support=2.0,
+        prompts={"names": "no placeholder"},
+        endpoint=EndpointConfig(base_url="localhost", concurrency=0),
+    )
     with pytest.raises(ConfigError) as info:
         bad.validate()
     text = str(info.value)
-    for word in ("task", "n_docs", "context range", "passages", "min_support", "{passage}",
-                 "base_url", "concurrency"):  # fmt: skip
+    for word in (
+        "task",
+        "n_docs",
+        "context range",
+        "passages",
+        "min_support",
+        "{passage}",
+        "base_url",
+        "concurrency",
+    ):
         assert word in text, word
     assert len(info.value.problems) == 8
 
@@ -325,8 +368,14 @@ def test_a_silent_endpoint_times_out_is_retried_then_recorded():
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
         url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
-        endpoint = EndpointConfig(base_url=url, model="m", timeout_s=0.3, max_retries=1,
-                                  backoff_s=0.01, max_backoff_s=0.05)  # fmt: skip
+        endpoint = EndpointConfig(
+            base_url=url,
+            model="m",
+            timeout_s=0.3,
+            max_retries=1,
+            backoff_s=0.01,
+            max_backoff_s=0.05,
+        )
         gen = Generator(endpoint)
         with pytest.raises(RequestFailed, match="no answer within 0.3 s") as info:
             gen.complete([{"role": "user", "content": "hi"}])
@@ -353,17 +402,29 @@ def _story_docs() -> list[Document]:
 
 def _job(tmp_path, task: str, **kwargs) -> SynthJob:
     endpoint = EndpointConfig(base_url=_free_port_url(), model="m", max_retries=0, timeout_s=2)
-    config = SynthConfig(task=task, n_docs=1, min_tokens=20, max_tokens=400, chunk_tokens=60,
-                         qa_per_chunk=1, characters=2, cache_dir=str(tmp_path / "cache"),
-                         out=str(tmp_path / f"{task}.jsonl"), endpoint=endpoint, **kwargs)  # fmt: skip
+    config = SynthConfig(
+        task=task,
+        n_docs=1,
+        min_tokens=20,
+        max_tokens=400,
+        chunk_tokens=60,
+        qa_per_chunk=1,
+        characters=2,
+        cache_dir=str(tmp_path / "cache"),
+        out=str(tmp_path / f"{task}.jsonl"),
+        endpoint=endpoint,
+        **kwargs,
+    )
     return SynthJob(config, tokenizer=WordTokenizer(), documents=_story_docs())
 
 
 def _fill_cache(job: SynthJob, asks: list[tasks.Ask], answer) -> None:
     gen = Generator(job.config.endpoint, cache=ReplyCache(job.config.cache_dir))
     for ask in asks:
-        gen.cache.put(gen.key(ask.messages), {"content": answer(ask), "usage": {
-            "prompt_tokens": 10, "completion_tokens": 5}})  # fmt: skip
+        gen.cache.put(
+            gen.key(ask.messages),
+            {"content": answer(ask), "usage": {"prompt_tokens": 10, "completion_tokens": 5}},
+        )
 
 
 def test_estimate_counts_requests_tokens_cost_and_cached_ones(tmp_path):
@@ -385,8 +446,15 @@ def test_a_fully_cached_run_sends_nothing_and_writes_valid_samples(tmp_path):
     job = _job(tmp_path, "single-detail")
     asks = job.first_asks(job.prepare()[0])
     # The first reply is unreadable: its re-ask (also cached) answers.
-    _fill_cache(job, asks, lambda a: "sorry" if a is asks[0] else
-                '[{"question": "Who rowed to Gull Island?", "answer": "Ann Miller"}]')  # fmt: skip
+    _fill_cache(
+        job,
+        asks,
+        lambda a: (
+            "sorry"
+            if a is asks[0]
+            else '[{"question": "Who rowed to Gull Island?", "answer": "Ann Miller"}]'
+        ),
+    )
     reask = dict(asks[0].messages[-1])
     reask["content"] += prompts.REASK
     retry = tasks.Ask("qa", [*asks[0].messages[:-1], reask], "", "")
@@ -409,8 +477,13 @@ def test_a_request_that_cannot_be_sent_is_logged_and_the_run_goes_on(tmp_path):
     job = _job(tmp_path, "biography")
     asks = job.first_asks(job.prepare()[0])
     _fill_cache(job, asks[1:], lambda a: '["Ann Miller", "Tom Baker", "Nobody Here"]')
-    bios = tasks.biography_asks(job.prepare()[0], ["Ann Miller", "Tom Baker"], job.templates,
-                                job.count, job.config.chunk_tokens)  # fmt: skip
+    bios = tasks.biography_asks(
+        job.prepare()[0],
+        ["Ann Miller", "Tom Baker"],
+        job.templates,
+        job.count,
+        job.config.chunk_tokens,
+    )
     _fill_cache(job, bios, lambda a: f"{a.name} rowed to Gull Island and counted boats.")
     result = job.run()
     # asks[0] was not cached and nothing listens: one failure, logged with its reason.

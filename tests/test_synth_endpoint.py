@@ -78,23 +78,47 @@ def corpus(workspace_home) -> Path:
             )
         (folder / name).write_text("\n\n".join(paras))
     notes = [
-        {"title": f"orbit-{i}", "text": "\n\n".join(
-            f"Rocket {i}-{j} reached orbit around the moon; astronauts measured comets, planets "
-            f"and the solar wind for {j + 2} days before the capsule returned." for j in range(6))}
+        {
+            "title": f"orbit-{i}",
+            "text": "\n\n".join(
+                f"Rocket {i}-{j} reached orbit around the moon; astronauts measured comets, planets "
+                f"and the solar wind for {j + 2} days before the capsule returned."
+                for j in range(6)
+            ),
+        }
         for i in range(2)
-    ]  # fmt: skip
+    ]
     (folder / "c-space.jsonl").write_text("\n".join(json.dumps(n) for n in notes) + "\n")
     return folder
 
 
 def _config(server, tmp_path: Path, task: str, corpus: Path, **kwargs) -> SynthConfig:
-    endpoint = {"base_url": server.base_url, "model": "embedded", "api_key": SECRET,
-                "answer_tokens": 24, "temperature": 0.0, "concurrency": 1, "backoff_s": 0.05,
-                "max_backoff_s": 0.5, "timeout_s": 60.0, **kwargs.pop("endpoint", {})}  # fmt: skip
-    settings = {"task": task, "source": str(corpus), "n_docs": 2, "min_tokens": 60,
-                "max_tokens": 600, "chunk_tokens": 200, "qa_per_chunk": 1, "characters": 1,
-                "cache_dir": str(tmp_path / "cache"), "out": str(tmp_path / "out.jsonl"),
-                "prompts": PROMPTS, **kwargs}  # fmt: skip
+    endpoint = {
+        "base_url": server.base_url,
+        "model": "embedded",
+        "api_key": SECRET,
+        "answer_tokens": 24,
+        "temperature": 0.0,
+        "concurrency": 1,
+        "backoff_s": 0.05,
+        "max_backoff_s": 0.5,
+        "timeout_s": 60.0,
+        **kwargs.pop("endpoint", {}),
+    }
+    settings = {
+        "task": task,
+        "source": str(corpus),
+        "n_docs": 2,
+        "min_tokens": 60,
+        "max_tokens": 600,
+        "chunk_tokens": 200,
+        "qa_per_chunk": 1,
+        "characters": 1,
+        "cache_dir": str(tmp_path / "cache"),
+        "out": str(tmp_path / "out.jsonl"),
+        "prompts": PROMPTS,
+        **kwargs,
+    }
     return SynthConfig(**settings, endpoint=EndpointConfig(**endpoint))
 
 
@@ -126,8 +150,14 @@ def _no_secret_under(*folders: Path) -> None:
 
 
 def test_single_detail_end_to_end_then_a_rerun_sends_nothing(fresh, tmp_path, corpus, embedded):
-    config = _config(fresh, tmp_path, "single-detail", corpus, chunks_per_doc=2,
-                     endpoint={"price_in": 2.0, "price_out": 8.0})  # fmt: skip
+    config = _config(
+        fresh,
+        tmp_path,
+        "single-detail",
+        corpus,
+        chunks_per_doc=2,
+        endpoint={"price_in": 2.0, "price_out": 8.0},
+    )
     job = SynthJob(config, tokenizer=embedded.tokenizer)
     estimate = job.estimate()
     assert estimate.contexts == 2 and estimate.to_send == 4 and estimate.cost_usd > 0
@@ -182,8 +212,9 @@ def test_biography_end_to_end(fresh, tmp_path, corpus, embedded):
 
 
 def test_multi_detail_homogeneous_and_heterogeneous(fresh, tmp_path, corpus, embedded):
-    config = _config(fresh, tmp_path, "multi-detail", corpus, multi_requests=1, passages=2,
-                     chunk_tokens=64)  # fmt: skip
+    config = _config(
+        fresh, tmp_path, "multi-detail", corpus, multi_requests=1, passages=2, chunk_tokens=64
+    )
     job = SynthJob(config, tokenizer=embedded.tokenizer)
     contexts = job.prepare()
     assert [c.kind for c in contexts] == ["document", "cluster"]
@@ -203,20 +234,31 @@ def test_multi_detail_homogeneous_and_heterogeneous(fresh, tmp_path, corpus, emb
 COPY = "\n\nCopy this JSON exactly, with nothing else: "
 PAPER_PROMPTS = {
     "paper_single_detail": "Ignore this text ({n} questions):\n{passage}"
-    + COPY + '[{"question": "Who kept the lamp?", "answer": "Ann"}]',
+    + COPY
+    + '[{"question": "Who kept the lamp?", "answer": "Ann"}]',
     "paper_multi_detail": "Ignore this text ({n} questions):\n{context}"
-    + COPY + '[{"question": "Who kept the lamp?", "answer": "Ann"}]',
+    + COPY
+    + '[{"question": "Who kept the lamp?", "answer": "Ann"}]',
     "paper_biographies": "Ignore this text ({k} characters):\n{context}"
-    + COPY + '[{"name": "Ann Miller", "summary": "Ann Miller walks to the harbour."}]',
-}  # fmt: skip
+    + COPY
+    + '[{"name": "Ann Miller", "summary": "Ann Miller walks to the harbour."}]',
+}
 
 
 def _paper(server, tmp_path, task, corpus, tokenizer, **kwargs) -> SynthJob:
     suggested = SynthConfig.suggested("paper", task)
-    config = _config(server, tmp_path, task, corpus, prompt_set="paper", prompts=PAPER_PROMPTS,
-                     qa_per_chunk=suggested["qa_per_chunk"], multi_mode=suggested["multi_mode"],
-                     endpoint={"temperature": suggested["temperature"], "answer_tokens": 40},
-                     **kwargs)  # fmt: skip
+    config = _config(
+        server,
+        tmp_path,
+        task,
+        corpus,
+        prompt_set="paper",
+        prompts=PAPER_PROMPTS,
+        qa_per_chunk=suggested["qa_per_chunk"],
+        multi_mode=suggested["multi_mode"],
+        endpoint={"temperature": suggested["temperature"], "answer_tokens": 40},
+        **kwargs,
+    )
     return SynthJob(config, tokenizer=tokenizer)
 
 
@@ -305,8 +347,9 @@ def test_paper_set_biographies_come_from_one_whole_context_request(
 
 
 def test_a_cancelled_run_resumes_with_only_the_missing_requests(fresh, tmp_path, corpus, embedded):
-    config = _config(fresh, tmp_path, "single-detail", corpus, n_docs=1, chunk_tokens=100,
-                     chunks_per_doc=3)  # fmt: skip
+    config = _config(
+        fresh, tmp_path, "single-detail", corpus, n_docs=1, chunk_tokens=100, chunks_per_doc=3
+    )
     job = SynthJob(config, tokenizer=embedded.tokenizer)
     planned = [a.messages for a in job.first_asks(job.prepare()[0])]
     assert len(planned) == 3
@@ -328,12 +371,40 @@ def test_a_cancelled_run_resumes_with_only_the_missing_requests(fresh, tmp_path,
 def test_a_killed_cli_run_resumes_with_only_the_missing_requests(fresh, tmp_path, corpus, embedded):
     prompt_file = tmp_path / "copy.txt"
     prompt_file.write_text(COPY_QA)
-    argv = ["synth", "single-detail", "--source", str(corpus), "--n-docs", "1",
-            "--min-tokens", "60", "--max-tokens", "400", "--chunk-tokens", "100", "--chunks-per-doc", "3",
-            "--qa-per-chunk", "1", "--base-url", fresh.base_url, "--model", "embedded",
-            "--answer-tokens", "24", "--temperature", "0", "--concurrency", "1",
-            "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out.jsonl"),
-            "--prompt", f"single_detail={prompt_file}"]  # fmt: skip
+    argv = [
+        "synth",
+        "single-detail",
+        "--source",
+        str(corpus),
+        "--n-docs",
+        "1",
+        "--min-tokens",
+        "60",
+        "--max-tokens",
+        "400",
+        "--chunk-tokens",
+        "100",
+        "--chunks-per-doc",
+        "3",
+        "--qa-per-chunk",
+        "1",
+        "--base-url",
+        fresh.base_url,
+        "--model",
+        "embedded",
+        "--answer-tokens",
+        "24",
+        "--temperature",
+        "0",
+        "--concurrency",
+        "1",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--out",
+        str(tmp_path / "out.jsonl"),
+        "--prompt",
+        f"single_detail={prompt_file}",
+    ]
     config = config_from_args(build_parser().parse_args(argv))
     job = SynthJob(config, tokenizer=embedded.tokenizer)
     planned = [a.messages for a in job.first_asks(job.prepare()[0])]
@@ -341,13 +412,21 @@ def test_a_killed_cli_run_resumes_with_only_the_missing_requests(fresh, tmp_path
     # The first request is answered, the second held for 15 s: the kill lands between them.
     _faults(fresh, {}, {"delay_s": 15})
     env = {**os.environ, "OPENAI_API_KEY": SECRET}
-    child = subprocess.Popen([sys.executable, "-m", "core.cli", *argv], cwd=ROOT, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    child = subprocess.Popen(
+        [sys.executable, "-m", "core.cli", *argv],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 120
         # Killed once the server holds the second request (the first is answered by then).
-        while (len(_stats(fresh)["message_hashes"]) < 2 and child.poll() is None
-               and time.monotonic() < deadline):  # fmt: skip
+        while (
+            len(_stats(fresh)["message_hashes"]) < 2
+            and child.poll() is None
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.05)
         child.send_signal(signal.SIGKILL)
     finally:
@@ -391,8 +470,15 @@ def test_429_and_5xx_are_retried(fresh, tmp_path, corpus, embedded):
 
 
 def test_exhausted_retries_and_refusals_are_recorded_not_raised(fresh, tmp_path, corpus, embedded):
-    config = _config(fresh, tmp_path, "single-detail", corpus, n_docs=1, chunks_per_doc=2,
-                     endpoint={"max_retries": 1})  # fmt: skip
+    config = _config(
+        fresh,
+        tmp_path,
+        "single-detail",
+        corpus,
+        n_docs=1,
+        chunks_per_doc=2,
+        endpoint={"max_retries": 1},
+    )
     _faults(fresh, {"status": 500}, {"status": 502}, {"status": 400})
     result = SynthJob(config, tokenizer=embedded.tokenizer).run()
     reasons = sorted(f["reason"] for f in result.failures)
@@ -436,10 +522,29 @@ def test_a_refused_key_stops_the_run_with_a_fix(fresh, tmp_path, corpus, embedde
 
 
 def test_cli_dry_run_prints_the_plan_and_sends_nothing(fresh, corpus, capsys):
-    code = main(["synth", "biography", "--source", str(corpus), "--n-docs", "2",
-                 "--min-tokens", "60", "--max-tokens", "400", "--chunk-tokens", "200",
-                 "--base-url", fresh.base_url, "--price-in", "2.5", "--price-out", "10",
-                 "--dry-run"])  # fmt: skip
+    code = main(
+        [
+            "synth",
+            "biography",
+            "--source",
+            str(corpus),
+            "--n-docs",
+            "2",
+            "--min-tokens",
+            "60",
+            "--max-tokens",
+            "400",
+            "--chunk-tokens",
+            "200",
+            "--base-url",
+            fresh.base_url,
+            "--price-in",
+            "2.5",
+            "--price-out",
+            "10",
+            "--dry-run",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert "names 1/" in out and "first request:" in out and "cost at most $" in out

@@ -58,8 +58,24 @@ def test_topics_ask_for_the_first_topic_and_seeds_repeat(embedded_tokenizer):
 
 def test_make_command_writes_a_valid_set(tmp_path, capsys):
     out = tmp_path / "pk.jsonl"
-    code = main(["make", "passkey", "--n", "3", "--length", "300", "--depths", "0", "50", "100",
-                 "--seed", "7", "--out", str(out)])  # fmt: skip
+    code = main(
+        [
+            "make",
+            "passkey",
+            "--n",
+            "3",
+            "--length",
+            "300",
+            "--depths",
+            "0",
+            "50",
+            "100",
+            "--seed",
+            "7",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0 and "wrote 3 passkey samples" in capsys.readouterr().out
     rows = list(io.iter_raw(io.open_source(out)))
     assert [r.problems for r in rows] == [[], [], []]

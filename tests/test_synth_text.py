@@ -16,9 +16,17 @@ from core.synth.text import text_samples
 
 @pytest.fixture
 def library(tmp_path):
-    chapters = [(f"c{i}.xhtml", "".join(f"<p>Chapter {i}, paragraph {j}: the keeper logged the "
-                                          f"ships that passed the point on day {j}.</p>"
-                                          for j in range(60))) for i in range(3)]  # fmt: skip
+    chapters = [
+        (
+            f"c{i}.xhtml",
+            "".join(
+                f"<p>Chapter {i}, paragraph {j}: the keeper logged the "
+                f"ships that passed the point on day {j}.</p>"
+                for j in range(60)
+            ),
+        )
+        for i in range(3)
+    ]
     make_epub(tmp_path / "log-book.epub", chapters)
     make_pdf(tmp_path / "short-note.pdf", [["A note far too short to make a sample."]])
     make_pdf(tmp_path / "scan.pdf", [[]])
@@ -58,15 +66,35 @@ def test_bad_settings_and_sources_too_short_are_refused(library, embedded_tokeni
 def test_cli_writes_a_valid_text_set(library, tmp_path, workspace_home):
     out = tmp_path / "books.jsonl"
     proc = subprocess.run(
-        [sys.executable, "-m", "core.cli", "data", "make", "text", "--source", str(library),
-         "--n", "4", "--length", "300", "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "core.cli",
+            "data",
+            "make",
+            "text",
+            "--source",
+            str(library),
+            "--n",
+            "4",
+            "--length",
+            "300",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "wrote 4 text samples" in proc.stdout
     assert "left out: scan.pdf has no text layer" in proc.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 4 and all(r["text"].startswith("Chapter") for r in rows)
-    check = subprocess.run([sys.executable, "-m", "core.cli", "data", "validate", str(out)],
-                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    check = subprocess.run(
+        [sys.executable, "-m", "core.cli", "data", "validate", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert check.returncode == 0 and "4 text" in check.stdout

@@ -95,10 +95,14 @@ def test_an_idle_server_leaves_a_training_run_every_core():
     claim.parent.mkdir(parents=True, exist_ok=True)
     try:
         shared, stale = max(1, N - threads.reserve(N)), time.time() - threads.IDLE_S - 1
-        for active, busy, expected in ((time.time(), False, shared), (stale, True, shared),
-                                       (stale, False, N)):  # fmt: skip
-            claim.write_text(json.dumps({"pid": server.pid, "kind": "serve", "active": active,
-                                         "busy": busy}))  # fmt: skip
+        for active, busy, expected in (
+            (time.time(), False, shared),
+            (stale, True, shared),
+            (stale, False, N),
+        ):
+            claim.write_text(
+                json.dumps({"pid": server.pid, "kind": "serve", "active": active, "busy": busy})
+            )
             assert threads.plan("train").threads == expected, (active, busy)
     finally:
         server.kill()
@@ -114,9 +118,11 @@ def test_cpu_training_next_to_a_server_gets_its_share_and_says_so(tiny_llama_dir
     from core.train import runs
 
     # A serving process, claiming as `longctx serve` does (a real process, then killed).
-    code = ("from core import threads; import time\n"
-            "threads.governor('serve')\n"
-            "while True: threads.tick(); time.sleep(0.5)")  # fmt: skip
+    code = (
+        "from core import threads; import time\n"
+        "threads.governor('serve')\n"
+        "while True: threads.tick(); time.sleep(0.5)"
+    )
     server = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=os.environ.copy())
     try:
         deadline = time.monotonic() + 60
@@ -133,6 +139,11 @@ def test_cpu_training_next_to_a_server_gets_its_share_and_says_so(tiny_llama_dir
         server.wait()
     status = runs.read_status(run_dir)
     assert status["threads"] == expected and "serve" in status["threads_reason"]
-    shown = subprocess.run([sys.executable, "-m", "core.cli", "runs", "show", run_dir.name],
-                           cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    shown = subprocess.run(
+        [sys.executable, "-m", "core.cli", "runs", "show", run_dir.name],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert f"threads          {status['threads_reason']}" in shown.stdout, shown.stdout

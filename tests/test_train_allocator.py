@@ -23,8 +23,9 @@ needs_library = pytest.mark.skipif(
 
 def _maps_of_child(env: dict[str, str]) -> str:
     code = "print(open('/proc/self/maps').read())"
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          check=True).stdout  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
 
 
 @needs_library
@@ -48,8 +49,9 @@ def test_glibc_fallback_takes_effect():
     # In a child: it changes how the whole process allocates, so not in the test runner.
     env = {k: v for k, v in os.environ.items() if not k.startswith("LONGCTX_ALLOCATOR")}
     code = "from core.train import allocator; print(allocator.tune_glibc())"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True, cwd=ROOT).stdout  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout
     assert out.strip() == "True"
 
 
@@ -58,9 +60,16 @@ def test_train_called_in_process_never_restarts_its_caller(tiny_llama_dir, tmp_p
     from core.cli.main import main
     from core.train.config import DataSource, TrainConfig
 
-    config = TrainConfig(name="in-process", model=str(tiny_llama_dir), quantization="none",
-                         precision="fp32", max_length=256, max_steps=1, global_batch_size=1,
-                         data=[DataSource(procedural="keys", n=2, length=120)])  # fmt: skip
+    config = TrainConfig(
+        name="in-process",
+        model=str(tiny_llama_dir),
+        quantization="none",
+        precision="fp32",
+        max_length=256,
+        max_steps=1,
+        global_batch_size=1,
+        data=[DataSource(procedural="keys", n=2, length=120)],
+    )
     path = tmp_path / "c.yaml"
     path.write_text(config.to_yaml())
     pid, level = os.getpid(), logging.getLogger().level

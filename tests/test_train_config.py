@@ -52,8 +52,14 @@ def test_yaml_round_trip_is_exact():
 
 def test_validation_lists_every_problem_once():
     with pytest.raises(ConfigError) as info:
-        cfg.TrainConfig(max_length=10, overflow="cut", lora_targets=[], global_batch_size=3,
-                        per_device_batch_size=2, data=[]).validate()  # fmt: skip
+        cfg.TrainConfig(
+            max_length=10,
+            overflow="cut",
+            lora_targets=[],
+            global_batch_size=3,
+            per_device_batch_size=2,
+            data=[],
+        ).validate()
     problems = info.value.problems
     assert len(problems) == 5
     assert any("max_length" in p for p in problems) and any(
@@ -62,20 +68,25 @@ def test_validation_lists_every_problem_once():
 
 
 def test_a_source_may_set_its_own_overflow():
-    c = cfg.TrainConfig(overflow="drop", data=[{"path": "a.jsonl", "overflow": "head"},
-                                               {"path": "b.jsonl"}])  # fmt: skip
+    c = cfg.TrainConfig(
+        overflow="drop", data=[{"path": "a.jsonl", "overflow": "head"}, {"path": "b.jsonl"}]
+    )
     again = cfg.TrainConfig.from_yaml(c.to_yaml()).validate()
     assert [d.overflow for d in again.data] == ["head", ""]  # empty: the run's policy
     assert "overflow" not in again.to_dict()["data"][1]  # older YAMLs read and write the same
     with pytest.raises(ConfigError, match="data source 2: overflow must be empty"):
-        cfg.TrainConfig(data=[{"path": "a.jsonl"}, {"path": "b.jsonl", "overflow": "tail"}]
-                        ).validate()  # fmt: skip
+        cfg.TrainConfig(
+            data=[{"path": "a.jsonl"}, {"path": "b.jsonl", "overflow": "tail"}]
+        ).validate()
 
 
 def test_unsloth_is_refused_in_fp32():
     with pytest.raises(ConfigError, match="engine unsloth trains in bf16 or fp16"):
-        cfg.TrainConfig(engine="unsloth", precision="fp32",
-                        data=[cfg.DataSource(procedural="keys", n=2, length=100)]).validate()  # fmt: skip
+        cfg.TrainConfig(
+            engine="unsloth",
+            precision="fp32",
+            data=[cfg.DataSource(procedural="keys", n=2, length=100)],
+        ).validate()
 
 
 def test_unknown_keys_suggest_the_right_one():
@@ -84,8 +95,12 @@ def test_unknown_keys_suggest_the_right_one():
 
 
 def test_form_values_are_coerced_to_declared_types():
-    c = cfg.TrainConfig(max_length=2048.0, lora_r="16", gradient_checkpointing="false",
-                        data=[{"procedural": "keys", "n": 3.0, "length": 100.0}])  # fmt: skip
+    c = cfg.TrainConfig(
+        max_length=2048.0,
+        lora_r="16",
+        gradient_checkpointing="false",
+        data=[{"procedural": "keys", "n": 3.0, "length": 100.0}],
+    )
     assert c.max_length == 2048 and isinstance(c.max_length, int)
     assert c.lora_r == 16 and c.gradient_checkpointing is False and c.data[0].n == 3
 
@@ -99,8 +114,9 @@ def test_labelled_positions_select_exactly_the_predicting_rows():
 
 
 def test_collator_pads_labels_with_ignore():
-    batch = Collator(pad_id=0)([{"input_ids": [5, 6, 7], "labels": [IGNORE, 6, 7]},
-                                {"input_ids": [5], "labels": [IGNORE]}])  # fmt: skip
+    batch = Collator(pad_id=0)(
+        [{"input_ids": [5, 6, 7], "labels": [IGNORE, 6, 7]}, {"input_ids": [5], "labels": [IGNORE]}]
+    )
     assert batch["input_ids"].tolist() == [[5, 6, 7], [5, 0, 0]]
     assert batch["labels"].tolist() == [[IGNORE, 6, 7], [IGNORE, IGNORE, IGNORE]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
@@ -109,8 +125,14 @@ def test_collator_pads_labels_with_ignore():
 def test_fit_estimate_scales_with_length_and_gives_the_fix():
     from transformers import LlamaConfig
 
-    llama8b = LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                          num_attention_heads=32, num_key_value_heads=8, vocab_size=128256)  # fmt: skip
+    llama8b = LlamaConfig(
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+    )
     paper = cfg.load_preset("paper")
     a800 = ("A800", 80 * memory.GB)
     est = memory.estimate(paper, llama8b, labelled_tokens=1024, device=a800)

@@ -56,11 +56,18 @@ def bpe_tokenizer(folder: Path, vocab_size: int = 4000) -> None:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator((d.text for d in builtin_documents()), trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>",
-                                   pad_token="<|endoftext|>", bos_token="<|im_start|>")  # fmt: skip
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        bos_token="<|im_start|>",
+    )
     fast.chat_template = CHATML
     fast.save_pretrained(folder)
 
@@ -73,28 +80,52 @@ def gpu_llama_dir(tmp_path_factory) -> Path:
     bpe_tokenizer(path)
     tok = AutoTokenizer.from_pretrained(path)
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=256, intermediate_size=512,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=1024, rope_theta=10000.0,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id, tie_word_embeddings=False)  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        rope_theta=10000.0,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=False,
+    )
     LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(path)
     return path
 
 
 def _config(model_dir: Path, **overrides) -> TrainConfig:
-    base = dict(name="gpu", model=str(model_dir), quantization="4bit", rope_theta=2e8,
-                max_length=2048, precision="bf16", learning_rate=1e-3, global_batch_size=1,
-                max_steps=8, save_steps=4, data=[DataSource(procedural="keys", n=16, length=1500)])  # fmt: skip
+    base = dict(
+        name="gpu",
+        model=str(model_dir),
+        quantization="4bit",
+        rope_theta=2e8,
+        max_length=2048,
+        precision="bf16",
+        learning_rate=1e-3,
+        global_batch_size=1,
+        max_steps=8,
+        save_steps=4,
+        data=[DataSource(procedural="keys", n=16, length=1500)],
+    )
     return TrainConfig(**{**base, **overrides}).validate()
 
 
 def _train(config: TrainConfig, tmp_path: Path) -> Path:
     config_file = tmp_path / "gpu.yaml"
     config_file.write_text(config.to_yaml())
-    result = subprocess.run([sys.executable, "-m", "core.cli", "train", str(config_file)],
-                            cwd=ROOT, text=True, capture_output=True, timeout=900,
-                            env=os.environ.copy())  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "core.cli", "train", str(config_file)],
+        cwd=ROOT,
+        text=True,
+        capture_output=True,
+        timeout=900,
+        env=os.environ.copy(),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return runs.list_runs()[0].path
 
@@ -162,6 +193,7 @@ full = torch.nn.functional.cross_entropy(logits[0, :-1], labels[0, 1:], ignore_i
 print("ours", float(ours), "full", float(full))
 assert abs(float(ours) - float(full)) < 2e-2 * float(full), (float(ours), float(full))
 """
-    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, text=True,
-                            capture_output=True, timeout=600)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, text=True, capture_output=True, timeout=600
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]

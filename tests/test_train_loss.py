@@ -43,21 +43,41 @@ def _with_labels(tokenizer, make, target: int) -> dict:
 def two_samples(tokenizer, tmp_path: Path) -> tuple[Path, list[dict]]:
     """A text sample with 61 labelled tokens and a QA sample with 5, as one JSONL file."""
     words = "the river ran past old mills and quiet farms toward a grey sea".split()
-    text = _with_labels(tokenizer, lambda k: {"text": " ".join(words[i % 13] for i in range(k))},
-                        61)  # fmt: skip
-    qa = _with_labels(tokenizer, lambda k: {"conversations": [
-        {"role": "user", "content": "Where did the river run?"},
-        {"role": "assistant", "content": " ".join(["sea"] * k)}]}, 5)  # fmt: skip
+    text = _with_labels(
+        tokenizer, lambda k: {"text": " ".join(words[i % 13] for i in range(k))}, 61
+    )
+    qa = _with_labels(
+        tokenizer,
+        lambda k: {
+            "conversations": [
+                {"role": "user", "content": "Where did the river run?"},
+                {"role": "assistant", "content": " ".join(["sea"] * k)},
+            ]
+        },
+        5,
+    )
     path = tmp_path / "two.jsonl"
     path.write_text("".join(json.dumps(s) + "\n" for s in (text, qa)))
     return path, [text, qa]
 
 
 def _config(model: str, data: Path, **overrides) -> TrainConfig:
-    base = dict(name="loss", model=model, quantization="none", engine="transformers",
-                max_length=512, precision="fp32", learning_rate=1e-3, global_batch_size=2,
-                per_device_batch_size=1, max_steps=1, save_steps=10, logging_steps=1,
-                loss_weighting="sample", data=[DataSource(path=str(data))])  # fmt: skip
+    base = dict(
+        name="loss",
+        model=model,
+        quantization="none",
+        engine="transformers",
+        max_length=512,
+        precision="fp32",
+        learning_rate=1e-3,
+        global_batch_size=2,
+        per_device_batch_size=1,
+        max_steps=1,
+        save_steps=10,
+        logging_steps=1,
+        loss_weighting="sample",
+        data=[DataSource(path=str(data))],
+    )
     return TrainConfig(**{**base, **overrides}).validate()
 
 
@@ -84,8 +104,9 @@ def test_sample_weighting_logs_the_mean_of_each_samples_own_mean(
     with torch.no_grad():
         for sample in samples:
             rendered = render_sample(embedded_tokenizer, sample)
-            out = reference(input_ids=torch.tensor([rendered.input_ids]),
-                            labels=torch.tensor([rendered.labels]))  # fmt: skip
+            out = reference(
+                input_ids=torch.tensor([rendered.input_ids]), labels=torch.tensor([rendered.labels])
+            )
             own_means.append(float(out.loss))
             counts.append(trained_tokens(embedded_tokenizer, sample))
     assert sorted(counts) == [5, 61]
@@ -95,9 +116,14 @@ def test_sample_weighting_logs_the_mean_of_each_samples_own_mean(
 
     config_file = tmp_path / "sample.yaml"
     config_file.write_text(_config(model, data).to_yaml())
-    result = subprocess.run([sys.executable, "-m", "core.cli", "train", str(config_file)],
-                            cwd=ROOT, text=True, capture_output=True, timeout=600,
-                            env=os.environ.copy())  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "core.cli", "train", str(config_file)],
+        cwd=ROOT,
+        text=True,
+        capture_output=True,
+        timeout=600,
+        env=os.environ.copy(),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     logged = runs.read_metrics(runs.list_runs()[0].path)[0]["loss"]
     assert logged == pytest.approx(per_sample, rel=1e-4)
@@ -105,8 +131,11 @@ def test_sample_weighting_logs_the_mean_of_each_samples_own_mean(
 
     # Both samples in one micro-batch: the same step; and the held-out loss, measured on them
     # before the step in batches of 2, is the same mean of means.
-    batched = _train(_config(model, data, name="batched", per_device_batch_size=2,
-                             eval_data=str(data), eval_steps=1))  # fmt: skip
+    batched = _train(
+        _config(
+            model, data, name="batched", per_device_batch_size=2, eval_data=str(data), eval_steps=1
+        )
+    )
     held_out, trained = runs.read_metrics(batched)[:2]
     assert held_out["step"] == 0 and held_out["eval_loss"] == pytest.approx(per_sample, rel=1e-4)
     assert trained["loss"] == pytest.approx(per_sample, rel=1e-4)
@@ -135,11 +164,20 @@ def test_accumulation_and_processes_give_the_same_step(
 
 def test_same_seed_same_adapter_and_losses(tiny_llama_dir):
     def run(name: str, seed: int) -> tuple[list[float], dict[str, torch.Tensor]]:
-        config = TrainConfig(name=name, model=str(tiny_llama_dir), quantization="none",
-                             engine="transformers", max_length=512, precision="fp32",
-                             learning_rate=1e-3, global_batch_size=1, max_steps=2, save_steps=10,
-                             seed=seed, data=[DataSource(procedural="keys", n=4, length=200)],
-                             ).validate()  # fmt: skip
+        config = TrainConfig(
+            name=name,
+            model=str(tiny_llama_dir),
+            quantization="none",
+            engine="transformers",
+            max_length=512,
+            precision="fp32",
+            learning_rate=1e-3,
+            global_batch_size=1,
+            max_steps=2,
+            save_steps=10,
+            seed=seed,
+            data=[DataSource(procedural="keys", n=4, length=200)],
+        ).validate()
         run_dir = _train(config)
         return [m["loss"] for m in runs.read_metrics(run_dir)], _adapter(run_dir)
 

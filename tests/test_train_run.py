@@ -28,16 +28,33 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def tiny_config(model_dir: Path, **overrides) -> TrainConfig:
-    base = dict(name="tiny", model=str(model_dir), quantization="none", engine="transformers",
-                rope_theta=40000.0, max_length=512, precision="fp32", learning_rate=1e-3,
-                global_batch_size=1, max_steps=6, save_steps=3, logging_steps=1,
-                data=[DataSource(procedural="keys", n=24, length=300)])  # fmt: skip
+    base = dict(
+        name="tiny",
+        model=str(model_dir),
+        quantization="none",
+        engine="transformers",
+        rope_theta=40000.0,
+        max_length=512,
+        precision="fp32",
+        learning_rate=1e-3,
+        global_batch_size=1,
+        max_steps=6,
+        save_steps=3,
+        logging_steps=1,
+        data=[DataSource(procedural="keys", n=24, length=300)],
+    )
     return TrainConfig(**{**base, **overrides}).validate()
 
 
 def _cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "core.cli", *args], cwd=ROOT, text=True,
-                          capture_output=True, timeout=timeout, env=os.environ.copy())  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "core.cli", *args],
+        cwd=ROOT,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+        env=os.environ.copy(),
+    )
 
 
 def _wait_for(predicate, timeout: float = 120, what: str = "condition"):
@@ -97,11 +114,31 @@ def test_adapter_loads_with_its_rope_and_exports_merged(tiny_llama_dir, tmp_path
     # Evaluations of the adapter and of its bare base make the card's base-vs-tuned table.
     tuned_eval, base_eval = tmp_path / "eval-tuned", tmp_path / "eval-base"
     for model, out in ((run.path / "adapter", tuned_eval), (tiny_llama_dir, base_eval)):
-        done = _cli("niah", "--model", str(model), "--lengths", "200", "--depths", "0,100",
-                    "--max-new-tokens", "4", "--out", str(workspace.subdir("evals") / out.name))  # fmt: skip
+        done = _cli(
+            "niah",
+            "--model",
+            str(model),
+            "--lengths",
+            "200",
+            "--depths",
+            "0,100",
+            "--max-new-tokens",
+            "4",
+            "--out",
+            str(workspace.subdir("evals") / out.name),
+        )
         assert done.returncode == 0, done.stderr[-2000:]
-    done = _cli("perplexity", "--model", str(run.path / "adapter"), "--lengths", "100,200",
-                "--windows", "1", "--out", str(workspace.subdir("evals") / "eval-ppl"))  # fmt: skip
+    done = _cli(
+        "perplexity",
+        "--model",
+        str(run.path / "adapter"),
+        "--lengths",
+        "100,200",
+        "--windows",
+        "1",
+        "--out",
+        str(workspace.subdir("evals") / "eval-ppl"),
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     merged_dir = export.merge(run.path / "adapter", tmp_path / "merged")
     merged_cfg = json.loads((merged_dir / "config.json").read_text())
@@ -111,9 +148,11 @@ def test_adapter_loads_with_its_rope_and_exports_merged(tiny_llama_dir, tmp_path
     assert card.startswith("---\nlibrary_name: transformers\ntags:")  # a local base: no id
     assert f"# {run.id}\n" in card
     rows = [line for line in card.splitlines() if line.startswith("| ") and "`eval-" in line]
-    assert [r.split(" | ")[:2] for r in rows] == [["| tuned", "`eval-tuned`"],
-                                                 ["| tuned", "`eval-ppl`"],
-                                                 ["| base", "`eval-base`"]]  # fmt: skip
+    assert [r.split(" | ")[:2] for r in rows] == [
+        ["| tuned", "`eval-tuned`"],
+        ["| tuned", "`eval-ppl`"],
+        ["| base", "`eval-base`"],
+    ]
     assert " niah | 200 | 2/2 | mean score " in rows[0] and " niah | 200 | 2/2 | " in rows[2]
     assert re.search(
         r" perplexity \| 100, 200 \| 2/2 \| perplexity [\d.]+ at 200 tokens \|", rows[1]
@@ -152,8 +191,10 @@ def test_killed_run_is_interrupted_and_resumes_from_its_checkpoint(tiny_llama_di
 
     pid = _wait_for(frozen_past_a_checkpoint, what="steps past a first checkpoint")
     os.killpg(pid, signal.SIGKILL)
-    state = _wait_for(lambda: runs.read_status(run_dir)["state"] == "interrupted" and "ok",
-                      what="interrupted state")  # fmt: skip
+    state = _wait_for(
+        lambda: runs.read_status(run_dir)["state"] == "interrupted" and "ok",
+        what="interrupted state",
+    )
     assert state
     ckpt = runs.last_checkpoint(run_dir)
     resumed_from = int(ckpt.name.split("-")[1])
@@ -176,15 +217,23 @@ def test_killed_run_is_interrupted_and_resumes_from_its_checkpoint(tiny_llama_di
 
 
 def test_trim_metrics_keeps_what_a_resume_from_step_4_does_not_log_again(tmp_path):
-    rows = [{"step": 0, "eval_loss": 3.0}, *({"step": s, "loss": 9.0 - s} for s in range(1, 7)),
-            {"step": 4, "eval_loss": 2.0}]  # fmt: skip
+    rows = [
+        {"step": 0, "eval_loss": 3.0},
+        *({"step": s, "loss": 9.0 - s} for s in range(1, 7)),
+        {"step": 4, "eval_loss": 2.0},
+    ]
     text = "".join(json.dumps(r) + "\n" for r in rows) + '{"step": 7, "lo'  # killed mid-line
     (tmp_path / "metrics.jsonl").write_text(text)
     # The held-out loss at step 4 is measured again on start, so the killed attempt's goes too.
     assert runs.trim_metrics(tmp_path, 4, reevaluates=True) == 4
     kept = runs.read_metrics(tmp_path)
-    assert [(m["step"], "eval_loss" in m) for m in kept] == [(0, True), (1, False), (2, False),
-                                                            (3, False), (4, False)]  # fmt: skip
+    assert [(m["step"], "eval_loss" in m) for m in kept] == [
+        (0, True),
+        (1, False),
+        (2, False),
+        (3, False),
+        (4, False),
+    ]
     assert runs.trim_metrics(tmp_path, 4) == 0  # nothing more to drop: the file is untouched
     assert not list(tmp_path.glob(".metrics.jsonl*"))  # no temporary file left beside it
     # A file from before trimming existed: read as one row per step, the later one winning.
@@ -258,8 +307,14 @@ def test_held_out_loss_is_measured_before_and_during_training(tiny_llama_dir, tm
     held = procedural.make("keys", 3, 300, load_tokenizer(str(tiny_llama_dir)), seed=99)
     held_file = tmp_path / "keys.eval.jsonl"
     held_file.write_text("".join(json.dumps(r) + "\n" for r in held))
-    config = tiny_config(tiny_llama_dir, name="held-out", max_steps=5, save_steps=5, eval_steps=2,
-                         eval_data=str(held_file))  # fmt: skip
+    config = tiny_config(
+        tiny_llama_dir,
+        name="held-out",
+        max_steps=5,
+        save_steps=5,
+        eval_steps=2,
+        eval_data=str(held_file),
+    )
     run_dir = runs.launch(config)
     final = runs.wait(run_dir, timeout=600)
     assert final["state"] == "completed", runs.tail_log(run_dir)
@@ -276,19 +331,28 @@ def test_held_out_loss_is_measured_before_and_during_training(tiny_llama_dir, tm
     assert trained[-1]["tokens"] <= 5 * config.max_length  # 5 samples; 12 held-out ones more
     card = (run_dir / "adapter" / "README.md").read_text()
     first, last = measured[0][1], measured[-1][1]
-    assert f"Held-out loss (3 samples of `keys.eval.jsonl`): {first:.4f} at step 0 -> " \
-           f"{last:.4f} at step 5" in card  # fmt: skip
+    assert (
+        f"Held-out loss (3 samples of `keys.eval.jsonl`): {first:.4f} at step 0 -> "
+        f"{last:.4f} at step 5" in card
+    )
 
 
 def test_held_out_samples_too_long_for_max_length_are_named_as_such(embedded_tokenizer, tmp_path):
     from core.train.engine import prepare_eval_dataset
 
-    long = {"conversations": [{"role": "user", "content": "word " * 2000 + "\n\nHow many?"},
-                              {"role": "assistant", "content": "Many."}]}  # fmt: skip
+    long = {
+        "conversations": [
+            {"role": "user", "content": "word " * 2000 + "\n\nHow many?"},
+            {"role": "assistant", "content": "Many."},
+        ]
+    }
     held_file = tmp_path / "long.eval.jsonl"
     held_file.write_text(json.dumps(long) + "\n")
-    config = TrainConfig(max_length=512, eval_data=str(held_file),
-                         data=[DataSource(procedural="keys", n=2, length=200)])  # fmt: skip
+    config = TrainConfig(
+        max_length=512,
+        eval_data=str(held_file),
+        data=[DataSource(procedural="keys", n=2, length=200)],
+    )
     with pytest.raises(
         LongCtxError, match=f"no held-out sample of {held_file} fits max_length 512"
     ):
@@ -301,16 +365,22 @@ def test_paper_preset_trains_on_a_long_texts_head_plus_eos(embedded_tokenizer, t
 
     tok = embedded_tokenizer
     text = " ".join(f"page {i} of the long report." for i in range(100))
-    long_chat = {"conversations": [{"role": "user", "content": "word " * 400 + "\n\nHow many?"},
-                                   {"role": "assistant", "content": "Many."}]}  # fmt: skip
+    long_chat = {
+        "conversations": [
+            {"role": "user", "content": "word " * 400 + "\n\nHow many?"},
+            {"role": "assistant", "content": "Many."},
+        ]
+    }
     mixed, chats = tmp_path / "mixed.jsonl", tmp_path / "chats.jsonl"
     mixed.write_text(json.dumps({"text": text}) + "\n" + json.dumps(long_chat) + "\n")
     chats.write_text(json.dumps(long_chat) + "\n")
     config = load_preset("paper")
     config.max_length = 128
     # The preset's policy for the mixed file; the second source sets its own.
-    config.data = [DataSource(path=str(mixed)), DataSource(path=str(chats),
-                                                           overflow="truncate_middle")]  # fmt: skip
+    config.data = [
+        DataSource(path=str(mixed)),
+        DataSource(path=str(chats), overflow="truncate_middle"),
+    ]
     dataset, report = prepare_dataset(config, tok)
     # The long conversation of the mixed file is dropped; the other source's is cut instead.
     assert (report.samples, report.dropped_too_long, report.truncated) == (2, 1, 2)
@@ -327,19 +397,30 @@ def test_paper_preset_trains_on_a_long_texts_head_plus_eos(embedded_tokenizer, t
 def test_data_check_counts_what_max_length_would_drop(embedded_tokenizer, tmp_path):
     from core.train import datacheck
 
-    short = {"conversations": [{"role": "user", "content": "Hi?"},
-                               {"role": "assistant", "content": "Hello."}]}  # fmt: skip
+    short = {
+        "conversations": [
+            {"role": "user", "content": "Hi?"},
+            {"role": "assistant", "content": "Hello."},
+        ]
+    }
     long = {"text": "word " * 2000}
     mixed = tmp_path / "mixed.jsonl"
-    mixed.write_text("".join(json.dumps(r) + "\n" for r in [short, long, short, long, short])
-                     + "{oops\n")  # fmt: skip
+    mixed.write_text(
+        "".join(json.dumps(r) + "\n" for r in [short, long, short, long, short]) + "{oops\n"
+    )
     held = tmp_path / "held.jsonl"
     held.write_text(json.dumps(short) + "\n")
-    config = TrainConfig(max_length=512, eval_data=str(held), data=[
-        DataSource(path=str(mixed)), DataSource(procedural="keys", n=8, length=1000)])  # fmt: skip
+    config = TrainConfig(
+        max_length=512,
+        eval_data=str(held),
+        data=[DataSource(path=str(mixed)), DataSource(procedural="keys", n=8, length=1000)],
+    )
     fits = datacheck.check(config)
     assert [(f.role, f.samples, f.over, f.malformed) for f in fits] == [
-        ("training", 6, 2, 1), ("training", 8, 8, 0), ("held-out", 1, 0, 0)]  # fmt: skip
+        ("training", 6, 2, 1),
+        ("training", 8, 8, 0),
+        ("held-out", 1, 0, 0),
+    ]
     assert fits[0].line(config) == (
         f"{mixed} (training): 6 samples, 1 malformed (skipped), 2 over 512 tokens (40.0 %): dropped"
     )
@@ -356,9 +437,15 @@ def test_data_check_counts_what_max_length_would_drop(embedded_tokenizer, tmp_pa
 def test_several_processes_share_the_global_batch(tiny_llama_dir):
     # The multi-GPU launch (torchrun, one process per device) exercised on CPU processes with
     # the gloo backend: the same command, the same accumulation arithmetic, rank 0 alone writing.
-    config = tiny_config(tiny_llama_dir, name="two-procs", num_gpus=2, global_batch_size=4,
-                         max_steps=4, save_steps=2, data=[DataSource(procedural="keys", n=32,
-                                                                     length=120)])  # fmt: skip
+    config = tiny_config(
+        tiny_llama_dir,
+        name="two-procs",
+        num_gpus=2,
+        global_batch_size=4,
+        max_steps=4,
+        save_steps=2,
+        data=[DataSource(procedural="keys", n=32, length=120)],
+    )
     assert config.gradient_accumulation_steps == 2  # 4 = 2 processes x 1 sample x 2 steps
     run_dir = runs.launch(config)
     command = runs.read_status(run_dir)["command"]
@@ -410,8 +497,9 @@ def test_unsloth_loads_a_staged_folder_with_the_new_rope_base(tiny_llama_dir, tm
     from core.train.unsloth_engine import stage_model
 
     original = (tiny_llama_dir / "config.json").read_bytes()
-    resolved = loader.load_config(loader.ModelSpec(name=str(tiny_llama_dir), rope_theta=2e8,
-                                                   max_position_embeddings=8192))  # fmt: skip
+    resolved = loader.load_config(
+        loader.ModelSpec(name=str(tiny_llama_dir), rope_theta=2e8, max_position_embeddings=8192)
+    )
     staged = stage_model(tiny_llama_dir, resolved.config, tmp_path / "staged")
     config = AutoConfig.from_pretrained(staged)
     assert rope.get_rope_theta(config) == 2e8 and config.max_position_embeddings == 8192

@@ -84,6 +84,9 @@ def test_uploads_over_the_cap_are_refused(app_url):
     cap = int(MAX_UPLOAD.removesuffix("mb")) * 1024 * 1024
     small = httpx.post(app_url + "gradio_api/upload", files={"files": ("ok.jsonl", b"{}\n")})
     assert small.status_code == 200 and small.json()
-    big = httpx.post(app_url + "gradio_api/upload", timeout=60,
-                     files={"files": ("big.jsonl", b"x" * (cap + 1024))})  # fmt: skip
+    big = httpx.post(
+        app_url + "gradio_api/upload",
+        timeout=60,
+        files={"files": ("big.jsonl", b"x" * (cap + 1024))},
+    )
     assert big.status_code == 413

@@ -75,8 +75,9 @@ def test_chat_reply_streams_in(app_url, browser):
         "([n]) => { const m = (document.querySelector('#chat-budget')?.innerText || '')"
         ".match(/([\\d,]+) \\/ 8,192 tokens/);"
         " return m && parseInt(m[1].replace(/,/g, '')) > n; }",
-        arg=[prompt_tokens], timeout=30000,
-    )  # fmt: skip
+        arg=[prompt_tokens],
+        timeout=30000,
+    )
 
     # The conversation is kept in the browser: a reload brings it back.
     page.reload()
@@ -170,8 +171,9 @@ def test_an_uploaded_pdf_becomes_the_document(app_url, browser, tmp_path):
         "([n]) => { const m = (document.querySelector('#chat-budget')?.innerText || '')"
         ".match(/([\\d,]+) \\/ 8,192 tokens/);"
         " return m && parseInt(m[1].replace(/,/g, '')) > n + 500; }",
-        arg=[before], timeout=30000,
-    )  # fmt: skip
+        arg=[before],
+        timeout=30000,
+    )
     # A scanned PDF has nothing to read: the reason shows, the document already there stays.
     scan = make_pdf(tmp_path / "scan.pdf", [[]])
     page.locator("#chat-doc-file").get_by_role("button", name="Clear").click()
@@ -263,9 +265,23 @@ def test_train_tab_launches_a_run_that_survives_reload_and_restart(
     steps.press("Tab")
     # Two held-out samples, their loss measured before training and every 2 steps.
     held = workspace.subdir("datasets") / "ui-held.jsonl"
-    held.write_text("".join(json.dumps({"conversations": [
-        {"role": "user", "content": f"Note: door {n} is blue.\n\nWhat colour is door {n}?"},
-        {"role": "assistant", "content": "Blue."}]}) + "\n" for n in range(2)))  # fmt: skip
+    held.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "conversations": [
+                        {
+                            "role": "user",
+                            "content": f"Note: door {n} is blue.\n\nWhat colour is door {n}?",
+                        },
+                        {"role": "assistant", "content": "Blue."},
+                    ]
+                }
+            )
+            + "\n"
+            for n in range(2)
+        )
+    )
     held_box = page.locator("#train-eval_data textarea")
     held_box.fill("ui-held.jsonl")
     held_box.press("Tab")
@@ -296,8 +312,9 @@ def test_train_tab_launches_a_run_that_survives_reload_and_restart(
         page.wait_for_function(
             "([id]) => { const t = document.querySelector('#run-status')?.innerText || '';"
             " return t.includes(id) && t.includes('completed'); }",
-            arg=[run_id], timeout=180000,
-        )  # fmt: skip
+            arg=[run_id],
+            timeout=180000,
+        )
     except PlaywrightTimeout:
         pytest.fail(f"{page.locator('#run-status').inner_text()}\n{_run_files(run_id)}")
     assert "step 4/4" in page.locator("#run-status").inner_text()
@@ -337,8 +354,9 @@ def test_train_tab_launches_a_run_that_survives_reload_and_restart(
     page.wait_for_function(
         "([id]) => (document.querySelector('#eval-command textarea')?.value || '')"
         ".includes(id + '/adapter')",
-        arg=[run_id], timeout=20000,
-    )  # fmt: skip
+        arg=[run_id],
+        timeout=20000,
+    )
     assert run_id in page.locator("#eval-model input").input_value()
     assert "--model" in command.input_value()
     # The run measured a held-out loss: its held-out questions are the task, ready to ask.

@@ -25,12 +25,16 @@ def _chat(rng: random.Random, k: int) -> dict:
     from core.synth.procedural import filler_sentence
 
     context = " ".join(filler_sentence(rng) for _ in range(40))
-    return {"id": f"ok-{k}", "task": "qa", "conversations": [
-        {"role": "user", "content": f"{context}\n\nWhat does the river do? ({k})"},
-        {"role": "assistant", "content": f"It drifts past the stone bridge ({k})."},
-        {"role": "user", "content": "And the orchard?"},
-        {"role": "assistant", "content": "It waits beside the hill path."},
-    ]}  # fmt: skip
+    return {
+        "id": f"ok-{k}",
+        "task": "qa",
+        "conversations": [
+            {"role": "user", "content": f"{context}\n\nWhat does the river do? ({k})"},
+            {"role": "assistant", "content": f"It drifts past the stone bridge ({k})."},
+            {"role": "user", "content": "And the orchard?"},
+            {"role": "assistant", "content": "It waits beside the hill path."},
+        ],
+    }
 
 
 def _broken_file(folder: Path) -> Path:
@@ -49,7 +53,7 @@ def _broken_file(folder: Path) -> Path:
                     {"role": "assistant", "content": "c"},
                 ]
             }
-        ),  # fmt: skip
+        ),
         json.dumps(
             {
                 "conversations": [
@@ -57,7 +61,7 @@ def _broken_file(folder: Path) -> Path:
                     {"role": "assistant", "content": "  "},
                 ]
             }
-        ),  # fmt: skip
+        ),
         good[3],
         json.dumps({"id": "meta-only", "source": "nowhere"}),  # 8: neither
         good[4],
@@ -70,8 +74,9 @@ def _broken_file(folder: Path) -> Path:
 def _wait_text(page, selector: str, text: str, timeout: float = 60) -> None:
     page.wait_for_function(
         "([s, t]) => (document.querySelector(s)?.innerText || '').includes(t)",
-        arg=[selector, text], timeout=timeout * 1000,
-    )  # fmt: skip
+        arg=[selector, text],
+        timeout=timeout * 1000,
+    )
 
 
 def _open(page, path: Path, rows: int) -> None:
@@ -162,8 +167,11 @@ def test_matching_samples_are_deleted_at_once_undone_and_saved(app_url, browser)
     home = Path(os.environ["LONGCTX_HOME"])
     path = _broken_file(home / "datasets")
     path = path.rename(path.with_name("bulk.jsonl"))
-    good = [line for k, line in enumerate(path.read_bytes().splitlines(keepends=True))
-            if k + 1 not in (3, 5, 6, 8)]  # fmt: skip
+    good = [
+        line
+        for k, line in enumerate(path.read_bytes().splitlines(keepends=True))
+        if k + 1 not in (3, 5, 6, 8)
+    ]
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(app_url)
     _open(page, path, 9)
@@ -254,11 +262,15 @@ def test_import_converts_another_format_lists_skipped_rows_and_opens_the_result(
     datasets = Path(os.environ["LONGCTX_HOME"]) / "datasets"
     alpaca = datasets / "ui-alpaca.jsonl"
     rows = [
-        {"instruction": "Summarise the text.", "input": "A long story.", "output": "A story.",
-         "id": "a1"},
+        {
+            "instruction": "Summarise the text.",
+            "input": "A long story.",
+            "output": "A story.",
+            "id": "a1",
+        },
         {"instruction": "Say nothing.", "input": "", "output": ""},  # empty answer: skipped
         {"instruction": "Name the town.", "output": "Harbour Town", "id": "a3"},
-    ]  # fmt: skip
+    ]
     alpaca.write_text("".join(json.dumps(r) + "\n" for r in rows))
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(app_url)
@@ -324,13 +336,18 @@ def test_widget_values_become_core_configs():
 
     q = to_query("keys", "all", 100, None, "yes", "total_tokens", True, 3)
     assert (q.task, q.kind, q.min_tokens, q.max_tokens, q.has_problems) == (
-        "keys", None, 100, None, True
-    )  # fmt: skip
+        "keys",
+        None,
+        100,
+        None,
+        True,
+    )
     assert (q.sort_by, q.descending, q.page) == ("total_tokens", True, 2)
     with pytest.raises(ConfigError, match="above"):
         to_query("all", "all", 10, 5, "all", "index", False, 1)
-    spec = to_spec([[str(SAMPLE), 3, None], ["", None, None], [f"{SAMPLE}[4]", None, 0.5]],
-                   "m", 10, 7, True)  # fmt: skip
+    spec = to_spec(
+        [[str(SAMPLE), 3, None], ["", None, None], [f"{SAMPLE}[4]", None, 0.5]], "m", 10, 7, True
+    )
     assert [(p.count, p.ratio) for p in spec.parts] == [(3, None), (None, 0.5)]
     assert spec.output.endswith("datasets/m.jsonl") and (spec.total, spec.seed) == (10, 7)
     # Letters typed into the table name the file and the fix (not a bare ValueError).

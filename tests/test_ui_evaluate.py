@@ -96,8 +96,10 @@ def test_niah_heatmap_fills_in_live_and_comes_back_after_reload(app_url, browser
     assert filled_seen == sorted(filled_seen), filled_seen
     assert "Dolores" in live["hover"]  # the answers are on hover
 
-    cells = [json.loads(line) for line in
-             (workspace_home / "evals" / EVAL_ID / "cells.jsonl").read_text().splitlines()]  # fmt: skip
+    cells = [
+        json.loads(line)
+        for line in (workspace_home / "evals" / EVAL_ID / "cells.jsonl").read_text().splitlines()
+    ]
     assert len(cells) == 4
     assert {(c["length"], c["depth"]) for c in cells} == {
         (300, 0),
@@ -158,8 +160,9 @@ def _run_to_completion(page, eval_id: str) -> None:
             "([id]) => { const s = document.querySelector('#eval-status');"
             " return s && s.querySelector('b')?.innerText === id"
             " && s.querySelector('.run-badge')?.innerText === 'completed'; }",
-            arg=[eval_id], timeout=150000,
-        )  # fmt: skip
+            arg=[eval_id],
+            timeout=150000,
+        )
     except PlaywrightTimeout:
         pytest.fail(f"{status.inner_text()}\n{_server_side()}")
 
@@ -169,8 +172,9 @@ def _wait_live_points(page, n: int) -> None:
     page.wait_for_function(
         "([n]) => { const p = document.querySelector('#eval-live .js-plotly-plot');"
         " return p && p.data && p.data[0].x.length === n; }",
-        arg=[n], timeout=20000,
-    )  # fmt: skip
+        arg=[n],
+        timeout=20000,
+    )
 
 
 def test_perplexity_curves_of_the_base_and_a_rope_override(app_url, browser, workspace_home):
@@ -231,11 +235,19 @@ def test_perplexity_curves_of_the_base_and_a_rope_override(app_url, browser, wor
 def test_samples_held_out_in_data_are_asked_in_evaluate(app_url, browser, workspace_home):
     from test_data_support import chat, write_jsonl
 
-    facts = [(f"Crate {n} holds {n * 7} lanterns.", f"How many lanterns are in crate {n}?",
-              f"{n * 7} lanterns") for n in range(1, 7)]  # fmt: skip
+    facts = [
+        (
+            f"Crate {n} holds {n * 7} lanterns.",
+            f"How many lanterns are in crate {n}?",
+            f"{n * 7} lanterns",
+        )
+        for n in range(1, 7)
+    ]
     datasets = workspace_home / "datasets"
-    write_jsonl(datasets / "ui-qa.jsonl", [chat(f"Inventory notes. {f} End.", q, a, task="count")
-                                           for f, q, a in facts])  # fmt: skip
+    write_jsonl(
+        datasets / "ui-qa.jsonl",
+        [chat(f"Inventory notes. {f} End.", q, a, task="count") for f, q, a in facts],
+    )
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(app_url)
     page.get_by_role("tab", name="Mix & push").click()
@@ -247,8 +259,10 @@ def test_samples_held_out_in_data_are_asked_in_evaluate(app_url, browser, worksp
     page.locator("#data-split").click()
     report = page.locator("#data-split-report")
     report.get_by_text("Held out").wait_for(timeout=30000)
-    assert "Held out 2 chat samples in workspace/datasets/ui-qa.eval.jsonl; 4 samples left to " \
-           "train on in workspace/datasets/ui-qa.train.jsonl" in report.inner_text()  # fmt: skip
+    assert (
+        "Held out 2 chat samples in workspace/datasets/ui-qa.eval.jsonl; 4 samples left to "
+        "train on in workspace/datasets/ui-qa.train.jsonl" in report.inner_text()
+    )
     assert len((datasets / "ui-qa.eval.jsonl").read_text().splitlines()) == 2
 
     page.get_by_role("tab", name="Evaluate").click()
@@ -266,8 +280,12 @@ def test_samples_held_out_in_data_are_asked_in_evaluate(app_url, browser, worksp
     assert "2 cells" in page.locator("#eval-plan").inner_text()
     _run_to_completion(page, "ui-samples")
     _wait_live_points(page, 2)  # each answer a dot
-    cells = [json.loads(line) for line in
-             (workspace_home / "evals" / "ui-samples" / "cells.jsonl").read_text().splitlines()]  # fmt: skip
+    cells = [
+        json.loads(line)
+        for line in (workspace_home / "evals" / "ui-samples" / "cells.jsonl")
+        .read_text()
+        .splitlines()
+    ]
     held = [json.loads(line) for line in (datasets / "ui-qa.eval.jsonl").read_text().splitlines()]
     assert [c["expected"] for c in cells] == [r["conversations"][1]["content"] for r in held]
     # Each answer can be read beside the expected one, in the evaluation list below.

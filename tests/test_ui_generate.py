@@ -177,10 +177,16 @@ def _requests(status: str) -> tuple[int, int]:
 def test_embedded_run_moves_and_stops(app_url, browser, embedded):
     page = _open(browser, app_url)
     # Small contexts and short answers: the embedded model is slow on a CPU.
-    for elem_id, value in [("gen-n_docs", 2), ("gen-min_tokens", 100), ("gen-max_tokens", 240),
-                           ("gen-chunk_tokens", 120), ("gen-qa_per_chunk", 1),
-                           ("gen-answer_tokens", 32), ("gen-concurrency", 1),
-                           ("gen-out", "ui-stop.jsonl")]:  # fmt: skip
+    for elem_id, value in [
+        ("gen-n_docs", 2),
+        ("gen-min_tokens", 100),
+        ("gen-max_tokens", 240),
+        ("gen-chunk_tokens", 120),
+        ("gen-qa_per_chunk", 1),
+        ("gen-answer_tokens", 32),
+        ("gen-concurrency", 1),
+        ("gen-out", "ui-stop.jsonl"),
+    ]:
         _set(page, elem_id, value)
     page.locator("#gen-run").click()
     status = page.locator("#gen-status")

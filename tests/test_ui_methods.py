@@ -47,7 +47,9 @@ def test_compare_methods_runs_from_the_tab(app_url, browser):
     )
     status = page.locator("#methods-status").inner_text()
     assert "completed" in status, status
-    rows = [line for line in table.inner_text().splitlines() if "as is" in line or "linear x2" in line]
+    rows = [
+        line for line in table.inner_text().splitlines() if "as is" in line or "linear x2" in line
+    ]
     assert len(rows) == 2 and "-" not in rows[1].split("\t")[1:3], rows
     page.locator("#methods-ppl .js-plotly-plot").wait_for(timeout=30000)
     assert page.locator("#methods-ppl .scatterlayer .trace").count() == 2

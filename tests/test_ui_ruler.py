@@ -19,11 +19,23 @@ def _values(**changes):
 
 
 def test_the_form_builds_the_ruler_config_the_command_builds():
-    v = _values(task="ruler", lengths="1k,2k", ruler_tasks=["vt", "cwe"], ruler_samples=5,
-                ruler_noise=True, ruler_threshold=70, ruler_prefix=False)  # fmt: skip
-    assert form.task_config(v) == RulerConfig(tasks=["vt", "cwe"], lengths=[1000, 2000],
-                                              samples=5, haystack=NOISE, threshold=70,
-                                              answer_prefix=False)  # fmt: skip
+    v = _values(
+        task="ruler",
+        lengths="1k,2k",
+        ruler_tasks=["vt", "cwe"],
+        ruler_samples=5,
+        ruler_noise=True,
+        ruler_threshold=70,
+        ruler_prefix=False,
+    )
+    assert form.task_config(v) == RulerConfig(
+        tasks=["vt", "cwe"],
+        lengths=[1000, 2000],
+        samples=5,
+        haystack=NOISE,
+        threshold=70,
+        answer_prefix=False,
+    )
     shown = dict(zip(form.TOGGLED, form.pick_task("ruler"), strict=True))
     assert shown["ruler_box"]["visible"] and not shown["depth_box"]["visible"]
     assert shown["scorer"]["value"] == "ruler"
@@ -46,8 +58,15 @@ def test_the_scorecard_panel_shows_a_base_models_evaluations(workspace_home):
     from ui.evaluate import scorecard
 
     folder = workspace.subdir("evals") / "ui-scorecard-ruler"
-    results.write_config(folder, {"kind": "ruler", "target": {"model": {"name": "ui-base"}},
-                                  "task": {}, "created": "2026-01-01T00:00:00"})  # fmt: skip
+    results.write_config(
+        folder,
+        {
+            "kind": "ruler",
+            "target": {"model": {"name": "ui-base"}},
+            "task": {},
+            "created": "2026-01-01T00:00:00",
+        },
+    )
     results.CellLog(folder).append({"key": "a", "task": "vt", "length": 4096, "score": 1.0})
     table, figure = scorecard.show("ui-base")
     assert table["headers"] == ["suite", "base", "published", "source"]

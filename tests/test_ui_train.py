@@ -124,6 +124,12 @@ def test_rope_advisor_puts_a_suggested_base_into_the_form(app_url, browser):
 def test_a_run_status_says_how_many_threads_it_got():
     config = TrainConfig(name="threads", data=[DataSource(procedural="keys", n=4, length=100)])
     run_dir = runs.new_run_dir(config)
-    runs.update_status(run_dir, state="running", step=1, max_steps=4, threads=1,
-                       threads_reason="1 of 2 cores (1 kept for serve)")  # fmt: skip
+    runs.update_status(
+        run_dir,
+        state="running",
+        step=1,
+        max_steps=4,
+        threads=1,
+        threads_reason="1 of 2 cores (1 kept for serve)",
+    )
     assert "CPU threads: 1" in train_runs.status_html(run_dir.name)

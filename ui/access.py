@@ -41,6 +41,8 @@ def banner(request: gr.Request, profile: gr.OAuthProfile | None) -> str:
         return f"Signed in as **{name}**, the owner: every tab is yours."
     limits = space.PUBLIC_LIMITS
     sign_in = " Sign in with Hugging Face as the owner to do more." if oauth_configured() else ""
-    return (f"Public demo: chat with the app's models, browse data, and run evaluations up to "
-            f"{limits.max_length:,} tokens and {limits.max_cells} cells. Training, API-paid "
-            f"generation and saving files are for the owner.{sign_in}")  # fmt: skip
+    return (
+        f"Public demo: chat with the app's models, browse data, and run evaluations up to "
+        f"{limits.max_length:,} tokens and {limits.max_cells} cells. Training, API-paid "
+        f"generation and saving files are for the owner.{sign_in}"
+    )

@@ -9,7 +9,9 @@ import sys
 from core.cli.main import main as core_main
 
 
-def launch(model: str, host: str, port: int, allow: list[str], auth: str | None, share: bool) -> None:
+def launch(
+    model: str, host: str, port: int, allow: list[str], auth: str | None, share: bool
+) -> None:
     """Build and serve the app (gradio is imported only for `longctx app`)."""
     from ui import shell
 

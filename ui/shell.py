@@ -60,16 +60,25 @@ def build_app(model: str = names.EMBEDDED) -> gr.Blocks:
             with gr.Tab("Chat", id="chat") as chat_page:
                 chat_tab = chat.build(default_model=model)
         _wire_to_data(generated.output, to_data, data_tab, tabs)
-        _wire_to_data(chat_tab.kept, chat_tab.to_data, data_tab, tabs,
-                               "Nothing kept yet: add the conversation to a dataset first.")  # fmt: skip
+        _wire_to_data(
+            chat_tab.kept,
+            chat_tab.to_data,
+            data_tab,
+            tabs,
+            "Nothing kept yet: add the conversation to a dataset first.",
+        )
         _wire_run_handoffs(train_tab, eval_tab, chat_tab, tabs)
         chat_tab.restore_on(chat_page)
     return demo
 
 
-def _wire_to_data(generated: Any, button: gr.Button, data_tab: data.DataTab,
-                           tabs: gr.Tabs,
-                           nothing: str = "Nothing generated yet: run a job first.") -> None:  # fmt: skip
+def _wire_to_data(
+    generated: Any,
+    button: gr.Button,
+    data_tab: data.DataTab,
+    tabs: gr.Tabs,
+    nothing: str = "Nothing generated yet: run a job first.",
+) -> None:
     """A file made in another tab (Generate's output, Chat's kept conversations) opens in the
     Data tab: the path moves over, the tab switches, it opens."""
 
@@ -81,8 +90,9 @@ def _wire_to_data(generated: Any, button: gr.Button, data_tab: data.DataTab,
     data_tab.open_after(button.click(hand_over, generated, [data_tab.path, tabs]))
 
 
-def _wire_run_handoffs(panel: train.TrainTab, eval_tab: evaluate.EvaluateTab,
-                       chat_tab: chat.ChatTab, tabs: gr.Tabs) -> None:  # fmt: skip
+def _wire_run_handoffs(
+    panel: train.TrainTab, eval_tab: evaluate.EvaluateTab, chat_tab: chat.ChatTab, tabs: gr.Tabs
+) -> None:
     """From a trained run to the next step of the recipe: Evaluate puts its adapter under test
     (asking the run's held-out samples when it measured their loss); Chat sets its base beside
     it (side by side, base vs. tuned). The adapter brings its RoPE."""
@@ -104,16 +114,32 @@ def _wire_run_handoffs(panel: train.TrainTab, eval_tab: evaluate.EvaluateTab,
         adapter, config = adapter_and_config(run_id)
         # A new comparison: answers of other models must not stay in (and feed) the history.
         empty = [[], [], [[], []]]
-        return [*targets.pick_local(config.model), *targets.pick_local(adapter), True, *empty,
-                gr.Tabs(selected="chat")]  # fmt: skip
+        return [
+            *targets.pick_local(config.model),
+            *targets.pick_local(adapter),
+            True,
+            *empty,
+            gr.Tabs(selected="chat"),
+        ]
 
     side_a, side_b = chat_tab.sides
-    panel.to_evaluate.click(user_errors(to_evaluate), panel.run,
-                            [*eval_tab.target.local_outputs(), eval_tab.task, eval_tab.dataset,
-                             tabs])  # fmt: skip
-    panel.to_chat.click(user_errors(to_chat), panel.run,
-                        [*side_a.local_outputs(), *side_b.local_outputs(), chat_tab.compare,
-                         *chat_tab.chats, chat_tab.history, tabs])  # fmt: skip
+    panel.to_evaluate.click(
+        user_errors(to_evaluate),
+        panel.run,
+        [*eval_tab.target.local_outputs(), eval_tab.task, eval_tab.dataset, tabs],
+    )
+    panel.to_chat.click(
+        user_errors(to_chat),
+        panel.run,
+        [
+            *side_a.local_outputs(),
+            *side_b.local_outputs(),
+            chat_tab.compare,
+            *chat_tab.chats,
+            chat_tab.history,
+            tabs,
+        ],
+    )
 
 
 def _is_loopback(host: str) -> bool:

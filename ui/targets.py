@@ -40,8 +40,17 @@ class TargetControls:
     """Evaluate only: the tokenizer that measures an endpoint's prompt lengths."""
 
     def inputs(self) -> list[gr.components.Component]:
-        boxes = [self.kind, self.model, self.adapter, self.rope_theta, self.rope, self.window,
-                 self.base_url, self.api_key, self.endpoint_model]  # fmt: skip
+        boxes = [
+            self.kind,
+            self.model,
+            self.adapter,
+            self.rope_theta,
+            self.rope,
+            self.window,
+            self.base_url,
+            self.api_key,
+            self.endpoint_model,
+        ]
         return boxes + ([self.tokenizer] if self.tokenizer is not None else [])
 
     def local_outputs(self) -> list[gr.components.Component]:
@@ -84,13 +93,21 @@ def to_chat_target(
     from core.chat import ChatTarget
 
     return ChatTarget(
-        kind=kind, spec=model_spec(model, adapter, rope_theta, rope, window),
-        base_url=base_url or "", api_key=api_key or "", endpoint_model=endpoint_model or "",
-    )  # fmt: skip
+        kind=kind,
+        spec=model_spec(model, adapter, rope_theta, rope, window),
+        base_url=base_url or "",
+        api_key=api_key or "",
+        endpoint_model=endpoint_model or "",
+    )
 
 
-def target_controls(prefix: str, default_model: str = names.EMBEDDED, *,
-                    title: str | None = None, tokenizer: bool = True) -> TargetControls:  # fmt: skip
+def target_controls(
+    prefix: str,
+    default_model: str = names.EMBEDDED,
+    *,
+    title: str | None = None,
+    tokenizer: bool = True,
+) -> TargetControls:
     """Lay out the controls (ids `<prefix>-model`, `<prefix>-base-url`, ...) and wire the toggle;
     `tokenizer` adds the box that measures an endpoint's prompts (Evaluate)."""
     with gr.Group():
@@ -98,30 +115,50 @@ def target_controls(prefix: str, default_model: str = names.EMBEDDED, *,
             gr.Markdown(f"**{title}**")
         kind = gr.Radio(
             [("Local model", LOCAL), ("OpenAI-compatible endpoint", ENDPOINT)],
-            value=LOCAL, show_label=False, elem_id=f"{prefix}-kind",
-        )  # fmt: skip
+            value=LOCAL,
+            show_label=False,
+            elem_id=f"{prefix}-kind",
+        )
         with gr.Column(visible=True) as local_box:
             model = gr.Dropdown(
-                names.known_models(), value=default_model, allow_custom_value=True,
-                label="Model", elem_id=f"{prefix}-model",
+                names.known_models(),
+                value=default_model,
+                allow_custom_value=True,
+                label="Model",
+                elem_id=f"{prefix}-model",
                 info="embedded, a Hub id, a local folder, or a trained run's adapter",
-            )  # fmt: skip
-            adapter = gr.Textbox(label="LoRA adapter on top (optional)",
-                                 placeholder="folder or Hub id")  # fmt: skip
+            )
+            adapter = gr.Textbox(
+                label="LoRA adapter on top (optional)", placeholder="folder or Hub id"
+            )
             with gr.Row():
-                rope_theta = gr.Number(label="RoPE base", info="0: the model's own (paper: 2e8)",
-                                       elem_id=f"{prefix}-rope-theta")  # fmt: skip
-                window = gr.Number(label="Window (tokens)", precision=0, elem_id=f"{prefix}-window",
-                                   info="0: the model's own")  # fmt: skip
-            rope = gr.Textbox(label="RoPE scaling (optional)", elem_id=f"{prefix}-rope",
-                              placeholder="e.g. yarn:factor=4, linear:factor=2, dynamic:factor=2, "
-                              "llama3:factor=4")  # fmt: skip
+                rope_theta = gr.Number(
+                    label="RoPE base",
+                    info="0: the model's own (paper: 2e8)",
+                    elem_id=f"{prefix}-rope-theta",
+                )
+                window = gr.Number(
+                    label="Window (tokens)",
+                    precision=0,
+                    elem_id=f"{prefix}-window",
+                    info="0: the model's own",
+                )
+            rope = gr.Textbox(
+                label="RoPE scaling (optional)",
+                elem_id=f"{prefix}-rope",
+                placeholder="e.g. yarn:factor=4, linear:factor=2, dynamic:factor=2, "
+                "llama3:factor=4",
+            )
         with gr.Column(visible=False) as endpoint_box:
-            base_url = gr.Textbox(label="Base URL", placeholder="http://127.0.0.1:8000/v1",
-                                  elem_id=f"{prefix}-base-url")  # fmt: skip
+            base_url = gr.Textbox(
+                label="Base URL",
+                placeholder="http://127.0.0.1:8000/v1",
+                elem_id=f"{prefix}-base-url",
+            )
             endpoint_model = gr.Textbox(label="Model name", placeholder="as in /v1/models")
-            api_key = gr.Textbox(label="API key (never saved)", type="password",
-                                 placeholder="empty: $OPENAI_API_KEY")  # fmt: skip
+            api_key = gr.Textbox(
+                label="API key (never saved)", type="password", placeholder="empty: $OPENAI_API_KEY"
+            )
             tokenizer_box = None
             if tokenizer:
                 tokenizer_box = gr.Textbox(
@@ -134,9 +171,18 @@ def target_controls(prefix: str, default_model: str = names.EMBEDDED, *,
 
     kind.change(toggle, kind, [local_box, endpoint_box], show_progress="hidden")
     # Runs trained since the page was built join the list when it is opened.
-    model.focus(lambda: gr.update(choices=names.known_models()), None, model,
-                show_progress="hidden")  # fmt: skip
+    model.focus(
+        lambda: gr.update(choices=names.known_models()), None, model, show_progress="hidden"
+    )
     return TargetControls(
-        kind, model, adapter, rope_theta, rope, window, base_url, api_key, endpoint_model,
+        kind,
+        model,
+        adapter,
+        rope_theta,
+        rope,
+        window,
+        base_url,
+        api_key,
+        endpoint_model,
         tokenizer_box,
     )

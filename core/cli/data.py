@@ -100,8 +100,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     i.add_argument("file", help="the file (FILE[N] for N random rows) or Hub dataset to import")
     i.add_argument("--out", help="JSONL file to write (default: datasets/NAME.jsonl)")
-    i.add_argument("--format", default="auto", choices=("auto", "alpaca", "sharegpt", "openai"),
-                   help="the input's format (default: detected per row)")  # fmt: skip
+    i.add_argument(
+        "--format",
+        default="auto",
+        choices=("auto", "alpaca", "sharegpt", "openai"),
+        help="the input's format (default: detected per row)",
+    )
     i.set_defaults(func=_import)
 
     # `longctx data make passkey|keys|topics`: procedural sets, built by the synth package.

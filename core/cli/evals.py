@@ -218,9 +218,15 @@ def command_for(
         assert target.model is not None
         default = ModelSpec()
         for name in (
-            "name", "adapter", "rope_theta", "rope", "max_position_embeddings", "quantization",
-            "dtype", "device",
-        ):  # fmt: skip
+            "name",
+            "adapter",
+            "rope_theta",
+            "rope",
+            "max_position_embeddings",
+            "quantization",
+            "dtype",
+            "device",
+        ):
             value = getattr(target.model, name)
             if value != getattr(default, name) or name == "name":
                 flag = "--model" if name == "name" else "--" + name.replace("_", "-")
@@ -406,9 +412,12 @@ def _samples_task(args: argparse.Namespace) -> SamplesConfig:
     if not dataset.startswith("hub:"):
         dataset = workspace.allow_given(dataset)
     return SamplesConfig(
-        dataset, limit=args.limit, turns=args.turns, answer_prefix=args.answer_prefix,
+        dataset,
+        limit=args.limit,
+        turns=args.turns,
+        answer_prefix=args.answer_prefix,
         **_extra(args),
-    )  # fmt: skip
+    )
 
 
 def _ruler_task(args: argparse.Namespace) -> RulerConfig:
@@ -419,17 +428,28 @@ def _ruler_task(args: argparse.Namespace) -> RulerConfig:
     if haystack not in ("builtin", "noise"):
         haystack = workspace.allow_given(haystack)
     return RulerConfig(
-        tasks=args.tasks, lengths=parse_numbers(args.lengths), samples=args.samples,
-        seed=args.seed, haystack=haystack, answer_prefix=args.answer_prefix,
-        threshold=args.threshold, **given, **_extra(args),
-    )  # fmt: skip
+        tasks=args.tasks,
+        lengths=parse_numbers(args.lengths),
+        samples=args.samples,
+        seed=args.seed,
+        haystack=haystack,
+        answer_prefix=args.answer_prefix,
+        threshold=args.threshold,
+        **given,
+        **_extra(args),
+    )
 
 
 def task_from_args(args: argparse.Namespace) -> TaskConfig:
     """The task config an evaluation command's arguments describe."""
-    make = {"niah": _niah_task, "topics": _topics_task, "passkey": _passkey_task,
-            "samples": _samples_task, "perplexity": _perplexity_task,
-            "ruler": _ruler_task}  # fmt: skip
+    make = {
+        "niah": _niah_task,
+        "topics": _topics_task,
+        "passkey": _passkey_task,
+        "samples": _samples_task,
+        "perplexity": _perplexity_task,
+        "ruler": _ruler_task,
+    }
     return make[args.command](args)
 
 
@@ -470,7 +490,9 @@ def _show_answers(evaluation: Evaluation) -> tuple[list[dict], str]:
         _show_ruler(cells, evaluation.task.threshold)
     if evaluation.task.kind == "samples":
         for name, group in figures.cells_by_task(cells).items():
-            print(f"{name:<24} mean score {figures.mean_score(group):.3f} over {len(group)} answers")
+            print(
+                f"{name:<24} mean score {figures.mean_score(group):.3f} over {len(group)} answers"
+            )
     mean = figures.mean_score(cells)
     return (
         cells,
@@ -486,13 +508,17 @@ def _show_ruler(cells: list[dict], threshold: float) -> None:
     lengths = sorted({n for row in table.values() for n in row})
     print(f"{'task':<18}" + "".join(f"{n:>9,}" for n in lengths), flush=True)
     for task, row in table.items():
-        print(f"{task:<18}" + "".join(f"{row[n]:>9.1f}" if n in row else f"{'':>9}"
-                                      for n in lengths))  # fmt: skip
+        print(
+            f"{task:<18}" + "".join(f"{row[n]:>9.1f}" if n in row else f"{'':>9}" for n in lengths)
+        )
     means = mean_by_length(table)
     print(f"{'mean':<18}" + "".join(f"{means[n]:>9.1f}" for n in lengths))
     under = falls_under(means, threshold)
-    print(f"the mean falls under {threshold:g} at {under:,} tokens" if under else
-          f"the mean stays at or above {threshold:g} up to {max(lengths, default=0):,} tokens")  # fmt: skip
+    print(
+        f"the mean falls under {threshold:g} at {under:,} tokens"
+        if under
+        else f"the mean stays at or above {threshold:g} up to {max(lengths, default=0):,} tokens"
+    )
 
 
 def _show_perplexity(evaluation: Evaluation) -> tuple[list[dict], str]:

@@ -74,8 +74,9 @@ def mmlu_run(
     folder = results.eval_folder(out, "mmlu", target.slug)
     if file:
         tasks = str(mmlu.write_file_task(file, folder / "tasks"))
-        config = HarnessConfig(tasks=[mmlu.FILE_TASK], limit=limit, include_path=tasks,
-                               num_fewshot=0, chat=False)  # fmt: skip
+        config = HarnessConfig(
+            tasks=[mmlu.FILE_TASK], limit=limit, include_path=tasks, num_fewshot=0, chat=False
+        )
     else:
         config = HarnessConfig(tasks=[mmlu.HUB_TASK], limit=limit, num_fewshot=0, chat=False)
     return HarnessRun(config, target, folder, models=models)
@@ -92,18 +93,26 @@ def _run_mmlu(args: argparse.Namespace) -> int:
     for category, value in got["categories"].items():
         print(f"{category:<18} {value:6.2f}", flush=True)
     overall = "n/a" if got["overall"] is None else f"{got['overall']:.2f}"
-    print(f"{'overall':<18} {overall:>6} ({got['questions']} questions, "
-          f"{len(got['subjects'])} subjects)", flush=True)  # fmt: skip
+    print(
+        f"{'overall':<18} {overall:>6} ({got['questions']} questions, "
+        f"{len(got['subjects'])} subjects)",
+        flush=True,
+    )
     return 0
 
 
 def config_from_args(args: argparse.Namespace) -> HarnessConfig:
     include = workspace.allow_given(args.include_path) if args.include_path else ""
     return HarnessConfig(
-        tasks=args.tasks, limit=args.limit, lengths=parse_numbers(args.lengths or ""),
-        include_path=include, num_fewshot=args.num_fewshot, chat=args.chat,
-        max_new_tokens=args.max_new_tokens, chunk=args.chunk,
-    )  # fmt: skip
+        tasks=args.tasks,
+        limit=args.limit,
+        lengths=parse_numbers(args.lengths or ""),
+        include_path=include,
+        num_fewshot=args.num_fewshot,
+        chat=args.chat,
+        max_new_tokens=args.max_new_tokens,
+        chunk=args.chunk,
+    )
 
 
 def _run(args: argparse.Namespace) -> int:

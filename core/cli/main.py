@@ -27,9 +27,12 @@ def add_app_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow", action="append", default=[], help="extra folder the app may read")
     p.add_argument("--auth", help="user:password; required for a non-local address")
     p.add_argument("--share", action="store_true", help="gradio share link (needs --auth)")
-    p.add_argument("--public", action="store_true",
-                   help="serve strangers without a login: they may chat, browse data and run small "
-                        "evaluations; training, paid generation and saving stay refused")  # fmt: skip
+    p.add_argument(
+        "--public",
+        action="store_true",
+        help="serve strangers without a login: they may chat, browse data and run small "
+        "evaluations; training, paid generation and saving stay refused",
+    )
 
 
 AppLauncher = Callable[[str, str, int, list[str], str | None, bool], None]

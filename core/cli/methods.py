@@ -25,10 +25,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--methods none yarn:factor=4 linear:factor=4 --lengths 4k,16k --out evals/methods",
     )
     p.add_argument("--model", default="embedded", help="'embedded', a local folder or a Hub id")
-    p.add_argument("--methods", nargs="+", default=[methods.AS_IS, "yarn:factor=4"],
-                   help="RoPE settings to compare; 'none' is the model as it is")  # fmt: skip
-    p.add_argument("--runs", nargs="*", default=[],
-                   help="trained runs (ids or adapter folders) to add; each brings its own RoPE")  # fmt: skip
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=[methods.AS_IS, "yarn:factor=4"],
+        help="RoPE settings to compare; 'none' is the model as it is",
+    )
+    p.add_argument(
+        "--runs",
+        nargs="*",
+        default=[],
+        help="trained runs (ids or adapter folders) to add; each brings its own RoPE",
+    )
     p.add_argument("--lengths", default="4k,16k,32k", help="lengths in tokens, e.g. 4k,16k,32k")
     p.add_argument("--depths", default="10,50,90", help="NIAH needle depths in percent")
     p.add_argument("--windows", type=int, default=1, help="perplexity windows per length")
@@ -39,15 +47,24 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _compare(args: argparse.Namespace) -> int:
     config = methods.MethodsConfig(
-        model=args.model, methods=args.methods, runs=args.runs, lengths=args.lengths,
-        depths=args.depths, windows=args.windows, niah=not args.no_niah,
-    )  # fmt: skip
+        model=args.model,
+        methods=args.methods,
+        runs=args.runs,
+        lengths=args.lengths,
+        depths=args.depths,
+        windows=args.windows,
+        niah=not args.no_niah,
+    )
     comparison = methods.Comparison(config, args.out)
     print(f"comparing {len(config.entries())} entries in {comparison.path}", flush=True)
 
     def progress(what: str, done: int, total: int) -> None:
-        print(f"\r{what}: {done}/{total} cells", end="\n" if done == total else "", flush=True,
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"\r{what}: {done}/{total} cells",
+            end="\n" if done == total else "",
+            flush=True,
+            file=sys.stderr,
+        )
 
     comparison.run(progress)
     print(comparison.table_markdown())

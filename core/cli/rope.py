@@ -27,8 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", required=True, help="target context length, e.g. 81920 or 80k")
     p.add_argument("--base", help="a candidate RoPE base to check, e.g. 2e8 or 200M")
     p.add_argument("--html", metavar="FILE", help="write the figure here (.html, or .png)")
-    p.add_argument("--methods-html", metavar="FILE",
-                   help="write the figure of every method's wavelengths here (.html or .png)")
+    p.add_argument(
+        "--methods-html",
+        metavar="FILE",
+        help="write the figure of every method's wavelengths here (.html or .png)",
+    )
     p.set_defaults(func=_rope)
 
 
@@ -52,8 +55,10 @@ def _rope(args: argparse.Namespace) -> int:
     base = _number(args.base, "--base") if args.base else None
     advice = advisor.advise_model(args.model, int(target), base)
     print(f"{args.model}: {advice.shape_line()}")
-    print(f"target: {advisor.tokens(advice.target)} tokens "
-          f"(x{advice.target / advice.shape.window:.3g} the window)")  # fmt: skip
+    print(
+        f"target: {advisor.tokens(advice.target)} tokens "
+        f"(x{advice.target / advice.shape.window:.3g} the window)"
+    )
     print("\nsuggested RoPE bases:")
     width = max(len(s.name) for s in [*advice.suggestions, advice.reference])
     for s in [*advice.suggestions, advice.reference]:
@@ -66,8 +71,10 @@ def _rope(args: argparse.Namespace) -> int:
         for line in advice.check.summary():
             print(f"  {line}")
     suggested = methods.suggest(advice.shape, advice.target)
-    print(f"\nextension methods for {advisor.tokens(advice.target)} tokens (--rope on any command "
-          "that loads a model, or rope: in a training config):")  # fmt: skip
+    print(
+        f"\nextension methods for {advisor.tokens(advice.target)} tokens (--rope on any command "
+        "that loads a model, or rope: in a training config):"
+    )
     width = max(len(m.method) for m in suggested)
     for m in suggested:
         spelled = m.setting.spelled() if m.setting else "needs a factors file"
@@ -79,6 +86,8 @@ def _rope(args: argparse.Namespace) -> int:
         print(f"\nfigure written to {export(fig, args.html)}")
     if args.methods_html:
         config = loader.load_config(loader.ModelSpec(name=args.model)).config
-        fig = figures.methods_figure(config, [m.setting for m in suggested if m.setting], advice.target)
+        fig = figures.methods_figure(
+            config, [m.setting for m in suggested if m.setting], advice.target
+        )
         print(f"methods figure written to {export(fig, args.methods_html)}")
     return 0

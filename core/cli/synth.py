@@ -105,8 +105,12 @@ def config_from_args(args: argparse.Namespace) -> SynthConfig:
     workspace.allow_given(args.source)  # a path given on the command line may be read
     # Settings left out take the prompt set's values (the paper's: temperature 0, 4 or 10 Q&A,
     # 4,096 answer tokens).
-    given = {"temperature": args.temperature, "qa_per_chunk": args.qa_per_chunk,
-             "multi_mode": args.multi_mode, "answer_tokens": args.answer_tokens}  # fmt: skip
+    given = {
+        "temperature": args.temperature,
+        "qa_per_chunk": args.qa_per_chunk,
+        "multi_mode": args.multi_mode,
+        "answer_tokens": args.answer_tokens,
+    }
     suggested = SynthConfig.suggested(args.prompt_set, args.task)
     chosen = {k: suggested[k] if v is None else v for k, v in given.items()}
     overrides = {}
@@ -256,14 +260,38 @@ def _result_text(result: Any, config: SynthConfig) -> str:
 
 
 # SynthConfig fields spelled as `--name-with-dashes`, and EndpointConfig fields by their flag.
-_SYNTH_FLAGS = ("prompt_set", "source", "n_docs", "min_tokens", "max_tokens", "chunk_tokens",
-                "qa_per_chunk", "chunks_per_doc", "multi_mode", "passages", "multi_requests",
-                "characters", "clusters", "min_support", "tokenizer", "seed", "out",
-                "cache_dir")  # fmt: skip
-_ENDPOINT_FLAGS = {"base_url": "--base-url", "model": "--model", "concurrency": "--concurrency",
-                   "temperature": "--temperature", "answer_tokens": "--answer-tokens",
-                   "timeout_s": "--timeout", "max_retries": "--max-retries",
-                   "backoff_s": "--backoff", "price_in": "--price-in", "price_out": "--price-out"}  # fmt: skip
+_SYNTH_FLAGS = (
+    "prompt_set",
+    "source",
+    "n_docs",
+    "min_tokens",
+    "max_tokens",
+    "chunk_tokens",
+    "qa_per_chunk",
+    "chunks_per_doc",
+    "multi_mode",
+    "passages",
+    "multi_requests",
+    "characters",
+    "clusters",
+    "min_support",
+    "tokenizer",
+    "seed",
+    "out",
+    "cache_dir",
+)
+_ENDPOINT_FLAGS = {
+    "base_url": "--base-url",
+    "model": "--model",
+    "concurrency": "--concurrency",
+    "temperature": "--temperature",
+    "answer_tokens": "--answer-tokens",
+    "timeout_s": "--timeout",
+    "max_retries": "--max-retries",
+    "backoff_s": "--backoff",
+    "price_in": "--price-in",
+    "price_out": "--price-out",
+}
 
 
 def _arg(value: Any) -> str:
@@ -296,13 +324,33 @@ def command_for(config: SynthConfig) -> list[str]:
     return argv
 
 
-def make_command_for(task: str, n: int, length: int, tokenizer_name: str, seed: int,
-                     depths: list[float] | None, n_topics: int, out: Any = None,
-                     source: str = sources.BUILTIN) -> list[str]:  # fmt: skip
+def make_command_for(
+    task: str,
+    n: int,
+    length: int,
+    tokenizer_name: str,
+    seed: int,
+    depths: list[float] | None,
+    n_topics: int,
+    out: Any = None,
+    source: str = sources.BUILTIN,
+) -> list[str]:
     """The `longctx data make` command line for a procedural or text set (same arguments as
     `core.synth.jobs.start_procedural`)."""
-    argv = ["longctx", "data", "make", task, "--n", str(n), "--length", str(length),
-            "--model", tokenizer_name or "embedded", "--seed", str(seed)]  # fmt: skip
+    argv = [
+        "longctx",
+        "data",
+        "make",
+        task,
+        "--n",
+        str(n),
+        "--length",
+        str(length),
+        "--model",
+        tokenizer_name or "embedded",
+        "--seed",
+        str(seed),
+    ]
     if task == text.TASK:
         return argv + ["--source", source] + (["--out", str(out)] if out else [])
     if depths:
@@ -368,16 +416,34 @@ def _make(args: argparse.Namespace) -> int:
     if args.task == text.TASK:
         source = workspace.allow_given(args.source)
         unreadable: list[str] = []
-        samples = text.text_samples(source, args.n, args.length, tokenizer, seed=args.seed,
-                                    progress=show, unreadable=unreadable)  # fmt: skip
+        samples = text.text_samples(
+            source,
+            args.n,
+            args.length,
+            tokenizer,
+            seed=args.seed,
+            progress=show,
+            unreadable=unreadable,
+        )
         for reason in unreadable:
             print(f"left out: {reason}", file=sys.stderr)
         if len(samples) < args.n:
-            print(f"the source has {len(samples)} stretches of {args.length // 2:,}..{args.length:,} "
-                  f"tokens, not {args.n}", file=sys.stderr)  # fmt: skip
+            print(
+                f"the source has {len(samples)} stretches of {args.length // 2:,}..{args.length:,} "
+                f"tokens, not {args.n}",
+                file=sys.stderr,
+            )
     else:
-        samples = procedural.make(args.task, args.n, args.length, tokenizer, seed=args.seed,
-                                  depths=depths, n_topics=args.topics, progress=show)  # fmt: skip
+        samples = procedural.make(
+            args.task,
+            args.n,
+            args.length,
+            tokenizer,
+            seed=args.seed,
+            depths=depths,
+            n_topics=args.topics,
+            progress=show,
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     saved = io.write_jsonl(out, samples)
     lengths = [s["length"] for s in samples]

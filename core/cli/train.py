@@ -33,9 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("runs", help="list, show, stop or resume training runs")
     rs = r.add_subparsers(dest="action", required=True)
     rs.add_parser("list", help="all runs, newest first").set_defaults(func=_runs_list)
-    for name, func, text in (("show", _runs_show, "status and last metrics of a run"),
-                             ("stop", _runs_stop, "checkpoint and stop a run"),
-                             ("resume", _runs_resume, "continue a stopped or interrupted run")):  # fmt: skip
+    for name, func, text in (
+        ("show", _runs_show, "status and last metrics of a run"),
+        ("stop", _runs_stop, "checkpoint and stop a run"),
+        ("resume", _runs_resume, "continue a stopped or interrupted run"),
+    ):
         q = rs.add_parser(name, help=text)
         q.add_argument("run_id")
         q.add_argument("--json", action="store_true", help="machine-readable output")
@@ -101,9 +103,13 @@ def _train_here(config: TrainConfig, run_dir: Path, resume: bool) -> int:
     try:
         final = run_training(config, run_dir, resume=resume)
     except torch.OutOfMemoryError as exc:
-        _fail(run_dir, "out of memory at max_length "
-              f"{config.max_length}: lower max_length, use quantization 4bit, or turn on "
-              "offload_checkpoints", exc)  # fmt: skip
+        _fail(
+            run_dir,
+            "out of memory at max_length "
+            f"{config.max_length}: lower max_length, use quantization 4bit, or turn on "
+            "offload_checkpoints",
+            exc,
+        )
         return 1
     except LongCtxError as exc:
         _fail(run_dir, str(exc), exc)
@@ -112,8 +118,10 @@ def _train_here(config: TrainConfig, run_dir: Path, resume: bool) -> int:
         _fail(run_dir, f"{type(exc).__name__}: {first_line(exc)}", exc)
         raise
     if final:
-        print(f"run {run_dir.name} {final['state']} at step {final['step']}; "
-              f"adapter in {final['adapter']}")  # fmt: skip
+        print(
+            f"run {run_dir.name} {final['state']} at step {final['step']}; "
+            f"adapter in {final['adapter']}"
+        )
     return 0
 
 

@@ -31,10 +31,16 @@ FORMATS = ("auto", "alpaca", "sharegpt", "openai")
 OURS = "ours"
 # ShareGPT speakers, as the common exports name them.
 SHAREGPT_ROLES = {
-    "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-    "chatgpt": "assistant", "bard": "assistant", "bing": "assistant", "model": "assistant",
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "chatgpt": "assistant",
+    "bard": "assistant",
+    "bing": "assistant",
+    "model": "assistant",
     "system": "system",
-}  # fmt: skip
+}
 OPENAI_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 ALPACA_KEYS = ("instruction", "input", "output", "system", "history")
 

@@ -63,16 +63,22 @@ class Opened:
     def measure(self, progress: io.Progress | None = None) -> None:
         """Statistics of the file (cached on disk), with the unsaved edits on top."""
         session = self.edits()
-        self.base = stats.measure(session.source, tokenizers.cached_tokenizer(self.model), name=self.model,
-                                  with_evidence=self.with_evidence, progress=progress,
-                                  measurer=self.measurer())  # fmt: skip
+        self.base = stats.measure(
+            session.source,
+            tokenizers.cached_tokenizer(self.model),
+            name=self.model,
+            with_evidence=self.with_evidence,
+            progress=progress,
+            measurer=self.measurer(),
+        )
         self.stats = self.base if not session.dirty else self.changed()
 
     def changed(self) -> stats.DatasetStats:
         """Re-measure after an edit (only the edited rows are tokenized again)."""
         self.version += 1
-        self.stats = stats.refresh(self.base, self.edits(), self.measurer(),
-                                   with_evidence=self.with_evidence)  # fmt: skip
+        self.stats = stats.refresh(
+            self.base, self.edits(), self.measurer(), with_evidence=self.with_evidence
+        )
         return self.stats
 
     def search(self, text: str, fields: list[str], progress: io.Progress | None = None):

@@ -100,14 +100,29 @@ def heatmap(
         z.append(z_row)
         hover.append(h_row)
     return _grid_figure(
-        z, hover, xs, ys, window, title,
-        zmin=0, zmax=1, colorscale=SCORE_COLORS, colorbar={"title": "score"},
+        z,
+        hover,
+        xs,
+        ys,
+        window,
+        title,
+        zmin=0,
+        zmax=1,
+        colorscale=SCORE_COLORS,
+        colorbar={"title": "score"},
         hovertemplate="depth %{y}<br>score %{z:.2f}<br>%{customdata}<extra></extra>",
-    )  # fmt: skip
+    )
 
 
-def _grid_figure(z: list, hover: list, xs: Sequence[int], ys: Sequence[float],
-                 window: int | None, title: str, **heatmap: Any) -> Any:  # fmt: skip
+def _grid_figure(
+    z: list,
+    hover: list,
+    xs: Sequence[int],
+    ys: Sequence[float],
+    window: int | None,
+    title: str,
+    **heatmap: Any,
+) -> Any:
     """A length x depth heatmap; `heatmap` gives its scale, colours and hover text."""
     import plotly.graph_objects as go
 
@@ -120,7 +135,7 @@ def _grid_figure(z: list, hover: list, xs: Sequence[int], ys: Sequence[float],
             xgap=1,
             ygap=1,
             **heatmap,
-        )  # fmt: skip
+        )
     )
     _length_axis(fig, xs)
     fig.update_yaxes(title="needle depth", autorange="reversed", type="category")
@@ -190,14 +205,24 @@ def diff_heatmap(
     title = f"{labels[1]} minus {labels[0]}"
     if paired:  # the headline number: both means over the cells both runs have
         mean_a, mean_b = (sum(p[k] for p in paired) / len(paired) for k in (0, 1))
-        title += (f"<br><sup>mean score {mean_b:.2f} vs. {mean_a:.2f} ({mean_b - mean_a:+.2f}) "
-                  f"over {len(paired)} cells</sup>")  # fmt: skip
+        title += (
+            f"<br><sup>mean score {mean_b:.2f} vs. {mean_a:.2f} ({mean_b - mean_a:+.2f}) "
+            f"over {len(paired)} cells</sup>"
+        )
     return _grid_figure(
-        z, hover, xs, ys, window, title,
-        zmin=-1, zmax=1, zmid=0, colorscale=DIFF_COLORS,
+        z,
+        hover,
+        xs,
+        ys,
+        window,
+        title,
+        zmin=-1,
+        zmax=1,
+        zmid=0,
+        colorscale=DIFF_COLORS,
         colorbar={"title": "difference"},
         hovertemplate="depth %{y}<br>difference %{z:+.2f}<br>%{customdata}<extra></extra>",
-    )  # fmt: skip
+    )
 
 
 def topic_accuracy(runs: dict[str, Iterable[dict[str, Any]]], *, x: str = "tokens") -> Any:
@@ -263,8 +288,13 @@ def length_bins(
     out = []
     for k in range(bins):
         group = scored[k * len(scored) // bins : (k + 1) * len(scored) // bins]
-        out.append((sum(c["length"] for c in group) / len(group),
-                    sum(c["score"] for c in group) / len(group), len(group)))  # fmt: skip
+        out.append(
+            (
+                sum(c["length"] for c in group) / len(group),
+                sum(c["score"] for c in group) / len(group),
+                len(group),
+            )
+        )
     return out
 
 
@@ -283,9 +313,12 @@ def sample_scores(
     from plotly.subplots import make_subplots
 
     fig = make_subplots(
-        rows=1, cols=2, column_widths=[0.65, 0.35], horizontal_spacing=0.12,
+        rows=1,
+        cols=2,
+        column_widths=[0.65, 0.35],
+        horizontal_spacing=0.12,
         subplot_titles=("score by prompt length", "mean score by task"),
-    )  # fmt: skip
+    )
     windows, longest = set(), 0
     for n, (label, (cells, window)) in enumerate(runs.items()):
         cells = [c for c in cells if c.get("score") is not None]
@@ -293,48 +326,77 @@ def sample_scores(
         longest = max([longest, *(c["length"] for c in cells)])
         fig.add_trace(
             go.Scatter(
-                x=[c["length"] for c in cells], y=[c["score"] for c in cells], mode="markers",
-                name=f"{label}: answers", legendgroup=label, showlegend=False,
+                x=[c["length"] for c in cells],
+                y=[c["score"] for c in cells],
+                mode="markers",
+                name=f"{label}: answers",
+                legendgroup=label,
+                showlegend=False,
                 marker={"color": color, "opacity": 0.45, "size": 7},
-                customdata=[[c.get("line"), c.get("turn"), c.get("task"),
-                             _hover_text(_one_line(c.get("question")), 160),
-                             _hover_text(_one_line(c.get("answer")), 160)] for c in cells],
+                customdata=[
+                    [
+                        c.get("line"),
+                        c.get("turn"),
+                        c.get("task"),
+                        _hover_text(_one_line(c.get("question")), 160),
+                        _hover_text(_one_line(c.get("answer")), 160),
+                    ]
+                    for c in cells
+                ],
                 hovertemplate="line %{customdata[0]}, answer %{customdata[1]} (%{customdata[2]})"
                 "<br>%{x:,} tokens, score %{y:.2f}<br><b>Q</b> %{customdata[3]}<br><b>A</b> "
                 "%{customdata[4]}<extra>" + label + "</extra>",
             ),
-            row=1, col=1,
-        )  # fmt: skip
+            row=1,
+            col=1,
+        )
         bins = length_bins(cells)
         mean = mean_score(cells)
         fig.add_trace(
             go.Scatter(
-                x=[b[0] for b in bins], y=[b[1] for b in bins], mode="lines+markers",
-                name=f"{label} (mean {mean:.2f})" if cells else label, legendgroup=label,
-                line={"color": color, "width": 3}, customdata=[b[2] for b in bins],
+                x=[b[0] for b in bins],
+                y=[b[1] for b in bins],
+                mode="lines+markers",
+                name=f"{label} (mean {mean:.2f})" if cells else label,
+                legendgroup=label,
+                line={"color": color, "width": 3},
+                customdata=[b[2] for b in bins],
                 hovertemplate="around %{x:,.0f} tokens<br>mean score %{y:.2f} over "
                 "%{customdata} answers<extra>" + label + "</extra>",
             ),
-            row=1, col=1,
-        )  # fmt: skip
+            row=1,
+            col=1,
+        )
         by_task = cells_by_task(cells)
         fig.add_trace(
             go.Bar(
-                x=list(by_task), y=[mean_score(group) for group in by_task.values()], name=label,
-                legendgroup=label, showlegend=False, marker={"color": color},
-                texttemplate="%{y:.2f}", textposition="outside",  # a mean of 0 has no bar
+                x=list(by_task),
+                y=[mean_score(group) for group in by_task.values()],
+                name=label,
+                legendgroup=label,
+                showlegend=False,
+                marker={"color": color},
+                texttemplate="%{y:.2f}",
+                textposition="outside",  # a mean of 0 has no bar
                 customdata=[len(group) for group in by_task.values()],
                 hovertemplate="%{x}: mean %{y:.2f} over %{customdata} answers"
                 "<extra>" + label + "</extra>",
             ),
-            row=1, col=2,
-        )  # fmt: skip
+            row=1,
+            col=2,
+        )
         if window:
             windows.add(window)
     for window in sorted(w for w in windows if w < longest):
-        fig.add_vline(x=window, line_dash="dash", line_color="#333", row=1, col=1,
-                      annotation_text=f"window {_tokens_label(window)}",
-                      annotation_position="top left")  # fmt: skip
+        fig.add_vline(
+            x=window,
+            line_dash="dash",
+            line_color="#333",
+            row=1,
+            col=1,
+            annotation_text=f"window {_tokens_label(window)}",
+            annotation_position="top left",
+        )
     fig.update_xaxes(title="prompt length (tokens)", row=1, col=1)
     fig.update_yaxes(title="score", range=[-0.05, 1.05], row=1, col=1)
     fig.update_yaxes(range=[0, 1.15], row=1, col=2)  # room for the value above a full bar
@@ -357,9 +419,11 @@ def perplexity(
     from core.evals.perplexity import perplexity_by_length, position_losses
 
     fig = make_subplots(
-        rows=1, cols=2, horizontal_spacing=0.16,
+        rows=1,
+        cols=2,
+        horizontal_spacing=0.16,
         subplot_titles=("perplexity by context length", "loss by position (longest length)"),
-    )  # fmt: skip
+    )
     windows, lengths = set(), set()
     for n, (label, (cells, window)) in enumerate(runs.items()):
         cells = list(cells)
@@ -368,26 +432,37 @@ def perplexity(
         lengths.update(by_length)
         fig.add_trace(
             go.Scatter(
-                x=list(by_length), y=[ppl for ppl, _ in by_length.values()], mode="lines+markers",
-                name=label, legendgroup=label, line={"color": color},
+                x=list(by_length),
+                y=[ppl for ppl, _ in by_length.values()],
+                mode="lines+markers",
+                name=label,
+                legendgroup=label,
+                line={"color": color},
                 customdata=[w for _, w in by_length.values()],
                 hovertemplate="%{x:,} tokens<br>perplexity %{y:.2f}<br>over %{customdata} windows"
                 "<extra>" + label + "</extra>",
             ),
-            row=1, col=1,
-        )  # fmt: skip
+            row=1,
+            col=1,
+        )
         positions = position_losses(cells)
         if positions:
             length, xs, ys = positions
             fig.add_trace(
                 go.Scatter(
-                    x=xs, y=ys, mode="lines+markers", name=label, legendgroup=label,
-                    showlegend=False, line={"color": color},
+                    x=xs,
+                    y=ys,
+                    mode="lines+markers",
+                    name=label,
+                    legendgroup=label,
+                    showlegend=False,
+                    line={"color": color},
                     hovertemplate="tokens %{x:,} of " + f"{length:,}" + "<br>mean loss %{y:.3f}"
                     "<extra>" + label + "</extra>",
                 ),
-                row=1, col=2,
-            )  # fmt: skip
+                row=1,
+                col=2,
+            )
         if window:
             windows.add(window)
     # A window is marked where the text went past it; a line far right of every point would
@@ -395,12 +470,24 @@ def perplexity(
     for window in sorted(w for w in windows if lengths and w < max(lengths)):
         # Named once, on the linear panel: plotly places annotations on a log axis by log10(x).
         fig.add_vline(x=window, line_dash="dash", line_color="#333", row=1, col=1)
-        fig.add_vline(x=window, line_dash="dash", line_color="#333", row=1, col=2,
-                      annotation_text=f"window {_tokens_label(window)}",
-                      annotation_position="bottom right")  # fmt: skip
+        fig.add_vline(
+            x=window,
+            line_dash="dash",
+            line_color="#333",
+            row=1,
+            col=2,
+            annotation_text=f"window {_tokens_label(window)}",
+            annotation_position="bottom right",
+        )
     ticks = sorted(lengths)
-    fig.update_xaxes(title="context length (tokens)", type="log", row=1, col=1, tickvals=ticks,
-                     ticktext=[_tokens_label(t) for t in ticks])  # fmt: skip
+    fig.update_xaxes(
+        title="context length (tokens)",
+        type="log",
+        row=1,
+        col=1,
+        tickvals=ticks,
+        ticktext=[_tokens_label(t) for t in ticks],
+    )
     fig.update_yaxes(title="perplexity", type="log", row=1, col=1)
     fig.update_xaxes(title="position in the window (tokens)", row=1, col=2)
     fig.update_yaxes(title="mean loss (nats)", row=1, col=2)

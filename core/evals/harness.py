@@ -200,9 +200,12 @@ class HarnessRun:
             if endpoint.api_key:  # lm-eval reads the key from the environment only
                 os.environ["OPENAI_API_KEY"] = endpoint.api_key
             self._lm = LocalChatCompletion(
-                model=endpoint.model, base_url=endpoint.base_url + "/chat/completions",
-                tokenizer_backend=None, tokenized_requests=False, max_length=1 << 20,
-            )  # fmt: skip
+                model=endpoint.model,
+                base_url=endpoint.base_url + "/chat/completions",
+                tokenizer_backend=None,
+                tokenized_requests=False,
+                max_length=1 << 20,
+            )
             return self._lm
         from lm_eval.models.huggingface import HFLM
 
@@ -210,8 +213,13 @@ class HarnessRun:
 
         loaded = (self.models or default_cache).get(self.target.model)
         device = str(next(loaded.model.parameters()).device)
-        self._lm = HFLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, device=device,
-                        batch_size=1, max_length=loaded.window or None)  # fmt: skip
+        self._lm = HFLM(
+            pretrained=loaded.model,
+            tokenizer=loaded.tokenizer,
+            device=device,
+            batch_size=1,
+            max_length=loaded.window or None,
+        )
         if self.record.get("window") != loaded.window:
             self.record["window"] = loaded.window
             results.write_config(self.path, self.record)
@@ -255,11 +263,17 @@ class HarnessRun:
                     return
                 chunk = ids[start : start + self.config.chunk]
                 out = simple_evaluate(
-                    model=self.model(), tasks=[name], samples={name: chunk}, task_manager=manager,
-                    num_fewshot=self.config.num_fewshot, gen_kwargs=extra, metadata=metadata,
+                    model=self.model(),
+                    tasks=[name],
+                    samples={name: chunk},
+                    task_manager=manager,
+                    num_fewshot=self.config.num_fewshot,
+                    gen_kwargs=extra,
+                    metadata=metadata,
                     apply_chat_template=self.config.chat or self.target.endpoint is not None,
-                    log_samples=True, bootstrap_iters=0,
-                )  # fmt: skip
+                    log_samples=True,
+                    bootstrap_iters=0,
+                )
                 for sample in (out or {}).get("samples", {}).get(name, []):
                     cell = cell_from(name, sample)
                     self.log.append(cell)
@@ -351,8 +365,17 @@ def figure(cells: list[dict[str, Any]], title: str = "lm-eval") -> Any:
             scores[cell["task"]].append(float(cell["score"]))
     tasks = sorted(scores)
     means = [100 * sum(scores[t]) / len(scores[t]) for t in tasks]
-    fig = go.Figure(go.Bar(x=tasks, y=[round(m, 1) for m in means],
-                           text=[f"{m:.1f} (n={len(scores[t])})" for m, t in zip(means, tasks, strict=True)]))  # fmt: skip
-    fig.update_layout(title=title, yaxis={"title": "score (%)", "range": [0, 102]},
-                      template="plotly_white", height=420)  # fmt: skip
+    fig = go.Figure(
+        go.Bar(
+            x=tasks,
+            y=[round(m, 1) for m in means],
+            text=[f"{m:.1f} (n={len(scores[t])})" for m, t in zip(means, tasks, strict=True)],
+        )
+    )
+    fig.update_layout(
+        title=title,
+        yaxis={"title": "score (%)", "range": [0, 102]},
+        template="plotly_white",
+        height=420,
+    )
     return fig

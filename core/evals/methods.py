@@ -123,8 +123,10 @@ def _adapter_folder(run: str) -> Path:
     elif (path / "adapter").is_dir():
         path = path / "adapter"
     if not (path / "adapter_config.json").exists():
-        raise ConfigError(f"run {run!r} has no adapter (a run id, a run folder or an adapter "
-                          "folder that holds adapter_config.json)")  # fmt: skip
+        raise ConfigError(
+            f"run {run!r} has no adapter (a run id, a run folder or an adapter "
+            "folder that holds adapter_config.json)"
+        )
     return path
 
 
@@ -133,16 +135,21 @@ class Comparison:
 
     def __init__(self, config: MethodsConfig, out: str | os.PathLike | None = None):
         self.config = config
-        self.path = Path(out) if out else workspace.subdir("evals") / (
-            "methods-" + time.strftime("%Y%m%d-%H%M%S"))  # fmt: skip
+        self.path = (
+            Path(out)
+            if out
+            else workspace.subdir("evals") / ("methods-" + time.strftime("%Y%m%d-%H%M%S"))
+        )
         self.path.mkdir(parents=True, exist_ok=True)
         record = {"model": config.model, "config": asdict(config)}
         file = self.path / COMPARISON_FILE
         if file.exists():
             old = json.loads(file.read_text())
             if old.get("model") != config.model:
-                raise LongCtxError(f"{self.path} compares methods on {old.get('model')!r}, not "
-                                   f"{config.model!r}; choose another folder")  # fmt: skip
+                raise LongCtxError(
+                    f"{self.path} compares methods on {old.get('model')!r}, not "
+                    f"{config.model!r}; choose another folder"
+                )
         file.write_text(json.dumps(record, indent=1))
 
     @classmethod
@@ -174,8 +181,9 @@ class Comparison:
                 what = f"{entry.label} {measure}"
 
                 def report(done: int, total: int, _cell: Any, what: str = what, i: int = i):
-                    self._progress("running", what=what, done=done, total=total,
-                                   part=i + 1, parts=len(parts))  # fmt: skip
+                    self._progress(
+                        "running", what=what, done=done, total=total, part=i + 1, parts=len(parts)
+                    )
                     if progress:
                         progress(what, done, total)
 
@@ -225,11 +233,19 @@ class Comparison:
     def figures(self) -> dict[str, Any]:
         """`perplexity` and `niah`: a line per entry against length."""
         rows = self.rows()
-        out = {"perplexity": _lines(rows, "ppl", f"Perplexity of the last {TAIL_TOKENS:,} "
-                                    "positions", "perplexity (lower is better)", log=True)}  # fmt: skip
+        out = {
+            "perplexity": _lines(
+                rows,
+                "ppl",
+                f"Perplexity of the last {TAIL_TOKENS:,} positions",
+                "perplexity (lower is better)",
+                log=True,
+            )
+        }
         if self.config.niah:
-            out["niah"] = _lines(rows, "niah", "Needle in a haystack: mean score",
-                                 "mean score (higher is better)")  # fmt: skip
+            out["niah"] = _lines(
+                rows, "niah", "Needle in a haystack: mean score", "mean score (higher is better)"
+            )
         return out
 
     def table_markdown(self) -> str:
@@ -246,9 +262,11 @@ class Comparison:
                 cells += [_fmt(row["niah"].get(n), "{:.0%}") for n in lengths]
             cells.append(_k(row["holds_to"]) if row["holds_to"] else "-")
             lines.append("| " + " | ".join(cells) + " |")
-        rule = (f"Holds to: the longest length up to which the NIAH mean stays at least "
-                f"{HOLDS_SCORE:.0%} and the tail perplexity within {HOLDS_PPL:g}x the model's "
-                "own at the shortest length.")  # fmt: skip
+        rule = (
+            f"Holds to: the longest length up to which the NIAH mean stays at least "
+            f"{HOLDS_SCORE:.0%} and the tail perplexity within {HOLDS_PPL:g}x the model's "
+            "own at the shortest length."
+        )
         return "\n".join(lines) + "\n\n" + rule
 
 
@@ -272,19 +290,32 @@ def _holds_to(row: dict[str, Any], lengths: list[int], reference: float | None, 
     return held
 
 
-def _lines(rows: list[dict[str, Any]], key: str, title: str, y_title: str, log: bool = False) -> Any:
+def _lines(
+    rows: list[dict[str, Any]], key: str, title: str, y_title: str, log: bool = False
+) -> Any:
     import plotly.graph_objects as go
 
     fig = go.Figure()
     for row in rows:
         xs = sorted(row[key])
-        fig.add_trace(go.Scatter(
-            x=xs, y=[row[key][n] for n in xs], mode="lines+markers", name=row["label"],
-            hovertemplate=row["label"] + "<br>%{x} tokens: %{y:.3g}<extra></extra>",
-        ))  # fmt: skip
-    fig.update_layout(title=title, xaxis_title="context length (tokens)", yaxis_title=y_title,
-                      template="plotly_white", height=420, legend={"orientation": "h", "y": -0.2},
-                      margin={"l": 60, "r": 20, "t": 60, "b": 50})  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=[row[key][n] for n in xs],
+                mode="lines+markers",
+                name=row["label"],
+                hovertemplate=row["label"] + "<br>%{x} tokens: %{y:.3g}<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        title=title,
+        xaxis_title="context length (tokens)",
+        yaxis_title=y_title,
+        template="plotly_white",
+        height=420,
+        legend={"orientation": "h", "y": -0.2},
+        margin={"l": 60, "r": 20, "t": 60, "b": 50},
+    )
     fig.update_xaxes(type="log", tickvals=sorted({n for r in rows for n in r[key]}))
     if log:
         fig.update_yaxes(type="log")
@@ -304,8 +335,9 @@ def _fmt(value: float | None, pattern: str) -> str:
 def export_figures(comparison: Comparison, folder: str | os.PathLike | None = None) -> list[Path]:
     """Write the figures (HTML) and the table (Markdown) into the comparison's folder."""
     folder = Path(folder or comparison.path)
-    written = [figures.export(fig, folder / f"{name}.html")
-               for name, fig in comparison.figures().items()]  # fmt: skip
+    written = [
+        figures.export(fig, folder / f"{name}.html") for name, fig in comparison.figures().items()
+    ]
     table = folder / "table.md"
     table.write_text(comparison.table_markdown() + "\n")
     return [*written, table]
@@ -316,9 +348,14 @@ def command_for(config: MethodsConfig, out: str | os.PathLike) -> list[str]:
     argv = ["longctx", "compare-methods", "--model", config.model, "--methods", *config.methods]
     if config.runs:
         argv += ["--runs", *config.runs]
-    argv += ["--lengths", ",".join(str(n) for n in config.lengths),
-             "--depths", ",".join(f"{d:g}" for d in config.depths),
-             "--windows", str(config.windows)]  # fmt: skip
+    argv += [
+        "--lengths",
+        ",".join(str(n) for n in config.lengths),
+        "--depths",
+        ",".join(f"{d:g}" for d in config.depths),
+        "--windows",
+        str(config.windows),
+    ]
     if not config.niah:
         argv.append("--no-niah")
     return [*argv, "--out", str(out)]
@@ -339,8 +376,13 @@ def launch(config: MethodsConfig, out: str | os.PathLike | None = None) -> Path:
     with (folder / "log.txt").open("ab") as log:
         log.write(("$ " + " ".join(argv) + "\n").encode())
         log.flush()
-        subprocess.Popen([sys.executable, "-m", "core.cli", *argv[1:]], stdout=log,
-                         stderr=subprocess.STDOUT, env=env, start_new_session=True)  # fmt: skip
+        subprocess.Popen(
+            [sys.executable, "-m", "core.cli", *argv[1:]],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
     return folder
 
 

@@ -97,5 +97,9 @@ def scores(cells: list[dict[str, Any]]) -> dict[str, Any]:
         by_category[known.get(subject, OTHER)].append(value)
     cats = {c: sum(v) / len(v) for c, v in sorted(by_category.items())}
     overall = sum(cats.values()) / len(cats) if cats else None
-    return {"subjects": subjects, "categories": cats, "overall": overall,
-            "questions": sum(len(v) for v in by_subject.values())}  # fmt: skip
+    return {
+        "subjects": subjects,
+        "categories": cats,
+        "overall": overall,
+        "questions": sum(len(v) for v in by_subject.values()),
+    }

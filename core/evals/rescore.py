@@ -30,9 +30,15 @@ def rescore(folder: str | os.PathLike, scorer: Scorer, out: str | os.PathLike) -
     if results.read_cells(target):
         raise LongCtxError(f"{target} already holds cells; rescore into a new folder")
     asked = (record.get("task") or {}).get("question", "")
-    results.write_config(target, {**record, "scorer": scorer.public(), "rescored_from":
-                                  str(Path(folder).resolve()),
-                                  "created": time.strftime("%Y-%m-%dT%H:%M:%S")})  # fmt: skip
+    results.write_config(
+        target,
+        {
+            **record,
+            "scorer": scorer.public(),
+            "rescored_from": str(Path(folder).resolve()),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        },
+    )
     log = results.CellLog(target)
     for cell in results.read_cells(folder):
         if "answer" in cell and cell.get("expected") is not None:

@@ -167,9 +167,15 @@ def answer_rows(
         return text if len(text) <= limit else text[: limit - 1] + "…"
 
     rows = [
-        [c.get("key"), c.get("prompt_tokens") or c.get("length"), cut(c.get("question") or asked),
-         cut(c.get("expected")), cut(c.get("answer")), c.get("score")]
+        [
+            c.get("key"),
+            c.get("prompt_tokens") or c.get("length"),
+            cut(c.get("question") or asked),
+            cut(c.get("expected")),
+            cut(c.get("answer")),
+            c.get("score"),
+        ]
         for c in cells
-    ]  # fmt: skip
+    ]
     # Unscored cells (a judge that gave no grade) first: they need a look as much as failures.
     return sorted(rows, key=lambda r: (r[5] is not None, r[5] or 0.0))

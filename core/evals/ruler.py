@@ -145,8 +145,12 @@ class RulerConfig:
         self.threshold = float(self.threshold)
 
     def cell_keys(self) -> list[str]:
-        return [sample_key(t, n, i) for t in self.tasks for n in self.lengths
-                for i in range(self.samples)]  # fmt: skip
+        return [
+            sample_key(t, n, i)
+            for t in self.tasks
+            for n in self.lengths
+            for i in range(self.samples)
+        ]
 
     def longest(self) -> int:
         return max(self.lengths)
@@ -171,9 +175,14 @@ def sample_key(task: str, length: int, index: int) -> str:
 
 
 def build_prompt(
-    env: Env, task: str, length: int, index: int, key: str, prefix: bool,
+    env: Env,
+    task: str,
+    length: int,
+    index: int,
+    key: str,
+    prefix: bool,
     sample: rt.Sample | None = None,
-) -> Prompt:  # fmt: skip
+) -> Prompt:
     """One sample's prompt, `length` tokens to within 1% (`sample`: already drawn).
 
     Raises:
@@ -230,10 +239,15 @@ class Env:
         self.length = self._longest
         """The length of the sample being built."""
         coded_rng = random.Random(f"{config.seed}-coded")
-        self.coded = sorted({
-            "".join(coded_rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(coded_rng.randint(3, 6)))
-            for _ in range(1200)
-        })  # fmt: skip
+        self.coded = sorted(
+            {
+                "".join(
+                    coded_rng.choice("abcdefghijklmnopqrstuvwxyz")
+                    for _ in range(coded_rng.randint(3, 6))
+                )
+                for _ in range(1200)
+            }
+        )
         self.coded_ids = dict(
             zip(self.coded, self._encode([" " + w for w in self.coded]), strict=False)
         )
@@ -396,30 +410,49 @@ def figure(
         lengths.update(means)
         if len(runs) == 1:
             for t, (task, row) in enumerate(table.items()):
-                fig.add_trace(go.Scatter(
-                    x=list(row), y=[round(v, 1) for v in row.values()], name=task,
-                    mode="lines+markers", line={"width": 1, "color": PALETTE[t % len(PALETTE)]},
-                    opacity=0.6,
-                ))  # fmt: skip
+                fig.add_trace(
+                    go.Scatter(
+                        x=list(row),
+                        y=[round(v, 1) for v in row.values()],
+                        name=task,
+                        mode="lines+markers",
+                        line={"width": 1, "color": PALETTE[t % len(PALETTE)]},
+                        opacity=0.6,
+                    )
+                )
         color = "#111827" if len(runs) == 1 else PALETTE[r % len(PALETTE)]
-        fig.add_trace(go.Scatter(
-            x=list(means), y=[round(v, 1) for v in means.values()], mode="lines+markers",
-            name=f"mean: {label}" if len(runs) > 1 else "mean", line={"width": 4, "color": color},
-        ))  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=list(means),
+                y=[round(v, 1) for v in means.values()],
+                mode="lines+markers",
+                name=f"mean: {label}" if len(runs) > 1 else "mean",
+                line={"width": 4, "color": color},
+            )
+        )
         under = falls_under(means, threshold)
         if under is not None:
             fig.add_vline(x=under, line={"color": color, "dash": "dot"})
             notes.append(f"{label}: under {threshold:g} from {_tokens_label(under)}")
         elif means:
             notes.append(f"{label}: at or above {threshold:g} up to {_tokens_label(max(means))}")
-    fig.add_hline(y=threshold, line={"dash": "dash", "color": "#6b7280"},
-                  annotation_text=f"threshold {threshold:g}")  # fmt: skip
+    fig.add_hline(
+        y=threshold,
+        line={"dash": "dash", "color": "#6b7280"},
+        annotation_text=f"threshold {threshold:g}",
+    )
     ticks = sorted(lengths)
     fig.update_layout(
         title=f"{title}<br><sup>{'; '.join(notes)}</sup>" if notes else title,
-        xaxis={"title": "prompt tokens", "type": "log", "tickvals": ticks,
-               "ticktext": [_tokens_label(n) for n in ticks]},
+        xaxis={
+            "title": "prompt tokens",
+            "type": "log",
+            "tickvals": ticks,
+            "ticktext": [_tokens_label(n) for n in ticks],
+        },
         yaxis={"title": "score (%)", "range": [0, 102]},
-        template="plotly_white", height=460, legend={"font": {"size": 10}},
-    )  # fmt: skip
+        template="plotly_white",
+        height=460,
+        legend={"font": {"size": 10}},
+    )
     return fig

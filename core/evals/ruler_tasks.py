@@ -98,9 +98,13 @@ class Tokens:
 
 
 def place(
-    tokenizer: Any, hay: Tokens, room: int, needles: Sequence[str], depths: Sequence[float],
+    tokenizer: Any,
+    hay: Tokens,
+    room: int,
+    needles: Sequence[str],
+    depths: Sequence[float],
     slack: int,
-) -> tuple[list[int], str, dict[str, Any]]:  # fmt: skip
+) -> tuple[list[int], str, dict[str, Any]]:
     """Fill `room` tokens: the haystack's start with `needles` at `depths` (percent, in order).
 
     The haystack is cut after a whole piece when that loses at most `slack` tokens, else at the
@@ -357,8 +361,11 @@ def cwe_sample(
         rng.shuffle(items)
         ids = [t for i, w in enumerate(items) for t in (*numbers(i + 1), *words[w])]
         text = "".join(f" {i + 1}. {w}" for i, w in enumerate(items))
-        return ids, text, {"counts": {w: f_common for w in chosen}, "items": len(items),
-                           "rare_count": f_rare}  # fmt: skip
+        return (
+            ids,
+            text,
+            {"counts": {w: f_common for w in chosen}, "items": len(items), "rare_count": f_rare},
+        )
 
     return Sample(CWE_TEMPLATE, question, prefix, [[w] for w in chosen], build)
 
@@ -526,7 +533,15 @@ def qa_sample(env: Any, qa: QaSet, rng: random.Random, index: int) -> Sample:
             ids += piece_ids
             texts.append(piece_text)
         depths = [round(100 * a / max(1, len(ids)), 2) for a in gold_at]
-        return ids, "".join(texts), {"depths": depths, "actual_depths": depths,
-                                     "needle_tokens": gold_at, "documents": len(texts)}  # fmt: skip
+        return (
+            ids,
+            "".join(texts),
+            {
+                "depths": depths,
+                "actual_depths": depths,
+                "needle_tokens": gold_at,
+                "documents": len(texts),
+            },
+        )
 
     return Sample(QA_TEMPLATE, question, "Answer:", [answers], build)

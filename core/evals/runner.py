@@ -31,10 +31,20 @@ from core.evals.scoring import PERPLEXITY, Scorer
 from core.models.loader import ModelSpec
 
 TaskConfig = NiahConfig | TopicsConfig | PasskeyConfig | SamplesConfig | PerplexityConfig
-TASKS: dict[str, type] = {"niah": NiahConfig, "topics": TopicsConfig, "passkey": PasskeyConfig,
-                          "samples": SamplesConfig, "perplexity": PerplexityConfig}  # fmt: skip
-DEFAULT_SCORERS = {"niah": "rouge_l", "topics": "exact", "passkey": "exact",
-                   "samples": "rouge_l", "perplexity": PERPLEXITY}  # fmt: skip
+TASKS: dict[str, type] = {
+    "niah": NiahConfig,
+    "topics": TopicsConfig,
+    "passkey": PasskeyConfig,
+    "samples": SamplesConfig,
+    "perplexity": PerplexityConfig,
+}
+DEFAULT_SCORERS = {
+    "niah": "rouge_l",
+    "topics": "exact",
+    "passkey": "exact",
+    "samples": "rouge_l",
+    "perplexity": PERPLEXITY,
+}
 TASKS["ruler"] = ruler.RulerConfig  # RULER offline: core/evals/ruler.py
 DEFAULT_SCORERS["ruler"] = "ruler"
 Progress = Callable[[int, int, "dict[str, Any] | None"], None]
@@ -318,8 +328,13 @@ def figure_from(record: dict[str, Any], cells: list[dict[str, Any]], x: str = "t
         )
     task = record.get("task", {})
     title = f"{_TITLES.get(record.get('kind'), 'Evaluation')}: {label}"
-    return figures.heatmap(cells, lengths=task.get("lengths"), depths=task.get("depths"),
-                         window=record.get("window"), title=title)  # fmt: skip
+    return figures.heatmap(
+        cells,
+        lengths=task.get("lengths"),
+        depths=task.get("depths"),
+        window=record.get("window"),
+        title=title,
+    )
 
 
 def compare_figure(
@@ -344,8 +359,11 @@ def compare_figure(
     kinds = {a.get("kind"), b.get("kind")}
     if kinds == {"ruler"}:
         threshold = b.get("task", {}).get("threshold", ruler.THRESHOLD)
-        return ruler.figure({labels[0]: cells_a, labels[1]: cells_b}, threshold,
-                            title=f"RULER: {labels[0]} vs. {labels[1]}")  # fmt: skip
+        return ruler.figure(
+            {labels[0]: cells_a, labels[1]: cells_b},
+            threshold,
+            title=f"RULER: {labels[0]} vs. {labels[1]}",
+        )
     if kinds == {"topics"}:
         return figures.topic_accuracy({labels[0]: cells_a, labels[1]: cells_b}, x=x)
     if kinds == {PERPLEXITY}:

@@ -114,8 +114,14 @@ class SamplesConfig:
             ids, messages = prefilled(
                 tokenizer, prompt_ids(tokenizer, q.messages), q.messages, self.answer_prefix
             )
-            info = {"length": len(ids), "line": q.line, "turn": q.turn, "task": q.task,
-                    "question": q.question, "expected": q.expected}  # fmt: skip
+            info = {
+                "length": len(ids),
+                "line": q.line,
+                "turn": q.turn,
+                "task": q.task,
+                "question": q.question,
+                "expected": q.expected,
+            }
             yield Prompt(q.key, ids, messages, info, self.answer_prefix)
 
 

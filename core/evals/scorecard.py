@@ -41,8 +41,12 @@ REFERENCES = (
     Reference("RULER mean @ 64K", "Llama-3.1-8B", 84.7, RULER_README),
     Reference("RULER mean @ 128K", "Llama-3.1-8B", 77.0, RULER_README),
 )
-_MEAN_ROWS = {"niah": "NIAH mean", "passkey": "Passkey mean", "topics": "Topic retrieval",
-              "samples": "Held-out samples"}  # fmt: skip
+_MEAN_ROWS = {
+    "niah": "NIAH mean",
+    "passkey": "Passkey mean",
+    "topics": "Topic retrieval",
+    "samples": "Held-out samples",
+}
 
 
 def k_label(length: int) -> str:
@@ -139,19 +143,37 @@ class Scorecard:
         rows = [r for r in self.rows if not r.startswith("Perplexity")]
         fig = go.Figure()
         for i, column in enumerate(self.columns):
-            fig.add_trace(go.Bar(
-                name=column, x=rows, marker_color=PALETTE[i % len(PALETTE)],
-                y=[round(self.rows[r][column], 2) if column in self.rows[r] else None for r in rows],
-            ))  # fmt: skip
+            fig.add_trace(
+                go.Bar(
+                    name=column,
+                    x=rows,
+                    marker_color=PALETTE[i % len(PALETTE)],
+                    y=[
+                        round(self.rows[r][column], 2) if column in self.rows[r] else None
+                        for r in rows
+                    ],
+                )
+            )
         refs = [r for r in REFERENCES if r.row in rows]
         if refs:
-            fig.add_trace(go.Scatter(
-                name="published", x=[r.row for r in refs], y=[r.value for r in refs],
-                mode="markers", marker={"symbol": "diamond", "size": 11, "color": "#111827"},
-                text=[f"{r.model}: {r.value:g} ({r.source})" for r in refs], hoverinfo="text",
-            ))  # fmt: skip
-        fig.update_layout(title=title, barmode="group", template="plotly_white", height=480,
-                          yaxis={"title": "score (%)"})  # fmt: skip
+            fig.add_trace(
+                go.Scatter(
+                    name="published",
+                    x=[r.row for r in refs],
+                    y=[r.value for r in refs],
+                    mode="markers",
+                    marker={"symbol": "diamond", "size": 11, "color": "#111827"},
+                    text=[f"{r.model}: {r.value:g} ({r.source})" for r in refs],
+                    hoverinfo="text",
+                )
+            )
+        fig.update_layout(
+            title=title,
+            barmode="group",
+            template="plotly_white",
+            height=480,
+            yaxis={"title": "score (%)"},
+        )
         return fig
 
 

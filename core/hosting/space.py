@@ -67,8 +67,10 @@ class Visitor:
             sign_in = f"You are signed in as {self.hf_user}; {sign_in}"
         else:
             sign_in = sign_in[0].upper() + sign_in[1:]
-        return (f"{action} is for the owner of this app. {sign_in}, or duplicate the Space to "
-                "run it on your own hardware.")  # fmt: skip
+        return (
+            f"{action} is for the owner of this app. {sign_in}, or duplicate the Space to "
+            "run it on your own hardware."
+        )
 
 
 @dataclass(frozen=True)
@@ -83,8 +85,10 @@ class PublicLimits:
         if paid:
             return "evaluating through an API endpoint or an LLM judge is for the owner of this app"
         if cells > self.max_cells or longest > self.max_length:
-            return (f"visitors may run up to {self.max_cells} cells of at most {self.max_length:,} "
-                    f"tokens; this grid has {cells} cells up to {longest:,} tokens")  # fmt: skip
+            return (
+                f"visitors may run up to {self.max_cells} cells of at most {self.max_length:,} "
+                f"tokens; this grid has {cells} cells up to {longest:,} tokens"
+            )
         return None
 
 

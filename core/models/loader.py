@@ -65,9 +65,15 @@ class ModelSpec:
         if self.rope is not None:
             problems += self.rope.problems()
             theta = self.rope.theta
-            if theta is not None and self.rope_theta is not None and theta != float(self.rope_theta):
-                problems.append(f"rope_theta {float(self.rope_theta):g} and the rope setting's "
-                                f"theta {theta:g} disagree; give one")  # fmt: skip
+            if (
+                theta is not None
+                and self.rope_theta is not None
+                and theta != float(self.rope_theta)
+            ):
+                problems.append(
+                    f"rope_theta {float(self.rope_theta):g} and the rope setting's "
+                    f"theta {theta:g} disagree; give one"
+                )
         if self.max_position_embeddings is not None and int(self.max_position_embeddings) < 16:
             problems.append(
                 f"max_position_embeddings must be at least 16, got {self.max_position_embeddings}"
@@ -324,8 +330,11 @@ def add_spec_args(parser: Any) -> None:
         "--adapter", help="LoRA adapter (folder or Hub id) applied on top of --model"
     )
     parser.add_argument("--rope-theta", type=float, help="new RoPE base (e.g. 2e8); default: own")
-    parser.add_argument("--rope", help="RoPE scaling, e.g. yarn:factor=4 (linear, dynamic, yarn, "
-                        "llama3, longrope:factors_file=F.json) or base:theta=1e6")
+    parser.add_argument(
+        "--rope",
+        help="RoPE scaling, e.g. yarn:factor=4 (linear, dynamic, yarn, "
+        "llama3, longrope:factors_file=F.json) or base:theta=1e6",
+    )
     parser.add_argument("--max-position-embeddings", type=int, help="new context window in tokens")
     parser.add_argument("--quantization", default="auto", choices=QUANTIZATIONS)
     parser.add_argument("--dtype", default="auto", choices=DTYPES)

@@ -205,7 +205,9 @@ def adapter_overrides(adapter: str) -> dict[str, Any]:
     meta = Path(adapter) / ADAPTER_META_FILE
     if meta.exists():
         data = json.loads(meta.read_text())
-        return {k: data[k] for k in ("rope_theta", "rope", "max_position_embeddings") if data.get(k)}
+        return {
+            k: data[k] for k in ("rope_theta", "rope", "max_position_embeddings") if data.get(k)
+        }
     return {}
 
 

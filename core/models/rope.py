@@ -73,9 +73,15 @@ _OWN_KEYS = {
     "dynamic": {"factor"},
     "yarn": {"factor", "original_window", "beta_fast", "beta_slow", "attention_factor"},
     "llama3": {"factor", "original_window", "low_freq_factor", "high_freq_factor"},
-    "longrope": {"factor", "original_window", "attention_factor", "short_factor", "long_factor",
-                 "factors_file"},
-}  # fmt: skip
+    "longrope": {
+        "factor",
+        "original_window",
+        "attention_factor",
+        "short_factor",
+        "long_factor",
+        "factors_file",
+    },
+}
 
 
 @dataclass
@@ -111,8 +117,15 @@ class RopeSetting:
 
     def __post_init__(self) -> None:
         self.method = str(self.method or "base").strip().lower()
-        for name in ("theta", "factor", "beta_fast", "beta_slow", "attention_factor",
-                     "low_freq_factor", "high_freq_factor"):  # fmt: skip
+        for name in (
+            "theta",
+            "factor",
+            "beta_fast",
+            "beta_slow",
+            "attention_factor",
+            "low_freq_factor",
+            "high_freq_factor",
+        ):
             value = getattr(self, name)
             if value in ("", None):
                 setattr(self, name, None)
@@ -133,7 +146,10 @@ class RopeSetting:
         if self.method not in METHODS:
             return [f"rope method must be one of {', '.join(METHODS)}, got {self.method!r}"]
         p = []
-        given = {f.name for f in fields(self) if getattr(self, f.name) is not None} - {"method", "theta"}
+        given = {f.name for f in fields(self) if getattr(self, f.name) is not None} - {
+            "method",
+            "theta",
+        }
         if stray := sorted(given - _OWN_KEYS[self.method]):
             p.append(f"rope method {self.method} does not take {', '.join(stray)}")
         if self.theta is not None and not self.theta > 0:
@@ -147,13 +163,17 @@ class RopeSetting:
         if self.original_window is not None and self.original_window < 16:
             p.append(f"rope original_window must be at least 16, got {self.original_window}")
         if self.method == "yarn" and (self.beta_fast or 32) <= (self.beta_slow or 1):
-            p.append(f"rope beta_fast ({self.beta_fast or 32:g}) must exceed beta_slow "
-                     f"({self.beta_slow or 1:g})")  # fmt: skip
+            p.append(
+                f"rope beta_fast ({self.beta_fast or 32:g}) must exceed beta_slow "
+                f"({self.beta_slow or 1:g})"
+            )
         if self.attention_factor is not None and not self.attention_factor > 0:
             p.append(f"rope attention_factor must be positive, got {self.attention_factor:g}")
         if self.method == "llama3" and (self.high_freq_factor or 4) <= (self.low_freq_factor or 1):
-            p.append(f"rope high_freq_factor ({self.high_freq_factor or 4:g}) must exceed "
-                     f"low_freq_factor ({self.low_freq_factor or 1:g})")  # fmt: skip
+            p.append(
+                f"rope high_freq_factor ({self.high_freq_factor or 4:g}) must exceed "
+                f"low_freq_factor ({self.low_freq_factor or 1:g})"
+            )
         if self.method == "longrope":
             p += _longrope_problems(self.short_factor, self.long_factor, head_dim)
         return p
@@ -206,8 +226,9 @@ class RopeSetting:
     def from_dict(cls, data: dict[str, Any]) -> RopeSetting:
         known = {f.name for f in fields(cls)}
         if unknown := sorted(set(data) - known):
-            raise ConfigError(f"unknown rope setting(s): {', '.join(unknown)}; known: "
-                              f"{', '.join(sorted(known))}")  # fmt: skip
+            raise ConfigError(
+                f"unknown rope setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
         return cls(**data)
 
     @classmethod
@@ -246,8 +267,14 @@ class RopeSetting:
             values.pop("short_factor", None), values.pop("long_factor", None)
             if self.factors_file:
                 values["factors_file"] = self.factors_file
-        return method + (":" + ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
-                                        for k, v in values.items()) if values else "")  # fmt: skip
+        return method + (
+            ":"
+            + ",".join(
+                f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()
+            )
+            if values
+            else ""
+        )
 
 
 def _read_factors(path: str) -> tuple[list[float] | None, list[float] | None]:
@@ -269,15 +296,21 @@ def _longrope_problems(short: Any, long: Any, head_dim: int | None) -> list[str]
         elif not all(isinstance(v, int | float) and math.isfinite(v) and v > 0 for v in values):
             p.append(f"rope {name} must hold positive numbers only")
         elif head_dim and len(values) != head_dim // 2:
-            p.append(f"rope {name} has {len(values)} numbers; this model needs head_dim / 2 = "
-                     f"{head_dim // 2}")  # fmt: skip
+            p.append(
+                f"rope {name} has {len(values)} numbers; this model needs head_dim / 2 = "
+                f"{head_dim // 2}"
+            )
     return p
 
 
 def head_dim(config: Any) -> int | None:
     """The rotary dimension of a config's attention heads (None when it cannot tell)."""
     dim = getattr(config, "head_dim", None)
-    if not dim and getattr(config, "hidden_size", None) and getattr(config, "num_attention_heads", None):
+    if (
+        not dim
+        and getattr(config, "hidden_size", None)
+        and getattr(config, "num_attention_heads", None)
+    ):
         dim = config.hidden_size // config.num_attention_heads
     return int(dim) if dim else None
 
@@ -289,14 +322,23 @@ def get_rope_setting(config: Any) -> RopeSetting:
     theta = get_rope_theta(config)
     if rope_type == "default":
         return RopeSetting(method="base", theta=theta)
-    keys = {"factor": "factor", "original_max_position_embeddings": "original_window",
-            "beta_fast": "beta_fast", "beta_slow": "beta_slow",
-            "attention_factor": "attention_factor", "low_freq_factor": "low_freq_factor",
-            "high_freq_factor": "high_freq_factor", "short_factor": "short_factor",
-            "long_factor": "long_factor"}  # fmt: skip
+    keys = {
+        "factor": "factor",
+        "original_max_position_embeddings": "original_window",
+        "beta_fast": "beta_fast",
+        "beta_slow": "beta_slow",
+        "attention_factor": "attention_factor",
+        "low_freq_factor": "low_freq_factor",
+        "high_freq_factor": "high_freq_factor",
+        "short_factor": "short_factor",
+        "long_factor": "long_factor",
+    }
     allowed = _OWN_KEYS.get(rope_type, set())
-    values = {ours: params[theirs] for theirs, ours in keys.items()
-              if params.get(theirs) is not None and ours in allowed}  # fmt: skip
+    values = {
+        ours: params[theirs]
+        for theirs, ours in keys.items()
+        if params.get(theirs) is not None and ours in allowed
+    }
     return RopeSetting(method=rope_type, theta=theta, **values)
 
 
@@ -328,7 +370,10 @@ def apply_setting(config: Any, setting: RopeSetting) -> dict[str, dict[str, Any]
         else:
             config.rope_scaling = {k: v for k, v in params.items() if k != "rope_theta"}
             config.rope_theta = params["rope_theta"]
-        changed["rope"] = {"from": get_rope_setting_from(before, old_theta), "to": setting.to_dict()}
+        changed["rope"] = {
+            "from": get_rope_setting_from(before, old_theta),
+            "to": setting.to_dict(),
+        }
     if get_rope_theta(config) != old_theta:
         changed["rope_theta"] = {"from": old_theta, "to": get_rope_theta(config)}
     window = setting.window(config)

@@ -44,38 +44,44 @@ def suggest(shape: advisor.RopeShape, target: int) -> list[MethodSuggestion]:
     ntk = advisor.round_up(advisor.ntk_base(shape, target))
     return [
         MethodSuggestion(
-            RopeSetting(method="base", theta=ntk), "base",
+            RopeSetting(method="base", theta=ntk),
+            "base",
             f"a larger base, NTK-aware (x{ntk / shape.base:.3g}): the slowest pair stretches by "
             f"{s:.3g}, the fastest stay as trained; the paper's method, meant to be fine-tuned",
             "bloc97 2023; Zhang et al. 2024 (the paper)",
         ),
         MethodSuggestion(
-            RopeSetting(method="linear", factor=factor), "linear",
+            RopeSetting(method="linear", factor=factor),
+            "linear",
             f"position interpolation: every position divided by {factor:g}, so the target maps "
             "into the trained window; needs fine-tuning to recover short-range detail",
             "Chen et al. 2023, Extending Context Window via Positional Interpolation",
         ),
         MethodSuggestion(
-            RopeSetting(method="dynamic", factor=factor), "dynamic",
+            RopeSetting(method="dynamic", factor=factor),
+            "dynamic",
             "the base raised with the sequence length once it passes the window, nothing "
             f"changed inside it; at the target the base is x{_dynamic_ratio(shape, factor, target):.3g} "
             f"(NTK-aware: x{ntk / shape.base:.3g}), as transformers computes it; no training",
             "emozilla 2023, Dynamically Scaled RoPE",
         ),
         MethodSuggestion(
-            RopeSetting(method="yarn", factor=factor, original_window=shape.window), "yarn",
+            RopeSetting(method="yarn", factor=factor, original_window=shape.window),
+            "yarn",
             "NTK-by-parts: fast pairs kept, slow pairs interpolated, a ramp between "
             "(beta_fast 32, beta_slow 1), and attention logits scaled by 0.1 ln(s) + 1",
             "Peng et al. 2023, YaRN",
         ),
         MethodSuggestion(
-            RopeSetting(method="llama3", factor=factor, original_window=shape.window), "llama3",
+            RopeSetting(method="llama3", factor=factor, original_window=shape.window),
+            "llama3",
             "Llama-3.1's NTK-by-parts: wavelengths over the window divided by the factor, under "
             "a quarter of it kept, a smooth ramp between (Llama-3.1 used 8 for 8K -> 128K)",
             "Meta 2024, The Llama 3 Herd of Models",
         ),
         MethodSuggestion(
-            None, "longrope",
+            None,
+            "longrope",
             "per-dimension factors found by an evolutionary search on the model; import them "
             "from a file (longrope:factor=S,factors_file=F.json), e.g. from a Phi-3 config",
             "Ding et al. 2024, LongRoPE",

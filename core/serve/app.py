@@ -548,8 +548,9 @@ async def _wait_for_turn(request: Request, state: _State) -> bool:
 
     gone = asyncio.ensure_future(hung_up())
     try:
-        await asyncio.wait({acquire, gone}, timeout=state.queue_timeout,
-                           return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        await asyncio.wait(
+            {acquire, gone}, timeout=state.queue_timeout, return_when=asyncio.FIRST_COMPLETED
+        )
     finally:
         gone.cancel()
         if not acquire.done():

@@ -234,9 +234,14 @@ class Generator:
         key = self.key(messages)
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             usage = hit.get("usage") or {}
-            reply = Reply(key, hit["content"], hit.get("finish_reason"),
-                          int(usage.get("prompt_tokens", 0)),
-                          int(usage.get("completion_tokens", 0)), cached=True)  # fmt: skip
+            reply = Reply(
+                key,
+                hit["content"],
+                hit.get("finish_reason"),
+                int(usage.get("prompt_tokens", 0)),
+                int(usage.get("completion_tokens", 0)),
+                cached=True,
+            )
             with self._lock:
                 self._usage.cached += 1
                 self._usage.cached_prompt_tokens += reply.prompt_tokens

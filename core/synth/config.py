@@ -94,8 +94,19 @@ class SynthConfig:
             )
         if not str(self.source or "").strip():
             p.append("source is empty; give a folder of documents or 'builtin'")
-        ints = ("n_docs", "min_tokens", "max_tokens", "chunk_tokens", "qa_per_chunk",
-                "chunks_per_doc", "passages", "multi_requests", "characters", "clusters", "seed")  # fmt: skip
+        ints = (
+            "n_docs",
+            "min_tokens",
+            "max_tokens",
+            "chunk_tokens",
+            "qa_per_chunk",
+            "chunks_per_doc",
+            "passages",
+            "multi_requests",
+            "characters",
+            "clusters",
+            "seed",
+        )
         bad = [n for n in ints if not isinstance(getattr(self, n), int)]
         p += [f"{n} must be a whole number, got {getattr(self, n)!r}" for n in bad]
         if not bad:
@@ -144,12 +155,18 @@ class SynthConfig:
         """
         if prompt_set != "paper":
             d = SynthConfig()
-            return {"temperature": d.endpoint.temperature, "qa_per_chunk": d.qa_per_chunk,
-                    "multi_mode": d.multi_mode,
-                    "answer_tokens": d.endpoint.answer_tokens}  # fmt: skip
-        return {"temperature": prompts.PAPER_TEMPERATURE, "multi_mode": "homogeneous",
-                "qa_per_chunk": prompts.PAPER_QUESTIONS.get(task, SynthConfig.qa_per_chunk),
-                "answer_tokens": prompts.PAPER_ANSWER_TOKENS}  # fmt: skip
+            return {
+                "temperature": d.endpoint.temperature,
+                "qa_per_chunk": d.qa_per_chunk,
+                "multi_mode": d.multi_mode,
+                "answer_tokens": d.endpoint.answer_tokens,
+            }
+        return {
+            "temperature": prompts.PAPER_TEMPERATURE,
+            "multi_mode": "homogeneous",
+            "qa_per_chunk": prompts.PAPER_QUESTIONS.get(task, SynthConfig.qa_per_chunk),
+            "answer_tokens": prompts.PAPER_ANSWER_TOKENS,
+        }
 
     def templates(self) -> dict[str, str]:
         """Every prompt, user overrides applied."""

@@ -229,14 +229,31 @@ class SynthJob:
         """The requests a context needs before any answer is back."""
         cfg, t, count = self.config, self.templates, self.count
         if cfg.prompt_set == "paper":
-            return tasks.paper_asks(cfg.task, ctx, t, count, cfg.chunk_tokens, cfg.qa_per_chunk,
-                                    cfg.characters, cfg.chunks_per_doc)  # fmt: skip
+            return tasks.paper_asks(
+                cfg.task,
+                ctx,
+                t,
+                count,
+                cfg.chunk_tokens,
+                cfg.qa_per_chunk,
+                cfg.characters,
+                cfg.chunks_per_doc,
+            )
         if cfg.task == "single-detail":
-            return tasks.single_detail_asks(ctx, t, count, cfg.chunk_tokens, cfg.qa_per_chunk,
-                                            cfg.chunks_per_doc)  # fmt: skip
+            return tasks.single_detail_asks(
+                ctx, t, count, cfg.chunk_tokens, cfg.qa_per_chunk, cfg.chunks_per_doc
+            )
         if cfg.task == "multi-detail":
-            return tasks.multi_detail_asks(ctx, t, count, cfg.chunk_tokens, cfg.qa_per_chunk,
-                                           cfg.passages, cfg.multi_requests, cfg.seed)  # fmt: skip
+            return tasks.multi_detail_asks(
+                ctx,
+                t,
+                count,
+                cfg.chunk_tokens,
+                cfg.qa_per_chunk,
+                cfg.passages,
+                cfg.multi_requests,
+                cfg.seed,
+            )
         return tasks.name_asks(ctx, t, count, cfg.chunk_tokens, cfg.chunks_per_doc)
 
     @property
@@ -417,8 +434,9 @@ class SynthJob:
                     return Built(None, "no character named by the generator occurs in the text")
             elif cfg.task == "biography":
                 names = tasks.main_characters(ctx, [a.value for a in answers], cfg.characters)
-                bios = tasks.biography_asks(ctx, names, self.templates, self.count,
-                                            cfg.chunk_tokens)  # fmt: skip
+                bios = tasks.biography_asks(
+                    ctx, names, self.templates, self.count, cfg.chunk_tokens
+                )
                 self._advance(0, len(bios) - cfg.characters, progress)
                 if not bios:
                     return Built(None, "no character named by the generator occurs in the text")
@@ -445,18 +463,28 @@ class SynthJob:
         A stopped run (Cancelled) or a refused key (LongCtxError) propagates to the driver, and
         the request does not count as done.
         """
-        read = {"qa": parsing.parse_qa, "names": parsing.parse_names,
-                "biography": parsing.parse_text,
-                "biographies": parsing.parse_biographies}  # fmt: skip
+        read = {
+            "qa": parsing.parse_qa,
+            "names": parsing.parse_names,
+            "biography": parsing.parse_text,
+            "biographies": parsing.parse_biographies,
+        }
         suffix = self.templates["reask_text" if ask.kind == "biography" else "reask"]
         answer = None
         try:
-            value, replies = gen.ask(ask.messages, read[ask.kind], reask_suffix=suffix,
-                                     label=ask.label)  # fmt: skip
+            value, replies = gen.ask(
+                ask.messages, read[ask.kind], reask_suffix=suffix, label=ask.label
+            )
             answer = Answer(ask, value, replies)
         except RequestFailed as exc:
-            failures.add(task=self.config.task, context=ctx.id, request=ask.label,
-                         reason=exc.reason, attempts=exc.attempts, key=exc.key)  # fmt: skip
+            failures.add(
+                task=self.config.task,
+                context=ctx.id,
+                request=ask.label,
+                reason=exc.reason,
+                attempts=exc.attempts,
+                key=exc.key,
+            )
             log.warning("%s: %s", ask.label, exc.reason)
         self._advance(1, 0, progress)
         return answer
@@ -487,10 +515,16 @@ class SynthJob:
         if not answers:
             return Built(None, "every request failed (see the failure log)")
         if cfg.task == "biography":
-            return tasks.biography_sample(ctx, answers, self.templates["biography_question"],
-                                          metadata={"generator": generator}, **checks)  # fmt: skip
-        return tasks.qa_sample(cfg.task, ctx, answers, seed=cfg.seed,
-                               metadata={"generator": generator}, **checks)  # fmt: skip
+            return tasks.biography_sample(
+                ctx,
+                answers,
+                self.templates["biography_question"],
+                metadata={"generator": generator},
+                **checks,
+            )
+        return tasks.qa_sample(
+            cfg.task, ctx, answers, seed=cfg.seed, metadata={"generator": generator}, **checks
+        )
 
 
 def estimate(config: SynthConfig, **kwargs: Any) -> Estimate:

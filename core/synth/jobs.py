@@ -29,8 +29,6 @@ PREVIEW_SAMPLES = 3
 """The newest samples a job shows while it runs."""
 
 
-
-
 class _Stopped(Exception):
     """Raised from the procedural progress callback to stop `procedural.make` between samples."""
 
@@ -98,9 +96,17 @@ def start_synth(keys: list[str | None], config: SynthConfig) -> Job:
 
 
 def start_procedural(
-    keys: list[str | None], task: str, n: int, length: int, tokenizer_name: str, seed: int,
-    depths: list[float] | None, n_topics: int, out: Path | None, source: str = sources.BUILTIN,
-) -> Job:  # fmt: skip
+    keys: list[str | None],
+    task: str,
+    n: int,
+    length: int,
+    tokenizer_name: str,
+    seed: int,
+    depths: list[float] | None,
+    n_topics: int,
+    out: Path | None,
+    source: str = sources.BUILTIN,
+) -> Job:
     """Make a procedural set, or text samples from `source`'s documents, on a thread and write
     it (default: datasets/<task>-<length>.jsonl)."""
     out = out or workspace.subdir("datasets") / f"{task}-{length}.jsonl"
@@ -114,11 +120,25 @@ def start_procedural(
     def work() -> None:
         try:
             if task == text.TASK:
-                samples = text.text_samples(source, n, length, tokenizers.cached_tokenizer(tokenizer_name),
-                                            seed=seed, progress=progress)  # fmt: skip
+                samples = text.text_samples(
+                    source,
+                    n,
+                    length,
+                    tokenizers.cached_tokenizer(tokenizer_name),
+                    seed=seed,
+                    progress=progress,
+                )
             else:
-                samples = procedural.make(task, n, length, tokenizers.cached_tokenizer(tokenizer_name), seed=seed,
-                                          depths=depths, n_topics=n_topics, progress=progress)  # fmt: skip
+                samples = procedural.make(
+                    task,
+                    n,
+                    length,
+                    tokenizers.cached_tokenizer(tokenizer_name),
+                    seed=seed,
+                    depths=depths,
+                    n_topics=n_topics,
+                    progress=progress,
+                )
         except _Stopped:
             log.info("procedural %s stopped before writing", task)
             return

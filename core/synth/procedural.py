@@ -19,20 +19,80 @@ from core.errors import ConfigError
 
 TASKS = ("passkey", "keys", "topics")
 
-_SUBJECTS = ["The river", "A small boat", "The old mill", "Every lantern", "The north road",
-             "A quiet market", "The orchard", "Our neighbour", "The tall clock", "A grey cat",
-             "The harbour wall", "The last train", "A paper kite", "The school bell"]  # fmt: skip
-_VERBS = ["drifts past", "waits beside", "leans toward", "circles", "hides behind", "faces",
-          "rests near", "follows", "outlasts", "greets"]  # fmt: skip
-_OBJECTS = ["the stone bridge", "a field of barley", "the morning fog", "the baker's window",
-            "an empty bench", "the copper roof", "a row of poplars", "the evening tide",
-            "the chapel steps", "a pile of nets", "the hill path", "the painted gate"]  # fmt: skip
-_TAILS = ["", " at dawn", " in the rain", " without a sound", " once again", " as always",
-          " before noon", " every autumn"]  # fmt: skip
-_TOPICS = ["astronomy", "beekeeping", "chess openings", "sourdough baking", "volcanoes",
-           "medieval castles", "jazz piano", "coral reefs", "origami", "desert plants",
-           "glaciers", "typography", "lighthouses", "falconry", "tea ceremonies",
-           "bridges", "mushrooms", "sailing knots", "comets", "ancient maps"]  # fmt: skip
+_SUBJECTS = [
+    "The river",
+    "A small boat",
+    "The old mill",
+    "Every lantern",
+    "The north road",
+    "A quiet market",
+    "The orchard",
+    "Our neighbour",
+    "The tall clock",
+    "A grey cat",
+    "The harbour wall",
+    "The last train",
+    "A paper kite",
+    "The school bell",
+]
+_VERBS = [
+    "drifts past",
+    "waits beside",
+    "leans toward",
+    "circles",
+    "hides behind",
+    "faces",
+    "rests near",
+    "follows",
+    "outlasts",
+    "greets",
+]
+_OBJECTS = [
+    "the stone bridge",
+    "a field of barley",
+    "the morning fog",
+    "the baker's window",
+    "an empty bench",
+    "the copper roof",
+    "a row of poplars",
+    "the evening tide",
+    "the chapel steps",
+    "a pile of nets",
+    "the hill path",
+    "the painted gate",
+]
+_TAILS = [
+    "",
+    " at dawn",
+    " in the rain",
+    " without a sound",
+    " once again",
+    " as always",
+    " before noon",
+    " every autumn",
+]
+_TOPICS = [
+    "astronomy",
+    "beekeeping",
+    "chess openings",
+    "sourdough baking",
+    "volcanoes",
+    "medieval castles",
+    "jazz piano",
+    "coral reefs",
+    "origami",
+    "desert plants",
+    "glaciers",
+    "typography",
+    "lighthouses",
+    "falconry",
+    "tea ceremonies",
+    "bridges",
+    "mushrooms",
+    "sailing knots",
+    "comets",
+    "ancient maps",
+]
 
 
 def filler_sentence(rng: random.Random) -> str:
@@ -125,8 +185,13 @@ def topics(rng: random.Random, sizer: _Sizer, length: int, n_topics: int) -> dic
         {"role": "user", "content": "What was the first topic we discussed? Name it only."}
     )
     turns.append({"role": "assistant", "content": chosen[0]})
-    return {"conversations": turns, "task": "topics", "answer": chosen[0], "depth": 0.0,
-            "n_topics": len(chosen)}  # fmt: skip
+    return {
+        "conversations": turns,
+        "task": "topics",
+        "answer": chosen[0],
+        "depth": 0.0,
+        "n_topics": len(chosen),
+    }
 
 
 def _sample(task: str, prompt: str, answer: str, depth: float) -> dict[str, Any]:

@@ -201,11 +201,17 @@ def paper_asks(
     if task == "single-detail":
         chosen = spread(ctx.passages(chunk_tokens, count), chunks_per_doc)
         return [
-            Ask("qa", user_only(prompts.fill(templates["paper_single_detail"], passage=p.text,
-                                             n=questions)),
-                p.text, f"{ctx.id} chunk {j}/{len(chosen)}", [p.depth])
+            Ask(
+                "qa",
+                user_only(
+                    prompts.fill(templates["paper_single_detail"], passage=p.text, n=questions)
+                ),
+                p.text,
+                f"{ctx.id} chunk {j}/{len(chosen)}",
+                [p.depth],
+            )
             for j, p in enumerate(chosen, 1)
-        ]  # fmt: skip
+        ]
     if task == "multi-detail":
         user = prompts.fill(templates["paper_multi_detail"], context=ctx.text, n=questions)
         return [Ask("qa", user_only(user), ctx.text, f"{ctx.id} whole context")]
@@ -221,8 +227,9 @@ def split_biographies(ctx: Context, answer: Answer, characters: int) -> list[Ans
     found = []
     for name, text in answer.value:
         if mentions(name, ctx.text) and name not in {a.ask.name for a in found}:
-            ask = Ask("biography", answer.ask.messages, ctx.text,
-                      f"{answer.ask.label}: {name}", name=name)  # fmt: skip
+            ask = Ask(
+                "biography", answer.ask.messages, ctx.text, f"{answer.ask.label}: {name}", name=name
+            )
             found.append(Answer(ask, text, answer.replies if not found else []))
     return found[:characters]
 

@@ -80,8 +80,9 @@ class RunMonitor(TrainerCallback):
         if self.is_main:
             # Before the first new row: the trainer re-evaluates on start when it evaluates at all.
             runs.trim_metrics(self.run_dir, state.global_step, args.eval_on_start)
-            runs.update_status(self.run_dir, state="running", step=state.global_step,
-                               max_steps=state.max_steps)  # fmt: skip
+            runs.update_status(
+                self.run_dir, state="running", step=state.global_step, max_steps=state.max_steps
+            )
 
     def thread_fields(self) -> dict[str, Any]:
         """The threads this run uses now, for status.json (applied on the calling thread)."""
@@ -129,8 +130,13 @@ class RunMonitor(TrainerCallback):
         }
         self._last_time, self._last_tokens = now, self.tokens.total
         self._append(record)
-        runs.update_status(self.run_dir, step=state.global_step, max_steps=state.max_steps,
-                           eta_s=record["eta_s"], loss=record["loss"])  # fmt: skip
+        runs.update_status(
+            self.run_dir,
+            step=state.global_step,
+            max_steps=state.max_steps,
+            eta_s=record["eta_s"],
+            loss=record["loss"],
+        )
 
     def _log_held_out(self, state, logs: dict[str, Any]) -> None:
         """A metrics line of its own for the held-out loss (no lr, no tokens: nothing trained)."""

@@ -223,8 +223,10 @@ class TrainConfig:
             else:
                 p += setting.problems()
                 if setting.theta and self.rope_theta and setting.theta != self.rope_theta:
-                    p.append(f"rope_theta {self.rope_theta:g} and the theta in rope "
-                             f"({setting.theta:g}) disagree; give one")  # fmt: skip
+                    p.append(
+                        f"rope_theta {self.rope_theta:g} and the theta in rope "
+                        f"({setting.theta:g}) disagree; give one"
+                    )
         if self.lora_r < 1 or self.lora_alpha < 1:
             p.append("lora_r and lora_alpha must be at least 1")
         if not 0 <= self.lora_dropout < 1:

@@ -73,9 +73,18 @@ def check(config: TrainConfig, progress: Progress | None = None) -> list[SourceF
             over = source.n if source.length > config.max_length else 0
             fits.append(SourceFit(source.describe(), role, source.n, over, 0, source.overflow))
             continue
-        measured = stats.measure(data_spec(source.path), tokenizer, name=config.model,
-                                 progress=progress)  # fmt: skip
+        measured = stats.measure(
+            data_spec(source.path), tokenizer, name=config.model, progress=progress
+        )
         summary = measured.summary(config.max_length)
-        fits.append(SourceFit(source.path, role, summary["samples"], summary["over_max_length"],
-                              summary["malformed"], source.overflow))  # fmt: skip
+        fits.append(
+            SourceFit(
+                source.path,
+                role,
+                summary["samples"],
+                summary["over_max_length"],
+                summary["malformed"],
+                source.overflow,
+            )
+        )
     return fits

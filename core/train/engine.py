@@ -219,8 +219,7 @@ def _render_dataset(
         if sample is None:
             malformed += 1
             continue
-        rendered = render_sample(tokenizer, sample, max_length=config.max_length,
-                                 overflow=overflow)  # fmt: skip
+        rendered = render_sample(tokenizer, sample, max_length=config.max_length, overflow=overflow)
         if rendered.dropped or len(rendered.input_ids) > config.max_length:
             dropped += 1
             continue
@@ -295,9 +294,11 @@ def summed_loss(logits: Any, targets: Any, weighting: str) -> Any:
     import torch
 
     per_token = torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1).to(logits.device),
-        ignore_index=IGNORE, reduction="none",
-    ).view(targets.shape)  # fmt: skip
+        logits.reshape(-1, logits.shape[-1]),
+        targets.reshape(-1).to(logits.device),
+        ignore_index=IGNORE,
+        reduction="none",
+    ).view(targets.shape)
     if weighting == "token":
         return per_token.sum()
     counts = (targets != IGNORE).sum(dim=-1).to(per_token.device)
@@ -320,9 +321,15 @@ def make_trainer_class() -> type:
         # The loss below is already divided by the tokens (or samples) of the whole global batch.
         loss_is_scaled_for_ga = True
 
-        def __init__(self, *args: Any, tokens: Any = None, offload: bool = False,
-                     hidden_states_only: bool = False, loss_weighting: str = "token",
-                     **kwargs: Any):  # fmt: skip
+        def __init__(
+            self,
+            *args: Any,
+            tokens: Any = None,
+            offload: bool = False,
+            hidden_states_only: bool = False,
+            loss_weighting: str = "token",
+            **kwargs: Any,
+        ):
             super().__init__(*args, **kwargs)
             self.tokens = tokens
             self.offload = offload
@@ -385,8 +392,15 @@ def make_trainer_class() -> type:
     return LongContextTrainer
 
 
-def build_trainer(config: TrainConfig, loaded: loader.LoadedModel, dataset: Any, run_dir: Path,
-                  callbacks: list[Any], tokens: Any, eval_dataset: Any = None) -> Any:  # fmt: skip
+def build_trainer(
+    config: TrainConfig,
+    loaded: loader.LoadedModel,
+    dataset: Any,
+    run_dir: Path,
+    callbacks: list[Any],
+    tokens: Any,
+    eval_dataset: Any = None,
+) -> Any:
     from transformers import TrainingArguments
 
     bf16 = _dtype(config) == "bfloat16" and loaded.device.startswith("cuda")
@@ -478,22 +492,33 @@ def run_training(config: TrainConfig, run_dir: Path, resume: bool = False) -> di
     tokens = TokenCounter()
     governor = None
     if runs.device_key(config) == "cpu":  # a GPU run's CPU threads only feed the device
-        governor = threads.Governor("train", config.threads or None,
-                                    processes=int(os.environ.get("WORLD_SIZE", 1)))  # fmt: skip
+        governor = threads.Governor(
+            "train", config.threads or None, processes=int(os.environ.get("WORLD_SIZE", 1))
+        )
     monitor = RunMonitor(run_dir, tokens, is_main=is_main, governor=governor)
     monitor.install_signal_handlers()
     if is_main:
-        runs.update_status(run_dir, state="starting", pid=os.getpid(), reason=None,
-                           device=runs.device_key(config), **monitor.thread_fields())  # fmt: skip
+        runs.update_status(
+            run_dir,
+            state="starting",
+            pid=os.getpid(),
+            reason=None,
+            device=runs.device_key(config),
+            **monitor.thread_fields(),
+        )
     loaded = load_for_training(config)
     dataset, report = prepare_dataset(config, loaded.tokenizer)
     held_out = prepare_eval_dataset(config, loaded.tokenizer)
     eval_dataset, eval_report = held_out or (None, None)
     if is_main:
-        runs.update_status(run_dir, data=report.__dict__, overrides=loaded.overrides,
-                           eval_data=eval_report.__dict__ if eval_report else None,
-                           trainable=_trainable(loaded.model),
-                           engine=resolve_engine(config))  # fmt: skip
+        runs.update_status(
+            run_dir,
+            data=report.__dict__,
+            overrides=loaded.overrides,
+            eval_data=eval_report.__dict__ if eval_report else None,
+            trainable=_trainable(loaded.model),
+            engine=resolve_engine(config),
+        )
     log.info("data: %s", report)
     if eval_report:
         log.info("held-out data: %s", eval_report)
@@ -505,8 +530,11 @@ def run_training(config: TrainConfig, run_dir: Path, resume: bool = False) -> di
     stopped = monitor.stop_requested.is_set()
     if is_main:
         adapter = save_adapter(loaded, config, run_dir)
-        final = {"state": "stopped" if stopped else "completed", "adapter": str(adapter),
-                 "step": trainer.state.global_step}  # fmt: skip
+        final = {
+            "state": "stopped" if stopped else "completed",
+            "adapter": str(adapter),
+            "step": trainer.state.global_step,
+        }
         runs.update_status(run_dir, **final)
         return final
     return {}

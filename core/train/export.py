@@ -130,9 +130,11 @@ def _held_out_line(run_dir: Path, cfg: dict[str, Any], status: dict[str, Any]) -
     if not held:
         return []
     samples = (status.get("eval_data") or {}).get("samples", "?")
-    return [f"- Held-out loss ({samples} samples of `{Path(cfg.get('eval_data', '?')).name}`): "
-            f"{held[0]['eval_loss']:.4f} at step {held[0]['step']} -> {held[-1]['eval_loss']:.4f} "
-            f"at step {held[-1]['step']}"]  # fmt: skip
+    return [
+        f"- Held-out loss ({samples} samples of `{Path(cfg.get('eval_data', '?')).name}`): "
+        f"{held[0]['eval_loss']:.4f} at step {held[0]['step']} -> {held[-1]['eval_loss']:.4f} "
+        f"at step {held[-1]['step']}"
+    ]
 
 
 def evaluations_of(adapter: Path, base: str) -> list[dict[str, Any]]:
@@ -159,26 +161,39 @@ def evaluations_of(adapter: Path, base: str) -> list[dict[str, Any]]:
         else:
             continue
         if summary["done"]:
-            found.append({**summary, "which": which, "lengths": summary["task"].get("lengths") or [],
-                          "rope_theta": spec.get("rope_theta")})  # fmt: skip
+            found.append(
+                {
+                    **summary,
+                    "which": which,
+                    "lengths": summary["task"].get("lengths") or [],
+                    "rope_theta": spec.get("rope_theta"),
+                }
+            )
     return sorted(found, key=lambda e: (e["which"] != "tuned", e.get("created") or ""))
 
 
 def _eval_table(evals: list[dict[str, Any]]) -> list[str]:
     """Markdown rows: one per evaluation, tuned ones first."""
-    rows = ["| model | evaluation | task | context lengths | cells | result |",
-            "|---|---|---|---|---:|---:|"]  # fmt: skip
+    rows = [
+        "| model | evaluation | task | context lengths | cells | result |",
+        "|---|---|---|---|---:|---:|",
+    ]
     for e in evals:
         who = e["which"] + (f" (RoPE base {e['rope_theta']:g})" if e.get("rope_theta") else "")
         lengths = ", ".join(f"{n:,}" for n in e["lengths"]) or "-"
         score = "-" if e["mean_score"] is None else f"mean score {e['mean_score']:.3f}"
         if e.get("perplexity"):
             score = f"perplexity {e['perplexity'][1]:.2f} at {e['perplexity'][0]:,} tokens"
-        rows.append(f"| {who} | `{e['id']}` | {e['kind']} | {lengths} | "
-                    f"{e['done']}/{e['total']} | {score} |")  # fmt: skip
-    rows += ["", "Scores are between 0 and 1 (the evaluation's own scorer); perplexity is at the "
-             "longest length measured (lower is better). The folders are under `evals/` in the "
-             "LongCtx Studio workspace that trained this model."]  # fmt: skip
+        rows.append(
+            f"| {who} | `{e['id']}` | {e['kind']} | {lengths} | "
+            f"{e['done']}/{e['total']} | {score} |"
+        )
+    rows += [
+        "",
+        "Scores are between 0 and 1 (the evaluation's own scorer); perplexity is at the "
+        "longest length measured (lower is better). The folders are under `evals/` in the "
+        "LongCtx Studio workspace that trained this model.",
+    ]
     return rows
 
 
@@ -225,8 +240,9 @@ def push(folder: Path, repo_id: str, token: str | None = None, private: bool = F
     api = HfApi(token=token or None)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
-        commit = api.upload_folder(folder_path=str(folder), repo_id=repo_id,
-                                   commit_message="Upload from LongCtx Studio")  # fmt: skip
+        commit = api.upload_folder(
+            folder_path=str(folder), repo_id=repo_id, commit_message="Upload from LongCtx Studio"
+        )
     except Exception as exc:
         raise LongCtxError(f"push to {repo_id} failed: {first_line(exc)}") from exc
     return str(getattr(commit, "commit_url", f"https://huggingface.co/{repo_id}"))

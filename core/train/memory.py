@@ -42,8 +42,10 @@ class FitEstimate:
         return "fits" if ratio < 0.85 else ("tight" if ratio <= 1.0 else "too big")
 
     def summary(self) -> str:
-        text = (f"{self.verdict}: about {self.total / GB:.1f} GB of {self.capacity / GB:.0f} GB "
-                f"on {self.device}")  # fmt: skip
+        text = (
+            f"{self.verdict}: about {self.total / GB:.1f} GB of {self.capacity / GB:.0f} GB "
+            f"on {self.device}"
+        )
         return text + ("" if not self.notes else " — " + "; ".join(self.notes))
 
 
@@ -65,11 +67,14 @@ def _dims(config: Any) -> dict[str, int]:
 
 def _lora_params(d: dict[str, int], targets: list[str], r: int) -> int:
     shapes = {
-        "q_proj": (d["hidden"], d["q"]), "k_proj": (d["hidden"], d["kv"]),
-        "v_proj": (d["hidden"], d["kv"]), "o_proj": (d["q"], d["hidden"]),
-        "gate_proj": (d["hidden"], d["inter"]), "up_proj": (d["hidden"], d["inter"]),
+        "q_proj": (d["hidden"], d["q"]),
+        "k_proj": (d["hidden"], d["kv"]),
+        "v_proj": (d["hidden"], d["kv"]),
+        "o_proj": (d["q"], d["hidden"]),
+        "gate_proj": (d["hidden"], d["inter"]),
+        "up_proj": (d["hidden"], d["inter"]),
         "down_proj": (d["inter"], d["hidden"]),
-    }  # fmt: skip
+    }
     per_layer = sum(r * (i + o) for name, (i, o) in shapes.items() if name in targets)
     return per_layer * d["layers"]
 
@@ -118,8 +123,9 @@ def estimate(
     labelled = labelled_tokens or min(4096, max(1, config.max_length // 8))
 
     embed = d["vocab"] * d["hidden"]
-    block = d["layers"] * (d["hidden"] * (d["q"] + 2 * d["kv"]) + d["q"] * d["hidden"]
-                           + 3 * d["hidden"] * d["inter"])  # fmt: skip
+    block = d["layers"] * (
+        d["hidden"] * (d["q"] + 2 * d["kv"]) + d["q"] * d["hidden"] + 3 * d["hidden"] * d["inter"]
+    )
     head = 0 if d["tied"] else embed
     weight_bytes = block * (0.5 + 0.03 if quantized else act) + (embed + head) * residual
     lora = _lora_params(d, list(config.lora_targets), config.lora_r)

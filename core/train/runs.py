@@ -81,8 +81,11 @@ def read_status(run_dir: Path) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError):
         status = {"state": "unknown"}
     if status.get("state") in ACTIVE and not _alive(status.get("pid")):
-        status = {**status, "state": "interrupted",
-                  "reason": "the training process ended without a word (killed?)"}  # fmt: skip
+        status = {
+            **status,
+            "state": "interrupted",
+            "reason": "the training process ended without a word (killed?)",
+        }
     return status
 
 
@@ -236,8 +239,14 @@ def command_for(run_dir: Path, config: TrainConfig, resume: bool = False) -> lis
     if resume:
         tail.append("--resume")
     if config.num_gpus > 1:
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                f"--nproc_per_node={config.num_gpus}", *tail]  # fmt: skip
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={config.num_gpus}",
+            *tail,
+        ]
     return [sys.executable, *tail]
 
 
@@ -310,11 +319,22 @@ def launch(config: TrainConfig, run_dir: Path | None = None, resume: bool = Fals
         log.write(f"$ {' '.join(cmd)}\n".encode())
         log.flush()
         proc = subprocess.Popen(
-            cmd, cwd=_PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
+            cmd,
+            cwd=_PROJECT_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
             start_new_session=True,  # a stop signal reaches the trainer (and torchrun's workers)
-        )  # fmt: skip
-    update_status(run_dir, state="starting", pid=proc.pid, device=device, command=cmd,
-                  started=time.time(), reason=None)  # fmt: skip
+        )
+    update_status(
+        run_dir,
+        state="starting",
+        pid=proc.pid,
+        device=device,
+        command=cmd,
+        started=time.time(),
+        reason=None,
+    )
     _children.append(proc)
     return run_dir
 

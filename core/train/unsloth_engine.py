@@ -112,9 +112,10 @@ def load_for_training(config: Any, dtype: str, window: int, device: str) -> load
     from unsloth import FastLanguageModel
 
     resolved = loader.load_config(
-        loader.ModelSpec(name=config.model, rope=config.rope_setting(),
-                         max_position_embeddings=window)
-    )  # fmt: skip
+        loader.ModelSpec(
+            name=config.model, rope=config.rope_setting(), max_position_embeddings=window
+        )
+    )
     transforms = [k for k in _LOGIT_TRANSFORMS if getattr(resolved.config, k, None)]
     if transforms:
         raise LongCtxError(
@@ -154,9 +155,13 @@ def load_for_training(config: Any, dtype: str, window: int, device: str) -> load
     tokenizer = tokenizers.load_tokenizer(config.model)  # ours, so labels match the Data tab's
     tokenizer.model_max_length = window
     return loader.LoadedModel(
-        spec=loader.ModelSpec(name=config.model, rope=config.rope_setting(),
-                              max_position_embeddings=window, quantization=config.quantization,
-                              dtype=dtype),
+        spec=loader.ModelSpec(
+            name=config.model,
+            rope=config.rope_setting(),
+            max_position_embeddings=window,
+            quantization=config.quantization,
+            dtype=dtype,
+        ),
         model=model,
         tokenizer=tokenizer,
         source=resolved.source,
@@ -164,7 +169,7 @@ def load_for_training(config: Any, dtype: str, window: int, device: str) -> load
         dtype=dtype,
         quantized=quantize,
         overrides=resolved.overrides,
-    )  # fmt: skip
+    )
 
 
 @contextlib.contextmanager

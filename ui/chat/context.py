@@ -32,11 +32,20 @@ class Context:
 def build() -> Context:
     """The document box (in an accordion) and the budget bar below it."""
     with gr.Accordion("Long document (goes before your first message)", open=False):
-        doc_file = gr.File(label="Upload .txt, .md, .pdf, .epub or .html",
-                           file_types=list(documents.SUFFIXES), type="filepath", height=130,
-                           elem_id="chat-doc-file")  # fmt: skip
-        document = gr.Textbox(label="Document text", lines=5, max_lines=12,
-                              placeholder="…or paste it here", elem_id="chat-doc-text")  # fmt: skip
+        doc_file = gr.File(
+            label="Upload .txt, .md, .pdf, .epub or .html",
+            file_types=list(documents.SUFFIXES),
+            type="filepath",
+            height=130,
+            elem_id="chat-doc-file",
+        )
+        document = gr.Textbox(
+            label="Document text",
+            lines=5,
+            max_lines=12,
+            placeholder="…or paste it here",
+            elem_id="chat-doc-text",
+        )
         trim = gr.Button("Trim its middle to fit the window", size="sm", elem_id="chat-doc-trim")
     budget = gr.HTML(elem_id="chat-budget")
     return Context(doc_file, document, trim, budget)
@@ -47,20 +56,31 @@ def wire(ctx: Context, message, system, max_tokens, compare, chats, sides) -> Ca
     chains a budget refresh after another event (a reply, Clear, opening the tab)."""
     target_a, target_b = sides
     n_target = len(target_a.inputs())
-    inputs = [message, system, ctx.document, max_tokens, compare, *chats,
-              *target_a.inputs(), *target_b.inputs()]  # fmt: skip
+    inputs = [
+        message,
+        system,
+        ctx.document,
+        max_tokens,
+        compare,
+        *chats,
+        *target_a.inputs(),
+        *target_b.inputs(),
+    ]
 
     def each_side(compare_, hist_a, hist_b, values) -> Iterator[tuple[str, Any, Any, Any]]:
         """(label, history, chat target, endpoint window) of A, and of B side by side."""
-        for label, hist, vals in (("A", hist_a, values[:n_target]),
-                                  ("B", hist_b, values[n_target:])):  # fmt: skip
+        for label, hist, vals in (
+            ("A", hist_a, values[:n_target]),
+            ("B", hist_b, values[n_target:]),
+        ):
             if label == "B" and not compare_:
                 continue
             target = targets.to_chat_target(*vals)
             window = None
             if target.kind == core_chat.ENDPOINT:
-                window = core_chat.endpoint_window(target.base_url, target.api_key,
-                                                   target.endpoint_model)  # fmt: skip
+                window = core_chat.endpoint_window(
+                    target.base_url, target.api_key, target.endpoint_model
+                )
             yield label, hist, target, window
 
     @user_errors
@@ -80,14 +100,17 @@ def wire(ctx: Context, message, system, max_tokens, compare, chats, sides) -> Ca
             raise LongCtxError("no document to trim")
         cut_total = 0
         for _, hist, target, window in each_side(compare_, hist_a, hist_b, values):
-            doc, cut = core_chat.fit_document(target, msg or "", hist, system_ or "", doc,
-                                              int(max_new), window)  # fmt: skip
+            doc, cut = core_chat.fit_document(
+                target, msg or "", hist, system_ or "", doc, int(max_new), window
+            )
             cut_total += cut
         if not cut_total:
             gr.Info("The document fits the window already.")
         else:  # why it cut that much: the answer's room is kept free too
-            gr.Info(f"Cut {cut_total:,} tokens from the middle of the document; {int(max_new):,} "
-                    "stay free for the answer (Sampling → Max new tokens).")  # fmt: skip
+            gr.Info(
+                f"Cut {cut_total:,} tokens from the middle of the document; {int(max_new):,} "
+                "stay free for the answer (Sampling → Max new tokens)."
+            )
         return doc
 
     @user_errors
@@ -98,12 +121,20 @@ def wire(ctx: Context, message, system, max_tokens, compare, chats, sides) -> Ca
             path, progress=lambda done, total: progress((done, total), desc="Reading", unit="pages")
         )
 
-    for trigger in (message.change, ctx.document.change, system.change, max_tokens.release,
-                    compare.change, target_a.model.change, target_a.window.change,
-                    target_a.adapter.blur, target_b.model.change, target_b.window.change,
-                    target_b.adapter.blur):  # fmt: skip
-        trigger(show_budget, inputs, ctx.budget, show_progress="hidden",
-                trigger_mode="always_last")  # fmt: skip
+    for trigger in (
+        message.change,
+        ctx.document.change,
+        system.change,
+        max_tokens.release,
+        compare.change,
+        target_a.model.change,
+        target_a.window.change,
+        target_a.adapter.blur,
+        target_b.model.change,
+        target_b.window.change,
+        target_b.adapter.blur,
+    ):
+        trigger(show_budget, inputs, ctx.budget, show_progress="hidden", trigger_mode="always_last")
     ctx.trim.click(trim_document, inputs, ctx.document)
     ctx.doc_file.upload(load_document, ctx.doc_file, ctx.document)
 

@@ -35,9 +35,12 @@ _cancel_events: dict[tuple[str, str], threading.Event] = {}
 def _params(max_tokens, temperature, top_p, seed, stop) -> SamplingParams:
     stops = [s for s in (stop or "").replace(",", "\n").splitlines() if s.strip()]
     return SamplingParams(
-        max_tokens=int(max_tokens), temperature=float(temperature), top_p=float(top_p),
-        stop=stops, seed=optional_int(seed),
-    )  # fmt: skip
+        max_tokens=int(max_tokens),
+        temperature=float(temperature),
+        top_p=float(top_p),
+        stop=stops,
+        seed=optional_int(seed),
+    )
 
 
 @dataclass
@@ -60,8 +63,12 @@ class ChatTab:
     def restore_on(self, tab: gr.Tab) -> None:
         # On opening the tab rather than on page load: at load time the browser has not yet
         # handed the stored value over. The budget follows, so it counts the restored turns.
-        restored = tab.select(lambda saved: tuple(saved or ([], [])), self.history,
-                              list(self.chats), show_progress="hidden")  # fmt: skip
+        restored = tab.select(
+            lambda saved: tuple(saved or ([], [])),
+            self.history,
+            list(self.chats),
+            show_progress="hidden",
+        )
         self.budget_after(restored)
 
 
@@ -69,17 +76,20 @@ def build(default_model: str = names.EMBEDDED) -> ChatTab:
     """Lay out the Chat tab inside the current Blocks and wire its events."""
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=360):  # room for a model's name in the dropdown
-            target_a = targets.target_controls("chat-target-a", default_model, title="Model",
-                                               tokenizer=False)  # fmt: skip
+            target_a = targets.target_controls(
+                "chat-target-a", default_model, title="Model", tokenizer=False
+            )
             compare = gr.Checkbox(label="Side by side: also send each prompt to a second model")
             with gr.Column(visible=False) as b_box:
-                target_b = targets.target_controls("chat-target-b", default_model,
-                                                   title="Model B", tokenizer=False)  # fmt: skip
+                target_b = targets.target_controls(
+                    "chat-target-b", default_model, title="Model B", tokenizer=False
+                )
             system = gr.Textbox(label="System prompt", lines=2, placeholder="optional")
             with gr.Accordion("Sampling", open=False):
                 max_tokens = gr.Slider(16, 4096, value=512, step=16, label="Max new tokens")
-                temperature = gr.Slider(0, 2, value=0.7, step=0.05, label="Temperature",
-                                        info="0 = greedy")  # fmt: skip
+                temperature = gr.Slider(
+                    0, 2, value=0.7, step=0.05, label="Temperature", info="0 = greedy"
+                )
                 top_p = gr.Slider(0.05, 1, value=1.0, step=0.05, label="Top-p")
                 seed = gr.Number(label="Seed", precision=0, info="0 or empty: random")
                 stop = gr.Textbox(
@@ -89,40 +99,71 @@ def build(default_model: str = names.EMBEDDED) -> ChatTab:
             ctx = context.build()
             with gr.Row():
                 # Editable: a reply corrected by hand makes a better training sample (Keep, below).
-                chat_a = gr.Chatbot(label="Model", height=460, elem_id="chat-a",
-                                    buttons=["copy"], editable="all")  # fmt: skip
-                chat_b = gr.Chatbot(label="Model B", height=460, visible=False, elem_id="chat-b",
-                                    buttons=["copy"], editable="all")  # fmt: skip
+                chat_a = gr.Chatbot(
+                    label="Model", height=460, elem_id="chat-a", buttons=["copy"], editable="all"
+                )
+                chat_b = gr.Chatbot(
+                    label="Model B",
+                    height=460,
+                    visible=False,
+                    elem_id="chat-b",
+                    buttons=["copy"],
+                    editable="all",
+                )
             with gr.Row():
                 stats_a = gr.Markdown(elem_classes="chat-stats")
                 stats_b = gr.Markdown(elem_classes="chat-stats", visible=False)
-            message = gr.Textbox(show_label=False, lines=1, max_lines=8, elem_id="chat-input",
-                                 placeholder="Ask something (Enter sends, Shift+Enter: new line)")  # fmt: skip
+            message = gr.Textbox(
+                show_label=False,
+                lines=1,
+                max_lines=8,
+                elem_id="chat-input",
+                placeholder="Ask something (Enter sends, Shift+Enter: new line)",
+            )
             with gr.Row():
                 send = gr.Button("Send", variant="primary", elem_id="chat-send")
                 stop_btn = gr.Button("Stop", variant="stop", elem_id="chat-stop")
                 clear = gr.Button("Clear")
             with gr.Accordion("Keep this conversation as a training sample", open=False):
                 with gr.Row(equal_height=True):
-                    keep_file = gr.Textbox("chat-samples.jsonl", label="Dataset file", scale=3,
-                                           info="under workspace/datasets; added at its end",
-                                           elem_id="chat-keep-file")  # fmt: skip
+                    keep_file = gr.Textbox(
+                        "chat-samples.jsonl",
+                        label="Dataset file",
+                        scale=3,
+                        info="under workspace/datasets; added at its end",
+                        elem_id="chat-keep-file",
+                    )
                     keep = gr.Button("Add conversation A", scale=1, elem_id="chat-keep")
                 kept = gr.Markdown(elem_id="chat-kept")
-                to_data = gr.Button("Open the dataset in the Data tab", size="sm",
-                                    elem_id="chat-to-data")  # fmt: skip
+                to_data = gr.Button(
+                    "Open the dataset in the Data tab", size="sm", elem_id="chat-to-data"
+                )
     # The conversation lives in the browser (local storage), so a reload or a restart of the
     # app brings it back; it never touches the server's disk.
     history = gr.BrowserState([[], []], storage_key="longctx-chat-history")
-    budget_after = context.wire(ctx, message, system, max_tokens, compare, (chat_a, chat_b),
-                                (target_a, target_b))  # fmt: skip
+    budget_after = context.wire(
+        ctx, message, system, max_tokens, compare, (chat_a, chat_b), (target_a, target_b)
+    )
     settings = [system, ctx.document, max_tokens, temperature, top_p, seed, stop]
-    _wire(compare, b_box, settings, message, (chat_a, stats_a), (chat_b, stats_b),
-          (target_a, target_b), send, stop_btn, clear, history, budget_after)  # fmt: skip
+    _wire(
+        compare,
+        b_box,
+        settings,
+        message,
+        (chat_a, stats_a),
+        (chat_b, stats_b),
+        (target_a, target_b),
+        send,
+        stop_btn,
+        clear,
+        history,
+        budget_after,
+    )
 
     @user_errors
-    def keep_sample(request: gr.Request, profile: gr.OAuthProfile | None, hist, system_, doc,
-                    name, *target):  # fmt: skip
+    def keep_sample(
+        request: gr.Request, profile: gr.OAuthProfile | None, hist, system_, doc, name, *target
+    ):
         access.require_owner(request, profile, "Saving a dataset")
         record = core_chat.as_sample(
             hist, system_ or "", doc or "", targets.to_chat_target(*target).label
@@ -130,18 +171,36 @@ def build(default_model: str = names.EMBEDDED) -> ChatTab:
         path = writable_path(name)
         line = io.append_jsonl(path, record)
         turns = len(record["conversations"])
-        return (f"✅ Added as line {line:,} of `{workspace.shown(path)}` ({turns} turns).",
-                str(path))  # fmt: skip
+        return (
+            f"✅ Added as line {line:,} of `{workspace.shown(path)}` ({turns} turns).",
+            str(path),
+        )
 
     kept_path = gr.State("")
-    keep.click(keep_sample, [chat_a, system, ctx.document, keep_file, *target_a.inputs()],
-               [kept, kept_path])  # fmt: skip
-    return ChatTab(history, (chat_a, chat_b), budget_after, (target_a, target_b), compare,
-                   kept_path, to_data)  # fmt: skip
+    keep.click(
+        keep_sample,
+        [chat_a, system, ctx.document, keep_file, *target_a.inputs()],
+        [kept, kept_path],
+    )
+    return ChatTab(
+        history, (chat_a, chat_b), budget_after, (target_a, target_b), compare, kept_path, to_data
+    )
 
 
-def _wire(compare, b_box, settings, message, side_a, side_b, sides, send, stop_btn, clear,
-          history, budget_after) -> None:  # fmt: skip
+def _wire(
+    compare,
+    b_box,
+    settings,
+    message,
+    side_a,
+    side_b,
+    sides,
+    send,
+    stop_btn,
+    clear,
+    history,
+    budget_after,
+) -> None:
     """Wire the conversation: send, stream both sides, stop, clear, edits kept."""
     (chat_a, stats_a), (chat_b, stats_b) = side_a, side_b
     target_a, target_b = sides
@@ -160,8 +219,20 @@ def _wire(compare, b_box, settings, message, side_a, side_b, sides, send, stop_b
 
     def respond(side: str):
         @user_errors
-        def run(request: gr.Request, profile: gr.OAuthProfile | None, hist, system_, doc, max_new,
-                temp, top_p_, seed_, stop_, compare_, *target):  # fmt: skip
+        def run(
+            request: gr.Request,
+            profile: gr.OAuthProfile | None,
+            hist,
+            system_,
+            doc,
+            max_new,
+            temp,
+            top_p_,
+            seed_,
+            stop_,
+            compare_,
+            *target,
+        ):
             if side == "B" and not compare_:
                 return
             if not hist or hist[-1]["role"] != "user":
@@ -200,10 +271,13 @@ def _wire(compare, b_box, settings, message, side_a, side_b, sides, send, stop_b
 
     for trigger in (send.click, message.submit):
         started = trigger(start, [message, chat_a, chat_b, compare], [message, chat_a, chat_b])
-        for side, chat, stats, target in (("A", chat_a, stats_a, target_a),
-                                          ("B", chat_b, stats_b, target_b)):  # fmt: skip
-            answered = started.then(respond(side), [chat, *sampling, *target.inputs()],
-                                    [chat, stats])  # fmt: skip
+        for side, chat, stats, target in (
+            ("A", chat_a, stats_a, target_a),
+            ("B", chat_b, stats_b, target_b),
+        ):
+            answered = started.then(
+                respond(side), [chat, *sampling, *target.inputs()], [chat, stats]
+            )
             answered.then(keep, [chat_a, chat_b], history, show_progress="hidden")
             budget_after(answered)
 
@@ -218,13 +292,17 @@ def _wire(compare, b_box, settings, message, side_a, side_b, sides, send, stop_b
                 event.set()
 
     stop_btn.click(stop_all, None, None, show_progress="hidden")
-    budget_after(clear.click(lambda: ([], [], "", "", [[], []]), None,
-                             [chat_a, chat_b, stats_a, stats_b, history]))  # fmt: skip
+    budget_after(
+        clear.click(
+            lambda: ([], [], "", "", [[], []]), None, [chat_a, chat_b, stats_a, stats_b, history]
+        )
+    )
 
 
 @space.gpu(duration=120)
-def _reply_on_gpu(target: core_chat.ChatTarget, messages: list[dict[str, str]],
-                  params: SamplingParams):  # fmt: skip
+def _reply_on_gpu(
+    target: core_chat.ChatTarget, messages: list[dict[str, str]], params: SamplingParams
+):
     """A local model's reply while ZeroGPU lends the GPU (module level: ZeroGPU needs that)."""
     yield from core_chat.stream_reply(target, messages, params)
 

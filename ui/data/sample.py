@@ -33,31 +33,55 @@ class SamplePanel:
 
     def follow(self, event) -> None:
         """Show the sample `index` points at once `event` succeeded."""
-        event.success(user_errors(show), self.view_inputs, self.view_outputs,
-                      show_progress="hidden")  # fmt: skip
+        event.success(
+            user_errors(show), self.view_inputs, self.view_outputs, show_progress="hidden"
+        )
 
 
 def build(opened: gr.State, max_length: gr.Number, path: gr.Dropdown) -> SamplePanel:
     """Lay out the sample view and its editor; wire the edits and Save."""
     with gr.Row(elem_classes="data-bar"):
-        index = gr.Number(0, precision=0, minimum=0, label="Sample #", min_width=110, scale=0,
-                          elem_id="data-index")  # fmt: skip
+        index = gr.Number(
+            0,
+            precision=0,
+            minimum=0,
+            label="Sample #",
+            min_width=110,
+            scale=0,
+            elem_id="data-index",
+        )
         prev = gr.Button("◀", size="sm", min_width=40, scale=0, elem_id="data-prev")
         after = gr.Button("▶", size="sm", min_width=40, scale=0, elem_id="data-next")
         full = gr.Checkbox(label="Show long turns in full", scale=1)
-        overflow = gr.Radio([("drop (paper's chats)", "drop"), ("head (paper's texts)", "head"),
-                             ("truncate middle", "truncate_middle")], value="drop",
-                            label="Longer than max length", scale=2)  # fmt: skip
+        overflow = gr.Radio(
+            [
+                ("drop (paper's chats)", "drop"),
+                ("head (paper's texts)", "head"),
+                ("truncate middle", "truncate_middle"),
+            ],
+            value="drop",
+            label="Longer than max length",
+            scale=2,
+        )
     head = gr.Markdown(elem_id="data-sample-head")
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=360):
             turns = gr.HTML(label="Turns", elem_id="data-turns")
         with gr.Column(scale=1, min_width=360):
-            seen = gr.HighlightedText(label="What the model sees", color_map=COLORS,
-                                      show_legend=True, show_inline_category=False,
-                                      elem_id="data-seen")  # fmt: skip
-            per_turn = gr.Dataframe(headers=TURN_COLUMNS, interactive=False, max_height=260,
-                                    label="Per turn", elem_id="data-per-turn")  # fmt: skip
+            seen = gr.HighlightedText(
+                label="What the model sees",
+                color_map=COLORS,
+                show_legend=True,
+                show_inline_category=False,
+                elem_id="data-seen",
+            )
+            per_turn = gr.Dataframe(
+                headers=TURN_COLUMNS,
+                interactive=False,
+                max_height=260,
+                label="Per turn",
+                elem_id="data-per-turn",
+            )
     with gr.Accordion("Edit this sample", open=True, elem_id="data-edit"):
         with gr.Row(equal_height=True):
             turn = gr.Dropdown([], label="Turn", scale=1, elem_id="data-turn")
@@ -71,14 +95,19 @@ def build(opened: gr.State, max_length: gr.Number, path: gr.Dropdown) -> SampleP
             delete = gr.Button("Delete sample", variant="stop")
             undo = gr.Button("Undo", elem_id="data-undo")
         with gr.Accordion("Raw JSON (fix a malformed row here)", open=False):
-            raw = gr.Code(language="json", interactive=True, lines=6, max_lines=18,
-                          elem_id="data-raw")  # fmt: skip
+            raw = gr.Code(
+                language="json", interactive=True, lines=6, max_lines=18, elem_id="data-raw"
+            )
             apply_raw = gr.Button("Replace the sample with this JSON")
         history = gr.Markdown("No unsaved changes.", elem_id="data-history")
         with gr.Row(elem_classes="data-bar"):
-            save_as = gr.Textbox(label="Save as (optional)", scale=3, elem_id="data-save-as",
-                                 placeholder="empty: in place (files outside the workspace are "
-                                 "copied to workspace/datasets)")  # fmt: skip
+            save_as = gr.Textbox(
+                label="Save as (optional)",
+                scale=3,
+                elem_id="data-save-as",
+                placeholder="empty: in place (files outside the workspace are "
+                "copied to workspace/datasets)",
+            )
             save = gr.Button("Save", variant="primary", scale=1, elem_id="data-save")
         saved = gr.Markdown(elem_id="data-saved")
 
@@ -106,16 +135,24 @@ def build(opened: gr.State, max_length: gr.Number, path: gr.Dropdown) -> SampleP
 
         return run
 
-    edits = {apply: _apply, add: _insert, remove: _remove, dup: _duplicate, delete: _delete,
-             undo: _undo, apply_raw: _replace_json}  # fmt: skip
+    edits = {
+        apply: _apply,
+        add: _insert,
+        remove: _remove,
+        dup: _duplicate,
+        delete: _delete,
+        undo: _undo,
+        apply_raw: _replace_json,
+    }
     changes = [
         button.click(editing(change), [*view_inputs, turn, role, content, raw], view_outputs)
         for button, change in edits.items()
     ]
 
     @user_errors
-    def do_save(request: gr.Request, profile: gr.OAuthProfile | None, op, i, name,
-                progress=gr.Progress()):  # fmt: skip
+    def do_save(
+        request: gr.Request, profile: gr.OAuthProfile | None, op, i, name, progress=gr.Progress()
+    ):
         access.require_owner(request, profile, "Saving a dataset")
         session = op.edits()
         target, why = save_target(session.source, name)
@@ -125,16 +162,16 @@ def build(opened: gr.State, max_length: gr.Number, path: gr.Dropdown) -> SampleP
         op.version += 1
         message = f"✅ Saved {result.rows:,} rows to `{result.path}`"
         message += f" ({why})" if why else ""
-        message += (f"; the previous version is kept as `{result.backup}`" if result.backup
-                    else "")  # fmt: skip
+        message += f"; the previous version is kept as `{result.backup}`" if result.backup else ""
         return (
             message,
             gr.update(choices=dataset_files(), value=op.spec),
             history_md(session.history),
         )
 
-    saving = save.click(do_save, [opened, index, save_as], [saved, path, history],
-                        show_progress_on=[saved])  # fmt: skip
+    saving = save.click(
+        do_save, [opened, index, save_as], [saved, path, history], show_progress_on=[saved]
+    )
     changes.append(saving)
     return SamplePanel(index, prev, after, view_inputs, view_outputs, changes)
 

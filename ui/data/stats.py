@@ -41,8 +41,10 @@ def _summary(op: Opened, max_length: int | None) -> str:
         f"total {a['sum']:,}",
     ]
     if max_length:
-        lines.append(f"Over max length {max_length:,}: **{s['over_max_length']:,}** "
-                     f"({100 * s['over_share']:.1f} %), dropped by default")  # fmt: skip
+        lines.append(
+            f"Over max length {max_length:,}: **{s['over_max_length']:,}** "
+            f"({100 * s['over_share']:.1f} %), dropped by default"
+        )
     return "  \n".join(lines)
 
 
@@ -52,10 +54,14 @@ def render(op: Opened | None, max_length) -> list:
         return ["Open a file to see its statistics.", None, None, None, None, None, None]
     samples, limit = op.stats.samples, optional_int(max_length)
     groups = dedup.duplicate_contexts(samples)
-    dups = [[", ".join(map(str, g.indices[:20])), ", ".join(map(str, g.lines[:20])),
-             len(g.indices)] for g in groups]  # fmt: skip
-    near = [[p.similarity, p.a[0], p.b[0], p.question_a, p.question_b]
-            for p in dedup.near_duplicate_questions(samples)[:500]]  # fmt: skip
+    dups = [
+        [", ".join(map(str, g.indices[:20])), ", ".join(map(str, g.lines[:20])), len(g.indices)]
+        for g in groups
+    ]
+    near = [
+        [p.similarity, p.a[0], p.b[0], p.question_a, p.question_b]
+        for p in dedup.near_duplicate_questions(samples)[:500]
+    ]
     return [
         _summary(op, limit),
         figures.length_histogram(samples, limit),
@@ -83,11 +89,20 @@ def build(opened: gr.State, max_length: gr.Number) -> StatsPanel:
         answers = gr.Plot(label="Answer lengths")
         depths = gr.Plot(label="Evidence depth", elem_id="data-depths")
     with gr.Row():
-        dup = gr.Dataframe(headers=DUP_COLUMNS, interactive=False, max_height=300,
-                           label="Duplicate contexts (same long context in several samples)",
-                           elem_id="data-dup")  # fmt: skip
-        near = gr.Dataframe(headers=NEAR_COLUMNS, interactive=False, max_height=300, wrap=True,
-                            column_widths=["12%", "10%", "10%", "34%", "34%"],
-                            label="Near-duplicate questions (word overlap ≥ 0.8)",
-                            elem_id="data-near")  # fmt: skip
+        dup = gr.Dataframe(
+            headers=DUP_COLUMNS,
+            interactive=False,
+            max_height=300,
+            label="Duplicate contexts (same long context in several samples)",
+            elem_id="data-dup",
+        )
+        near = gr.Dataframe(
+            headers=NEAR_COLUMNS,
+            interactive=False,
+            max_height=300,
+            wrap=True,
+            column_widths=["12%", "10%", "10%", "34%", "34%"],
+            label="Near-duplicate questions (word overlap ≥ 0.8)",
+            elem_id="data-near",
+        )
     return StatsPanel([opened, max_length], [summary, lengths, tasks, answers, depths, dup, near])

@@ -39,18 +39,25 @@ def status_html(op: Opened | None, max_length=None) -> str:
     if op.stats is None:
         size, done = getattr(op.source, "size", 0), getattr(op.source, "indexed_bytes", 0)
         pct = 100 * done / size if size else 100
-        return (f'<div class="data-status"><b>{name}</b> · opening: {len(op.source):,} rows '
-                f'indexed so far<div class="run-progress"><div style="width:{pct:.0f}%"></div>'
-                "</div></div>")  # fmt: skip
+        return (
+            f'<div class="data-status"><b>{name}</b> · opening: {len(op.source):,} rows '
+            f'indexed so far<div class="run-progress"><div style="width:{pct:.0f}%"></div>'
+            "</div></div>"
+        )
     s = op.stats.summary(optional_int(max_length))
-    over = (f" · <b>{s['over_max_length']:,}</b> over max length {s['max_length']:,}"
-            if s["max_length"] else "")  # fmt: skip
+    over = (
+        f" · <b>{s['over_max_length']:,}</b> over max length {s['max_length']:,}"
+        if s["max_length"]
+        else ""
+    )
     unsaved = len(op.session.history) if op.session is not None else 0
-    return (f'<div class="data-status"><b>{name}</b> · {s["samples"]:,} samples '
-            f"({s['chat']:,} chat, {s['text']:,} text, {s['malformed']:,} malformed) · "
-            f"{s['tokens']['sum']:,} tokens under {html.escape(op.model)}{over}"
-            + (f" · {unsaved} unsaved change(s)" if unsaved else "")
-            + "</div>")  # fmt: skip
+    return (
+        f'<div class="data-status"><b>{name}</b> · {s["samples"]:,} samples '
+        f"({s['chat']:,} chat, {s['text']:,} text, {s['malformed']:,} malformed) · "
+        f"{s['tokens']['sum']:,} tokens under {html.escape(op.model)}{over}"
+        + (f" · {unsaved} unsaved change(s)" if unsaved else "")
+        + "</div>"
+    )
 
 
 @user_errors
@@ -96,22 +103,40 @@ def build() -> DataTab:
     """Lay out the Data tab and wire its events."""
     opened = gr.State(None)
     with gr.Row(elem_classes="data-bar"):
-        path = gr.Dropdown(dataset_files(), value=str(SAMPLE), allow_custom_value=True, scale=5,
-                           label="Dataset", elem_id="data-path",
-                           info="a file in the workspace or assets/ (JSONL, JSON array, Parquet, "
-                           "save_to_disk folder) or hub:org/name; add [N] for N random rows")  # fmt: skip
-        upload = gr.UploadButton("Upload…", file_types=UPLOAD_TYPES, scale=1, min_width=100,
-                                 elem_id="data-upload")  # fmt: skip
-        open_btn = gr.Button("Open", variant="primary", scale=1, min_width=90,
-                             elem_id="data-open")  # fmt: skip
+        path = gr.Dropdown(
+            dataset_files(),
+            value=str(SAMPLE),
+            allow_custom_value=True,
+            scale=5,
+            label="Dataset",
+            elem_id="data-path",
+            info="a file in the workspace or assets/ (JSONL, JSON array, Parquet, "
+            "save_to_disk folder) or hub:org/name; add [N] for N random rows",
+        )
+        upload = gr.UploadButton(
+            "Upload…", file_types=UPLOAD_TYPES, scale=1, min_width=100, elem_id="data-upload"
+        )
+        open_btn = gr.Button("Open", variant="primary", scale=1, min_width=90, elem_id="data-open")
     with gr.Row(equal_height=True):
-        model = gr.Dropdown(names.known_models(), value=names.EMBEDDED, allow_custom_value=True,
-                            label="Tokenizer and chat template of", scale=4,
-                            elem_id="data-model")  # fmt: skip
-        max_length = gr.Number(8192, precision=0, label="Max length (tokens)", scale=1,
-                               info="paper: 81920", elem_id="data-max-length")  # fmt: skip
-        evidence = gr.Checkbox(True, label="Locate answers' evidence", scale=1,
-                               info="slower on big files")  # fmt: skip
+        model = gr.Dropdown(
+            names.known_models(),
+            value=names.EMBEDDED,
+            allow_custom_value=True,
+            label="Tokenizer and chat template of",
+            scale=4,
+            elem_id="data-model",
+        )
+        max_length = gr.Number(
+            8192,
+            precision=0,
+            label="Max length (tokens)",
+            scale=1,
+            info="paper: 81920",
+            elem_id="data-max-length",
+        )
+        evidence = gr.Checkbox(
+            True, label="Locate answers' evidence", scale=1, info="slower on big files"
+        )
     status = gr.HTML(elem_id="data-status")
     with gr.Tabs():
         with gr.Tab("Samples", id="data-samples"):
@@ -125,16 +150,25 @@ def build() -> DataTab:
 
     def follow_rows(event):
         """After the rows changed: table, validation, statistics and status follow."""
-        event.success(user_errors(data_table.render), [opened, *tbl.inputs], tbl.outputs,
-                      show_progress="hidden")  # fmt: skip
+        event.success(
+            user_errors(data_table.render),
+            [opened, *tbl.inputs],
+            tbl.outputs,
+            show_progress="hidden",
+        )
         sts.follow(event)
         event.success(status_html, [opened, max_length], status, show_progress="hidden")
 
     def open_chain(trigger, inputs):
-        first = trigger(start, inputs, [opened, status, *tbl.reset_outputs, smp.index],
-                        show_progress_on=[status])  # fmt: skip
-        measured = first.success(index, [opened, max_length], [opened, status],
-                                 show_progress_on=[status, tbl.problems])  # fmt: skip
+        first = trigger(
+            start,
+            inputs,
+            [opened, status, *tbl.reset_outputs, smp.index],
+            show_progress_on=[status],
+        )
+        measured = first.success(
+            index, [opened, max_length], [opened, status], show_progress_on=[status, tbl.problems]
+        )
         smp.follow(measured)
         follow_rows(measured)
 
@@ -142,9 +176,11 @@ def build() -> DataTab:
     open_chain(imported.success, [path, model, evidence])
     open_chain(path.select, [path, model, evidence])
     open_chain(get_blocks_context().root_block.load, [path, model, evidence])
-    uploaded = upload.upload(user_errors(lambda f: gr.update(choices=dataset_files(),
-                                                             value=str(import_upload(f)))),
-                             upload, path)  # fmt: skip
+    uploaded = upload.upload(
+        user_errors(lambda f: gr.update(choices=dataset_files(), value=str(import_upload(f)))),
+        upload,
+        path,
+    )
     open_chain(uploaded.success, [path, model, evidence])
 
     @user_errors
@@ -158,8 +194,12 @@ def build() -> DataTab:
         return op, status_html(op, max_len)
 
     for trigger in (model.change, evidence.input):
-        again = trigger(remeasure, [opened, model, evidence, max_length], [opened, status],
-                        show_progress_on=[status])  # fmt: skip
+        again = trigger(
+            remeasure,
+            [opened, model, evidence, max_length],
+            [opened, status],
+            show_progress_on=[status],
+        )
         smp.follow(again)
         follow_rows(again)
     sts.follow(max_length.submit(status_html, [opened, max_length], status))
@@ -173,15 +213,19 @@ def build() -> DataTab:
         return user_errors(run)
 
     for button, keep in ((tbl.delete_matching, False), (tbl.keep_matching, True)):
-        deleted = button.click(bulk(keep), [opened, smp.index, *tbl.inputs],
-                               [tbl.bulk_note, smp.index])  # fmt: skip
+        deleted = button.click(
+            bulk(keep), [opened, smp.index, *tbl.inputs], [tbl.bulk_note, smp.index]
+        )
         smp.follow(deleted)
         follow_rows(deleted)
 
     for button, by in ((smp.prev, -1), (smp.after, 1)):
-        stepped = button.click(user_errors(lambda op, i, *f, by=by: data_table.step(op, i, by, *f)),
-                               [opened, smp.index, *tbl.inputs[:-1]], smp.index,
-                               show_progress="hidden")  # fmt: skip
+        stepped = button.click(
+            user_errors(lambda op, i, *f, by=by: data_table.step(op, i, by, *f)),
+            [opened, smp.index, *tbl.inputs[:-1]],
+            smp.index,
+            show_progress="hidden",
+        )
         smp.follow(stepped)
     path.focus(lambda: gr.update(choices=dataset_files()), None, path, show_progress="hidden")
     table_pick = tbl.table.select(_picked, None, smp.index, show_progress="hidden")

@@ -42,25 +42,35 @@ class TablePanel:
 
     @property
     def outputs(self) -> list:
-        return [self.table, self.info, self.page, self.problems_head, self.problems,
-                self.filters[0]]  # fmt: skip
+        return [
+            self.table,
+            self.info,
+            self.page,
+            self.problems_head,
+            self.problems,
+            self.filters[0],
+        ]
 
     @property
     def reset_outputs(self) -> list:
         return [*self.filters[1:], self.search, *self.outputs]  # the task comes with outputs
 
 
-def to_query(task, kind, min_tokens, max_tokens, has_problems, sort_by, descending, page,
-             page_size: int = 20) -> core_table.Query:  # fmt: skip
+def to_query(
+    task, kind, min_tokens, max_tokens, has_problems, sort_by, descending, page, page_size: int = 20
+) -> core_table.Query:
     """Widget values -> a table Query (its own checks refuse a bad range)."""
     return core_table.Query(
         task=None if task in (None, "", ALL) else task,
         kind=None if kind in (None, "", ALL) else kind,
-        min_tokens=optional_int(min_tokens), max_tokens=optional_int(max_tokens),
+        min_tokens=optional_int(min_tokens),
+        max_tokens=optional_int(max_tokens),
         has_problems={"yes": True, "no": False}.get(has_problems),
-        sort_by=sort_by or "index", descending=bool(descending),
-        page=max(0, int(page or 1) - 1), page_size=page_size,
-    )  # fmt: skip
+        sort_by=sort_by or "index",
+        descending=bool(descending),
+        page=max(0, int(page or 1) - 1),
+        page_size=page_size,
+    )
 
 
 def _problems(op: Opened | None) -> tuple[str, str]:
@@ -77,35 +87,61 @@ def _problems(op: Opened | None) -> tuple[str, str]:
         return "✅ **No problems**: every row is a valid sample.", ""
     listed = "\n".join(map(str, problems[:MAX_LISTED]))
     more = f"\n… and {len(problems) - MAX_LISTED:,} more" if len(problems) > MAX_LISTED else ""
-    head = (f"⚠️ **{len(problems):,} problem(s) in {bad:,} row(s)**: they are kept as they are "
-            "and skipped by training. Fix one: filter *with problems*, pick it, edit its raw "
-            "JSON below.")  # fmt: skip
+    head = (
+        f"⚠️ **{len(problems):,} problem(s) in {bad:,} row(s)**: they are kept as they are "
+        "and skipped by training. Fix one: filter *with problems*, pick it, edit its raw "
+        "JSON below."
+    )
     return head, listed + more
 
 
-def render(op: Opened | None, task, kind, lo, hi, probs, sort_by, desc, text, fields, page,
-           progress=gr.Progress()) -> list:  # fmt: skip
+def render(
+    op: Opened | None,
+    task,
+    kind,
+    lo,
+    hi,
+    probs,
+    sort_by,
+    desc,
+    text,
+    fields,
+    page,
+    progress=gr.Progress(),
+) -> list:
     """The table page, its caption, the page number, the validation panel, the task choices."""
     if op is None:
         return [None, "", 1, "", gr.update(value="", visible=False), gr.update()]
     query = to_query(task, kind, lo, hi, probs, sort_by, desc, page)
-    matches = op.search(text, list(fields or core_table.SEARCH_FIELDS),
-                        progress=lambda d, t: progress((d, t), desc="searching"))  # fmt: skip
+    matches = op.search(
+        text,
+        list(fields or core_table.SEARCH_FIELDS),
+        progress=lambda d, t: progress((d, t), desc="searching"),
+    )
     result = core_table.page(op.samples, query, matches)
     headers, rows = list(core_table.COLUMNS), [_cells(r) for r in result.rows]
     if matches is not None:
         headers.append("match")
         rows = [r + [matches.get(i, "")] for r, i in zip(rows, result.indices, strict=True)]
     shown = f"{result.page * query.page_size + 1:,}–{result.page * query.page_size + len(rows):,}"
-    caption = (f"{shown} of **{result.total:,}** matching samples · page {result.page + 1} of "
-               f"{result.pages}" if rows else "No sample matches.")  # fmt: skip
+    caption = (
+        f"{shown} of **{result.total:,}** matching samples · page {result.page + 1} of "
+        f"{result.pages}"
+        if rows
+        else "No sample matches."
+    )
     if not op.ready:
         caption += " · first rows only, token counts follow once the file is measured"
     tasks = [ALL, *core_table.tasks(op.samples)]
     head, listed = _problems(op)
-    return [{"headers": headers, "data": rows}, caption, result.page + 1, head,
-            gr.update(value=listed, visible=bool(listed)),
-            gr.update(choices=tasks, value=task if task in tasks else ALL)]  # fmt: skip
+    return [
+        {"headers": headers, "data": rows},
+        caption,
+        result.page + 1,
+        head,
+        gr.update(value=listed, visible=bool(listed)),
+        gr.update(choices=tasks, value=task if task in tasks else ALL),
+    ]
 
 
 def _cells(row: list) -> list:
@@ -118,8 +154,9 @@ def reset(op: Opened | None) -> list:
     return [*defaults[1:], "", *render(op, *defaults, "", list(core_table.SEARCH_FIELDS), 1)]
 
 
-def delete_rows(op: Opened | None, keep: bool, task, kind, lo, hi, probs, sort_by, desc, text,
-                fields) -> str:  # fmt: skip
+def delete_rows(
+    op: Opened | None, keep: bool, task, kind, lo, hi, probs, sort_by, desc, text, fields
+) -> str:
     """Delete every sample the filters and search match (`keep`: every one they do not match),
     as one change that Undo reverts; returns what was done."""
     if op is None:
@@ -142,12 +179,15 @@ def delete_rows(op: Opened | None, keep: bool, task, kind, lo, hi, probs, sort_b
         )
     session.delete_many(doomed)
     op.changed()
-    return (f"🗑️ Deleted **{len(doomed):,}** samples, {len(session):,} left. *Undo* (below) brings "
-            "them back; *Save* writes the file.")  # fmt: skip
+    return (
+        f"🗑️ Deleted **{len(doomed):,}** samples, {len(session):,} left. *Undo* (below) brings "
+        "them back; *Save* writes the file."
+    )
 
 
-def step(op: Opened | None, i, by: int, task, kind, lo, hi, probs, sort_by, desc, text,
-         fields) -> int:  # fmt: skip
+def step(
+    op: Opened | None, i, by: int, task, kind, lo, hi, probs, sort_by, desc, text, fields
+) -> int:
     """The sample `by` places from `i` among those the filters and search match, in the
     table's order (`i` itself need not match: the next matching one after it is taken)."""
     i = int(i or 0)
@@ -168,42 +208,80 @@ def build(opened: gr.State) -> TablePanel:
     """Lay out the validation panel and the table; wire filters, search and paging."""
     with gr.Accordion("Validation", open=True, elem_id="data-validation"):
         problems_head = gr.Markdown("Open a file to check it.", elem_id="data-problems-head")
-        problems = gr.Textbox(show_label=False, lines=3, max_lines=10, interactive=False,
-                              elem_id="data-problems", visible=False)  # fmt: skip
+        problems = gr.Textbox(
+            show_label=False,
+            lines=3,
+            max_lines=10,
+            interactive=False,
+            elem_id="data-problems",
+            visible=False,
+        )
     with gr.Row(equal_height=True):
         task = gr.Dropdown([ALL], value=ALL, label="Task", min_width=120)
-        kind = gr.Dropdown([ALL, schema.CHAT, schema.TEXT, schema.BAD], value=ALL,
-                           label="Kind", min_width=100)  # fmt: skip
+        kind = gr.Dropdown(
+            [ALL, schema.CHAT, schema.TEXT, schema.BAD], value=ALL, label="Kind", min_width=100
+        )
         lo = gr.Number(label="Min tokens", precision=0, min_width=100)
         hi = gr.Number(label="Max tokens", precision=0, min_width=100)
-        probs = gr.Dropdown(PROBLEMS, value=ALL, label="Problems", min_width=130,
-                            elem_id="data-filter-problems")  # fmt: skip
+        probs = gr.Dropdown(
+            PROBLEMS, value=ALL, label="Problems", min_width=130, elem_id="data-filter-problems"
+        )
         sort_by = gr.Dropdown(SORTS, value="index", label="Sort by", min_width=130)
         desc = gr.Checkbox(label="Descending", min_width=100)
     with gr.Row(elem_classes="data-bar"):
-        search = gr.Textbox(label="Search", placeholder="text in questions, answers or contexts",
-                            scale=4, elem_id="data-search")  # fmt: skip
-        fields = gr.CheckboxGroup(list(core_table.SEARCH_FIELDS), label="In",
-                                  value=list(core_table.SEARCH_FIELDS), scale=2)  # fmt: skip
+        search = gr.Textbox(
+            label="Search",
+            placeholder="text in questions, answers or contexts",
+            scale=4,
+            elem_id="data-search",
+        )
+        fields = gr.CheckboxGroup(
+            list(core_table.SEARCH_FIELDS),
+            label="In",
+            value=list(core_table.SEARCH_FIELDS),
+            scale=2,
+        )
         find = gr.Button("Search", scale=1)
-    table = gr.Dataframe(headers=list(core_table.COLUMNS), interactive=False, wrap=False,
-                         max_height=420, elem_id="data-table",
-                         label="Samples (click a row to open it)")  # fmt: skip
+    table = gr.Dataframe(
+        headers=list(core_table.COLUMNS),
+        interactive=False,
+        wrap=False,
+        max_height=420,
+        elem_id="data-table",
+        label="Samples (click a row to open it)",
+    )
     with gr.Row(equal_height=True, elem_classes="data-pager"):
         prev = gr.Button("◀ Previous", size="sm", min_width=90, scale=0)
-        page = gr.Number(1, precision=0, minimum=1, show_label=False, min_width=70, scale=0,
-                         elem_id="data-page")  # fmt: skip
+        page = gr.Number(
+            1, precision=0, minimum=1, show_label=False, min_width=70, scale=0, elem_id="data-page"
+        )
         after = gr.Button("Next ▶", size="sm", min_width=90, scale=0)
         info = gr.Markdown(elem_id="data-table-info")
     with gr.Row(equal_height=True, elem_classes="data-pager"):
-        delete_matching = gr.Button("Delete the matching samples", size="sm", variant="stop",
-                                    scale=0, elem_id="data-delete-matching")  # fmt: skip
-        keep_matching = gr.Button("Keep only the matching samples", size="sm", scale=0,
-                                  elem_id="data-keep-matching")  # fmt: skip
+        delete_matching = gr.Button(
+            "Delete the matching samples",
+            size="sm",
+            variant="stop",
+            scale=0,
+            elem_id="data-delete-matching",
+        )
+        keep_matching = gr.Button(
+            "Keep only the matching samples", size="sm", scale=0, elem_id="data-keep-matching"
+        )
         bulk_note = gr.Markdown(elem_id="data-bulk-note")
-    panel = TablePanel(problems_head, problems, [task, kind, lo, hi, probs, sort_by, desc],
-                       search, fields, page, table, info, delete_matching, keep_matching,
-                       bulk_note)  # fmt: skip
+    panel = TablePanel(
+        problems_head,
+        problems,
+        [task, kind, lo, hi, probs, sort_by, desc],
+        search,
+        fields,
+        page,
+        table,
+        info,
+        delete_matching,
+        keep_matching,
+        bulk_note,
+    )
 
     show = user_errors(render)
     inputs, outputs = [opened, *panel.inputs], panel.outputs

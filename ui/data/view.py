@@ -22,19 +22,25 @@ TURN_COLUMNS = ["turn", "role", "tokens", "loss tokens", "evidence depth %"]
 def _turn_html(v: view.TurnView) -> str:
     body = html.escape(v.head)
     if v.hidden:
-        body += (f'<span class="data-fold">[… {v.hidden:,} characters folded; tick '
-                 f"“Show long turns in full” …]</span>{html.escape(v.tail)}")  # fmt: skip
+        body += (
+            f'<span class="data-fold">[… {v.hidden:,} characters folded; tick '
+            f"“Show long turns in full” …]</span>{html.escape(v.tail)}"
+        )
     extra = ""
     if v.question:
         extra += f'<div class="data-turn-note">Question: {html.escape(v.question)}</div>'
     if v.evidence is not None:
         e = v.evidence
-        extra += (f'<div class="data-turn-note">Evidence at <b>{e.depth:.1f} %</b> of the '
-                  f"context (covers {100 * e.score:.0f} % of the answer's words: "
-                  f"{html.escape(', '.join(e.words[:8]))})</div>")  # fmt: skip
-    return (f'<div class="data-turn role-{html.escape(v.role)}"><div class="data-turn-head">'
-            f"<b>{v.index + 1} · {html.escape(v.role)}</b> · {v.chars:,} characters</div>"
-            f'<div class="data-turn-body">{body}</div>{extra}</div>')  # fmt: skip
+        extra += (
+            f'<div class="data-turn-note">Evidence at <b>{e.depth:.1f} %</b> of the '
+            f"context (covers {100 * e.score:.0f} % of the answer's words: "
+            f"{html.escape(', '.join(e.words[:8]))})</div>"
+        )
+    return (
+        f'<div class="data-turn role-{html.escape(v.role)}"><div class="data-turn-head">'
+        f"<b>{v.index + 1} · {html.escape(v.role)}</b> · {v.chars:,} characters</div>"
+        f'<div class="data-turn-body">{body}</div>{extra}</div>'
+    )
 
 
 def _turns(row, full: bool) -> tuple[str, list]:
@@ -53,16 +59,19 @@ def _turns(row, full: bool) -> tuple[str, list]:
 def _seen(op: Opened, record, max_length, overflow) -> tuple[str, list, list]:
     """(a note, highlighted pieces, per-turn rows) of the sample as the trainer renders it."""
     try:
-        out = render.render_sample(tokenizer(op.model), record, optional_int(max_length),
-                                   overflow or "drop")  # fmt: skip
+        out = render.render_sample(
+            tokenizer(op.model), record, optional_int(max_length), overflow or "drop"
+        )
     except LongCtxError as exc:
         return f"Cannot render: {exc}", [], []
     note = f"{out.length:,} tokens, {out.loss_tokens:,} with loss (green)"
     if out.dropped:
         note += f" · ⚠️ longer than max length {out.max_length:,}: dropped from training"
     elif out.cut and out.overflow == "head":
-        note += (f" · only the first {out.cut[0]:,} tokens and EOS are trained on: "
-                 f"{out.cut[1] - out.cut[0]:,} tokens cut from the end (red)")  # fmt: skip
+        note += (
+            f" · only the first {out.cut[0]:,} tokens and EOS are trained on: "
+            f"{out.cut[1] - out.cut[0]:,} tokens cut from the end (red)"
+        )
     elif out.cut:
         note += f" · {out.cut[1] - out.cut[0]:,} tokens cut from the middle (red)"
     rows = [list(t.values()) for t in out.per_turn()]
@@ -72,14 +81,15 @@ def _seen(op: Opened, record, max_length, overflow) -> tuple[str, list, list]:
 def show(op: Opened | None, index, full, overflow, max_length, turn=0) -> list:
     """Everything the sample view shows for sample `index`."""
     if op is None or not len(op):
-        return [0, "No sample.", "", [], None, gr.update(choices=[], value=None), None, "", "",
-                ""]  # fmt: skip
+        return [0, "No sample.", "", [], None, gr.update(choices=[], value=None), None, "", "", ""]
     i = min(max(0, int(index or 0)), len(op) - 1)
     row = op.row(i)
     record = row.record
     turns_html, views = _turns(row, bool(full))
-    head = (f"**Sample {i}** · {'line ' + str(row.line) if row.line else 'new row'} · "
-            f"id `{schema.sample_id(record, i)}` · {row.kind} · task {schema.task(record)}")  # fmt: skip
+    head = (
+        f"**Sample {i}** · {'line ' + str(row.line) if row.line else 'new row'} · "
+        f"id `{schema.sample_id(record, i)}` · {row.kind} · task {schema.task(record)}"
+    )
     seen, rows = [], []
     if row.problems:
         head += "\n\n" + "\n".join(f"- ❌ {p}" for p in row.problems)
@@ -95,9 +105,18 @@ def show(op: Opened | None, index, full, overflow, max_length, turn=0) -> list:
         edit.to_json(record) if record is not None else (row.raw or b"").decode("utf-8", "replace")
     )
     history = op.session.history if op.session is not None else []
-    return [i, head, turns_html, seen, {"headers": TURN_COLUMNS, "data": rows},
-            gr.update(choices=choices, value=t if choices else None), role, content, json_text,
-            history_md(history)]  # fmt: skip
+    return [
+        i,
+        head,
+        turns_html,
+        seen,
+        {"headers": TURN_COLUMNS, "data": rows},
+        gr.update(choices=choices, value=t if choices else None),
+        role,
+        content,
+        json_text,
+        history_md(history),
+    ]
 
 
 def turn_fields(record, t: int) -> tuple[str | None, str]:

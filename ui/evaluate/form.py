@@ -22,9 +22,14 @@ from core.evals.runner import DEFAULT_SCORERS
 from core.evals.scoring import PERPLEXITY, SCORER_HELP, SCORERS, Scorer
 from ui.data.common import dataset_files, resolve_spec
 
-TASKS = [("Needle in a haystack", "niah"), ("Topic retrieval", "topics"),
-         ("Passkey", "passkey"), ("Held-out samples", "samples"),
-         ("Perplexity", PERPLEXITY), ("RULER", "ruler")]  # fmt: skip
+TASKS = [
+    ("Needle in a haystack", "niah"),
+    ("Topic retrieval", "topics"),
+    ("Passkey", "passkey"),
+    ("Held-out samples", "samples"),
+    ("Perplexity", PERPLEXITY),
+    ("RULER", "ruler"),
+]
 NOTES = {
     "niah": "A needle sentence hidden at each depth of a haystack of each length; the answer is "
     "scored against the expected one (the paper's Figure 1).",
@@ -42,10 +47,19 @@ NOTES = {
     "frequent words (QA on SQuAD/HotpotQA files you give). Score by task and length; the "
     "figure marks where the mean falls under the threshold.",
 }
-SOURCE_LABELS = {"niah": "Haystack", PERPLEXITY: "Text to read",
-                 "ruler": "Haystack of the needle tasks"}  # fmt: skip
-PREFIXES = {"niah": niah.DEFAULT_PREFIX, "passkey": retrieval.PASSKEY_PREFIX, "topics": "",
-            "samples": "", PERPLEXITY: "", "ruler": ""}  # fmt: skip
+SOURCE_LABELS = {
+    "niah": "Haystack",
+    PERPLEXITY: "Text to read",
+    "ruler": "Haystack of the needle tasks",
+}
+PREFIXES = {
+    "niah": niah.DEFAULT_PREFIX,
+    "passkey": retrieval.PASSKEY_PREFIX,
+    "topics": "",
+    "samples": "",
+    PERPLEXITY: "",
+    "ruler": "",
+}
 SCORER_CHOICES = [(SCORER_HELP[k].split(":")[0], k) for k in SCORERS]
 
 
@@ -55,110 +69,231 @@ def build() -> dict[str, gr.components.Component]:
     c["task"] = gr.Radio(TASKS, value="niah", label="Task", elem_id="eval-task")
     c["note"] = gr.Markdown(NOTES["niah"], elem_classes="preset-note")
     with gr.Group() as c["source_box"]:
-        c["haystack_kind"] = gr.Radio([("Built-in (Python's documentation)", "builtin"),
-                                       ("A folder of documents, or one (a book)", "folder")],
-                                      value="builtin", label="Haystack", elem_id="eval-source")  # fmt: skip
-        c["haystack_folder"] = gr.Textbox(label="Folder or file", visible=False, elem_id="eval-folder",
-                                          placeholder="inside the workspace, e.g. datasets/books "
-                                          "(.txt .md .pdf .epub .html)")  # fmt: skip
+        c["haystack_kind"] = gr.Radio(
+            [
+                ("Built-in (Python's documentation)", "builtin"),
+                ("A folder of documents, or one (a book)", "folder"),
+            ],
+            value="builtin",
+            label="Haystack",
+            elem_id="eval-source",
+        )
+        c["haystack_folder"] = gr.Textbox(
+            label="Folder or file",
+            visible=False,
+            elem_id="eval-folder",
+            placeholder="inside the workspace, e.g. datasets/books (.txt .md .pdf .epub .html)",
+        )
     with gr.Group() as c["niah_box"]:
         c["needle"] = gr.Textbox(niah.DEFAULT_NEEDLE, label="Needle", lines=2)
         c["question"] = gr.Textbox(niah.DEFAULT_QUESTION, label="Question")
         c["answer"] = gr.Textbox(niah.DEFAULT_ANSWER, label="Expected answer")
         with gr.Accordion("Prompt template", open=False):
-            c["template"] = gr.Textbox(niah.DEFAULT_TEMPLATE, lines=6, show_label=False,
-                                       info="{context}: the haystack, {question}: the question")  # fmt: skip
-    c["answer_prefix"] = gr.Textbox(niah.DEFAULT_PREFIX, label="Answer prefix",
-                                    elem_id="eval-answer-prefix",
-                                    info="the start of the answer, which the model continues "
-                                    "(endpoints: sent as an assistant message to continue); it "
-                                    "keeps a small model on the question. Empty: none")  # fmt: skip
+            c["template"] = gr.Textbox(
+                niah.DEFAULT_TEMPLATE,
+                lines=6,
+                show_label=False,
+                info="{context}: the haystack, {question}: the question",
+            )
+    c["answer_prefix"] = gr.Textbox(
+        niah.DEFAULT_PREFIX,
+        label="Answer prefix",
+        elem_id="eval-answer-prefix",
+        info="the start of the answer, which the model continues "
+        "(endpoints: sent as an assistant message to continue); it "
+        "keeps a small model on the question. Empty: none",
+    )
     with gr.Group() as c["grid_box"]:
-        c["length_mode"] = gr.Radio([("List", "list"), ("Range", "range")], value="list",
-                                    label="Context lengths (tokens)")  # fmt: skip
-        c["lengths"] = gr.Textbox("1000,2000,4000", show_label=False, elem_id="eval-lengths",
-                                  placeholder="e.g. 500,1k,2k,4k")  # fmt: skip
+        c["length_mode"] = gr.Radio(
+            [("List", "list"), ("Range", "range")], value="list", label="Context lengths (tokens)"
+        )
+        c["lengths"] = gr.Textbox(
+            "1000,2000,4000",
+            show_label=False,
+            elem_id="eval-lengths",
+            placeholder="e.g. 500,1k,2k,4k",
+        )
         with gr.Row(visible=False) as c["length_range"]:
             c["min_length"] = gr.Number(1000, label="Shortest", precision=0)
             c["max_length"] = gr.Number(8000, label="Longest", precision=0)
             c["num_lengths"] = gr.Number(5, label="How many", precision=0)
             c["length_spacing"] = gr.Radio(["linear", "log"], value="linear", label="Spacing")
         with gr.Group() as c["depth_box"]:
-            c["depth_mode"] = gr.Radio([("List", "list"), ("Spread from 0 to 100", "count")],
-                                       value="list", label="Needle depths (%)")  # fmt: skip
+            c["depth_mode"] = gr.Radio(
+                [("List", "list"), ("Spread from 0 to 100", "count")],
+                value="list",
+                label="Needle depths (%)",
+            )
             c["depths"] = gr.Textbox("0,25,50,75,100", show_label=False, elem_id="eval-depths")
             with gr.Row(visible=False) as c["depth_range"]:
                 c["num_depths"] = gr.Number(5, label="How many", precision=0)
-                c["depth_spacing"] = gr.Radio(["linear", "sigmoid"], value="linear",
-                                              label="Spacing", info="sigmoid: denser near 0 and 100")  # fmt: skip
-        c["windows"] = gr.Number(3, label="Windows per length", precision=0, visible=False,
-                                 elem_id="eval-windows", minimum=1, maximum=64,
-                                 info="different stretches of the text; none is read twice")  # fmt: skip
+                c["depth_spacing"] = gr.Radio(
+                    ["linear", "sigmoid"],
+                    value="linear",
+                    label="Spacing",
+                    info="sigmoid: denser near 0 and 100",
+                )
+        c["windows"] = gr.Number(
+            3,
+            label="Windows per length",
+            precision=0,
+            visible=False,
+            elem_id="eval-windows",
+            minimum=1,
+            maximum=64,
+            info="different stretches of the text; none is read twice",
+        )
     with gr.Group(visible=False) as c["topics_box"]:
         with gr.Row():
             c["n_topics"] = gr.Textbox("2,4,8", label="Topic counts", elem_id="eval-n-topics")
             c["turn_tokens"] = gr.Number(300, label="Tokens per topic", precision=0)
     with gr.Group(visible=False) as c["samples_box"]:
-        c["dataset"] = gr.Dropdown(dataset_files(), value=None, allow_custom_value=True,
-                                   label="Held-out samples", elem_id="eval-dataset",
-                                   info="a dataset file in the workspace, e.g. one written by "
-                                   "Data → Mix & push → Hold out")  # fmt: skip
+        c["dataset"] = gr.Dropdown(
+            dataset_files(),
+            value=None,
+            allow_custom_value=True,
+            label="Held-out samples",
+            elem_id="eval-dataset",
+            info="a dataset file in the workspace, e.g. one written by "
+            "Data → Mix & push → Hold out",
+        )
         with gr.Row():
-            c["limit"] = gr.Number(50, label="Samples to ask", precision=0, minimum=1,
-                                   elem_id="eval-limit")  # fmt: skip
-            c["turns"] = gr.Radio([("Every answer", "all"), ("The last answer", "last")],
-                                  value="all", label="Answers to ask for")  # fmt: skip
+            c["limit"] = gr.Number(
+                50, label="Samples to ask", precision=0, minimum=1, elem_id="eval-limit"
+            )
+            c["turns"] = gr.Radio(
+                [("Every answer", "all"), ("The last answer", "last")],
+                value="all",
+                label="Answers to ask for",
+            )
     with gr.Group(visible=False) as c["ruler_box"]:
-        c["ruler_tasks"] = gr.CheckboxGroup(list(ruler.GROUPS["all"]), value=list(ruler.SYNTHETIC),
-                                            label="RULER tasks", elem_id="eval-ruler-tasks")  # fmt: skip
+        c["ruler_tasks"] = gr.CheckboxGroup(
+            list(ruler.GROUPS["all"]),
+            value=list(ruler.SYNTHETIC),
+            label="RULER tasks",
+            elem_id="eval-ruler-tasks",
+        )
         with gr.Row():
-            c["ruler_samples"] = gr.Number(20, label="Samples per task and length", precision=0,
-                                           minimum=1, elem_id="eval-ruler-samples")  # fmt: skip
+            c["ruler_samples"] = gr.Number(
+                20,
+                label="Samples per task and length",
+                precision=0,
+                minimum=1,
+                elem_id="eval-ruler-samples",
+            )
             c["ruler_seed"] = gr.Number(0, label="Seed", precision=0)
-            c["ruler_threshold"] = gr.Number(ruler.THRESHOLD, label="Threshold (%)",
-                                             info="RULER's: Llama-2-7B at 4K")  # fmt: skip
+            c["ruler_threshold"] = gr.Number(
+                ruler.THRESHOLD, label="Threshold (%)", info="RULER's: Llama-2-7B at 4K"
+            )
         with gr.Row():
-            c["ruler_noise"] = gr.Checkbox(False, label="Noise haystack instead",
-                                           info="a filler sentence repeated")  # fmt: skip
-            c["ruler_prefix"] = gr.Checkbox(True, label="Answer prefix",
-                                            info="start the reply as RULER does (local models)")  # fmt: skip
+            c["ruler_noise"] = gr.Checkbox(
+                False, label="Noise haystack instead", info="a filler sentence repeated"
+            )
+            c["ruler_prefix"] = gr.Checkbox(
+                True, label="Answer prefix", info="start the reply as RULER does (local models)"
+            )
         with gr.Row():
-            c["ruler_squad"] = gr.Textbox(label="SQuAD file (qa_squad)",
-                                          placeholder="a SQuAD-format JSON in the workspace")  # fmt: skip
-            c["ruler_hotpot"] = gr.Textbox(label="HotpotQA file (qa_hotpot)",
-                                           placeholder="a HotpotQA-format JSON in the workspace")  # fmt: skip
+            c["ruler_squad"] = gr.Textbox(
+                label="SQuAD file (qa_squad)", placeholder="a SQuAD-format JSON in the workspace"
+            )
+            c["ruler_hotpot"] = gr.Textbox(
+                label="HotpotQA file (qa_hotpot)",
+                placeholder="a HotpotQA-format JSON in the workspace",
+            )
     with gr.Row(visible=False) as c["trials_row"]:
         c["trials"] = gr.Number(3, label="Trials per cell", precision=0)
         c["seed"] = gr.Number(0, label="Seed", precision=0)
     with gr.Accordion("Scoring and output", open=True):
         with gr.Column() as c["scoring_box"]:  # hidden for perplexity: nothing is scored
-            c["scorer"] = gr.Dropdown(SCORER_CHOICES, value="rouge_l", label="Scorer",
-                                      info=SCORER_HELP["rouge_l"], elem_id="eval-scorer")  # fmt: skip
+            c["scorer"] = gr.Dropdown(
+                SCORER_CHOICES,
+                value="rouge_l",
+                label="Scorer",
+                info=SCORER_HELP["rouge_l"],
+                elem_id="eval-scorer",
+            )
             with gr.Group(visible=False) as c["judge_box"]:
                 c["judge_url"] = gr.Textbox(
                     label="Judge base URL", placeholder="http://127.0.0.1:8000/v1"
                 )
                 c["judge_model"] = gr.Textbox(label="Judge model name")
-                c["judge_key"] = gr.Textbox(label="Judge API key (never saved)", type="password",
-                                            placeholder="empty: $OPENAI_API_KEY")  # fmt: skip
+                c["judge_key"] = gr.Textbox(
+                    label="Judge API key (never saved)",
+                    type="password",
+                    placeholder="empty: $OPENAI_API_KEY",
+                )
         with gr.Row():
-            c["max_new_tokens"] = gr.Number(0, label="Max answer tokens", precision=0,
-                                            info="0: the task's default")  # fmt: skip
-            c["out"] = gr.Textbox(label="Result folder", elem_id="eval-out",
-                                  info="empty: a new one under evals/; an existing one resumes")  # fmt: skip
+            c["max_new_tokens"] = gr.Number(
+                0, label="Max answer tokens", precision=0, info="0: the task's default"
+            )
+            c["out"] = gr.Textbox(
+                label="Result folder",
+                elem_id="eval-out",
+                info="empty: a new one under evals/; an existing one resumes",
+            )
     return c
 
 
-INPUTS = ["task", "haystack_kind", "haystack_folder", "needle", "question", "answer", "template",
-          "length_mode", "lengths", "min_length", "max_length", "num_lengths", "length_spacing",
-          "depth_mode", "depths", "num_depths", "depth_spacing", "n_topics", "turn_tokens",
-          "trials", "seed", "windows", "dataset", "limit", "turns", "scorer", "judge_url",
-          "judge_model", "judge_key", "max_new_tokens", "answer_prefix", "out", "ruler_tasks", "ruler_samples",
-          "ruler_seed", "ruler_threshold", "ruler_noise", "ruler_prefix", "ruler_squad",
-          "ruler_hotpot"]  # fmt: skip
-TOGGLED = ["note", "source_box", "haystack_kind", "niah_box", "grid_box", "depth_box",
-           "windows", "topics_box", "samples_box", "trials_row", "scoring_box", "scorer",
-           "max_new_tokens", "trials", "ruler_box", "answer_prefix"]  # fmt: skip
+INPUTS = [
+    "task",
+    "haystack_kind",
+    "haystack_folder",
+    "needle",
+    "question",
+    "answer",
+    "template",
+    "length_mode",
+    "lengths",
+    "min_length",
+    "max_length",
+    "num_lengths",
+    "length_spacing",
+    "depth_mode",
+    "depths",
+    "num_depths",
+    "depth_spacing",
+    "n_topics",
+    "turn_tokens",
+    "trials",
+    "seed",
+    "windows",
+    "dataset",
+    "limit",
+    "turns",
+    "scorer",
+    "judge_url",
+    "judge_model",
+    "judge_key",
+    "max_new_tokens",
+    "answer_prefix",
+    "out",
+    "ruler_tasks",
+    "ruler_samples",
+    "ruler_seed",
+    "ruler_threshold",
+    "ruler_noise",
+    "ruler_prefix",
+    "ruler_squad",
+    "ruler_hotpot",
+]
+TOGGLED = [
+    "note",
+    "source_box",
+    "haystack_kind",
+    "niah_box",
+    "grid_box",
+    "depth_box",
+    "windows",
+    "topics_box",
+    "samples_box",
+    "trials_row",
+    "scoring_box",
+    "scorer",
+    "max_new_tokens",
+    "trials",
+    "ruler_box",
+    "answer_prefix",
+]
 
 
 def pick_task(task: str) -> list[Any]:
@@ -185,14 +320,20 @@ def pick_task(task: str) -> list[Any]:
         gr.update() if measured else gr.update(value=default, info=SCORER_HELP[default])
     )
     updates["trials"] = 3 if task == "topics" else 1
-    updates["answer_prefix"] = gr.update(visible=not measured and task != "ruler", value=PREFIXES[task])
+    updates["answer_prefix"] = gr.update(
+        visible=not measured and task != "ruler", value=PREFIXES[task]
+    )
     return [updates[name] for name in TOGGLED]
 
 
 def _lengths(v: dict[str, Any]) -> list[float] | list[int]:
     if v["length_mode"] == "range":
-        return niah.length_grid(int(v["min_length"] or 0), int(v["max_length"] or 0),
-                                int(v["num_lengths"] or 1), v["length_spacing"])  # fmt: skip
+        return niah.length_grid(
+            int(v["min_length"] or 0),
+            int(v["max_length"] or 0),
+            int(v["num_lengths"] or 1),
+            v["length_spacing"],
+        )
     return niah.parse_numbers(v["lengths"] or "")
 
 
@@ -216,22 +357,35 @@ def task_config(v: dict[str, Any]) -> Any:
         return _ruler_config(v, haystack, extra)
     extra["answer_prefix"] = v["answer_prefix"] or ""
     if v["task"] == "samples":
-        return samples.SamplesConfig(resolve_spec(v["dataset"]), limit=int(v["limit"] or 0),
-                                     turns=v["turns"], **extra)  # fmt: skip
+        return samples.SamplesConfig(
+            resolve_spec(v["dataset"]), limit=int(v["limit"] or 0), turns=v["turns"], **extra
+        )
     if v["task"] == "topics":
         return retrieval.TopicsConfig(
-            n_topics=niah.parse_numbers(v["n_topics"] or ""), trials=int(v["trials"] or 1),
-            turn_tokens=int(v["turn_tokens"] or 0), seed=int(v["seed"] or 0), **extra,
-        )  # fmt: skip
+            n_topics=niah.parse_numbers(v["n_topics"] or ""),
+            trials=int(v["trials"] or 1),
+            turn_tokens=int(v["turn_tokens"] or 0),
+            seed=int(v["seed"] or 0),
+            **extra,
+        )
     if v["task"] == "passkey":
         return retrieval.PasskeyConfig(
-            lengths=_lengths(v), depths=_depths(v), trials=int(v["trials"] or 1),
-            seed=int(v["seed"] or 0), **extra,
-        )  # fmt: skip
+            lengths=_lengths(v),
+            depths=_depths(v),
+            trials=int(v["trials"] or 1),
+            seed=int(v["seed"] or 0),
+            **extra,
+        )
     return niah.NiahConfig(
-        lengths=_lengths(v), depths=_depths(v), needle=v["needle"], question=v["question"],
-        answer=v["answer"], haystack=haystack, template=v["template"], **extra,
-    )  # fmt: skip
+        lengths=_lengths(v),
+        depths=_depths(v),
+        needle=v["needle"],
+        question=v["question"],
+        answer=v["answer"],
+        haystack=haystack,
+        template=v["template"],
+        **extra,
+    )
 
 
 def _ruler_config(v: dict[str, Any], haystack: str, extra: dict[str, Any]) -> Any:
@@ -240,12 +394,16 @@ def _ruler_config(v: dict[str, Any], haystack: str, extra: dict[str, Any]) -> An
         given = (v[f"ruler_{name}"] or "").strip()
         files[name] = str(workspace.resolve_inside(given)) if given else ""
     return ruler.RulerConfig(
-        tasks=list(v["ruler_tasks"] or []), lengths=_lengths(v),
-        samples=int(v["ruler_samples"] or 0), seed=int(v["ruler_seed"] or 0),
+        tasks=list(v["ruler_tasks"] or []),
+        lengths=_lengths(v),
+        samples=int(v["ruler_samples"] or 0),
+        seed=int(v["ruler_seed"] or 0),
         haystack=ruler.NOISE if v["ruler_noise"] else haystack,
-        answer_prefix=bool(v["ruler_prefix"]), threshold=float(v["ruler_threshold"] or 0),
-        **files, **extra,
-    )  # fmt: skip
+        answer_prefix=bool(v["ruler_prefix"]),
+        threshold=float(v["ruler_threshold"] or 0),
+        **files,
+        **extra,
+    )
 
 
 def scorer(v: dict[str, Any]) -> Scorer:

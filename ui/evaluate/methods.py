@@ -26,28 +26,42 @@ DEFAULT_METHODS = "none\nyarn:factor=4\nlinear:factor=4\ndynamic:factor=4\nbase:
 
 def build() -> None:
     """A closed accordion with the comparison's form, its progress, figures and table."""
-    with gr.Accordion("Compare extension methods (no training)", open=False,
-                      elem_id="methods-panel"):  # fmt: skip
-        gr.Markdown("Perplexity of the last positions and a NIAH grid for each RoPE setting, at "
-                    "lengths past the model's window; `none` is the model as it is. Add trained "
-                    "runs to set a fine-tuned extension beside the untrained ones.")  # fmt: skip
+    with gr.Accordion(
+        "Compare extension methods (no training)", open=False, elem_id="methods-panel"
+    ):
+        gr.Markdown(
+            "Perplexity of the last positions and a NIAH grid for each RoPE setting, at "
+            "lengths past the model's window; `none` is the model as it is. Add trained "
+            "runs to set a fine-tuned extension beside the untrained ones."
+        )
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=320):
-                model = gr.Dropdown(names.known_models(), value=names.EMBEDDED, label="Model",
-                                    allow_custom_value=True, elem_id="methods-model")  # fmt: skip
-                settings = gr.Textbox(DEFAULT_METHODS, lines=5, label="Methods, one per line",
-                                      elem_id="methods-list")  # fmt: skip
-                trained = gr.Dropdown(_run_choices(), multiselect=True, label="Trained runs",
-                                      elem_id="methods-runs")  # fmt: skip
+                model = gr.Dropdown(
+                    names.known_models(),
+                    value=names.EMBEDDED,
+                    label="Model",
+                    allow_custom_value=True,
+                    elem_id="methods-model",
+                )
+                settings = gr.Textbox(
+                    DEFAULT_METHODS, lines=5, label="Methods, one per line", elem_id="methods-list"
+                )
+                trained = gr.Dropdown(
+                    _run_choices(), multiselect=True, label="Trained runs", elem_id="methods-runs"
+                )
                 with gr.Row():
                     lengths = gr.Textbox("4k,16k,32k", label="Lengths", elem_id="methods-lengths")
                     depths = gr.Textbox("10,50,90", label="NIAH depths (%)")
                 with gr.Row():
                     niah = gr.Checkbox(True, label="NIAH grid too (slow on a CPU)")
                     windows = gr.Number(1, label="Perplexity windows", precision=0, minimum=1)
-                command = gr.Textbox(label="The same comparison from the command line", lines=2,
-                                     interactive=False, buttons=["copy"],
-                                     elem_id="methods-command")  # fmt: skip
+                command = gr.Textbox(
+                    label="The same comparison from the command line",
+                    lines=2,
+                    interactive=False,
+                    buttons=["copy"],
+                    elem_id="methods-command",
+                )
                 with gr.Row():
                     start = gr.Button("Compare", variant="primary", elem_id="methods-run")
                     stop = gr.Button("Stop", variant="stop", elem_id="methods-stop")
@@ -88,9 +102,12 @@ def _config(model, settings, trained, lengths, depths, niah, windows) -> methods
     return methods.MethodsConfig(
         model=workspace.model_from_user(model) or names.EMBEDDED,
         methods=[line for line in (settings or "").splitlines() if line.strip()],
-        runs=list(trained or []), lengths=lengths or "", depths=depths or "",
-        niah=bool(niah), windows=int(windows or 1),
-    )  # fmt: skip
+        runs=list(trained or []),
+        lengths=lengths or "",
+        depths=depths or "",
+        niah=bool(niah),
+        windows=int(windows or 1),
+    )
 
 
 def _run_choices() -> list[tuple[str, str]]:
@@ -115,8 +132,13 @@ def show(folder: Any) -> list[Any]:
     comparison = methods.Comparison.open(path)
     record = methods.state(path)
     figs = comparison.figures()
-    return [_status_html(record), comparison.table_markdown(), figs["perplexity"],
-            figs.get("niah"), record.get("state")]  # fmt: skip
+    return [
+        _status_html(record),
+        comparison.table_markdown(),
+        figs["perplexity"],
+        figs.get("niah"),
+        record.get("state"),
+    ]
 
 
 def poll(folder: Any, seen: Any) -> list[Any]:

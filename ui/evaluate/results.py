@@ -93,8 +93,10 @@ def summary(path: Path, config: dict[str, Any], cells: list[dict[str, Any]]) -> 
         return f"{head} · {result or 'nothing measured yet'} · `{workspace.shown(path)}`"
     mean = figures.mean_score(cells)
     mean_text = "n/a" if mean != mean else f"{mean:.3f}"
-    return (f"{head} · mean score **{mean_text}** · scorer "
-            f"{config.get('scorer', {}).get('kind')} · `{workspace.shown(path)}`")  # fmt: skip
+    return (
+        f"{head} · mean score **{mean_text}** · scorer "
+        f"{config.get('scorer', {}).get('kind')} · `{workspace.shown(path)}`"
+    )
 
 
 def refresh(current: str | None, x: str) -> list[Any]:
@@ -102,8 +104,12 @@ def refresh(current: str | None, x: str) -> list[Any]:
     choices = _choices()
     ids = [c[1] for c in choices]
     pick = current if current in ids else (ids[0] if ids else None)
-    return [gr.update(choices=choices, value=pick), gr.update(choices=choices),
-            gr.update(choices=choices), *show(pick, x)]  # fmt: skip
+    return [
+        gr.update(choices=choices, value=pick),
+        gr.update(choices=choices),
+        gr.update(choices=choices),
+        *show(pick, x),
+    ]
 
 
 def show(eval_id: str | None, x: str) -> list[Any]:
@@ -114,9 +120,13 @@ def show(eval_id: str | None, x: str) -> list[Any]:
     path = folder(eval_id)  # read once for all four views: a timer tick redraws them
     record, cells = results.read_config(path), results.read_cells(path)
     kind = record.get("kind")
-    return [summary(path, record, cells), runner.figure_from(record, cells, x),
-            gr.update(visible=kind == "topics"), results.answer_rows(record, cells),
-            gr.update(visible=kind != "perplexity")]  # fmt: skip
+    return [
+        summary(path, record, cells),
+        runner.figure_from(record, cells, x),
+        gr.update(visible=kind == "topics"),
+        results.answer_rows(record, cells),
+        gr.update(visible=kind != "perplexity"),
+    ]
 
 
 def compare(base_id: str, tuned_id: str, x: str = "tokens") -> Any:
@@ -144,20 +154,30 @@ def build() -> ResultsPanel:
             with gr.Row():
                 # No value here: one fixed at app start would be every later page's pick. The
                 # caller's first refresh picks the newest evaluation when the page loads.
-                pick = gr.Dropdown(choices, value=None, label="Evaluation", scale=5,
-                                   elem_id="eval-pick")  # fmt: skip
+                pick = gr.Dropdown(
+                    choices, value=None, label="Evaluation", scale=5, elem_id="eval-pick"
+                )
                 refresh_btn = gr.Button("Refresh", scale=1)
                 resume = gr.Button("Resume", scale=1, elem_id="eval-resume")
             info = gr.Markdown(NOTHING_PICKED, elem_id="eval-summary")
             view = gr.Plot(None, label="Figure", elem_id="eval-view")
-            with gr.Accordion("Answers, cell by cell (lowest score first)", open=False,
-                              visible=False) as answers_box:  # fmt: skip
-                answers = gr.Dataframe(headers=results.ANSWER_COLUMNS, interactive=False,
-                                       wrap=True, elem_id="eval-answers",
-                                       column_widths=["9%", "8%", "24%", "23%", "28%", "8%"])  # fmt: skip
+            with gr.Accordion(
+                "Answers, cell by cell (lowest score first)", open=False, visible=False
+            ) as answers_box:
+                answers = gr.Dataframe(
+                    headers=results.ANSWER_COLUMNS,
+                    interactive=False,
+                    wrap=True,
+                    elem_id="eval-answers",
+                    column_widths=["9%", "8%", "24%", "23%", "28%", "8%"],
+                )
         with gr.Column(scale=1, min_width=260):
-            x_axis = gr.Radio([("prompt tokens", "tokens"), ("number of topics", "topics")],
-                              value="tokens", label="Topic retrieval: x axis", visible=False)  # fmt: skip
+            x_axis = gr.Radio(
+                [("prompt tokens", "tokens"), ("number of topics", "topics")],
+                value="tokens",
+                label="Topic retrieval: x axis",
+                visible=False,
+            )
             with gr.Row():
                 png = gr.Button("Export PNG", size="sm", elem_id="eval-png")
                 html_btn = gr.Button("Export HTML", size="sm", elem_id="eval-html")
@@ -176,16 +196,28 @@ def build() -> ResultsPanel:
         diff_file = gr.File(label="Download", interactive=False, visible=False)
     panel = ResultsPanel(pick, info, view, x_axis, answers, answers_box, resume, base, tuned)
 
-    gr.on([pick.input, x_axis.change], user_errors(show), [pick, x_axis], panel.shown,
-          show_progress="hidden")  # fmt: skip
+    gr.on(
+        [pick.input, x_axis.change],
+        user_errors(show),
+        [pick, x_axis],
+        panel.shown,
+        show_progress="hidden",
+    )
     refresh_btn.click(user_errors(refresh), [pick, x_axis], panel.list_outputs)
     diff_btn.click(user_errors(compare), [base, tuned, x_axis], diff)
 
     for button, suffix in ((png, ".png"), (html_btn, ".html")):
-        button.click(user_errors(lambda i, x, s=suffix: export(figure(i, x), folder(i) / f"heatmap{s}")),
-                     [pick, x_axis], download)  # fmt: skip
+        button.click(
+            user_errors(lambda i, x, s=suffix: export(figure(i, x), folder(i) / f"heatmap{s}")),
+            [pick, x_axis],
+            download,
+        )
     for button, suffix in ((diff_png, ".png"), (diff_html, ".html")):
-        button.click(user_errors(lambda a, b, x, s=suffix: export(compare(a, b, x),
-                                                                  folder(b) / f"diff-vs-{a}{s}")),
-                     [base, tuned, x_axis], diff_file)  # fmt: skip
+        button.click(
+            user_errors(
+                lambda a, b, x, s=suffix: export(compare(a, b, x), folder(b) / f"diff-vs-{a}{s}")
+            ),
+            [base, tuned, x_axis],
+            diff_file,
+        )
     return panel

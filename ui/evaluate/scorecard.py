@@ -46,11 +46,16 @@ def build() -> ScorecardPanel:
     """Lay the panel out inside the current Blocks and wire its button."""
     with gr.Accordion("Scorecard: base vs. tuned runs vs. published", open=False):
         with gr.Row():
-            base = gr.Textbox("embedded", label="Base model", elem_id="scorecard-base",
-                              info="its evaluations and those of runs tuned from it")  # fmt: skip
+            base = gr.Textbox(
+                "embedded",
+                label="Base model",
+                elem_id="scorecard-base",
+                info="its evaluations and those of runs tuned from it",
+            )
             button = gr.Button("Build scorecard", elem_id="scorecard-build")
-        table = gr.Dataframe(label="Scorecard (percent)", interactive=False,
-                             elem_id="scorecard-table")  # fmt: skip
+        table = gr.Dataframe(
+            label="Scorecard (percent)", interactive=False, elem_id="scorecard-table"
+        )
         figure = gr.Plot(label="Scorecard", elem_id="scorecard-figure")
     button.click(user_errors(show), base, [table, figure])
     return ScorecardPanel(base, button, table, figure)

@@ -56,10 +56,14 @@ def build() -> EvaluateTab:
             status = gr.HTML(progress.status_html(None), elem_id="eval-status")
             live = gr.Plot(label="Live figure (fills in as cells finish)", elem_id="eval-live")
             first = NiahConfig()  # what the form shows before any change
-            command = gr.Textbox(shlex.join(evals_cli.command_for(first, Target(ModelSpec()))),
-                                 label="The same evaluation from the command line",
-                                 interactive=False, lines=2, elem_id="eval-command",
-                                 buttons=["copy"])  # fmt: skip
+            command = gr.Textbox(
+                shlex.join(evals_cli.command_for(first, Target(ModelSpec()))),
+                label="The same evaluation from the command line",
+                interactive=False,
+                lines=2,
+                elem_id="eval-command",
+                buttons=["copy"],
+            )
             plan = gr.Markdown(f"{len(first.cell_keys())} cells", elem_id="eval-plan")
     gr.Markdown("### Evaluations")
     panel = past.build()
@@ -73,8 +77,9 @@ def build() -> EvaluateTab:
     return EvaluateTab(target, c["task"], c["dataset"])
 
 
-def _wire(target, c, run, stop, status, live, command, plan, panel, owner, shown, listed,
-          timer) -> None:  # fmt: skip
+def _wire(
+    target, c, run, stop, status, live, command, plan, panel, owner, shown, listed, timer
+) -> None:
     inputs = [c[n] for n in form.INPUTS]
     n_form = len(inputs)
 
@@ -82,18 +87,30 @@ def _wire(target, c, run, stop, status, live, command, plan, panel, owner, shown
         v = dict(zip(form.INPUTS, vals[:n_form], strict=True))
         return form.task_config(v), targets.to_eval_target(*vals[n_form:]), form.scorer(v), v
 
-    c["task"].change(form.pick_task, c["task"], [c[n] for n in form.TOGGLED],
-                     show_progress="hidden")  # fmt: skip
+    c["task"].change(
+        form.pick_task, c["task"], [c[n] for n in form.TOGGLED], show_progress="hidden"
+    )
     # Files saved, split or mixed since the page loaded.
-    c["dataset"].focus(lambda: gr.update(choices=dataset_files()), None, c["dataset"],
-                       show_progress="hidden")  # fmt: skip
-    c["haystack_kind"].change(lambda k: gr.update(visible=k == "folder"), c["haystack_kind"],
-                              c["haystack_folder"], show_progress="hidden")  # fmt: skip
-    for mode, boxes in (("length_mode", ["lengths", "length_range"]),
-                        ("depth_mode", ["depths", "depth_range"])):  # fmt: skip
+    c["dataset"].focus(
+        lambda: gr.update(choices=dataset_files()), None, c["dataset"], show_progress="hidden"
+    )
+    c["haystack_kind"].change(
+        lambda k: gr.update(visible=k == "folder"),
+        c["haystack_kind"],
+        c["haystack_folder"],
+        show_progress="hidden",
+    )
+    for mode, boxes in (
+        ("length_mode", ["lengths", "length_range"]),
+        ("depth_mode", ["depths", "depth_range"]),
+    ):
         c[mode].change(_list_or_range, c[mode], [c[b] for b in boxes], show_progress="hidden")
-    c["scorer"].change(lambda k: (gr.update(info=form.SCORER_HELP[k]), gr.update(visible=k == "judge")),
-                       c["scorer"], [c["scorer"], c["judge_box"]], show_progress="hidden")  # fmt: skip
+    c["scorer"].change(
+        lambda k: (gr.update(info=form.SCORER_HELP[k]), gr.update(visible=k == "judge")),
+        c["scorer"],
+        [c["scorer"], c["judge_box"]],
+        show_progress="hidden",
+    )
 
     def preview(*vals):
         try:
@@ -109,11 +126,17 @@ def _wire(target, c, run, stop, status, live, command, plan, panel, owner, shown
 
     all_inputs = [*inputs, *target.inputs()]
     for comp in all_inputs:
-        comp.change(preview, all_inputs, [command, plan], show_progress="hidden",
-                    trigger_mode="always_last")  # fmt: skip
+        comp.change(
+            preview, all_inputs, [command, plan], show_progress="hidden", trigger_mode="always_last"
+        )
 
     def started(request: gr.Request, job: jobs.Job) -> list[Any]:
-        return [request.session_hash, progress.status_html(job), progress.figure(job), job.version()]
+        return [
+            request.session_hash,
+            progress.status_html(job),
+            progress.figure(job),
+            job.version(),
+        ]
 
     @user_errors
     def start(request: gr.Request, profile: gr.OAuthProfile | None, key, *vals):
@@ -123,10 +146,12 @@ def _wire(target, c, run, stop, status, live, command, plan, panel, owner, shown
         return started(request, jobs.start([request.session_hash, key], evaluation))
 
     @user_errors
-    def resume(request: gr.Request, profile: gr.OAuthProfile | None, key, eval_id, api_key,
-               judge_key):  # fmt: skip
-        evaluation = Evaluation.open(past.folder(eval_id), api_key=api_key or None,
-                                     judge_api_key=judge_key or None)  # fmt: skip
+    def resume(
+        request: gr.Request, profile: gr.OAuthProfile | None, key, eval_id, api_key, judge_key
+    ):
+        evaluation = Evaluation.open(
+            past.folder(eval_id), api_key=api_key or None, judge_api_key=judge_key or None
+        )
         _check_visitor(request, profile, evaluation.task, evaluation.target, evaluation.scorer)
         return started(request, jobs.start([request.session_hash, key], evaluation))
 
@@ -146,12 +171,17 @@ def _wire(target, c, run, stop, status, live, command, plan, panel, owner, shown
             return [*updates, gr.skip(), *[gr.skip()] * len(panel.list_outputs)]
         return [*updates, signature, *past.refresh(pick, x)]
 
-    timer.tick(user_errors(poll), [owner, shown, listed, panel.pick, panel.x_axis],
-               [status, live, shown, listed, *panel.list_outputs], show_progress="hidden")  # fmt: skip
+    timer.tick(
+        user_errors(poll),
+        [owner, shown, listed, panel.pick, panel.x_axis],
+        [status, live, shown, listed, *panel.list_outputs],
+        show_progress="hidden",
+    )
 
 
-def _check_visitor(request: gr.Request, profile: gr.OAuthProfile | None, task: Any,
-                   target: Target, scorer: Any) -> None:  # fmt: skip
+def _check_visitor(
+    request: gr.Request, profile: gr.OAuthProfile | None, task: Any, target: Target, scorer: Any
+) -> None:
     """On a public app, visitors other than the owner run small grids on local models only."""
     if access.visitor(request, profile).is_owner:
         return

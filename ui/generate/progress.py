@@ -41,9 +41,11 @@ def _outcome(job: Job) -> str:
         if job.cancel.is_set() and not job.samples:
             return "Stopped before the end; nothing was written."
         return f"Wrote {len(job.samples)} samples."
-    line = (f"Wrote {len(r.samples)} samples from {r.contexts} contexts in {r.seconds:.0f} s "
-            f"({r.flagged} answers flagged, {r.duplicates} duplicates); cost ${r.cost_usd:,.4f}, "
-            f"${r.saved_usd:,.4f} saved by the cache.")  # fmt: skip
+    line = (
+        f"Wrote {len(r.samples)} samples from {r.contexts} contexts in {r.seconds:.0f} s "
+        f"({r.flagged} answers flagged, {r.duplicates} duplicates); cost ${r.cost_usd:,.4f}, "
+        f"${r.saved_usd:,.4f} saved by the cache."
+    )
     if r.skipped:
         line += f" {len(r.skipped)} contexts gave no sample: " + "; ".join(r.skipped[:2]) + "."
     return line + (" Stopped early: run it again to resume from the cache." if r.cancelled else "")
@@ -67,8 +69,9 @@ def _turn_title(content: str) -> str:
 def _sample_html(sample: dict[str, Any], open_: bool) -> str:
     turns = sample.get("conversations") or [{"role": "text", "content": sample.get("text", "")}]
     meta = {k: v for k, v in sample.items() if k not in ("conversations", "text")}
-    meta_text = " · ".join(f"{k}: {str(v)[:60]}" for k, v in meta.items()
-                           if isinstance(v, (str, int, float, bool)))  # fmt: skip
+    meta_text = " · ".join(
+        f"{k}: {str(v)[:60]}" for k, v in meta.items() if isinstance(v, (str, int, float, bool))
+    )
     title = f"{sample.get('id', sample.get('task', 'sample'))} · {len(turns)} turns"
     rows = [
         f'<details class="gen-turn"><summary><b>{html.escape(str(t.get("role")))}</b> '
@@ -76,9 +79,11 @@ def _sample_html(sample: dict[str, Any], open_: bool) -> str:
         f"<pre>{html.escape(fold(str(t.get('content', ''))))}</pre></details>"
         for t in turns
     ]
-    return (f'<details class="gen-sample"{" open" if open_ else ""}><summary>{html.escape(title)}'
-            f'</summary><div class="gen-meta">{html.escape(meta_text)}</div>{"".join(rows)}'
-            "</details>")  # fmt: skip
+    return (
+        f'<details class="gen-sample"{" open" if open_ else ""}><summary>{html.escape(title)}'
+        f'</summary><div class="gen-meta">{html.escape(meta_text)}</div>{"".join(rows)}'
+        "</details>"
+    )
 
 
 def preview_html(job: Job | None) -> str:

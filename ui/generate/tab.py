@@ -26,10 +26,15 @@ from ui.common import user_errors
 from ui.generate import form, progress
 from ui.generate import values as form_values
 
-TASKS = [("Single-detail QA", "single-detail"), ("Multi-detail QA", "multi-detail"),
-         ("Biography", "biography"), ("Passkey · no API", "passkey"),
-         ("Multi-key · no API", "keys"), ("Topics · no API", "topics"),
-         ("Text from documents · no API", "text")]  # fmt: skip
+TASKS = [
+    ("Single-detail QA", "single-detail"),
+    ("Multi-detail QA", "multi-detail"),
+    ("Biography", "biography"),
+    ("Passkey · no API", "passkey"),
+    ("Multi-key · no API", "keys"),
+    ("Topics · no API", "topics"),
+    ("Text from documents · no API", "text"),
+]
 NOTES = {
     "single-detail": "Questions about one detail of one chunk each, asked over the whole long "
     "context (the paper's main task).",
@@ -67,15 +72,24 @@ def build() -> GenerateTab:
                 stop = gr.Button("Stop", variant="stop", elem_id="gen-stop", min_width=90)
             estimate = gr.HTML(elem_id="gen-estimate")
             status = gr.HTML(progress.status_html(None), elem_id="gen-status")
-            output = gr.Textbox(label="Output file", interactive=False, elem_id="gen-output",
-                                buttons=["copy"])  # fmt: skip
-            failures = gr.Textbox(label="Failed requests (JSONL, one line each with why)",
-                                  interactive=False, elem_id="gen-failures")  # fmt: skip
+            output = gr.Textbox(
+                label="Output file", interactive=False, elem_id="gen-output", buttons=["copy"]
+            )
+            failures = gr.Textbox(
+                label="Failed requests (JSONL, one line each with why)",
+                interactive=False,
+                elem_id="gen-failures",
+            )
             gr.Markdown("**Latest samples**")
             preview = gr.HTML(progress.preview_html(None), elem_id="gen-preview")
-            command = gr.Textbox(command_line("single-detail", {n: c[n].value for n in form.INPUTS}),
-                                 label="The same run from a shell", interactive=False, lines=2,
-                                 buttons=["copy"], elem_id="gen-command")  # fmt: skip
+            command = gr.Textbox(
+                command_line("single-detail", {n: c[n].value for n in form.INPUTS}),
+                label="The same run from a shell",
+                interactive=False,
+                lines=2,
+                buttons=["copy"],
+                elem_id="gen-command",
+            )
     owner = gr.BrowserState(None, storage_key="longctx-generate-job")
     shown = gr.State(None)
     timer = gr.Timer(1.0)
@@ -89,8 +103,13 @@ def build() -> GenerateTab:
         llm = name not in form.NO_API
         shown_if = gr.update(visible=llm)
         # A dry run prices one task: a new pick clears it (and any error shown in its place).
-        return [NOTES[name], shown_if, shown_if, gr.update(value="", visible=llm),
-                *form.visibility(name)]  # fmt: skip
+        return [
+            NOTES[name],
+            shown_if,
+            shown_if,
+            gr.update(value="", visible=llm),
+            *form.visibility(name),
+        ]
 
     only_for = [c[n] for n in form.ONLY_FOR]
     task.change(
@@ -100,12 +119,21 @@ def build() -> GenerateTab:
         show_progress="hidden",
     )
     by_set = [c["temperature"], c["qa_per_chunk"], c["multi_mode"], c["answer_tokens"]]
-    c["prompt_set"].change(form.prompt_set_settings, [c["prompt_set"], task], by_set,
-                           show_progress="hidden")  # fmt: skip
-    task.change(lambda name, s: form.prompt_set_settings(s, name, on_task_change=True),
-                [task, c["prompt_set"]], by_set, show_progress="hidden")  # fmt: skip
-    c["source_kind"].change(lambda k: gr.update(visible=k != "builtin"), c["source_kind"],
-                            c["source_path"], show_progress="hidden")  # fmt: skip
+    c["prompt_set"].change(
+        form.prompt_set_settings, [c["prompt_set"], task], by_set, show_progress="hidden"
+    )
+    task.change(
+        lambda name, s: form.prompt_set_settings(s, name, on_task_change=True),
+        [task, c["prompt_set"]],
+        by_set,
+        show_progress="hidden",
+    )
+    c["source_kind"].change(
+        lambda k: gr.update(visible=k != "builtin"),
+        c["source_kind"],
+        c["source_path"],
+        show_progress="hidden",
+    )
 
     @user_errors
     def info(*vals, progress=gr.Progress()):
@@ -115,14 +143,23 @@ def build() -> GenerateTab:
 
     for trigger in (c["check"].click, c["source_path"].submit, c["source_kind"].change):
         trigger(info, inputs, c["source_info"], trigger_mode="always_last")
-    c["endpoint_kind"].change(form.endpoint_kind, c["endpoint_kind"],
-                              [c["base_url"], c["model"], c["api_key"]], show_progress="hidden")  # fmt: skip
+    c["endpoint_kind"].change(
+        form.endpoint_kind,
+        c["endpoint_kind"],
+        [c["base_url"], c["model"], c["api_key"]],
+        show_progress="hidden",
+    )
     prompt_boxes = [c[f"prompt:{n}"] for n in prompts.DEFAULTS]
     c["reset_prompts"].click(lambda: list(prompts.DEFAULTS.values()), None, prompt_boxes)
 
     for comp in [task, *inputs]:
-        comp.change(lambda name, *vals: command_line(name, values(vals)), [task, *inputs],
-                    command, show_progress="hidden", trigger_mode="always_last")  # fmt: skip
+        comp.change(
+            lambda name, *vals: command_line(name, values(vals)),
+            [task, *inputs],
+            command,
+            show_progress="hidden",
+            trigger_mode="always_last",
+        )
 
     @user_errors
     def dry_run(name, *vals):
@@ -145,8 +182,11 @@ def build() -> GenerateTab:
             v["base_url"] = config.endpoint.base_url
         return [mine, v["base_url"], *progress.view(job), job.version()]
 
-    run.click(start, [owner, task, *inputs],
-              [owner, c["base_url"], status, preview, output, failures, shown])  # fmt: skip
+    run.click(
+        start,
+        [owner, task, *inputs],
+        [owner, c["base_url"], status, preview, output, failures, shown],
+    )
     stop.click(jobs.stop, owner, None, show_progress="hidden")
 
     def poll(key, seen):
@@ -160,8 +200,9 @@ def build() -> GenerateTab:
         # The preview is sent only when a sample came: re-sending it would fold what was opened.
         return [status_, preview_ if now[1] != seen[1] else gr.skip(), output_, failures_, now]
 
-    timer.tick(poll, [owner, shown], [status, preview, output, failures, shown],
-               show_progress="hidden")  # fmt: skip
+    timer.tick(
+        poll, [owner, shown], [status, preview, output, failures, shown], show_progress="hidden"
+    )
     return GenerateTab(output)
 
 

@@ -33,20 +33,45 @@ def synth_config(task: str, v: dict[str, Any], *, serve: bool) -> SynthConfig:
         base_url = server.base_url if server else local.embedded_url() or EndpointConfig.base_url
         model = EMBEDDED
     endpoint = EndpointConfig(
-        base_url=(base_url or "").strip(), model=(model or "").strip(), api_key=v["api_key"] or "",
-        concurrency=v["concurrency"], temperature=v["temperature"] or 0.0,
-        answer_tokens=v["answer_tokens"], price_in=v["price_in"] or 0.0,
+        base_url=(base_url or "").strip(),
+        model=(model or "").strip(),
+        api_key=v["api_key"] or "",
+        concurrency=v["concurrency"],
+        temperature=v["temperature"] or 0.0,
+        answer_tokens=v["answer_tokens"],
+        price_in=v["price_in"] or 0.0,
         price_out=v["price_out"] or 0.0,
-    )  # fmt: skip
-    edited = {n: v[f"prompt:{n}"] for n, text in prompts.DEFAULTS.items()
-              if v[f"prompt:{n}"] != text}  # fmt: skip
-    names = ("n_docs", "min_tokens", "max_tokens", "chunk_tokens", "qa_per_chunk",
-             "chunks_per_doc", "characters", "multi_mode", "passages", "multi_requests",
-             "clusters", "min_support", "drop_unsupported", "use_cache", "seed")  # fmt: skip
+    )
+    edited = {
+        n: v[f"prompt:{n}"] for n, text in prompts.DEFAULTS.items() if v[f"prompt:{n}"] != text
+    }
+    names = (
+        "n_docs",
+        "min_tokens",
+        "max_tokens",
+        "chunk_tokens",
+        "qa_per_chunk",
+        "chunks_per_doc",
+        "characters",
+        "multi_mode",
+        "passages",
+        "multi_requests",
+        "clusters",
+        "min_support",
+        "drop_unsupported",
+        "use_cache",
+        "seed",
+    )
     return SynthConfig(
-        task=task, prompt_set=v["prompt_set"], source=source(v), tokenizer=(v["tokenizer"] or "").strip(), prompts=edited,
-        out=str(output(v) or ""), endpoint=endpoint, **{n: v[n] for n in names},
-    ).validate()  # fmt: skip
+        task=task,
+        prompt_set=v["prompt_set"],
+        source=source(v),
+        tokenizer=(v["tokenizer"] or "").strip(),
+        prompts=edited,
+        out=str(output(v) or ""),
+        endpoint=endpoint,
+        **{n: v[n] for n in names},
+    ).validate()
 
 
 def output(v: dict[str, Any]) -> Path | None:
@@ -58,9 +83,16 @@ def procedural_args(v: dict[str, Any]) -> dict[str, Any]:
     """Keyword arguments of `core.synth.jobs.start_procedural` from the form."""
     if any(v[k] is None for k in ("n", "length", "n_topics", "seed")):
         raise LongCtxError("samples, tokens per sample, topics and seed each need a number")
-    return {"n": v["n"], "length": v["length"], "tokenizer_name": (v["tokenizer"] or "").strip(),
-            "seed": v["seed"], "depths": depths(v["depths"]), "n_topics": v["n_topics"],
-            "out": output(v), "source": source(v)}  # fmt: skip
+    return {
+        "n": v["n"],
+        "length": v["length"],
+        "tokenizer_name": (v["tokenizer"] or "").strip(),
+        "seed": v["seed"],
+        "depths": depths(v["depths"]),
+        "n_topics": v["n_topics"],
+        "out": output(v),
+        "source": source(v),
+    }
 
 
 def depths(text: str | None) -> list[float] | None:

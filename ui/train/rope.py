@@ -28,14 +28,21 @@ INTRO = (
 )
 
 
-def build(model: gr.Dropdown, max_length: gr.Number, rope_theta: gr.Number, rope: gr.Textbox
-          ) -> None:  # fmt: skip
+def build(
+    model: gr.Dropdown, max_length: gr.Number, rope_theta: gr.Number, rope: gr.Textbox
+) -> None:
     """A closed "Choose a RoPE base" accordion, wired to the form fields it reads and writes."""
     with gr.Accordion("Choose a RoPE base", open=False, elem_id="rope-advisor") as panel:
         gr.Markdown(INTRO)
         with gr.Row(equal_height=True):
-            target = gr.Number(None, label="Target length (tokens)", precision=0, scale=2,
-                               elem_id="rope-target", placeholder="empty: Max length")  # fmt: skip
+            target = gr.Number(
+                None,
+                label="Target length (tokens)",
+                precision=0,
+                scale=2,
+                elem_id="rope-target",
+                placeholder="empty: Max length",
+            )
             pick = gr.Dropdown([], label="Suggestion", elem_id="rope-pick", scale=3)
             use = gr.Button("Use this base", elem_id="rope-use", scale=1)
         table = gr.Markdown(elem_id="rope-table")
@@ -54,14 +61,18 @@ def build(model: gr.Dropdown, max_length: gr.Number, rope_theta: gr.Number, rope
     panel.expand(lambda *values: refresh(True, *values), [*fields, pick], outputs)
     panel.collapse(lambda: False, None, shown)
     for comp in fields:
-        comp.change(refresh, [shown, *fields, pick], outputs, show_progress="hidden",
-                    trigger_mode="always_last")  # fmt: skip
+        comp.change(
+            refresh,
+            [shown, *fields, pick],
+            outputs,
+            show_progress="hidden",
+            trigger_mode="always_last",
+        )
     use.click(user_errors(use_base), pick, rope_theta)
     use_method.click(user_errors(use_method_setting), method, rope)
 
 
-def advise(model: str, max_length: Any, rope_theta: Any, target: Any, pick: Any
-           ) -> tuple[Any, ...]:  # fmt: skip
+def advise(model: str, max_length: Any, rope_theta: Any, target: Any, pick: Any) -> tuple[Any, ...]:
     """The base table, figure and suggestions, then the methods' for the form as it stands."""
     name = workspace.model_from_user(model)  # a typed path is only read inside allowed roots
     length = int(target or max_length or 0)
@@ -76,9 +87,14 @@ def advise(model: str, max_length: Any, rope_theta: Any, target: Any, pick: Any
     config = loader.load_config(loader.ModelSpec(name=name or "")).config
     methods_figure = figures.methods_figure(config, settings, advice.target)
     spelled = [s.spelled() for s in settings]
-    return (_markdown(advice, rope_theta), figure, gr.Dropdown(choices=choices, value=keep),
-            _methods_markdown(suggested), methods_figure,
-            gr.Dropdown(choices=spelled, value=spelled[0] if spelled else None))  # fmt: skip
+    return (
+        _markdown(advice, rope_theta),
+        figure,
+        gr.Dropdown(choices=choices, value=keep),
+        _methods_markdown(suggested),
+        methods_figure,
+        gr.Dropdown(choices=spelled, value=spelled[0] if spelled else None),
+    )
 
 
 def _methods_markdown(suggested: list[methods.MethodSuggestion]) -> str:
@@ -134,13 +150,15 @@ def _markdown(advice: advisor.Advice, rope_theta: Any) -> str:
         else f"**The model's own base {advisor.compact(check.base)}** (RoPE base field empty)"
     )
     verdict = "✅" if check.bias_ok else "⚠️"
-    return "\n".join([
-        f"**{advice.model}**: {advice.shape_line()}. Target: {advisor.tokens(advice.target)} "
-        f"tokens (x{advice.target / advice.shape.window:.3g} the window).",
-        "",
-        f"Suggested bases for {advisor.tokens(advice.target)} tokens:",
-        *rows,
-        "",
-        f"{verdict} {mine} at {advisor.tokens(advice.target)} tokens:",
-        *(f"- {line}" for line in check.summary()),
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"**{advice.model}**: {advice.shape_line()}. Target: {advisor.tokens(advice.target)} "
+            f"tokens (x{advice.target / advice.shape.window:.3g} the window).",
+            "",
+            f"Suggested bases for {advisor.tokens(advice.target)} tokens:",
+            *rows,
+            "",
+            f"{verdict} {mine} at {advisor.tokens(advice.target)} tokens:",
+            *(f"- {line}" for line in check.summary()),
+        ]
+    )

@@ -56,14 +56,22 @@ def status_html(run_id: str | None) -> str:
         f'<div class="run-status">{theme.badge(state)} '
         f"<b>{html.escape(run_id)}</b> · step {step}/{total or '?'}"
         + (f" · loss {loss:.4f}" if isinstance(loss, float) else "")
-        + (f" · held-out loss {held:.4f} (step {status.get('eval_step')})" if isinstance(held, float) else "")
+        + (
+            f" · held-out loss {held:.4f} (step {status.get('eval_step')})"
+            if isinstance(held, float)
+            else ""
+        )
         + eta_text
         + (f" · CPU threads: {status['threads']}" if status.get("threads") else "")
         + f'<div class="run-progress"><div style="width:{pct:.1f}%"></div></div>'
         + (f'<p class="run-reason">{html.escape(str(reason))}</p>' if reason else "")
-        + (f"<p>Adapter: <code>{html.escape(runs.short_path(status['adapter']))}</code></p>" if status.get("adapter") else "")
+        + (
+            f"<p>Adapter: <code>{html.escape(runs.short_path(status['adapter']))}</code></p>"
+            if status.get("adapter")
+            else ""
+        )
         + "</div>"
-    )  # fmt: skip
+    )
 
 
 def _configured_steps(run_id: str) -> int:
@@ -93,8 +101,12 @@ def select(run_id: str | None, choices: list[tuple[str, str]] | None = None) -> 
         return [gr.update(choices=choices, value=None), status_html(None), None, ""]
     run_dir = runs.run_path(run_id)
     figure = figures.run_figure(runs.read_metrics(run_dir), title=run_id)
-    return [gr.update(choices=choices, value=run_id), status_html(run_id), figure,
-            runs.tail_log(run_dir)]  # fmt: skip
+    return [
+        gr.update(choices=choices, value=run_id),
+        status_html(run_id),
+        figure,
+        runs.tail_log(run_dir),
+    ]
 
 
 def poll(run_id: str | None, seen: tuple | None) -> list:
@@ -165,8 +177,9 @@ def build() -> RunsMonitor:
         with gr.Accordion("Model card (README.md, shown after Export)", open=False):
             card_out = gr.Markdown(elem_id="export-card")
     with gr.Accordion("Compare runs", open=False) as compare_box:
-        pick = gr.CheckboxGroup([c[1] for c in _choices()], label="Runs to overlay",
-                                elem_id="run-compare-pick")  # fmt: skip
+        pick = gr.CheckboxGroup(
+            [c[1] for c in _choices()], label="Runs to overlay", elem_id="run-compare-pick"
+        )
         overlay = gr.Plot(elem_id="run-compare")
     monitor = RunsMonitor(run, status, chart, log, to_evaluate, to_chat)
     timer = gr.Timer(2.0)
@@ -197,8 +210,15 @@ def build() -> RunsMonitor:
     resume.click(do_resume, run, outputs)
 
     @user_errors
-    def do_export(request: gr.Request, profile: gr.OAuthProfile | None, run_id, merge_, repo_,
-                  token_, progress=gr.Progress()):  # fmt: skip
+    def do_export(
+        request: gr.Request,
+        profile: gr.OAuthProfile | None,
+        run_id,
+        merge_,
+        repo_,
+        token_,
+        progress=gr.Progress(),
+    ):
         access.require_owner(request, profile, "Exporting a run")
         if not run_id:
             raise gr.Error("Pick a run first.")
@@ -228,8 +248,12 @@ def build() -> RunsMonitor:
     pick.change(do_overlay, pick, overlay)
     # Runs launched since the page loaded join the list when it is opened or refreshed.
     for event in (compare_box.expand, refresh.click):
-        event(lambda: gr.update(choices=[c[1] for c in _choices()]), None, pick,
-              show_progress="hidden")  # fmt: skip
+        event(
+            lambda: gr.update(choices=[c[1] for c in _choices()]),
+            None,
+            pick,
+            show_progress="hidden",
+        )
     return monitor
 
 

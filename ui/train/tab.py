@@ -42,8 +42,14 @@ def _form(start: cfg.TrainConfig) -> dict[str, gr.components.Component]:
     def field(widget: type, name: str, label: str, *choices: Any, **kwargs: Any) -> None:
         """One setting: its widget holds the start value, is found by `#train-<name>` and
         carries the field's help from core.train.config where there is one."""
-        c[name] = widget(*choices, value=v[name], elem_id=f"train-{name}", label=label,
-                         info=_help(name), **kwargs)  # fmt: skip
+        c[name] = widget(
+            *choices,
+            value=v[name],
+            elem_id=f"train-{name}",
+            label=label,
+            info=_help(name),
+            **kwargs,
+        )
 
     with gr.Accordion("Model", open=True):
         field(gr.Textbox, "name", "Run name")
@@ -54,33 +60,51 @@ def _form(start: cfg.TrainConfig) -> dict[str, gr.components.Component]:
             field(gr.Radio, "engine", "Engine", list(cfg.ENGINES))
     with gr.Accordion("Data", open=True):
         # A table takes no help line: its label says what a row is.
-        c["data"] = gr.Dataframe(v["data"], headers=DATA_COLUMNS, column_count=5,
-                                 datatype=["str", "str", "number", "number", "str"],
-                                 interactive=True, elem_id="train-data", label="Sources: a file "
-                                 "path, or a procedural task (passkey, keys, topics) with n "
-                                 "samples of length tokens; overflow: this source's longer "
-                                 "samples (drop, head, truncate_middle; empty: Longer samples "
-                                 "below)")  # fmt: skip
+        c["data"] = gr.Dataframe(
+            v["data"],
+            headers=DATA_COLUMNS,
+            column_count=5,
+            datatype=["str", "str", "number", "number", "str"],
+            interactive=True,
+            elem_id="train-data",
+            label="Sources: a file "
+            "path, or a procedural task (passkey, keys, topics) with n "
+            "samples of length tokens; overflow: this source's longer "
+            "samples (drop, head, truncate_middle; empty: Longer samples "
+            "below)",
+        )
         with gr.Row():
-            field(gr.Textbox, "eval_data", "Held-out samples (loss measured, not trained on)",
-                  placeholder="e.g. datasets/longctx-mix.eval.jsonl (Data → Mix & push → Hold out)",
-                  scale=3)  # fmt: skip
+            field(
+                gr.Textbox,
+                "eval_data",
+                "Held-out samples (loss measured, not trained on)",
+                placeholder="e.g. datasets/longctx-mix.eval.jsonl (Data → Mix & push → Hold out)",
+                scale=3,
+            )
             field(gr.Number, "eval_steps", "Measure every (steps)", precision=0, minimum=0)
     with gr.Accordion("Long context", open=True):
         with gr.Row():
             field(gr.Number, "rope_theta", "RoPE base")
             field(gr.Number, "max_length", "Max length (tokens)", precision=0)
             field(gr.Radio, "overflow", "Longer samples", list(cfg.OVERFLOW))
-        field(gr.Textbox, "rope", "RoPE scaling (instead of, or beside, a new base)",
-              placeholder="e.g. yarn:factor=4 (empty: none; the paper changes the base only)")
+        field(
+            gr.Textbox,
+            "rope",
+            "RoPE scaling (instead of, or beside, a new base)",
+            placeholder="e.g. yarn:factor=4 (empty: none; the paper changes the base only)",
+        )
         train_rope.build(c["model"], c["max_length"], c["rope_theta"], c["rope"])
     with gr.Accordion("LoRA", open=False):
         with gr.Row():
             field(gr.Number, "lora_r", "r", precision=0)
             field(gr.Number, "lora_alpha", "alpha", precision=0)
             field(gr.Number, "lora_dropout", "dropout")
-        field(gr.CheckboxGroup, "lora_targets", "Target modules",
-              ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])  # fmt: skip
+        field(
+            gr.CheckboxGroup,
+            "lora_targets",
+            "Target modules",
+            ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        )
         field(gr.Checkbox, "train_embeddings", "Train embeddings fully")
     with gr.Accordion("Optimisation", open=False):
         with gr.Row():
@@ -140,8 +164,9 @@ def _filled(value: Any) -> bool:
 def form_values(config: cfg.TrainConfig, names: list[str]) -> list[Any]:
     d = config.to_dict()
     text_columns = ("path", "procedural", "overflow")
-    d["data"] = [[s.get(k, "" if k in text_columns else 0) for k in DATA_COLUMNS]
-                 for s in d["data"]] or [["", "", 0, 0, ""]]  # fmt: skip
+    d["data"] = [
+        [s.get(k, "" if k in text_columns else 0) for k in DATA_COLUMNS] for s in d["data"]
+    ] or [["", "", 0, 0, ""]]
     return [d[n] for n in names]
 
 
@@ -173,10 +198,15 @@ def build() -> TrainTab:
         with gr.Column(scale=2, min_width=380):
             verdict = gr.Markdown(first_view[0], elem_id="fit-verdict")
             fit_plot = gr.Plot(first_view[1], label="Estimated peak memory")
-            command = gr.Textbox(first_view[2], label="Command the app runs", interactive=False,
-                                 elem_id="train-command")  # fmt: skip
-            yaml_box = gr.Code(first_view[3], language="yaml", label="config.yaml",
-                               interactive=False, max_lines=30)  # fmt: skip
+            command = gr.Textbox(
+                first_view[2],
+                label="Command the app runs",
+                interactive=False,
+                elem_id="train-command",
+            )
+            yaml_box = gr.Code(
+                first_view[3], language="yaml", label="config.yaml", interactive=False, max_lines=30
+            )
             with gr.Row():
                 launch = gr.Button("Launch", variant="primary", elem_id="train-launch", scale=2)
                 check = gr.Button("Check the data against max length", elem_id="train-check")
@@ -194,8 +224,13 @@ def build() -> TrainTab:
 
     outputs = [verdict, fit_plot, command, yaml_box]
     for comp in inputs:
-        comp.change(lambda *vals: preview(names, *vals), inputs, outputs, show_progress="hidden",
-                    trigger_mode="always_last")  # fmt: skip
+        comp.change(
+            lambda *vals: preview(names, *vals),
+            inputs,
+            outputs,
+            show_progress="hidden",
+            trigger_mode="always_last",
+        )
 
     @user_errors
     def start(request: gr.Request, profile: gr.OAuthProfile | None, *values):
