@@ -434,10 +434,11 @@ def _raw_examples(test):
 @given(raw=_RAW_BODIES)
 @_raw_examples
 def test_parse_gives_a_request_or_a_typed_4xx(raw):
-    from core.serve.app import _parse, _State
+    from core.serve.app import _parse
+    from core.serve.turns import ServerState
 
     # `_parse` reads only the served name and the fault flag (on: it also hashes the messages).
-    state = _State(None, "tiny", max_queue=0, faults=True)
+    state = ServerState(None, "tiny", max_queue=0, faults=True)
     try:
         request, messages = _parse(raw, state)
     except Exception as exc:

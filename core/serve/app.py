@@ -10,15 +10,12 @@ Knows nothing about gradio, datasets or training.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
 import math
-import threading
 import time
 import uuid
-from collections import Counter, deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -33,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import ConfigError
-from core.models.generation import Chunk, PromptTooLong, SamplingParams, prompt_ids, stream_chat
+from core.models.generation import Chunk, PromptTooLong, SamplingParams, prompt_ids
 from core.models.loader import LoadedModel, ModelSpec, default_cache
 from core.serve.protocol import (
     APIError,
@@ -43,218 +40,13 @@ from core.serve.protocol import (
     _text_of,
     template_flags,
 )
+from core.serve.turns import Generation, ServerState
 from core.threads import Governor
 
 log = logging.getLogger(__name__)
 
 # The window assumed for a model whose config names none.
 _FALLBACK_WINDOW = 4096
-
-
-# ---------------------------------------------------------------------------------------------
-# Server state: the queue bound, the generations in flight, faults and statistics.
-
-
-class _State:
-    def __init__(
-        self,
-        loaded: LoadedModel,
-        served_name: str,
-        max_queue: int,
-        faults: bool,
-        queue_timeout: float | None = None,
-        governor: Governor | None = None,
-    ):
-        self.loaded, self.served_name, self.max_queue = loaded, served_name, max_queue
-        self.queue_timeout, self.governor = queue_timeout, governor
-        self.fault_injection = faults
-        self.refuse_max_tokens = False
-        self.created = int(time.time())
-        self.faults: deque[Fault] = deque()
-        self.requests = 0
-        self.by_status: Counter[str] = Counter()
-        self.message_hashes: list[str] = []
-        self.sampling: list[dict[str, Any]] = []  # per request: what a client asked for
-        self.finish_reasons: Counter[str] = Counter()  # "cancelled" shows a client hung up
-        self.jobs: set[_Generation] = set()
-        self._in_flight = 0
-        self._lock = threading.Lock()  # the counter is released from generation threads
-        # HF fast tokenizers are Rust objects that refuse concurrent mutable use ("Already
-        # borrowed"); rendering prompts one at a time costs nothing next to decoding.
-        self.tokenize_lock = threading.Lock()
-        # The model's turn, handed out first come first served (asyncio.Lock is fair, where the
-        # model's threading.Lock is not): a deadline on the wait is only fair in a fair queue.
-        self._turn: asyncio.Lock | None = None
-        self._turn_loop: asyncio.AbstractEventLoop | None = None
-        self.service_s = 1.0  # a moving average of how long one request holds the model
-
-    @property
-    def in_flight(self) -> int:
-        return self._in_flight
-
-    def turn(self) -> asyncio.Lock:
-        # One per event loop: an asyncio.Lock is bound to the loop that first waits on it, and
-        # in-process test clients run the app on a loop of their own.
-        loop = asyncio.get_running_loop()
-        if self._turn is None or self._turn_loop is not loop:
-            self._turn, self._turn_loop = asyncio.Lock(), loop
-        return self._turn
-
-    def end_turn(self, loop: asyncio.AbstractEventLoop, held_s: float) -> None:
-        """Hand the model to the next request in line (from any thread)."""
-        self.service_s = 0.7 * self.service_s + 0.3 * held_s
-        turn = self._turn
-        if turn is None:
-            return
-        try:
-            loop.call_soon_threadsafe(turn.release)
-        except RuntimeError:  # the event loop is closed: nobody is waiting any more
-            pass
-
-    def retry_after_s(self) -> float:
-        """How long a refused client should wait: about the time the queue ahead needs."""
-        return min(max(self.service_s * max(self._in_flight, 1), 0.1), 60.0)
-
-    def busy_headers(self) -> dict[str, str]:
-        # OpenAI clients honour retry-after-ms (then Retry-After) up to 60 s, else back off.
-        wait = self.retry_after_s()
-        return {"retry-after-ms": f"{wait * 1000:.0f}", "Retry-After": str(math.ceil(wait))}
-
-    def try_admit(self) -> _Slot | None:
-        # One request generates while up to max_queue wait on the model's lock.
-        with self._lock:
-            if self._in_flight > self.max_queue:
-                return None
-            self._in_flight += 1
-        return _Slot(self)
-
-    def _release(self) -> None:
-        with self._lock:
-            self._in_flight -= 1
-
-    def add_job(self, job: _Generation) -> None:
-        with self._lock:
-            self.jobs.add(job)
-
-    def drop_job(self, job: _Generation, finish_reason: str | None) -> None:
-        with self._lock:
-            self.jobs.discard(job)
-            self.finish_reasons[finish_reason or "error"] += 1
-
-    def cancel_all(self) -> None:
-        with self._lock:
-            jobs = list(self.jobs)
-        for job in jobs:
-            job.cancel.set()
-
-
-class _Slot:
-    """A place in the queue, released exactly once by whoever finishes with the request last."""
-
-    def __init__(self, state: _State):
-        self._state, self._released = state, False
-
-    def release(self) -> None:
-        if not self._released:
-            self._released = True
-            self._state._release()
-
-
-class _Generation:
-    """One request's decoding on its own thread; chunks come back through an asyncio queue.
-
-    A dedicated thread rather than the shared pool: it may wait minutes for the model's lock,
-    and `stream_chat` holds that lock across its yields, so one thread must run it throughout.
-    """
-
-    def __init__(
-        self,
-        state: _State,
-        messages: list[dict[str, str]],
-        ids: list[int],
-        params: SamplingParams,
-    ):
-        self.cancel = threading.Event()
-        self._state: _State = state
-        self._slot: _Slot | None = None
-        self._loop = asyncio.get_running_loop()
-        self._queue: asyncio.Queue[Chunk | BaseException] = asyncio.Queue()
-        self._watcher: asyncio.Future | None = None
-        self._args = (messages, params, ids)
-
-    def start(self, slot: _Slot) -> None:
-        """Generate on a thread of its own, which from now on owns `slot` and the model's turn."""
-        self._slot = slot
-        self._state.add_job(self)
-        threading.Thread(target=self._run, daemon=True, name="longctx-serve-generate").start()
-
-    def _run(self) -> None:
-        finish, started = None, time.monotonic()
-        try:
-            governor = self._state.governor
-            busy = governor.computing() if governor is not None else contextlib.nullcontext()
-            with busy:  # on this thread: torch's pool size is per thread
-                finish = self._generate(governor)
-        except Exception as exc:  # handed to the request, which turns it into a response
-            self._put(exc)
-        finally:
-            if self._slot is not None:
-                self._slot.release()
-            self._state.end_turn(self._loop, time.monotonic() - started)
-            self._state.drop_job(self, finish)
-
-    def _generate(self, governor: Governor | None) -> str | None:
-        messages, params, ids = self._args
-        finish = None
-        for chunk in stream_chat(self._state.loaded, messages, params, self.cancel, ids=ids):
-            if governor is not None:
-                governor.tick()  # cheap between re-plans; a server that ends training re-plans
-            finish = chunk.finish_reason
-            if finish is not None and self._slot is not None:
-                # Free the slot before the client can see its answer end: released after,
-                # a client sending its next request at once could race it and get a 429
-                # with nothing else in flight (seen with max_queue=0).
-                self._slot.release()
-            self._put(chunk)
-        return finish
-
-    def _put(self, item: Chunk | BaseException) -> None:
-        try:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
-        except RuntimeError:
-            # The event loop is closed (server stopped): nobody will read the rest.
-            self.cancel.set()
-
-    async def next(self) -> Chunk:
-        item = await self._queue.get()
-        if isinstance(item, BaseException):
-            raise item
-        return item
-
-    def watch(self, request: Request) -> None:
-        """Cancel the generation if `request`'s client hangs up (until `unwatch`)."""
-
-        async def listen() -> None:
-            # The body is read, so the next message uvicorn has for us is the disconnect: waiting
-            # for it wakes us the moment the client leaves, without polling.
-            while (await request.receive())["type"] != "http.disconnect":
-                pass
-            self.cancel.set()
-
-        self._watcher = asyncio.ensure_future(listen())
-
-    def unwatch(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            self._watcher = None
-
-    def close(self) -> None:
-        self.cancel.set()
-        self.unwatch()
-
-
-# ---------------------------------------------------------------------------------------------
-# The app.
 
 
 def _load(loaded_or_spec: LoadedModel | ModelSpec | str) -> LoadedModel:
@@ -296,7 +88,7 @@ def create_app(
         )
     loaded = _load(loaded_or_spec)
     name = served_name or loaded.spec.name
-    state = _State(loaded, name, max_queue, fault_injection, queue_timeout, governor)
+    state = ServerState(loaded, name, max_queue, fault_injection, queue_timeout, governor)
     state.refuse_max_tokens = refuse_max_tokens
 
     @asynccontextmanager
@@ -329,7 +121,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         return error.response()
 
 
-def _add_model_routes(app: FastAPI, state: _State) -> None:
+def _add_model_routes(app: FastAPI, state: ServerState) -> None:
     @app.get("/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "model": state.served_name, "in_flight": state.in_flight}
@@ -361,7 +153,7 @@ def _add_model_routes(app: FastAPI, state: _State) -> None:
         return response
 
 
-def _add_fault_routes(app: FastAPI, state: _State) -> None:
+def _add_fault_routes(app: FastAPI, state: ServerState) -> None:
     @app.post("/_faults")
     async def add_faults(faults: list[Fault]) -> dict[str, int]:
         state.faults.extend(faults)
@@ -406,7 +198,7 @@ class _Call:
     ids: list[int]
 
 
-def _parse(raw: bytes, state: _State) -> tuple[ChatRequest, list[dict[str, str]]]:
+def _parse(raw: bytes, state: ServerState) -> tuple[ChatRequest, list[dict[str, str]]]:
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -450,7 +242,7 @@ def _parse(raw: bytes, state: _State) -> tuple[ChatRequest, list[dict[str, str]]
     return req, messages
 
 
-async def _prepare(raw: bytes, state: _State) -> _Call:
+async def _prepare(raw: bytes, state: ServerState) -> _Call:
     req, messages = _parse(raw, state)
     loaded = state.loaded
     # OpenAI's default is "as many as fit"; stream_chat caps it at what the prompt leaves.
@@ -490,7 +282,7 @@ async def _prepare(raw: bytes, state: _State) -> _Call:
     return _Call(req, messages, params, ids)
 
 
-async def _chat(request: Request, state: _State) -> Response:
+async def _chat(request: Request, state: ServerState) -> Response:
     call = await _prepare(await request.body(), state)
     slot = state.try_admit()
     if slot is None:
@@ -508,7 +300,7 @@ async def _chat(request: Request, state: _State) -> Response:
         if fault is not None:
             await _apply_fault(fault)
         turn = await _wait_for_turn(request, state)
-        job = _Generation(state, call.messages, call.ids, call.params)
+        job = Generation(state, call.messages, call.ids, call.params)
         job.start(slot)  # from here on the generation thread releases the slot and the turn
         job.watch(request)
         # Waiting for the first token before answering lets an error still be a 4xx.
@@ -532,7 +324,7 @@ async def _chat(request: Request, state: _State) -> Response:
             job.close()
 
 
-async def _wait_for_turn(request: Request, state: _State) -> bool:
+async def _wait_for_turn(request: Request, state: ServerState) -> bool:
     """Wait in line for the model: True once it is this request's turn.
 
     Raises a 503 past the queue deadline, and gives up (499, which nobody reads) when the
@@ -595,7 +387,7 @@ def _break(text: str) -> str:
     return text[: len(text) // 2] + "{"
 
 
-def _base(state: _State, kind: str) -> dict[str, Any]:
+def _base(state: ServerState, kind: str) -> dict[str, Any]:
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
         "object": kind,
@@ -614,7 +406,7 @@ def _usage(chunk: Chunk) -> dict[str, int]:
 
 
 async def _complete(
-    job: _Generation, chunk: Chunk, call: _Call, state: _State, broken: bool
+    job: Generation, chunk: Chunk, call: _Call, state: ServerState, broken: bool
 ) -> JSONResponse:
     parts = [chunk.text]
     while chunk.finish_reason is None:
@@ -635,7 +427,7 @@ async def _complete(
 
 
 def _stream(
-    job: _Generation, first: Chunk, call: _Call, state: _State, broken: bool
+    job: Generation, first: Chunk, call: _Call, state: ServerState, broken: bool
 ) -> StreamingResponse:
     base = _base(state, "chat.completion.chunk")
     options = call.request.stream_options

@@ -18,7 +18,8 @@ from fastapi import FastAPI
 from core.errors import LongCtxError
 from core.models.loader import LoadedModel, ModelSpec
 from core.models.names import EMBEDDED
-from core.serve.app import _State, create_app
+from core.serve.app import create_app
+from core.serve.turns import ServerState
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ class BackgroundServer:
         if self._server is None:
             return
         state = getattr(getattr(self.app, "state", None), "longctx", None)
-        if isinstance(state, _State):
+        if isinstance(state, ServerState):
             state.cancel_all()
         self._server.should_exit = True
         if self._thread is not None:
