@@ -91,10 +91,18 @@ def test_every_sample_is_its_length_within_two_percent(samples, embedded_tokeniz
         target = p.info["length"]
         assert abs(len(p.ids) - target) <= 0.02 * target, key
         assert len(p.ids) == p.info["prompt_tokens"]
-        # The same prompt rendered again from its text by the chat template (how an endpoint
-        # sees it), with the answer prefix after it, is just as long.
-        prefix = embedded_tokenizer(p.info["answer_prefix"], add_special_tokens=False)
-        again = len(prompt_ids(embedded_tokenizer, p.messages)) + len(prefix["input_ids"])
+        # The same prompt rendered again from its messages by the chat template (how an
+        # endpoint sees it: the answer prefix as a last assistant message it continues) is
+        # just as long.
+        assert p.messages[-1] == {"role": "assistant", "content": p.info["answer_prefix"]}
+        again = len(
+            prompt_ids(
+                embedded_tokenizer,
+                p.messages,
+                add_generation_prompt=False,
+                continue_final_message=True,
+            )
+        )
         assert abs(again - target) <= 0.02 * target, key
 
 

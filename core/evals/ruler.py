@@ -99,7 +99,8 @@ class RulerConfig:
     hotpot: str = ""
     """A HotpotQA-format JSON file (qa_hotpot)."""
     answer_prefix: bool = True
-    """Start the reply with RULER's answer prefix (local models only)."""
+    """Start the reply with RULER's answer prefix (endpoints continue it as the last assistant
+    message, like the other retrieval tasks)."""
     threshold: float = THRESHOLD
     """The figure marks the length where the mean score falls under this (percent)."""
     max_new_tokens: int = 128
@@ -215,7 +216,10 @@ def build_prompt(
         "context_start": len(head),
         **extra,
     }
-    return Prompt(key, ids, [{"role": "user", "content": content}], info)
+    messages = [{"role": "user", "content": content}]
+    if prefix:  # endpoints continue it as a last assistant message (continue_final_message)
+        messages.append({"role": "assistant", "content": sample.prefix})
+    return Prompt(key, ids, messages, info, answer_prefix=sample.prefix if prefix else "")
 
 
 class Env:
