@@ -373,7 +373,12 @@ def test_train_tab_launches_a_run_that_survives_reload_and_restart(
     budget = page.locator("#chat-budget")
     budget.get_by_text("B · ").wait_for(timeout=30000)
     assert page.locator("#chat-a .user").count() == 0 and page.locator("#chat-a .bot").count() == 0
-    assert f"B · workspace/runs/{run_id}/adapter" in budget.inner_text()  # named from its root
+    # Named from its root; refreshes started before the hand-off may land first.
+    page.wait_for_function(
+        "([label]) => document.querySelector('#chat-budget').innerText.includes(label)",
+        arg=[f"B · workspace/runs/{run_id}/adapter"],
+        timeout=30000,
+    )
     assert page.locator("#chat-target-a-model input").input_value() == str(tiny_llama_dir)
     assert run_id in page.locator("#chat-target-b-model input").input_value()
     assert page.get_by_label("Side by side").is_checked()

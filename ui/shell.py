@@ -128,7 +128,9 @@ def _wire_run_handoffs(
         panel.run,
         [*eval_tab.target.local_outputs(), eval_tab.task, eval_tab.dataset, tabs],
     )
-    panel.to_chat.click(
+    # The budget is counted again once the hand-off is in place: a refresh started before it
+    # (by the reply of an earlier conversation, say) may otherwise land last, with the old models.
+    handed = panel.to_chat.click(
         user_errors(to_chat),
         panel.run,
         [
@@ -140,6 +142,7 @@ def _wire_run_handoffs(
             tabs,
         ],
     )
+    chat_tab.budget_after(handed)
 
 
 def _is_loopback(host: str) -> bool:
