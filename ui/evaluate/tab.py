@@ -162,10 +162,13 @@ def _wire(
 
     def poll(key, seen, seen_list, pick, x):
         job = jobs.get(key)
-        if job is None or job.version() == seen:
+        # The version is read before drawing: a job that finishes while its page is drawn then
+        # keeps an older version than the state shown, and the next tick draws it again.
+        version = job.version() if job is not None else None
+        if job is None or version == seen:
             updates = [gr.skip()] * 3
         else:
-            updates = [progress.status_html(job), progress.figure(job), job.version()]
+            updates = [progress.status_html(job), progress.figure(job), version]
         signature = past.signature()
         if signature == seen_list:
             return [*updates, gr.skip(), *[gr.skip()] * len(panel.list_outputs)]
