@@ -114,7 +114,8 @@ def _claims_dir() -> Path:
     return workspace.subdir("cache") / "threads"
 
 
-def _alive(pid: object) -> bool:
+def process_alive(pid: object) -> bool:
+    """Whether `pid` names a running process (a zombie, finished but not reaped, is not)."""
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:
@@ -139,7 +140,7 @@ def claims() -> list[dict]:
             claim = json.loads(file.read_text())
         except (OSError, ValueError):
             continue  # being written; read again at the next tick
-        if _alive(claim.get("pid")):
+        if process_alive(claim.get("pid")):
             out.append(claim)
         else:
             file.unlink(missing_ok=True)
@@ -156,7 +157,11 @@ def training_runs() -> list[dict]:
         except (OSError, ValueError):
             continue
         pid = status.get("pid")
-        if status.get("state") in _ACTIVE_RUN and status.get("device") == "cpu" and _alive(pid):
+        if (
+            status.get("state") in _ACTIVE_RUN
+            and status.get("device") == "cpu"
+            and process_alive(pid)
+        ):
             out.append({"id": status_file.parent.name, "pid": pid})
     return out
 

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core import workspace
+from core import threads, workspace
 from core.errors import ConfigError, LongCtxError
 from core.evals import figures
 from core.evals.backends import Target
@@ -369,7 +369,7 @@ def launch(config: MethodsConfig, out: str | os.PathLike | None = None) -> Path:
 
     comparison = Comparison(config, out)
     folder, last = comparison.path, comparison.progress()
-    if last.get("state") == "running" and _alive(last.get("pid")):
+    if last.get("state") == "running" and threads.process_alive(last.get("pid")):
         raise LongCtxError(f"{folder.name} is already being compared; wait or stop it")
     argv = command_for(config, folder)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "LONGCTX_HOME": str(workspace.home())}
@@ -391,17 +391,9 @@ def stop(folder: str | os.PathLike) -> None:
     import signal
 
     pid = json.loads((Path(folder) / PROGRESS_FILE).read_text()).get("pid")
-    if not _alive(pid):
+    if not threads.process_alive(pid):
         raise LongCtxError(f"{Path(folder).name} is not running")
     os.kill(int(pid), signal.SIGTERM)
-
-
-def _alive(pid: Any) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (TypeError, ValueError, ProcessLookupError, PermissionError):
-        return False
-    return True
 
 
 def state(folder: str | os.PathLike) -> dict[str, Any]:
@@ -411,7 +403,7 @@ def state(folder: str | os.PathLike) -> dict[str, Any]:
         record = json.loads((Path(folder) / PROGRESS_FILE).read_text())
     except (OSError, ValueError):
         return {"state": "created"}
-    if record.get("state") == "running" and not _alive(record.get("pid")):
+    if record.get("state") == "running" and not threads.process_alive(record.get("pid")):
         record["state"] = "stopped"
     return record
 

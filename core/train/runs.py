@@ -80,7 +80,7 @@ def read_status(run_dir: Path) -> dict[str, Any]:
         status = json.loads((run_dir / "status.json").read_text())
     except (OSError, json.JSONDecodeError):
         status = {"state": "unknown"}
-    if status.get("state") in ACTIVE and not _alive(status.get("pid")):
+    if status.get("state") in ACTIVE and not threads.process_alive(status.get("pid")):
         status = {
             **status,
             "state": "interrupted",
@@ -97,23 +97,6 @@ def update_status(run_dir: Path, **fields: Any) -> dict[str, Any]:
     status.update(fields, updated=time.time())
     write_status(run_dir, status)
     return status
-
-
-def _alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (finished child not yet reaped by the app) is not alive.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 # -- reading runs ------------------------------------------------------------------------------------
