@@ -367,6 +367,10 @@ def test_train_tab_launches_a_run_that_survives_reload_and_restart(
     page.get_by_role("tab", name="Chat").click()
     page.locator("#chat-input textarea").fill("Say hello.")
     page.locator("#chat-input textarea").press("Enter")
+    # A small model sampling at 0.7 may run on to its 512-token limit, minutes on loaded
+    # cores: Stop ends the reply once it has begun.
+    page.locator("#chat-a .bot").first.wait_for(timeout=60000)
+    page.locator("#chat-stop").click()
     page.locator(".chat-stats", has_text="tokens/s").first.wait_for(timeout=60000)
     page.get_by_role("tab", name="Train").click()
     page.locator("#run-to-chat").click()
