@@ -15,7 +15,7 @@ from pathlib import Path
 from core.errors import LongCtxError
 from core.hosting import space
 
-SUBDIRS = ("models", "datasets", "runs", "evals", "cache")
+SUBDIRS = ("models", "datasets", "runs", "evals", "experiments", "cache")
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _extra_roots: list[Path] = []
 
@@ -33,7 +33,8 @@ def home() -> Path:
 
 
 def subdir(name: str) -> Path:
-    """One of the standard sub-folders (`models`, `datasets`, `runs`, `evals`, `cache`).
+    """One of the standard sub-folders (`models`, `datasets`, `runs`, `evals`, `experiments`,
+    `cache`).
 
     `LONGCTX_MODELS` may point `models/` elsewhere, so several workspaces (or test sessions)
     share converted and downloaded weights.

@@ -14,7 +14,18 @@ import sys
 from collections.abc import Callable
 
 from core import threads
-from core.cli import data, evals, harness, methods, rope, scorecard, serve, synth, train
+from core.cli import (
+    data,
+    evals,
+    experiment,
+    harness,
+    methods,
+    rope,
+    scorecard,
+    serve,
+    synth,
+    train,
+)
 from core.errors import LongCtxError
 from core.hosting import space
 
@@ -72,7 +83,7 @@ def build_parser(launch_app: AppLauncher | None = None) -> argparse.ArgumentPars
     if launch_app is not None:
         _register_app(sub, launch_app)
     # Each command group's module adds its sub-command(s) with `func` set.
-    for group in (serve, evals, harness, scorecard, methods, train, data, synth, rope):
+    for group in (serve, evals, harness, scorecard, methods, train, data, synth, rope, experiment):
         group.register(sub)
     return parser
 
@@ -84,6 +95,7 @@ def main(argv: list[str] | None = None, launch_app: AppLauncher | None = None) -
     # The command line of this process, for a command that restarts itself (`train` swapping
     # its allocator); None when called in-process, where restarting would replace the caller.
     args.process_argv = sys.argv[1:] if argv is None else None
+    args.parser = parser  # for a command that checks others' command lines (`experiment`)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -274,6 +274,20 @@ def check_launchable(config: TrainConfig) -> None:
     loader.load_config(loader.ModelSpec(name=config.model))
 
 
+def child_env(config: TrainConfig, device: str) -> dict[str, str]:
+    """The environment a training child starts with: the workspace, this project importable,
+    and on a CPU the allocator and the thread budget."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "LONGCTX_HOME": str(workspace.home())}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PROJECT_ROOT), env.get("PYTHONPATH")]))
+    if device == "cpu":
+        env = allocator.child_env(env)
+        # Sized before torch starts in the child (OpenMP reads these once); the child re-plans
+        # as it runs (callbacks.RunMonitor), so this is only its start.
+        budget = threads.plan("train", config.threads or None)
+        env = threads.child_env(env, max(1, budget.threads // max(1, config.num_gpus)))
+    return env
+
+
 def launch(config: TrainConfig, run_dir: Path | None = None, resume: bool = False) -> Path:
     """Start training in a child process and return its run folder at once.
 
@@ -290,14 +304,7 @@ def launch(config: TrainConfig, run_dir: Path | None = None, resume: bool = Fals
         )
     run_dir = run_dir or new_run_dir(config)
     cmd = command_for(run_dir, config, resume)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "LONGCTX_HOME": str(workspace.home())}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PROJECT_ROOT), env.get("PYTHONPATH")]))
-    if device == "cpu":
-        env = allocator.child_env(env)
-        # Sized before torch starts in the child (OpenMP reads these once); the child re-plans
-        # as it runs (callbacks.RunMonitor), so this is only its start.
-        budget = threads.plan("train", config.threads or None)
-        env = threads.child_env(env, max(1, budget.threads // max(1, config.num_gpus)))
+    env = child_env(config, device)
     with (run_dir / "log.txt").open("ab") as log:
         log.write(f"$ {' '.join(cmd)}\n".encode())
         log.flush()

@@ -1,0 +1,1 @@
+"""Experiments: one file runs data -> train -> evaluate -> report (spec, runner, report)."""
