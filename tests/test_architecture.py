@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-TABS = ("data", "generate", "train", "evaluate", "chat")
+TABS = ("data", "generate", "train", "evaluate", "chat", "experiments")
 
 
 def _module_name(path: Path) -> str:

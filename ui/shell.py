@@ -22,6 +22,7 @@ from ui.chat import tab as chat
 from ui.common import user_errors
 from ui.data import tab as data
 from ui.evaluate import tab as evaluate
+from ui.experiments import tab as experiments
 from ui.generate import tab as generate
 from ui.theme import style_kwargs
 from ui.train import tab as train
@@ -59,6 +60,8 @@ def build_app(model: str = names.EMBEDDED) -> gr.Blocks:
                 eval_tab = evaluate.build()
             with gr.Tab("Chat", id="chat") as chat_page:
                 chat_tab = chat.build(default_model=model)
+            with gr.Tab("Experiments", id="experiments"):
+                experiments.build()
         _wire_to_data(generated.output, to_data, data_tab, tabs)
         _wire_to_data(
             chat_tab.kept,

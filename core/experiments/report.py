@@ -133,14 +133,14 @@ def step_rows(state: dict[str, Any], experiment: Experiment) -> list[list[str]]:
             [
                 step.id,
                 record.get("state", "pending"),
-                _duration(seconds) if seconds is not None else "",
+                duration(seconds) if seconds is not None else "",
                 f"{peak / 2**30:.2f} GB" if peak else "",
             ]
         )
     return rows
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     seconds = int(round(seconds))
     if seconds < 60:
         return f"{seconds} s"
@@ -190,6 +190,38 @@ def niah_figures(folder: Path, experiment: Experiment, task: str = "niah") -> li
     return out
 
 
+def grids_figure(folder: Path, experiment: Experiment, task: str) -> Any | None:
+    """The heatmaps of one grid task, one panel per model side by side, on one colour scale."""
+    from plotly.subplots import make_subplots
+
+    heatmaps = niah_figures(folder, experiment, task)
+    if not heatmaps:
+        return None
+    titles = [h.layout.title.text for h in heatmaps]
+    fig = make_subplots(rows=1, cols=len(heatmaps), subplot_titles=titles, shared_yaxes=True)
+    for col, heatmap in enumerate(heatmaps, start=1):
+        for trace in heatmap.data:
+            if col > 1 and hasattr(trace, "showscale"):
+                trace.showscale = False
+            fig.add_trace(trace, row=1, col=col)
+        for shape in heatmap.layout.shapes or ():  # the window's dashed line
+            fig.add_vline(x=shape.x0, line_dash="dash", line_color="#333", row=1, col=col)
+        axis = heatmap.layout.xaxis
+        fig.update_xaxes(
+            title="context length (tokens)",
+            tickvals=axis.tickvals,
+            ticktext=axis.ticktext,
+            row=1,
+            col=col,
+        )
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_yaxes(title="needle depth", row=1, col=1)
+    fig.update_layout(
+        title=GRID_TASKS.get(task, task), template="plotly_white", height=380, margin={"t": 90}
+    )
+    return fig
+
+
 def perplexity_figure(folder: Path, experiment: Experiment) -> Any | None:
     measured = {
         label: (results.read_cells(path), results.read_config(path).get("window"))
@@ -230,7 +262,6 @@ h1 { margin-bottom: 0.2em; } .muted { color: #6b7280; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
 td, th { border: 1px solid #e5e7eb; padding: 0.3em 0.7em; text-align: right; }
 td:first-child, th:first-child { text-align: left; }
-.grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(360px, 1fr)); gap: 0.5em; }
 code, pre { background: #f3f4f6; padding: 0.1em 0.3em; border-radius: 4px; }
 pre { padding: 0.8em; overflow-x: auto; }
 .state-done { color: #047857; } .state-failed { color: #b91c1c; }
@@ -269,7 +300,7 @@ def render(folder: str | Path, experiment: Experiment, state: dict[str, Any]) ->
     parts.append(
         f"<p class='muted'>{html.escape(state.get('state', 'created'))}"
         + (f" · started {when}" if when else "")
-        + f" · {_duration(total)} of steps"
+        + f" · {duration(total)} of steps"
         + (f" · {html.escape(state['reason'])}" if state.get("reason") else "")
         + "</p>"
     )
@@ -293,11 +324,9 @@ def render(folder: str | Path, experiment: Experiment, state: dict[str, Any]) ->
         parts.append("<h2>Training loss</h2>" + _figure_html(loss))
 
     for task, title in GRID_TASKS.items():
-        heatmaps = niah_figures(folder, experiment, task)
-        if heatmaps:
-            parts.append(f"<h2>{title}</h2><div class='grid'>")
-            parts += [f"<div>{_figure_html(f, 420)}</div>" for f in heatmaps]
-            parts.append("</div>")
+        grids = grids_figure(folder, experiment, task)
+        if grids is not None:
+            parts.append(f"<h2>{title}</h2>" + _figure_html(grids, 420))
 
     ppl = perplexity_figure(folder, experiment)
     if ppl is not None:
@@ -352,9 +381,9 @@ def write_pngs(folder: str | Path, experiment: Experiment) -> list[Path]:
     if loss is not None:
         named.append(("loss", loss))
     for task in GRID_TASKS:
-        labels = list(eval_folders(folder, experiment, task))
-        heatmaps = niah_figures(folder, experiment, task)
-        named += [(f"{task}-{_slug(lbl)}", f) for lbl, f in zip(labels, heatmaps, strict=True)]
+        grids = grids_figure(folder, experiment, task)
+        if grids is not None:
+            named.append((task, grids))
     ppl = perplexity_figure(folder, experiment)
     if ppl is not None:
         named.append(("perplexity", ppl))
