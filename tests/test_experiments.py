@@ -256,6 +256,14 @@ def test_an_experiment_stopped_then_killed_resumes_and_reports(tmp_path, tiny_ll
     # Opens offline: plotly.js is in the page, no script comes from elsewhere.
     assert "Plotly" in page and re.search(r"<script[^>]*\bsrc=", page) is None
 
+    # The tuned adapter's model card (export, push) carries the experiment's results.
+    from core.train import export
+
+    card = export.write_model_card(train / "adapter", train / "adapter", merged=False).read_text()
+    experiment_part = card.split("## Experiment", 1)[1]
+    assert "| NIAH @ 400 |" in experiment_part and "RoPE change only" in experiment_part
+    assert "| train-tuned | done |" in experiment_part
+
 
 @pytest.mark.integration
 def test_a_failed_step_stops_the_experiment_with_its_reason(tmp_path, tiny_llama_dir):

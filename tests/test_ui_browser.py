@@ -432,3 +432,65 @@ def test_runs_come_back_after_an_app_restart(browser, embedded):
         page.close()
     finally:
         demo.close()
+
+
+def test_experiments_tab_checks_runs_and_shows_an_experiment_after_reload(
+    app_url, browser, tiny_llama_dir
+):
+    experiment = {
+        "name": "ui-tiny",
+        "model": str(tiny_llama_dir),
+        "data": [{"name": "keys", "make": "keys", "n": 2, "length": 200}],
+        "train": [
+            {
+                "name": "tuned",
+                "preset": "cpu-keys",
+                "data": ["keys"],
+                "rope_theta": 40000,
+                "max_length": 256,
+                "max_steps": 2,
+            }
+        ],
+        "evaluate": {
+            "models": ["base", "tuned"],
+            "tasks": {"niah": {"lengths": [150, 300], "depths": [0, 100], "max_new_tokens": 4}},
+        },
+    }
+    page = browser.new_page()
+    _open_tab(page, app_url, "Experiments")
+    editor = page.locator("#exp-yaml .cm-content")
+    editor.get_by_text("name: miniature-cpu").wait_for(timeout=20000)  # the preset to start from
+    # YAML is a superset of JSON: one line, typed past the editor's indenting and bracket closing.
+    editor.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.insert_text(json.dumps(experiment))
+    page.locator("#exp-check").click()
+    plan = page.locator("#exp-plan")
+    plan.get_by_text("ui-tiny").wait_for(timeout=30000)
+    assert "5 steps" in plan.inner_text()
+    assert "niah-tuned" in plan.inner_text() and "--adapter" in plan.inner_text()
+
+    page.locator("#exp-run").click()
+    status = page.locator("#exp-status")
+    try:
+        status.get_by_text("completed").wait_for(timeout=300000)
+    except PlaywrightTimeout:
+        folder = workspace.home() / "experiments" / "ui-tiny"
+        pytest.fail(f"{status.inner_text()}\n{(folder / 'log.txt').read_text()[-3000:]}")
+    assert "5/5 steps done" in status.inner_text()
+    steps = page.locator("#exp-steps")
+    steps.get_by_text("niah-tuned").wait_for(timeout=20000)
+    assert steps.get_by_text("done", exact=True).count() == 5
+    page.locator("#exp-grids .js-plotly-plot").wait_for(timeout=20000)
+    assert "NIAH @ 300" in page.locator("#exp-scorecard").inner_text()
+    assert "report.html" in page.locator("#exp-report").inner_text()
+
+    # A reload shows the experiment again, read back from its folder.
+    page.reload()
+    page.get_by_role("tab", name="Experiments").click()
+    pick = page.locator("#exp-pick input")
+    pick.click()
+    page.get_by_role("option", name="ui-tiny").click()
+    page.locator("#exp-status").get_by_text("completed").wait_for(timeout=30000)
+    page.locator("#exp-steps").get_by_text("train-tuned").wait_for(timeout=20000)
+    page.close()

@@ -213,7 +213,7 @@ class Runner:
             log.flush()
             self._child = subprocess.Popen(
                 [sys.executable, "-m", "core.cli", *argv],
-                cwd=_PROJECT_ROOT,
+                cwd=workspace.home(),  # relative paths in the file are the workspace's
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
@@ -263,6 +263,9 @@ class Runner:
         argv = step.command(self.folder)
         if step.kind != "train":
             env = {**os.environ, "PYTHONUNBUFFERED": "1", "LONGCTX_HOME": str(workspace.home())}
+            env["PYTHONPATH"] = os.pathsep.join(
+                filter(None, [str(_PROJECT_ROOT), env.get("PYTHONPATH")])
+            )
             return argv, env
         from core.train import runs
 

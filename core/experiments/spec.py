@@ -16,6 +16,7 @@ evaluate:
     niah: {lengths: [2000, 8000, 16000], depths: [0, 50, 100]}
 ```
 
+Relative paths in the file are the workspace's (`datasets/qa.jsonl`), as in a training config.
 Planning turns it into `Step`s, each one `longctx` command line writing into its own folder of
 the experiment, so a step does exactly what its command (and its tab) does. Command lines hold
 `{dir}` for the experiment's folder until they run, so a step's digest does not change when the
@@ -239,8 +240,12 @@ class _Planner:
         return name
 
     def ref(self, value: Any) -> str:
-        """A data reference: an earlier data step's file, else a path as it is."""
+        """A data reference: an earlier data step's file (`NAME[N]`: N random rows of it),
+        else a path as it is."""
         text = str(value)
+        sampled = re.fullmatch(r"(.+)(\[\d+\])", text)
+        if sampled and sampled.group(1) in self.outputs:
+            return self.outputs[sampled.group(1)] + sampled.group(2)
         return self.outputs.get(text, text)
 
     def _part(self, value: Any) -> str:

@@ -117,6 +117,7 @@ def write_model_card(folder: Path, adapter: Path, merged: bool) -> Path:
         "",
         *(_eval_table(evals) if evals else [_NO_EVALS]),
         *scorecard_lines(evals),
+        *experiment_lines(adapter.resolve().parent),
         "",
     ]
     card = folder / "README.md"
@@ -207,6 +208,22 @@ def scorecard_lines(evals: list[dict[str, Any]]) -> list[str]:
     except LongCtxError:
         return []
     return ["", "### Scorecard", "", card.markdown().rstrip()] if card else []
+
+
+def experiment_lines(run_dir: Path) -> list[str]:
+    """Markdown: the report of the experiment this run is a step of (its scorecard of base,
+    RoPE change only and tuned, and its steps' time and memory); nothing for a run of its own."""
+    from core.experiments import report, runner
+
+    folder = run_dir.parent
+    if not (folder / runner.SPEC_FILE).exists() or not (folder / runner.STATE_FILE).exists():
+        return []
+    try:
+        experiment = runner.load_folder(folder)
+        summary = report.summary_markdown(folder, experiment, runner.read_state(folder))
+    except LongCtxError:
+        return []
+    return ["", "## Experiment", "", summary.rstrip()]
 
 
 def refresh_model_card(folder: Path) -> Path | None:
