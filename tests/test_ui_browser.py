@@ -466,8 +466,8 @@ def test_experiments_tab_checks_runs_and_shows_an_experiment_after_reload(
     page.keyboard.insert_text(json.dumps(experiment))
     page.locator("#exp-check").click()
     plan = page.locator("#exp-plan")
-    plan.get_by_text("ui-tiny").wait_for(timeout=30000)
-    assert "5 steps" in plan.inner_text()
+    plan.get_by_text("ui-tiny", exact=True).wait_for(timeout=30000)
+    assert "4 steps" in plan.inner_text()
     assert "niah-tuned" in plan.inner_text() and "--adapter" in plan.inner_text()
 
     page.locator("#exp-run").click()
@@ -477,13 +477,14 @@ def test_experiments_tab_checks_runs_and_shows_an_experiment_after_reload(
     except PlaywrightTimeout:
         folder = workspace.home() / "experiments" / "ui-tiny"
         pytest.fail(f"{status.inner_text()}\n{(folder / 'log.txt').read_text()[-3000:]}")
-    assert "5/5 steps done" in status.inner_text()
+    assert "4/4 steps done" in status.inner_text()
     steps = page.locator("#exp-steps")
-    steps.get_by_text("niah-tuned").wait_for(timeout=20000)
-    assert steps.get_by_text("done", exact=True).count() == 5
+    steps.get_by_text("niah-tuned").first.wait_for(timeout=20000)
+    table = steps.inner_text()
+    assert "done" in table and "pending" not in table and "failed" not in table
     page.locator("#exp-grids .js-plotly-plot").wait_for(timeout=20000)
     assert "NIAH @ 300" in page.locator("#exp-scorecard").inner_text()
-    assert "report.html" in page.locator("#exp-report").inner_text()
+    assert page.locator("#exp-report a[href*='report.html']").count() >= 1  # a download link
 
     # A reload shows the experiment again, read back from its folder.
     page.reload()
@@ -492,5 +493,5 @@ def test_experiments_tab_checks_runs_and_shows_an_experiment_after_reload(
     pick.click()
     page.get_by_role("option", name="ui-tiny").click()
     page.locator("#exp-status").get_by_text("completed").wait_for(timeout=30000)
-    page.locator("#exp-steps").get_by_text("train-tuned").wait_for(timeout=20000)
+    page.locator("#exp-steps").get_by_text("train-tuned").first.wait_for(timeout=20000)
     page.close()
