@@ -6,6 +6,7 @@ import json
 
 from core.cli import evals as evals_cli
 from core.cli.main import build_parser, main
+from core.evals.niah import NiahConfig
 
 
 def _args(*argv: str):
@@ -101,3 +102,65 @@ def test_command_for_replays_the_same_configs():
         assert evals_cli._target(args).public() == target.public()
         assert evals_cli._scorer(args).public() == scorer.public()
         assert evals_cli.task_from_args(args) == task
+
+
+def _replays(task, target, scorer):
+    argv = evals_cli.command_for(task, target, scorer, out="evals/x")
+    args = build_parser().parse_args(argv[1:])
+    assert evals_cli.task_from_args(args) == task
+    assert evals_cli._scorer(args).public() == scorer.public()
+    return argv
+
+
+def test_paper_presets_build_and_replay_from_the_command_line():
+    from core.evals.backends import Endpoint, Target
+    from core.evals.niah import DEFAULT_NEEDLE, PRESETS, WHOLE_NEEDLE
+    from core.evals.scoring import Scorer
+    from core.models.loader import ModelSpec
+
+    args = _args("--preset", "paper")
+    assert evals_cli.task_from_args(args) == PRESETS["paper"].config()
+    assert evals_cli._scorer(args).kind == "rouge_l_f1"
+    # A short window lowers the longest length; any field stays editable.
+    args = _args("--preset", "paper", "--max-length", "8192", "--needle", "Otters nap.")
+    task = evals_cli.task_from_args(args)
+    assert task.lengths[0] == 512 and task.lengths[-1] == 8192 and len(task.lengths) == 10
+    assert task.needle == "Otters nap." and task.expected() == "Otters nap."
+    assert task.needle_spacing == "blank_lines" and task.answer == WHOLE_NEEDLE
+
+    target = Target(ModelSpec())
+    paper = PRESETS["paper"].config(lengths=[256, 512])
+    argv = _replays(paper, target, Scorer("rouge_l_f1"))
+    assert argv[argv.index("--preset") + 1] == "paper" and "--template" not in argv
+    argv = _replays(paper, target, Scorer("judge", Endpoint("http://j/v1", "judge-m", "k")))
+    assert argv[argv.index("--preset") + 1] == "paper-judge" and "--scorer" not in argv
+    argv = _replays(
+        PRESETS["paper"].config(lengths=[512], needle="X y."), target, Scorer("keywords")
+    )
+    assert "--preset" in argv and argv[argv.index("--needle") + 1] == "X y."
+    # Our own defaults stay preset-free.
+    ours = NiahConfig(lengths=[512], depths=[0, 100])
+    assert "--preset" not in _replays(ours, target, Scorer("rouge_l"))
+    assert NiahConfig().expected() != DEFAULT_NEEDLE
+
+
+def test_a_judge_preset_without_a_judge_says_what_is_missing(capsys):
+    assert main(["niah", "--preset", "paper-judge", "--max-length", "512"]) == 1
+    assert "judge scorer needs an endpoint" in capsys.readouterr().err
+
+
+def test_topics_from_a_longchat_file_replay_and_default_to_substring(tmp_path):
+    from core.evals.backends import Target
+    from core.evals.retrieval import TopicsConfig
+    from core.evals.scoring import Scorer
+    from core.models.loader import ModelSpec
+
+    path = tmp_path / "topics.jsonl"
+    rows = [{"prompt": "We spoke of A, then B. Which first?", "topics": ["A", "B"]}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = build_parser().parse_args(["topics", "--file", str(path)])
+    task = evals_cli.task_from_args(args)
+    assert task.file == str(path.resolve()) and task.n_topics == []
+    assert evals_cli._scorer(args).kind == "substring"
+    _replays(task, Target(ModelSpec()), Scorer("substring"))
+    _replays(TopicsConfig(file=str(path), n_topics=[2]), Target(ModelSpec()), Scorer("exact"))

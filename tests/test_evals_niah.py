@@ -207,3 +207,69 @@ def test_frame_without_a_chat_template_is_plain_text(tokenizer):
     head, tail = chat_frame(plain, "Doc:{context}\nQ: {question}", "Why?")
     hay = plain(" some hay.", add_special_tokens=False)["input_ids"]
     assert plain.decode(head + hay + tail) == "Doc: some hay.\nQ: Why?\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# The paper's NIAH presets.
+
+
+def test_paper_preset_is_the_papers_grid_needle_and_scorer():
+    from core.evals.niah import PAPER_QUESTION, PRESETS, WHOLE_NEEDLE
+
+    paper, judged = PRESETS["paper"], PRESETS["paper-judge"]
+    task = paper.config()
+    assert task.lengths == length_grid(8192, 131072, 10)
+    assert task.lengths[0] == 8192 and task.lengths[-1] == 131072 and len(task.lengths) == 10
+    assert task.depths == [float(d) for d in range(0, 101, 10)]  # 11 depths
+    # Scored against the whole needle, which stays an editable field.
+    assert task.answer == WHOLE_NEEDLE and task.expected() == DEFAULT_NEEDLE
+    assert paper.config(needle="Otters hold hands when they sleep.").expected() == (
+        "Otters hold hands when they sleep."
+    )
+    assert task.needle == DEFAULT_NEEDLE and task.question == PAPER_QUESTION
+    assert task.needle_spacing == "blank_lines" and task.answer_prefix == ""
+    assert task.template.endswith("\n\n{question}\nAnswer:") and task.max_new_tokens == 50
+    assert (paper.scorer, judged.scorer) == ("rouge_l_f1", "judge")
+    assert judged.config() == task  # the same prompts, another scorer
+    for preset in (paper, judged):
+        assert "differs from the paper" in preset.description
+        assert "Paul Graham" in preset.description and "--haystack" in preset.description
+
+
+def test_paper_preset_grid_follows_a_lower_longest_length():
+    from core.evals.niah import PRESETS
+
+    paper = PRESETS["paper"]
+    assert paper.lengths(max_length=32768) == length_grid(8192, 32768, 10)
+    assert paper.lengths(max_length=8192) == length_grid(512, 8192, 10)  # 8192 / 16
+    assert paper.lengths(max_length=512, num_lengths=2) == [256, 512]  # at least 256
+    assert paper.lengths(min_length=300, max_length=600, num_lengths=3) == [300, 450, 600]
+
+
+def test_paper_prompts_set_the_needle_apart_and_end_with_the_answer_prefix(tokenizer):
+    from core.evals.niah import PAPER_QUESTION, PRESETS
+
+    task = PRESETS["paper"].config(lengths=[400, 800], depths=[0, 50, 100])
+    prompts = {p.key: p for p in task.prompts(tokenizer)}
+    assert sorted(prompts) == sorted(task.cell_keys())
+    for prompt in prompts.values():
+        (turn,) = prompt.messages  # one user turn; no reply is prefilled
+        content = turn["content"]
+        assert f"\n\n{DEFAULT_NEEDLE}\n\n" in content
+        assert content.endswith(f"\n\n{PAPER_QUESTION}\nAnswer:")
+        assert prompt.info["expected"] == DEFAULT_NEEDLE and prompt.answer_prefix == ""
+        rendered = tokenizer.apply_chat_template(
+            prompt.messages, tokenize=False, add_generation_prompt=True
+        )
+        assert tokenizer.decode(prompt.ids) == rendered
+        assert rendered.endswith("\nAnswer:<|im_end|>\n<|im_start|>assistant\n")
+        assert prompt.info["length"] - 40 < len(prompt.ids) <= prompt.info["length"]
+    # In the middle the needle is a paragraph of its own after a whole sentence.
+    before = prompts["L800-D50"].messages[0]["content"].split(f"\n\n{DEFAULT_NEEDLE}\n\n")[0]
+    assert before.rstrip().endswith((".", "!", "?"))
+    assert abs(prompts["L800-D50"].info["actual_depth"] - 50) < 5
+
+
+def test_needle_spacing_is_checked():
+    with pytest.raises(ConfigError, match="needle_spacing must be one of space, blank_lines"):
+        NiahConfig(needle_spacing="tabs")

@@ -11,7 +11,9 @@ from core.evals.scoring import (
     exact_match,
     keyword_recall,
     parse_grade,
+    rouge_l_f1,
     rouge_l_recall,
+    substring_match,
     words,
 )
 
@@ -36,6 +38,29 @@ def test_rouge_l_recall_of_the_default_answer():
     # order matters for ROUGE-L, not for keywords
     assert rouge_l_recall("park dolores", "Dolores Park") == 0.5
     assert keyword_recall("park dolores", "Dolores Park") == 1.0
+
+
+def test_rouge_l_f1_against_the_whole_needle():
+    assert rouge_l_f1(DEFAULT_NEEDLE, DEFAULT_NEEDLE) == 1.0
+    assert rouge_l_f1("", DEFAULT_NEEDLE) == 0.0 and rouge_l_f1("anything", "") == 0.0
+    # The needle has 21 words; the bare answer keeps 12 of them in order and adds none:
+    # precision 1, recall 12/21, F1 = 2PR / (P + R) = 24/33.
+    assert rouge_l_f1(DEFAULT_ANSWER, DEFAULT_NEEDLE) == pytest.approx(24 / 33)
+    assert rouge_l_recall(DEFAULT_ANSWER, DEFAULT_NEEDLE) == pytest.approx(12 / 21)
+    # Extra words cost under F1, not under recall: 21 of 23 words, all 21 needle words.
+    chatty = DEFAULT_NEEDLE + " Enjoy it!"
+    assert rouge_l_f1(chatty, DEFAULT_NEEDLE) == pytest.approx(42 / 44)
+    assert rouge_l_recall(chatty, DEFAULT_NEEDLE) == 1.0
+    assert Scorer("rouge_l_f1").score(DEFAULT_ANSWER, DEFAULT_NEEDLE) == {"score": 0.7273}
+
+
+def test_substring_match_ignores_case_only():
+    assert substring_match("The first topic was The Role of Art.", "the role of art") == 1.0
+    assert substring_match("the ROLE of art", " The role of art ") == 1.0
+    assert substring_match("Role of art", "the role of art") == 0.0
+    assert substring_match("the role-of art", "the role of art") == 0.0  # punctuation counts
+    assert substring_match("anything", "") == 0.0
+    assert Scorer("substring").score("It was Cooking.", "cooking") == {"score": 1.0}
 
 
 def test_keyword_recall_skips_stopwords():

@@ -24,11 +24,14 @@ from core.evals.niah import (
     DEFAULT_NEEDLE,
     DEFAULT_PREFIX,
     DEFAULT_QUESTION,
-    DEFAULT_TEMPLATE,
+    NEEDLE_SPACINGS,
+    PRESETS,
     NiahConfig,
+    NiahPreset,
     depth_grid,
     length_grid,
     parse_numbers,
+    preset_for,
 )
 from core.evals.perplexity import PerplexityConfig, perplexity_by_length
 from core.evals.retrieval import (
@@ -41,7 +44,13 @@ from core.evals.retrieval import (
 )
 from core.evals.ruler import GROUPS as RULER_GROUPS
 from core.evals.ruler import THRESHOLD, RulerConfig
-from core.evals.runner import DEFAULT_SCORERS, Evaluation, TaskConfig, compare_figure
+from core.evals.runner import (
+    DEFAULT_SCORERS,
+    Evaluation,
+    TaskConfig,
+    compare_figure,
+    default_scorer,
+)
 from core.evals.samples import TURNS, SamplesConfig
 from core.evals.scoring import PERPLEXITY, SCORERS, Scorer
 from core.models.loader import ModelSpec, add_spec_args, spec_from_args
@@ -54,32 +63,59 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="needle-in-a-haystack grid (length x depth) with a heatmap",
         description="Hide a needle sentence in a haystack at each depth and length, ask for it, "
         "score the answers. Example: longctx niah --model embedded --lengths 500,1000,2000 "
-        "--depths 0,50,100 --out evals/smollm",
+        "--depths 0,50,100 --out evals/smollm. The paper's: longctx niah --preset paper "
+        "--model M [--max-length 32768] [--haystack ESSAYS/]",
     )
     _target_args(p)
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="start from a named setup; the flags below change any of it. "
+        + " ".join(f"{name}: {preset.description}" for name, preset in PRESETS.items()),
+    )
     _grid_args(p, default_depths="0,25,50,75,100")
-    p.add_argument("--needle", default=DEFAULT_NEEDLE, help="the sentence to hide")
-    p.add_argument("--question", default=DEFAULT_QUESTION, help="the question asked after it")
-    p.add_argument("--answer", default=DEFAULT_ANSWER, help="the expected answer")
+    p.add_argument("--needle", help=f"the sentence to hide (default {DEFAULT_NEEDLE!r})")
+    p.add_argument("--question", help=f"the question asked after it (default {DEFAULT_QUESTION!r})")
+    p.add_argument(
+        "--answer",
+        help="the expected answer; '{needle}' stands for the whole needle (default "
+        f"{DEFAULT_ANSWER!r}; the paper presets: '{{needle}}')",
+    )
     p.add_argument(
         "--haystack",
         default="builtin",
         help="'builtin' (the installed Python's documentation) or a folder of documents (.txt, .md, .pdf, .epub, .html) or one of them",
     )
+    p.add_argument("--template", help="user message with {context} and {question}")
     p.add_argument(
-        "--template", default=DEFAULT_TEMPLATE, help="user message with {context} and {question}"
+        "--needle-spacing",
+        choices=NEEDLE_SPACINGS,
+        help="the needle after a space at a sentence end (default), or as a paragraph of its "
+        "own between blank lines (the paper presets)",
     )
-    _prefix_arg(p, DEFAULT_PREFIX)
+    _prefix_arg(p, DEFAULT_PREFIX, given=False)
     _common_args(p, "niah")
     p.set_defaults(func=_run_eval)
 
     p = sub.add_parser(
         "topics",
         help="topic retrieval: a conversation over N topics, asked for the first",
-        description="Accuracy of recalling the first of N topics, against N and prompt tokens.",
+        description="Accuracy of recalling the first of N topics, against N and prompt tokens. "
+        "Example (the paper's test): longctx topics --file 5_topics.jsonl --max-new-tokens 50",
     )
     _target_args(p)
-    p.add_argument("--n-topics", default="2,4,8", help="topic counts, e.g. 2,4,8,16")
+    p.add_argument(
+        "--file",
+        help="a LongChat topic-retrieval test file (JSON lines with 'prompt', or 'context' and "
+        "'question', and 'topics'; 'num_topics' optional), as the paper ran it: each row is "
+        "sent as one user turn and scored by whether the first topic appears in the answer "
+        "(case ignored). Without it, conversations are built from the built-in corpus",
+    )
+    p.add_argument(
+        "--n-topics",
+        help="topic counts, e.g. 2,4,8,16 (default 2,4,8; with --file: the rows of these "
+        "counts, default every row)",
+    )
     p.add_argument("--trials", type=int, default=3, help="conversations per topic count")
     p.add_argument("--turn-tokens", type=int, default=300, help="tokens of each topic's turn")
     p.add_argument("--seed", type=int, default=0, help="draws the topic orders")
@@ -232,7 +268,18 @@ def command_for(
                 flag = "--model" if name == "name" else "--" + name.replace("_", "-")
                 shown = value.spelled() if isinstance(value, RopeSetting) else value
                 argv += [flag, f"{shown:g}" if isinstance(shown, float) else str(shown)]
-    defaults = SamplesConfig(task.dataset) if isinstance(task, SamplesConfig) else type(task)()
+    default_kind = default_scorer(task)
+    preset = None
+    if isinstance(task, NiahConfig):
+        preset = preset_for(task, scorer.kind if scorer else default_kind, default_kind)
+    if preset is not None:
+        argv += ["--preset", preset.name]
+        default_kind = preset.scorer
+        defaults: TaskConfig = preset.config(lengths=task.lengths, depths=task.depths)
+    elif isinstance(task, SamplesConfig):
+        defaults = SamplesConfig(task.dataset)
+    else:
+        defaults = type(task)()
     for name, value in vars(task).items():
         if name.startswith("_"):  # a cache, not a setting
             continue
@@ -244,10 +291,10 @@ def command_for(
         if isinstance(value, list):
             value = ",".join(_list_item(v) for v in value)
         argv += ["--" + name.replace("_", "-"), str(value)]
-    if scorer is not None and scorer.kind != DEFAULT_SCORERS[task.kind]:
+    if scorer is not None and scorer.kind != default_kind:
         argv += ["--scorer", scorer.kind]
-        if scorer.judge is not None:
-            argv += ["--judge-base-url", scorer.judge.base_url, "--judge-model", scorer.judge.model]
+    if scorer is not None and scorer.judge is not None:
+        argv += ["--judge-base-url", scorer.judge.base_url, "--judge-model", scorer.judge.model]
     return argv + (["--out", str(out)] if out else [])
 
 
@@ -277,18 +324,27 @@ def _grid_args(p: argparse.ArgumentParser, default_depths: str) -> None:
     g.add_argument("--lengths", help="prompt lengths in tokens, e.g. 500,1000,2k")
     g.add_argument("--min-length", type=int, help="or: shortest length ...")
     g.add_argument("--max-length", type=int, help="... longest length ...")
-    g.add_argument("--num-lengths", type=int, default=5, help="... and how many")
-    g.add_argument("--length-spacing", default="linear", choices=("linear", "log"))
+    g.add_argument(
+        "--num-lengths",
+        type=int,
+        help="... and how many (default 5; a preset's own). With a preset, --max-length alone "
+        "lowers its longest length; below its shortest, the grid shrinks with it (shortest = "
+        "longest / 16, at least 256)",
+    )
+    g.add_argument(
+        "--length-spacing", choices=("linear", "log"), help="spacing of a range (default linear)"
+    )
     g.add_argument("--depths", help=f"needle depths in percent (default {default_depths})")
     g.add_argument("--num-depths", type=int, help="or: this many depths from 0 to 100 ...")
     g.add_argument("--depth-spacing", default="linear", choices=("linear", "sigmoid"))
     p.set_defaults(default_depths=default_depths)
 
 
-def _prefix_arg(p: argparse.ArgumentParser, default: str) -> None:
+def _prefix_arg(p: argparse.ArgumentParser, default: str, given: bool = True) -> None:
+    """`--answer-prefix`; with `given` False it stays None unless given (a preset fills it)."""
     p.add_argument(
         "--answer-prefix",
-        default=default,
+        default=default if given else None,
         help="the start of the answer, which the model continues: after the chat template's "
         "generation prompt (local), or as a last assistant message sent with "
         f"continue_final_message (endpoints); '' for none (default {default!r})",
@@ -297,11 +353,11 @@ def _prefix_arg(p: argparse.ArgumentParser, default: str) -> None:
 
 def _common_args(p: argparse.ArgumentParser, kind: str) -> None:
     g = p.add_argument_group("scoring and output")
+    default = {"niah": ", a preset's own", "topics": ", substring with --file"}.get(kind, "")
     g.add_argument(
         "--scorer",
-        default=DEFAULT_SCORERS[kind],
         choices=SCORERS,
-        help=f"how answers are scored (default {DEFAULT_SCORERS[kind]})",
+        help=f"how answers are scored (default {DEFAULT_SCORERS[kind]}{default})",
     )
     g.add_argument("--judge-base-url", help="judge endpoint (scorer 'judge')")
     g.add_argument("--judge-model", help="judge model name")
@@ -311,25 +367,37 @@ def _common_args(p: argparse.ArgumentParser, kind: str) -> None:
     g.add_argument("--png", action="store_true", help="also export heatmap.png (needs kaleido)")
 
 
-def _lengths(args: argparse.Namespace, problems: list[str]) -> list[float]:
+def _lengths(
+    args: argparse.Namespace, problems: list[str], preset: NiahPreset | None = None
+) -> list[float]:
     if args.lengths:
         return parse_numbers(args.lengths)
+    if preset is not None:
+        grid = preset.lengths(
+            args.min_length, args.max_length, args.num_lengths, args.length_spacing
+        )
+        return [float(x) for x in grid]
     if args.min_length and args.max_length:
         return [
             float(x)
             for x in length_grid(
-                args.min_length, args.max_length, args.num_lengths, args.length_spacing
+                args.min_length,
+                args.max_length,
+                args.num_lengths or 5,
+                args.length_spacing or "linear",
             )
         ]
-    problems.append("give --lengths, or --min-length and --max-length")
+    problems.append("give --lengths, or --min-length and --max-length (or a --preset)")
     return []
 
 
-def _depths(args: argparse.Namespace) -> list[float]:
+def _depths(args: argparse.Namespace, preset: NiahPreset | None = None) -> list[float]:
     if args.depths:
         return parse_numbers(args.depths)
     if args.num_depths:
         return depth_grid(0, 100, args.num_depths, args.depth_spacing)
+    if preset is not None:
+        return preset.depths()
     return parse_numbers(args.default_depths)
 
 
@@ -344,38 +412,54 @@ def _target(args: argparse.Namespace) -> Target:
 def _scorer(args: argparse.Namespace) -> Scorer:
     if args.command == PERPLEXITY:
         return Scorer(PERPLEXITY)
+    kind = args.scorer or _default_scorer(args)
     judge = None
-    if args.scorer == "judge" and (args.judge_base_url or args.judge_model):
+    if kind == "judge" and (args.judge_base_url or args.judge_model):
         judge = Endpoint(args.judge_base_url or "", args.judge_model or "", args.judge_api_key)
-    return Scorer(args.scorer, judge)
+    return Scorer(kind, judge)
+
+
+def _default_scorer(args: argparse.Namespace) -> str:
+    """The scorer when --scorer is not given: the preset's, else the task's
+    (`core.evals.runner.default_scorer`, read from the arguments)."""
+    if getattr(args, "preset", None):
+        return PRESETS[args.preset].scorer
+    if args.command == "topics" and args.file:
+        return "substring"
+    return DEFAULT_SCORERS[args.command]
 
 
 def _extra(args: argparse.Namespace) -> dict:
     return {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens is not None else {}
 
 
+_NIAH_FLAGS = ("needle", "question", "answer", "template", "answer_prefix", "needle_spacing")
+
+
 def _niah_task(args: argparse.Namespace) -> NiahConfig:
+    preset = PRESETS[args.preset] if args.preset else None
     problems: list[str] = []
-    lengths = _lengths(args, problems)
+    lengths = _lengths(args, problems, preset)
     if problems:
         raise ConfigError(problems)
-    haystack = workspace.allow_given(args.haystack)
-    return NiahConfig(
-        lengths=lengths,
-        depths=_depths(args),
-        needle=args.needle,
-        question=args.question,
-        answer=args.answer,
-        haystack=haystack,
-        template=args.template,
-        answer_prefix=args.answer_prefix,
-        **_extra(args),
-    )
+    # Given flags override the preset (or our defaults); the others are None.
+    given = {name: getattr(args, name) for name in _NIAH_FLAGS if getattr(args, name) is not None}
+    grid = {
+        "lengths": lengths,
+        "depths": _depths(args, preset),
+        "haystack": workspace.allow_given(args.haystack),
+    }
+    if preset is not None:
+        return preset.config(**grid, **given, **_extra(args))
+    return NiahConfig(**grid, **given, **_extra(args))
 
 
 def _topics_task(args: argparse.Namespace) -> TopicsConfig:
+    file = workspace.allow_given(args.file, builtin="") if args.file else ""
+    n_topics = args.n_topics if args.n_topics is not None else ("" if file else "2,4,8")
     return TopicsConfig(
-        n_topics=parse_numbers(args.n_topics),
+        file=file,
+        n_topics=parse_numbers(n_topics),
         trials=args.trials,
         turn_tokens=args.turn_tokens,
         seed=args.seed,
@@ -459,6 +543,8 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 def _run(task, args: argparse.Namespace) -> int:
     evaluation = Evaluation(task, _target(args), _scorer(args), args.out)
+    if getattr(args, "preset", None):
+        print(f"preset {args.preset}: {PRESETS[args.preset].description}", flush=True)
     if evaluation.target.endpoint is None and threads.owns_process(args):
         threads.governor("eval")  # a local model computes here: on the thread budget
     pending = evaluation.pending()

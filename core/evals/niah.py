@@ -6,6 +6,10 @@ its very end. The haystack is cut at a sentence end and the needle goes in at th
 boundary nearest the requested depth, both counted in the evaluated model's own tokens, so the
 needle is never glued into the middle of a sentence and the prompt never exceeds `length`.
 
+`PRESETS` name whole setups: `paper` is the paper's NIAH as its released code runs it (needle as
+a paragraph of its own, "Answer:" ending the user's turn, ROUGE-L F1 against the whole needle),
+`paper-judge` the same graded by an LLM judge; each says where it still differs from the paper.
+
 The placement helpers are pure functions over token texts (tested with exact values); prompts
 are built from token ids (the chat template rendered around a marker), so the local backend
 feeds exactly the tokens that were measured. Cells come out deepest needle first, the order in
@@ -39,6 +43,9 @@ DEFAULT_TEMPLATE = (
     "Question: {question}\nAnswer in one sentence, using only the document."
 )
 BUILTIN = "builtin"
+WHOLE_NEEDLE = "{needle}"
+"""As the expected answer: the needle sentence itself."""
+NEEDLE_SPACINGS = ("space", "blank_lines")
 _MARK = "\u2063CONTEXT\u2063"  # invisible separator: never in a template or a question
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")
 
@@ -219,6 +226,16 @@ class Haystack:
             chars *= 2
 
 
+def needle_piece(needle: str, spacing: str, at_start: bool) -> str:
+    """The needle as it goes into the haystack: `space` joins it to the sentences around it (at
+    the very start a word follows it, elsewhere it follows one); `blank_lines` sets it apart as
+    a paragraph of its own, as the paper's code does."""
+    needle = needle.strip()
+    if spacing == "blank_lines":
+        return f"\n\n{needle}\n\n"
+    return needle + " " if at_start else " " + needle
+
+
 def grid_prompts(
     tokenizer: Any,
     template: str,
@@ -226,9 +243,11 @@ def grid_prompts(
     haystack: Haystack,
     cells: Sequence[GridCell],
     answer_prefix: str = "",
+    spacing: str = "space",
 ) -> Iterator[Prompt]:
     """One prompt per cell, deepest needle first (the order that shares the longest prefixes),
-    each ending with `answer_prefix` (see `core.evals.backends.prefilled`).
+    each ending with `answer_prefix` (see `core.evals.backends.prefilled`); `spacing` is how the
+    needle joins the haystack (see `needle_piece`).
 
     Raises:
         LongCtxError: a length leaves no room for the haystack (the frame alone is longer).
@@ -239,7 +258,7 @@ def grid_prompts(
     planned = []
     too_short = set()
     for cell in cells:
-        inner = encode(" " + cell.needle.strip())
+        inner = encode(needle_piece(cell.needle, spacing, at_start=False))
         budget = cell.length - len(head) - len(tail) - len(inner) - 1
         if budget < 1:
             too_short.add(cell.length)
@@ -248,16 +267,15 @@ def grid_prompts(
         pos = needle_position(haystack.starts, end, cell.depth)
         planned.append((cell, end, pos))
     if too_short:
-        frame = len(head) + len(tail) + len(encode(" " + cells[0].needle.strip())) + 1
+        needle_ids = encode(needle_piece(cells[0].needle, spacing, at_start=False))
+        frame = len(head) + len(tail) + len(needle_ids) + 1
         raise LongCtxError(
             f"lengths {sorted(too_short)} leave no room for a haystack: the template, needle "
             f"and question alone take {frame} tokens; use lengths above {frame}"
         )
     planned.sort(key=lambda p: (-p[2], p[1], p[0].key))
     for cell, end, pos in planned:
-        # At the very start the needle is followed by a word, elsewhere it follows one.
-        piece = cell.needle.strip() + " " if pos == 0 else " " + cell.needle.strip()
-        needle_ids = encode(piece)
+        needle_ids = encode(needle_piece(cell.needle, spacing, at_start=pos == 0))
         context = haystack.ids[:pos] + needle_ids + haystack.ids[pos:end]
         ids = head + context + tail
         content = template.replace("{question}", question).replace(
@@ -296,7 +314,8 @@ class NiahConfig:
     question: str = DEFAULT_QUESTION
     """Asked after the haystack."""
     answer: str = DEFAULT_ANSWER
-    """The expected answer the scorer compares with."""
+    """The expected answer the scorer compares with; `{needle}` stands for the whole needle
+    (the paper's presets score against the needle sentence itself)."""
     haystack: str = BUILTIN
     """`builtin` (the installed Python's documentation) or a folder of documents."""
     template: str = DEFAULT_TEMPLATE
@@ -306,6 +325,9 @@ class NiahConfig:
     answer_prefix: str = DEFAULT_PREFIX
     """The start of the answer, which the model continues (empty: none); the scorer reads it
     with the answer. Restate the question's subject, as the default does."""
+    needle_spacing: str = "space"
+    """How the needle joins the haystack: `space` (one more sentence at a sentence end) or
+    `blank_lines` (a paragraph of its own, as the paper's code sets it)."""
 
     kind = "niah"
     grid_fields = ("lengths", "depths")
@@ -323,11 +345,20 @@ class NiahConfig:
             problems.append(
                 f"haystack {self.haystack!r} is neither 'builtin' nor a folder or document that exists"
             )
+        if self.needle_spacing not in NEEDLE_SPACINGS:
+            problems.append(
+                f"needle_spacing must be one of {', '.join(NEEDLE_SPACINGS)}, "
+                f"got {self.needle_spacing!r}"
+            )
         check_max_new_tokens(self.max_new_tokens, problems)
         self.answer_prefix = check_answer_prefix(self.answer_prefix, problems)
         if problems:
             raise ConfigError(problems)
         self.lengths, self.depths = lengths, depths
+
+    def expected(self) -> str:
+        """The answer the scorer compares with, `{needle}` replaced by the needle."""
+        return self.answer.replace(WHOLE_NEEDLE, self.needle.strip()).strip()
 
     def cell_keys(self) -> list[str]:
         return [cell_key(length, d) for length in self.lengths for d in self.depths]
@@ -341,7 +372,7 @@ class NiahConfig:
     ) -> Iterator[Prompt]:
         """The prompts of the cells not in `skip`, in reuse order."""
         cells = [
-            GridCell(cell_key(length, d), length, d, self.needle, self.answer)
+            GridCell(cell_key(length, d), length, d, self.needle, self.expected())
             for length in self.lengths
             for d in self.depths
             if cell_key(length, d) not in skip
@@ -349,7 +380,133 @@ class NiahConfig:
         if not cells:
             return iter(())
         hay = Haystack.from_source(tokenizer, self.haystack, max(c.length for c in cells))
-        return grid_prompts(tokenizer, self.template, self.question, hay, cells, self.answer_prefix)
+        return grid_prompts(
+            tokenizer,
+            self.template,
+            self.question,
+            hay,
+            cells,
+            self.answer_prefix,
+            self.needle_spacing,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Presets: the paper's NIAH, by its released code (FlagEmbedding, Long_LLM/longllm_qlora).
+
+# The paper's prompt: an instruction, the haystack with the needle as a paragraph of its own,
+# then "\n\n<question>\nAnswer:" at the end of the user's turn (no reply is prefilled). The
+# instruction is in our words.
+PAPER_TEMPLATE = (
+    "One piece of important information is hidden in the text below. Find it and keep it in "
+    "mind: you will be asked about it at the end.\n{context}\n\n{question}\nAnswer:"
+)
+PAPER_QUESTION = "What is the best thing to do in San Francisco?"
+_PAPER_DIFFERENCES = (
+    "Where it differs from the paper: the haystack is the built-in corpus (Python's "
+    "documentation) unless you give a folder (the paper used Paul Graham's essays: "
+    "--haystack FOLDER, or Haystack → a folder); the needle goes in at the sentence end nearest "
+    "the depth, where the paper's code cuts in at the exact token; a length counts the chat "
+    "template's tokens too; the instruction before the text is in our words. On a model with a "
+    "shorter window, lower the longest length."
+)
+
+
+@dataclass(frozen=True)
+class NiahPreset:
+    """A named NIAH setup: the task's fields, its grid, and the scorer it is read with."""
+
+    name: str
+    label: str
+    description: str
+    """What it is and where it differs from the paper (the CLI help and the Evaluate tab)."""
+    fields: dict[str, Any]
+    """`NiahConfig` fields other than the grid and the haystack."""
+    scorer: str
+    min_length: int = 8192
+    max_length: int = 131072
+    num_lengths: int = 10
+    num_depths: int = 11
+
+    def lengths(
+        self,
+        min_length: int | None = None,
+        max_length: int | None = None,
+        num_lengths: int | None = None,
+        spacing: str | None = None,
+    ) -> list[int]:
+        """The grid's lengths; a longest length below the preset's shortest shrinks the whole
+        grid with it: shortest = longest / 16 (the paper's 8K : 128K), at least 256 tokens (room
+        for the prompt around the haystack) where the longest allows."""
+        hi = int(max_length or self.max_length)
+        if min_length:
+            lo = int(min_length)
+        elif self.min_length < hi:
+            lo = self.min_length
+        else:
+            lo = min(max(hi // 16, 256), hi)
+        return length_grid(lo, hi, int(num_lengths or self.num_lengths), spacing or "linear")
+
+    def depths(self) -> list[float]:
+        return depth_grid(0, 100, self.num_depths)
+
+    def config(self, **changes: Any) -> NiahConfig:
+        """The preset's `NiahConfig` (its own grid unless `changes` gives one)."""
+        grid = {"lengths": self.lengths(), "depths": self.depths()}
+        return NiahConfig(**{**grid, **self.fields, **changes})
+
+
+_PAPER_FIELDS: dict[str, Any] = {
+    "needle": DEFAULT_NEEDLE,
+    "question": PAPER_QUESTION,
+    "answer": WHOLE_NEEDLE,
+    "template": PAPER_TEMPLATE,
+    "answer_prefix": "",
+    "max_new_tokens": 50,
+    "needle_spacing": "blank_lines",
+}
+PRESETS: dict[str, NiahPreset] = {
+    p.name: p
+    for p in (
+        NiahPreset(
+            "paper",
+            "Paper (ROUGE-L F1)",
+            "The paper's NIAH as its code runs it: 8K to 128K tokens (10 lengths) x 11 depths "
+            "from 0 to 100, the San Francisco needle as a paragraph of its own, the question "
+            "after the text and 'Answer:' ending the user's turn, 50 new tokens, greedy; scored "
+            "by ROUGE-L F1 of the answer against the whole needle. " + _PAPER_DIFFERENCES,
+            _PAPER_FIELDS,
+            "rouge_l_f1",
+        ),
+        NiahPreset(
+            "paper-judge",
+            "Paper (LLM judge, 1-10)",
+            "The paper's NIAH scored as its figure is: an LLM judge grades each answer 1-10 "
+            "against the whole needle (the cell's score is the grade / 10). Needs a judge "
+            "endpoint (--judge-base-url, --judge-model). The judge is the model you name and "
+            "the rubric is in our words; the paper's code asked an OpenAI GPT model. Otherwise "
+            "as the preset 'paper'. " + _PAPER_DIFFERENCES,
+            _PAPER_FIELDS,
+            "judge",
+        ),
+    )
+}
+
+
+def preset_for(task: NiahConfig, scorer: str, default_scorer: str) -> NiahPreset | None:
+    """The preset that `task` and `scorer` differ least from, or None where our defaults (with
+    `default_scorer`) are as close: what a command line replaying them starts from. The grid and
+    the haystack do not count."""
+
+    def distance(base: dict[str, Any], base_scorer: str) -> int:
+        return sum(getattr(task, k) != v for k, v in base.items()) + (scorer != base_scorer)
+
+    ours = {k: getattr(NiahConfig(), k) for k in _PAPER_FIELDS}
+    best, best_distance = None, distance(ours, default_scorer)
+    for preset in PRESETS.values():
+        if (d := distance(preset.fields, preset.scorer)) < best_distance:
+            best, best_distance = preset, d
+    return best
 
 
 def grid_axes(lengths: Any, depths: Any, problems: list[str]) -> tuple[list[int], list[float]]:

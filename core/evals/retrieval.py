@@ -5,6 +5,10 @@ one user/assistant exchange each, then asks which topic came first. Topics are s
 modules and the assistant's turns are that module's documentation, so the conversation reads
 naturally and needs no API. One cell per (N, trial); a trial draws its own topic order and its
 N-topic conversation is the start of its longer ones, so the local backend reuses their KV.
+Or, as the paper ran it, from LongChat's test files (`file`, read by `core.evals.topic_file`):
+each row's recorded conversation and question go to the model as ONE user turn, and the first of
+its topics is the expected answer (scored by substring, see `core.evals.runner.default_scorer`).
+One cell per row.
 
 Passkey retrieval (Landmark Attention's test): a random 5-digit pass key hidden in repeated
 filler sentences at a depth, on the same length x depth grid as NIAH and built by the same
@@ -35,6 +39,7 @@ from core.evals.niah import (
     grid_prompts,
     haystack_end,
 )
+from core.evals.topic_file import TopicRow, read_topic_file
 
 TOPIC_OPENING = "I would like to discuss the topic of the {topic} module."
 TOPIC_QUESTION = "What is the first topic we discussed? Only give me the topic name."
@@ -83,13 +88,21 @@ class TopicsConfig:
     answer_prefix: str = ""
     """The start of the answer, which the model continues (e.g. "The first topic was");
     empty: none."""
+    file: str = ""
+    """A LongChat topic-retrieval test file (JSON lines: `prompt`, or `context` and `question`;
+    `topics`; optional `num_topics`, `prompt_length`): each row is sent as one user turn and
+    `n_topics` picks rows by their topic count (empty: every row); `trials`, `turn_tokens` and
+    `seed` then play no part, and `question` is asked only after a `context` without one.
+    Empty: conversations built from the built-in corpus."""
 
     kind = "topics"
     grid_fields = ("n_topics", "trials")
 
     def __post_init__(self) -> None:
         problems: list[str] = []
-        counts = _numbers(self.n_topics, "n_topics", problems)
+        # From a file, no topic counts means every row.
+        empty = not (self.n_topics.strip() if isinstance(self.n_topics, str) else self.n_topics)
+        counts = [] if self.file and empty else _numbers(self.n_topics, "n_topics", problems)
         if any(x < 1 or x != int(x) for x in counts):
             problems.append(f"n_topics must be whole numbers >= 1, got {counts}")
         if not isinstance(self.trials, int) or self.trials < 1:
@@ -103,20 +116,42 @@ class TopicsConfig:
         if problems:
             raise ConfigError(problems)
         self.n_topics = sorted({int(x) for x in counts})
+        self._rows: list[TopicRow] = []
+        if self.file:
+            self._rows = [
+                r
+                for r in read_topic_file(self.file, self.question)
+                if not self.n_topics or r.num_topics in self.n_topics
+            ]
+            if not self._rows:
+                raise ConfigError(
+                    f"{self.file} has no rows of {', '.join(map(str, self.n_topics))} topics; "
+                    "leave the topic counts empty to ask every row"
+                )
 
     def cell_keys(self) -> list[str]:
+        if self.file:
+            return [_row_key(r) for r in self._rows]
         return [f"N{n}-T{t}" for t in range(self.trials) for n in self.n_topics]
 
     def longest(self) -> int:
-        """Tokens in the longest prompt (about: each topic's turn, plus the question)."""
+        """Tokens in the longest prompt (about: each topic's turn, plus the question; a file's
+        own lengths, or 4 characters a token)."""
+        if self.file:
+            return max(r.prompt_length or len(r.text) // 4 for r in self._rows)
         return max(self.n_topics) * self.turn_tokens
 
     def prompts(
         self, tokenizer: Any, skip: set[str] | frozenset[str] = frozenset()
     ) -> Iterator[Prompt]:
-        """One conversation per (N, trial) not in `skip`; a trial's prompts share their start."""
+        """One conversation per (N, trial) not in `skip`; a trial's prompts share their start.
+        From a file: each row not in `skip`, in the file's order, as one user turn."""
         from core.models.generation import prompt_ids
         from core.text.corpus import builtin_documents
+
+        if self.file:
+            yield from self._file_prompts(tokenizer, skip)
+            return
 
         docs = builtin_documents(min_chars=4 * self.turn_tokens)
         need = max(self.n_topics)
@@ -148,6 +183,32 @@ class TopicsConfig:
                     "prompt_tokens": len(ids),
                 }
                 yield Prompt(key, ids, messages, info, self.answer_prefix)
+
+    def _file_prompts(self, tokenizer: Any, skip: set[str] | frozenset[str]) -> Iterator[Prompt]:
+        from core.models.generation import prompt_ids
+
+        for row in self._rows:
+            key = _row_key(row)
+            if key in skip:
+                continue
+            messages = [{"role": "user", "content": row.text}]
+            ids, messages = prefilled(
+                tokenizer, prompt_ids(tokenizer, messages), messages, self.answer_prefix
+            )
+            info = {
+                "length": len(ids),
+                "depth": 0.0,
+                "n_topics": row.num_topics,
+                "row": row.row,
+                "expected": row.expected,
+                "prompt_tokens": len(ids),
+                **({"file_prompt_length": row.prompt_length} if row.prompt_length else {}),
+            }
+            yield Prompt(key, ids, messages, info, self.answer_prefix)
+
+
+def _row_key(row: TopicRow) -> str:
+    return f"N{row.num_topics}-R{row.row}"
 
 
 def _first_tokens(tokenizer: Any, text: str, n: int) -> str:

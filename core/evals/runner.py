@@ -50,6 +50,14 @@ DEFAULT_SCORERS["ruler"] = "ruler"
 Progress = Callable[[int, int, "dict[str, Any] | None"], None]
 
 
+def default_scorer(task: TaskConfig) -> str:
+    """The scorer a task is read with unless one is named: its kind's, except topic retrieval
+    from a LongChat file, which LongChat and the paper score by substring."""
+    if isinstance(task, TopicsConfig) and task.file:
+        return "substring"
+    return DEFAULT_SCORERS[task.kind]
+
+
 class Evaluation:
     """An evaluation folder and what fills it.
 
@@ -58,7 +66,7 @@ class Evaluation:
             what to measure (`PerplexityConfig`: a local model only).
         target: who answers.
         scorer: how answers are scored (default: ROUGE-L for NIAH and held-out samples, exact
-            for the others).
+            for the others, substring for topics from a LongChat file).
         out: the folder; default a new `evals/<id>/` in the workspace. A folder that already
             holds the same evaluation is resumed; its grid may grow or shrink, nothing else
             may change.
@@ -80,7 +88,7 @@ class Evaluation:
         backend: Any = None,
     ):
         self.task, self.target = task, target
-        self.scorer = scorer or Scorer(DEFAULT_SCORERS[task.kind])
+        self.scorer = scorer or Scorer(default_scorer(task))
         if (task.kind == PERPLEXITY) != (self.scorer.kind == PERPLEXITY):
             raise LongCtxError(
                 f"a {task.kind} evaluation cannot be scored by {self.scorer.kind}"
@@ -276,11 +284,16 @@ class Evaluation:
 
 def saved_task(record: dict[str, Any]) -> dict[str, Any]:
     """The task fields of a config.json record, with what folders written before a field
-    existed meant: no answer prefix, and the passkey's first wording. A resumed old folder
-    thus asks its remaining cells exactly as it asked its first ones."""
+    existed meant: no answer prefix, the passkey's first wording, the needle after a space,
+    topics from the built-in corpus. A resumed old folder thus asks its remaining cells exactly
+    as it asked its first ones."""
     task = dict(record.get("task") or {})
     if record.get("kind") in ("niah", "topics", "passkey", "samples"):
         task.setdefault("answer_prefix", "")
+    if record.get("kind") == "niah":
+        task.setdefault("needle_spacing", "space")
+    if record.get("kind") == "topics":
+        task.setdefault("file", "")
     if record.get("kind") == "passkey":
         task.setdefault("template", PASSKEY_TEMPLATE_V1)
     return task

@@ -1,5 +1,6 @@
-"""Scoring an answer against the expected one: ROUGE-L recall, keyword recall, exact substring,
-or an LLM judge with a 1-10 rubric through any OpenAI-compatible endpoint.
+"""Scoring an answer against the expected one: ROUGE-L recall or F1, keyword recall, exact
+substring, a case-insensitive substring (LongChat's topic check), RULER's string matches, or an
+LLM judge with a 1-10 rubric through any OpenAI-compatible endpoint.
 
 Every scorer returns a score in [0, 1] so heatmaps of different scorers share one colour scale;
 the judge's raw 1-10 grade is kept next to it. Text is compared as lower-case words with
@@ -18,15 +19,29 @@ from core.errors import ConfigError, LongCtxError
 from core.evals.backends import Endpoint
 from core.models.openai_compat import create_chat_completion
 
-SCORERS = ("rouge_l", "keywords", "exact", "judge", "ruler", "match_all", "match_part")
+SCORERS = (
+    "rouge_l",
+    "rouge_l_f1",
+    "keywords",
+    "exact",
+    "substring",
+    "judge",
+    "ruler",
+    "match_all",
+    "match_part",
+)
 PERPLEXITY = "perplexity"
 """Not a scorer of answers: perplexity evaluations measure the model's own token probabilities."""
 SCORER_HELP = {
     "rouge_l": "ROUGE-L recall: the share of the expected answer's words the answer contains "
     "in order (no API needed)",
+    "rouge_l_f1": "ROUGE-L F1: the words the answer shares with the expected answer in order, "
+    "against the lengths of both (the paper's NIAH score: extra words cost too)",
     "keywords": "keyword recall: the share of the expected answer's content words that appear "
     "anywhere in the answer",
     "exact": "exact: 1 if the expected answer appears in the answer, word for word, else 0",
+    "substring": "substring: 1 if the expected answer appears in the answer as written, case "
+    "ignored, else 0 (LongChat's and the paper's topic-retrieval check)",
     "judge": "LLM judge: a model behind an OpenAI-compatible endpoint grades 1-10 (score = grade/10)",
     "ruler": "RULER's string match: the share of expected answers found in the answer "
     "(case-insensitive); where a task accepts alternatives (QA), any one of them counts",
@@ -72,6 +87,24 @@ def rouge_l_recall(answer: str, expected: str) -> float:
     """Longest common word subsequence over the expected answer's length."""
     ref = words(expected)
     return _lcs(words(answer), ref) / len(ref) if ref else 0.0
+
+
+def rouge_l_f1(answer: str, expected: str) -> float:
+    """ROUGE-L F1: the harmonic mean of the longest common word subsequence over the answer's
+    length (precision) and over the expected answer's (recall)."""
+    got, ref = words(answer), words(expected)
+    lcs = _lcs(got, ref)
+    if not lcs:
+        return 0.0
+    precision, recall = lcs / len(got), lcs / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def substring_match(answer: str, expected: str) -> float:
+    """1.0 when the expected text appears in the answer, case ignored; punctuation and spacing
+    count (LongChat's check: `target.lower() in output.lower()`)."""
+    ref = (expected or "").strip().lower()
+    return 1.0 if ref and ref in (answer or "").lower() else 0.0
 
 
 def keyword_recall(answer: str, expected: str) -> float:
@@ -136,7 +169,7 @@ class Scorer:
     """How answers are scored."""
 
     kind: str = "rouge_l"
-    """One of rouge_l, keywords, exact, judge."""
+    """One of `SCORERS` (or `perplexity`, for evaluations that score nothing)."""
     judge: Endpoint | None = None
     """The judge's endpoint (kind `judge` only)."""
 
@@ -168,8 +201,12 @@ class Scorer:
             expected = " ".join(g[0] for g in answer_groups(expected) if g)
         if self.kind == "rouge_l":
             return {"score": round(rouge_l_recall(answer, expected), 4)}
+        if self.kind == "rouge_l_f1":
+            return {"score": round(rouge_l_f1(answer, expected), 4)}
         if self.kind == "keywords":
             return {"score": round(keyword_recall(answer, expected), 4)}
+        if self.kind == "substring":
+            return {"score": substring_match(answer, expected)}
         if self.kind == "exact":
             return {"score": exact_match(answer, expected)}
         if self.kind == PERPLEXITY:

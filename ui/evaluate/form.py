@@ -1,7 +1,8 @@
 """Evaluate tab, part 1: the form — which task, its grid, how answers are scored, where results go.
 
-`build()` lays the controls out and returns them by name; `task_config`, `scorer` and `output`
-turn their values into the engine's dataclasses (`core.evals.niah.NiahConfig`,
+`build()` lays the controls out and returns them by name; `pick_task`, `pick_preset` (the
+paper's NIAH, `core.evals.niah.PRESETS`) and `pick_topic_file` update them; `task_config`,
+`scorer` and `output` turn their values into the engine's dataclasses (`core.evals.niah.NiahConfig`,
 `core.evals.retrieval.TopicsConfig` / `PasskeyConfig`, `core.evals.samples.SamplesConfig`,
 `core.evals.perplexity.PerplexityConfig`, `core.evals.scoring.Scorer`), which validate them exactly
 as the `longctx niah/topics/passkey/samples/perplexity/ruler` commands do
@@ -32,9 +33,11 @@ TASKS = [
 ]
 NOTES = {
     "niah": "A needle sentence hidden at each depth of a haystack of each length; the answer is "
-    "scored against the expected one (the paper's Figure 1).",
+    "scored against the expected one (the paper's Figure 1). *Preset* fills in the paper's "
+    "setup.",
     "topics": "A conversation over N topics, then: which came first? Accuracy against N and "
-    "prompt tokens (the paper's Figure 2).",
+    "prompt tokens (the paper's Figure 2). Name a LongChat test file to ask its conversations, "
+    "as the paper did.",
     "passkey": "A random 5-digit pass key hidden in filler text at each length and depth.",
     "samples": "The questions of samples kept out of training (Data → Mix & push → *Hold out*), "
     "each asked after the file's conversation so far; the answers are scored against the "
@@ -61,6 +64,7 @@ PREFIXES = {
     "ruler": "",
 }
 SCORER_CHOICES = [(SCORER_HELP[k].split(":")[0], k) for k in SCORERS]
+PRESET_CHOICES = [("None: our defaults", "")] + [(p.label, p.name) for p in niah.PRESETS.values()]
 
 
 def build() -> dict[str, gr.components.Component]:
@@ -85,15 +89,34 @@ def build() -> dict[str, gr.components.Component]:
             placeholder="inside the workspace, e.g. datasets/books (.txt .md .pdf .epub .html)",
         )
     with gr.Group() as c["niah_box"]:
+        c["niah_preset"] = gr.Dropdown(
+            PRESET_CHOICES,
+            value="",
+            label="Preset",
+            elem_id="eval-niah-preset",
+            info="fills the fields below (grid, needle, prompt, scorer); edit them freely",
+        )
         c["needle"] = gr.Textbox(niah.DEFAULT_NEEDLE, label="Needle", lines=2)
         c["question"] = gr.Textbox(niah.DEFAULT_QUESTION, label="Question")
-        c["answer"] = gr.Textbox(niah.DEFAULT_ANSWER, label="Expected answer")
-        with gr.Accordion("Prompt template", open=False):
+        c["answer"] = gr.Textbox(
+            niah.DEFAULT_ANSWER,
+            label="Expected answer",
+            info="{needle}: the whole needle sentence",
+        )
+        with gr.Accordion("Prompt template and needle spacing", open=False):
             c["template"] = gr.Textbox(
                 niah.DEFAULT_TEMPLATE,
                 lines=6,
                 show_label=False,
                 info="{context}: the haystack, {question}: the question",
+            )
+            c["needle_spacing"] = gr.Radio(
+                [
+                    ("After a space, at a sentence end", "space"),
+                    ("A paragraph of its own, between blank lines", "blank_lines"),
+                ],
+                value="space",
+                label="The needle in the haystack",
             )
     c["answer_prefix"] = gr.Textbox(
         niah.DEFAULT_PREFIX,
@@ -144,8 +167,21 @@ def build() -> dict[str, gr.components.Component]:
             info="different stretches of the text; none is read twice",
         )
     with gr.Group(visible=False) as c["topics_box"]:
+        c["topic_file"] = gr.Textbox(
+            label="LongChat test file",
+            elem_id="eval-topic-file",
+            placeholder="inside the workspace, e.g. datasets/topics/5_topics.jsonl; "
+            "empty: conversations from the built-in corpus",
+            info="JSON lines with 'prompt' (or 'context' and 'question') and 'topics': each row "
+            "is one user turn, scored by substring of its first topic (the paper's test)",
+        )
         with gr.Row():
-            c["n_topics"] = gr.Textbox("2,4,8", label="Topic counts", elem_id="eval-n-topics")
+            c["n_topics"] = gr.Textbox(
+                "2,4,8",
+                label="Topic counts",
+                elem_id="eval-n-topics",
+                info="with a file: the rows of these counts (empty: every row)",
+            )
             c["turn_tokens"] = gr.Number(300, label="Tokens per topic", precision=0)
     with gr.Group(visible=False) as c["samples_box"]:
         c["dataset"] = gr.Dropdown(
@@ -242,6 +278,7 @@ INPUTS = [
     "question",
     "answer",
     "template",
+    "needle_spacing",
     "length_mode",
     "lengths",
     "min_length",
@@ -253,6 +290,7 @@ INPUTS = [
     "num_depths",
     "depth_spacing",
     "n_topics",
+    "topic_file",
     "turn_tokens",
     "trials",
     "seed",
@@ -326,6 +364,68 @@ def pick_task(task: str) -> list[Any]:
     return [updates[name] for name in TOGGLED]
 
 
+PRESET_FIELDS = [
+    "note",
+    "needle",
+    "question",
+    "answer",
+    "template",
+    "needle_spacing",
+    "answer_prefix",
+    "max_new_tokens",
+    "length_mode",
+    "min_length",
+    "max_length",
+    "num_lengths",
+    "length_spacing",
+    "depth_mode",
+    "num_depths",
+    "depth_spacing",
+    "scorer",
+]
+
+
+def pick_preset(name: str) -> list[Any]:
+    """Updates for `PRESET_FIELDS` when a NIAH preset is picked: its fields and grid, or our
+    defaults for none."""
+    preset = niah.PRESETS.get(name or "")
+    if preset is None:
+        ours = niah.NiahConfig()
+        updates: dict[str, Any] = {
+            "note": NOTES["niah"],
+            **{k: getattr(ours, k) for k in PRESET_FIELDS if hasattr(ours, k)},
+            "max_new_tokens": 0,
+            "length_mode": "list",
+            "depth_mode": "list",
+            "scorer": DEFAULT_SCORERS["niah"],
+        }
+    else:
+        updates = {
+            "note": f"{NOTES['niah']}\n\n**{preset.label}.** {preset.description}",
+            **preset.fields,
+            "length_mode": "range",
+            "min_length": preset.min_length,
+            "max_length": preset.max_length,
+            "num_lengths": preset.num_lengths,
+            "length_spacing": "linear",
+            "depth_mode": "count",
+            "num_depths": preset.num_depths,
+            "depth_spacing": "linear",
+            "scorer": preset.scorer,
+        }
+    return [updates.get(name, gr.update()) for name in PRESET_FIELDS]
+
+
+def pick_topic_file(file: str, n_topics: str, scorer: str) -> tuple[Any, Any]:
+    """Topic counts and scorer when a LongChat file is named or cleared: every row and
+    substring for a file, the built-in defaults without one (values the user chose stay)."""
+    if (file or "").strip():
+        counts = "" if n_topics == "2,4,8" else gr.update()
+        return counts, ("substring" if scorer == DEFAULT_SCORERS["topics"] else gr.update())
+    counts = "2,4,8" if not (n_topics or "").strip() else gr.update()
+    return counts, (DEFAULT_SCORERS["topics"] if scorer == "substring" else gr.update())
+
+
 def _lengths(v: dict[str, Any]) -> list[float] | list[int]:
     if v["length_mode"] == "range":
         return niah.length_grid(
@@ -361,7 +461,9 @@ def task_config(v: dict[str, Any]) -> Any:
             resolve_spec(v["dataset"]), limit=int(v["limit"] or 0), turns=v["turns"], **extra
         )
     if v["task"] == "topics":
+        file = (v["topic_file"] or "").strip()
         return retrieval.TopicsConfig(
+            file=str(workspace.resolve_inside(file)) if file else "",
             n_topics=niah.parse_numbers(v["n_topics"] or ""),
             trials=int(v["trials"] or 1),
             turn_tokens=int(v["turn_tokens"] or 0),
@@ -384,6 +486,7 @@ def task_config(v: dict[str, Any]) -> Any:
         answer=v["answer"],
         haystack=haystack,
         template=v["template"],
+        needle_spacing=v["needle_spacing"],
         **extra,
     )
 

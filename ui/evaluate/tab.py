@@ -90,6 +90,18 @@ def _wire(
     c["task"].change(
         form.pick_task, c["task"], [c[n] for n in form.TOGGLED], show_progress="hidden"
     )
+    c["niah_preset"].change(
+        form.pick_preset,
+        c["niah_preset"],
+        [c[n] for n in form.PRESET_FIELDS],
+        show_progress="hidden",
+    )
+    c["topic_file"].change(
+        form.pick_topic_file,
+        [c["topic_file"], c["n_topics"], c["scorer"]],
+        [c["n_topics"], c["scorer"]],
+        show_progress="hidden",
+    )
     # Files saved, split or mixed since the page loaded.
     c["dataset"].focus(
         lambda: gr.update(choices=dataset_files()), None, c["dataset"], show_progress="hidden"
