@@ -115,9 +115,7 @@ def test_a_misspelled_option_fails_the_check_not_the_step(tmp_path):
     raw = tiny_experiment(tmp_path)
     raw["evaluate"]["tasks"]["niah"]["max_tokens"] = 8
     experiment = spec.plan(raw)
-    with pytest.raises(
-        ConfigError, match="step niah-base: .*unrecognized arguments: --max-tokens"
-    ):
+    with pytest.raises(ConfigError, match="step niah-base: .*unrecognized arguments: --max-tokens"):
         check_commands(experiment, build_parser())
 
 
@@ -285,3 +283,14 @@ def test_a_failed_step_stops_the_experiment_with_its_reason(tmp_path, tiny_llama
     state = _state(tmp_path / "home" / "experiments" / "tiny")
     assert state["state"] == "failed" and state["steps"]["data-keys"]["state"] == "failed"
     assert "train-tuned" not in state["steps"]  # nothing after the failure ran
+
+
+def test_a_setting_left_at_its_default_does_not_change_a_training_digest(tmp_path):
+    experiment = spec.plan(tiny_experiment(tmp_path))
+    step = experiment.step("train-tuned")
+    explicit = dict(step.config, weight_decay=0.0)  # the default, now written out
+    assert spec.Step(step.id, step.kind, step.argv, config=explicit).digest == step.digest
+    changed = dict(step.config, weight_decay=0.1)
+    assert spec.Step(step.id, step.kind, step.argv, config=changed).digest != step.digest
+    trimmed = {k: v for k, v in step.config.items() if k != "threads"}  # as if added later
+    assert spec.Step(step.id, step.kind, step.argv, config=trimmed).digest == step.digest

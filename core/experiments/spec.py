@@ -79,8 +79,14 @@ class Step:
 
     @property
     def digest(self) -> str:
-        """Changes whenever what the step does changes (its command line or its config)."""
-        text = json.dumps([self.argv, self.config], sort_keys=True, default=str)
+        """Changes whenever what the step does changes (its command line or its config). A
+        config setting at its default value does not count, so a setting added to TrainConfig
+        later leaves finished trainings finished."""
+        config = self.config
+        if config is not None:
+            defaults = TrainConfig().to_dict()
+            config = {k: v for k, v in config.items() if k not in defaults or defaults[k] != v}
+        text = json.dumps([self.argv, config], sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def command(self, folder: str | Path) -> list[str]:
