@@ -62,7 +62,7 @@ def _plain_model():
     return model
 
 
-def _ours_model():
+def _ours_model(mlp_tile: int = 0):
     from core.train.config import DataSource, TrainConfig
     from core.train.engine import load_for_training
 
@@ -71,12 +71,13 @@ def _ours_model():
         max_length=8192,
         quantization="none",
         precision="fp32",
+        mlp_tile=mlp_tile,
         data=[DataSource(procedural="keys", n=1, length=64)],
     )
     return load_for_training(config).model
 
 
-def worker(engine: str, length: int) -> dict:
+def worker(engine: str, length: int, mlp_tile: int = 0) -> dict:
     import torch
 
     torch.manual_seed(0)
@@ -84,7 +85,7 @@ def worker(engine: str, length: int) -> dict:
         from core.train import allocator
 
         allocator.tune_glibc()  # as `longctx train` does when no allocator could be preloaded
-    model = _plain_model() if engine == "plain" else _ours_model()
+    model = _plain_model() if engine == "plain" else _ours_model(mlp_tile)
     model.train()
     ids, labels = _batch(length, model.config.vocab_size)
     mask = torch.ones_like(ids)

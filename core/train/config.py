@@ -129,6 +129,10 @@ class TrainConfig:
     gradient_checkpointing: bool = True
     offload_checkpoints: bool = False
     """Keep checkpointed activations in CPU memory (GPU only): less GPU memory, a bit slower."""
+    mlp_tile: int = 0
+    """Run each layer's MLP over the sequence in tiles of this many tokens (0: whole sequence):
+    at long lengths the MLP's intermediates are a layer's largest; tiling keeps one tile's
+    alive, for the cost of recomputing the MLP once more (core/train/tiling.py)."""
     group_by_length: bool = True
     num_gpus: int = 1
     """GPUs to train on; more than one launches torchrun."""
@@ -197,6 +201,8 @@ class TrainConfig:
             p.append("model is empty; use 'embedded', a folder or a Hub id")
         if self.max_length < 64:
             p.append(f"max_length must be at least 64, got {self.max_length}")
+        if self.mlp_tile < 0:
+            p.append(f"mlp_tile must be 0 (off) or a number of tokens, got {self.mlp_tile}")
         if self.overflow not in OVERFLOW:
             p.append(f"overflow must be one of {OVERFLOW}, got {self.overflow!r}")
         if self.loss_weighting not in LOSS_WEIGHTINGS:

@@ -114,6 +114,14 @@ def _load_with_peft(config: TrainConfig, window: int) -> loader.LoadedModel:
         if not config.train_embeddings:
             # With frozen embeddings nothing before the first checkpoint requires grad.
             model.enable_input_require_grads()
+    if config.mlp_tile:
+        from core.train.tiling import tile_mlps
+
+        log.info(
+            "MLP tiled by %d tokens in %d layers",
+            config.mlp_tile,
+            tile_mlps(model, config.mlp_tile),
+        )
     loaded.model = model
     return loaded
 

@@ -140,10 +140,13 @@ def estimate(
     parts["checkpointed activations" + (" (on CPU)" if config.offload_checkpoints else "")] = (
         0 if (config.offload_checkpoints and on_gpu) else stored
     )
-    # One layer recomputed and differentiated: projections, MLP intermediates, their grads.
+    # One layer recomputed and differentiated: projections, MLP intermediates, their grads;
+    # a tiled MLP keeps one tile's intermediates (core/train/tiling.py).
+    mlp_tokens = min(seq, config.mlp_tile) if config.mlp_tile else seq
     per_layer = (
-        seq * (4 * d["hidden"] * residual + (d["q"] + 2 * d["kv"] + 4 * d["inter"]) * act) * 2
-    )
+        seq * (4 * d["hidden"] * residual + (d["q"] + 2 * d["kv"]) * act)
+        + mlp_tokens * 4 * d["inter"] * act
+    ) * 2
     parts["largest layer working set"] = per_layer
     parts["labelled logits (fp32)"] = labelled * config.per_device_batch_size * d["vocab"] * 4 * 3
     parts["runtime overhead"] = (1.0 if on_gpu else 0.6) * GB
@@ -162,6 +165,8 @@ def _advice(config: TrainConfig, on_gpu: bool, quantized: bool) -> str:
         tips.append("set quantization: 4bit")
     if on_gpu and not config.offload_checkpoints:
         tips.append("turn on offload_checkpoints")
+    if not config.mlp_tile and config.max_length > 16384:
+        tips.append("set mlp_tile: 4096")
     if config.per_device_batch_size > 1:
         tips.append("use per_device_batch_size 1")
     return "to fit: " + ", ".join(tips)

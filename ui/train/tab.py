@@ -128,6 +128,7 @@ def _form(start: cfg.TrainConfig) -> dict[str, gr.components.Component]:
         with gr.Row():
             field(gr.Checkbox, "gradient_checkpointing", "Gradient checkpointing")
             field(gr.Checkbox, "offload_checkpoints", "Offload checkpoints to CPU")
+            field(gr.Number, "mlp_tile", "MLP tile (tokens, 0: off)", precision=0, minimum=0)
             field(gr.Checkbox, "group_by_length", "Group by length")
         with gr.Row():
             field(gr.Number, "logging_steps", "Log every", precision=0)
