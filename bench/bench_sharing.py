@@ -100,19 +100,21 @@ class Client(threading.Thread):
         return 60.0 * n / max(end - start, 1e-9)
 
 
-def train(config: Path, env: dict[str, str], cap_s: float) -> dict:
+def train(config: Path, env: dict[str, str], cap_s: float, label: str) -> dict:
     """Run `longctx train` (stopped cleanly after cap_s); its speed from metrics.jsonl."""
     from core.train import runs
 
     home = Path(env["LONGCTX_HOME"])
     before = set((home / "runs").glob("*")) if (home / "runs").exists() else set()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "core.cli", "train", str(config)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    out = home / f"train-{label}.log"
+    with out.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "core.cli", "train", str(config)],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     # The cap counts from the first logged step: loading the model is not training.
     run_dir, deadline = None, None
     while proc.poll() is None:
@@ -124,7 +126,13 @@ def train(config: Path, env: dict[str, str], cap_s: float) -> dict:
             proc.send_signal(signal.SIGTERM)  # a clean stop: the steps logged so far count
             proc.wait(600)
         time.sleep(0.5)
-    (run_dir,) = set((home / "runs").glob("*")) - before
+    made = set((home / "runs").glob("*")) - before
+    if len(made) != 1:
+        tail = out.read_text(errors="replace").splitlines()[-15:]
+        raise SystemExit(
+            f"[{label}] the training made no run (exit {proc.returncode}):\n" + "\n".join(tail)
+        )
+    (run_dir,) = made
     rows = [r for r in runs.read_metrics(run_dir) if "loss" in r]
     status = json.loads((run_dir / "status.json").read_text())
     speeds = [r["tokens_per_s"] for r in rows[1:]] or [r["tokens_per_s"] for r in rows]
@@ -147,7 +155,7 @@ def shared(config: Path, env: dict[str, str], args: argparse.Namespace, label: s
         if label == "budget":  # the server alone first, on the same process and client
             time.sleep(args.serve_s)
         solo_rpm = client.per_minute(solo_start, time.time()) if label == "budget" else None
-        result = train(config, env, args.cap_s)
+        result = train(config, env, args.cap_s, label)
         result["rpm"] = client.per_minute(result["start"], result["end"])
         result["solo_rpm"] = solo_rpm
     finally:
@@ -179,7 +187,7 @@ def main() -> None:
     n = threads.cores()
     print(f"{n} cores; cpu-keys preset, {args.steps} steps; prompts of ~{args.words} words")
 
-    solo = train(config_file, _env(home, None), args.cap_s)
+    solo = train(config_file, _env(home, None), args.cap_s, "solo")
     print(f"[solo] training {solo['tokens_per_s']:.1f} tokens/s ({solo['threads']})", flush=True)
     budget = shared(config_file, _env(home, None), args, "budget")
     over = shared(config_file, _env(home, n), args, "all-cores")

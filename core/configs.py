@@ -1,4 +1,5 @@
-"""What every typed config shares: help texts read from the attribute docstrings of its fields.
+"""What every typed config shares: help texts read from the attribute docstrings of its fields,
+and the folders of YAML presets (training presets, experiment presets).
 
 A config dataclass documents each field with a string literal under it (the style of
 `TrainConfig`, `SynthConfig`, `ModelSpec`); the UI shows that text beside the control, the CLI in
@@ -10,6 +11,9 @@ from __future__ import annotations
 import ast
 import inspect
 import textwrap
+from pathlib import Path
+
+from core.errors import ConfigError
 
 
 def field_help(cls: type) -> dict[str, str]:
@@ -27,3 +31,21 @@ def field_help(cls: type) -> dict[str, str]:
         ):
             helps[node.target.id] = " ".join(after.value.value.split())
     return helps
+
+
+def preset_names(folder: Path) -> list[str]:
+    """The presets in a folder of YAML files, by name (the file's stem)."""
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def preset_file(folder: Path, name: str, what: str = "preset") -> Path:
+    """The YAML file of preset `name` in `folder`.
+
+    Raises:
+        ConfigError: no such preset (the message lists the ones there are).
+    """
+    path = folder / f"{name}.yaml"
+    if not path.exists():
+        names = ", ".join(preset_names(folder))
+        raise ConfigError(f"no {what} {name!r}; presets: {names}")
+    return path

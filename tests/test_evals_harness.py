@@ -86,6 +86,27 @@ def test_the_embedded_model_answers_a_local_task_and_resumes(embedded, task_dir,
         )
 
 
+def test_a_stopped_lm_eval_folder_resumes_as_an_app_job(embedded, task_dir, tmp_path):
+    """The Evaluate tab's Resume reopens an lm-eval folder from its config.json alone."""
+    from core.evals import jobs
+
+    config = HarnessConfig(tasks=["longctx_sums"], limit=3, chunk=1, include_path=str(task_dir))
+    first = HarnessRun(config, Target(ModelSpec()), tmp_path / "h")
+    for _ in first.run():
+        break  # stopped after its first document
+    reopened = jobs.reopen(tmp_path / "h")
+    assert isinstance(reopened, HarnessRun) and reopened.config == config
+    assert reopened.counts() == (1, 3)
+    job = jobs.start(["harness-resume-test"], reopened)
+    job.thread.join(timeout=300)
+    assert job.state == "completed" and not job.error, job.error
+    assert (job.already, job.done, job.total) == (1, 3, 3)
+    assert [c["key"] for c in reopened.cells()] == [f"longctx_sums-{i}" for i in range(3)]
+    assert reopened.figure().data[0].x == ("longctx_sums",)
+    with pytest.raises(LongCtxError, match="is not an evaluation folder"):
+        HarnessRun.open(tmp_path / "not-there")
+
+
 @pytest.fixture(scope="module")
 def server(embedded):
     from core.serve.background import BackgroundServer

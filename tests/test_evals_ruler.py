@@ -132,12 +132,37 @@ def test_word_tasks_make_the_expected_words_the_most_frequent(samples):
     for key, p in samples.items():
         if p.info["task"] not in ("cwe", "fwe"):
             continue
-        context = p.messages[0]["content"].split("\n\n")[1]
+        context = p.messages[0]["content"].split("\n\n")[-2]  # after cwe's worked example
         words = [w for w in context.split() if not w.rstrip(".").isdigit()]
         counts = Counter(words)
         top = {w for w, _ in counts.most_common(len(p.info["expected"]))}
         assert top == {g[0] for g in p.info["expected"]}, key
         assert counts.most_common()[len(top)][1] < min(counts[w] for w in top), key
+
+
+def test_cwe_and_vt_come_after_one_solved_instance_unless_turned_off(samples, embedded_tokenizer):
+    for key, p in samples.items():
+        task, content = p.info["task"], p.messages[0]["content"]
+        if task not in ("cwe", "vt"):
+            assert p.info["answer_prefix"] not in content  # no solved instance before it
+            continue
+        # The example: the task's instruction, its context, question and answer, then the
+        # sample itself with the same instruction; the example answers other words or names.
+        instruction = content.split("\n\n")[0]
+        assert content.count(instruction) == 2, key
+        example, real = content.split(instruction)[1:]
+        stem = p.info["answer_prefix"].split(" ")[:2]  # "The 10" / "The variables"
+        answer = example.split(" ".join(stem))[-1]
+        assert answer.count(",") >= 4, (key, answer)  # 5 names or 10 words, with its answer
+        assert not any(g[0] in answer for g in p.info["expected"]), key
+        assert all(g[0] in real for g in p.info["expected"]), key
+    # Without the example the same samples are shorter in frame, as long in tokens.
+    plain = RulerConfig(tasks=["cwe", "vt"], lengths=[2000], samples=1, seed=7, examples=False)
+    for p in plain.prompts(embedded_tokenizer):
+        content = p.messages[0]["content"]
+        assert content.count(content.split("\n\n")[0]) == 1
+        assert abs(len(p.ids) - 2000) <= 40
+        assert p.info["expected"] == samples[p.key].info["expected"]
 
 
 def test_the_same_seed_gives_the_same_set(samples, embedded_tokenizer):

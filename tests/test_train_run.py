@@ -19,6 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from core import children
 from core.errors import LongCtxError
 from core.train import allocator, runs
 from core.train.config import DataSource, TrainConfig, load_preset
@@ -60,7 +61,7 @@ def _cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
 def _wait_for(predicate, timeout: float = 120, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        runs.reap_children()
+        children.reap()
         value = predicate()
         if value:
             return value

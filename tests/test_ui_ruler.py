@@ -27,6 +27,7 @@ def test_the_form_builds_the_ruler_config_the_command_builds():
         ruler_noise=True,
         ruler_threshold=70,
         ruler_prefix=False,
+        ruler_examples=False,
     )
     assert form.task_config(v) == RulerConfig(
         tasks=["vt", "cwe"],
@@ -35,6 +36,7 @@ def test_the_form_builds_the_ruler_config_the_command_builds():
         haystack=NOISE,
         threshold=70,
         answer_prefix=False,
+        examples=False,
     )
     shown = dict(zip(form.TOGGLED, form.pick_task("ruler"), strict=True))
     assert shown["ruler_box"]["visible"] and not shown["depth_box"]["visible"]

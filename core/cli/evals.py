@@ -215,6 +215,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="do not start the reply with RULER's answer prefix (local models)",
     )
     p.add_argument(
+        "--no-examples",
+        dest="examples",
+        action="store_false",
+        help="no solved instance before each cwe and vt sample (RULER gives one)",
+    )
+    p.add_argument(
         "--threshold",
         type=float,
         default=THRESHOLD,
@@ -285,7 +291,7 @@ def command_for(
             continue
         if value == getattr(defaults, name) and name not in ("lengths", "depths", "n_topics"):
             continue
-        if isinstance(value, bool):  # the only switch: RULER's --no-answer-prefix
+        if isinstance(value, bool):  # RULER's switches: --no-answer-prefix, --no-examples
             argv.append("--no-" + name.replace("_", "-"))
             continue
         if isinstance(value, list):
@@ -518,6 +524,7 @@ def _ruler_task(args: argparse.Namespace) -> RulerConfig:
         seed=args.seed,
         haystack=haystack,
         answer_prefix=args.answer_prefix,
+        examples=args.examples,
         threshold=args.threshold,
         **given,
         **_extra(args),

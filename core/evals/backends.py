@@ -152,6 +152,18 @@ class Target:
         if (self.model is None) == (self.endpoint is None):
             raise ConfigError("give either a local model or an endpoint to evaluate, not both")
 
+    @classmethod
+    def saved(cls, public: dict[str, Any], api_key: str | None = None) -> Target:
+        """The target a folder's config.json recorded (`public()`); keys are never saved, so
+        an endpoint gets `api_key` again."""
+        return cls(
+            model=ModelSpec(**public["model"]) if public.get("model") else None,
+            endpoint=Endpoint(**public["endpoint"], api_key=api_key)
+            if public.get("endpoint")
+            else None,
+            tokenizer=public.get("tokenizer"),
+        )
+
     @property
     def label(self) -> str:
         if self.endpoint is not None:

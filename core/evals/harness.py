@@ -147,8 +147,29 @@ class HarnessRun:
         results.write_config(self.path, record)
         return record
 
+    @classmethod
+    def open(cls, path: str | os.PathLike, *, api_key: str | None = None) -> HarnessRun:
+        """Reopen a folder lm-eval filled, to resume it (an endpoint's key is never saved:
+        pass it again)."""
+        record = results.read_config(path)
+        if record.get("kind") != KIND:
+            raise LongCtxError(f"{path} is not an lm-eval evaluation folder")
+        config = HarnessConfig(**record.get("task", {}))
+        return cls(config, Target.saved(record["target"], api_key), path)
+
     def cells(self) -> list[dict[str, Any]]:
         return results.read_cells(self.path)
+
+    def counts(self) -> tuple[int, int]:
+        """(answered, planned) documents; planned is only known once a run has opened the tasks
+        (until then it is the answered count)."""
+        done = len(self.log.keys)
+        return done, max(done, self.record.get("total") or 0)
+
+    def figure(self, cells: list[dict[str, Any]] | None = None) -> Any:
+        return figure(
+            self.cells() if cells is None else cells, title=f"lm-eval: {self.target.label}"
+        )
 
     # -- lm-eval pieces -----------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """Evaluations running in the app: one per browser, on a thread, polled by the Evaluate tab's timer.
 
-A job runs `core.evals.runner.Evaluation.run()` on a daemon thread, kept in a `core.jobs.Registry`
+A job runs `core.evals.runner.Evaluation.run()` (or an lm-eval folder's
+`core.evals.harness.HarnessRun.run()`) on a daemon thread, kept in a `core.jobs.Registry`
 under the session that started it; the page keeps that key in the browser's local storage,
 so a reload (a new session) finds its job again. Every finished cell is in the evaluation
 folder's cells.jsonl before the thread sees it, and the timer redraws the heatmap from that
@@ -14,8 +15,11 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from core.evals import harness, results
+from core.evals.harness import HarnessRun
 from core.evals.runner import Evaluation
 from core.hosting import space
 from core.jobs import Registry
@@ -25,7 +29,7 @@ from core.jobs import Registry
 class Job:
     """One evaluation running (or finished) for one browser."""
 
-    evaluation: Evaluation
+    evaluation: Evaluation | HarnessRun
     total: int
     already: int
     """Cells that were in the folder before this run: a rerun resumes after them."""
@@ -57,11 +61,19 @@ get = _jobs.get
 stop = _jobs.stop
 
 
-def start(keys: list[str | None], evaluation: Evaluation) -> Job:
-    """Run `evaluation` on a thread under keys[0]; refused while one of `keys` has a job
-    running, or while any job writes into the same folder."""
-    total = len(evaluation.task.cell_keys())
-    already = total - len(evaluation.pending())
+def reopen(
+    path: str | Path, *, api_key: str | None = None, judge_api_key: str | None = None
+) -> Evaluation | HarnessRun:
+    """An evaluation folder of any kind, reopened to resume: ours, or one lm-eval fills."""
+    if results.read_config(path).get("kind") == harness.KIND:
+        return HarnessRun.open(path, api_key=api_key)
+    return Evaluation.open(path, api_key=api_key, judge_api_key=judge_api_key)
+
+
+def start(keys: list[str | None], evaluation: Evaluation | HarnessRun) -> Job:
+    """Run `evaluation` (ours, or lm-eval's) on a thread under keys[0]; refused while one of
+    `keys` has a job running, or while any job writes into the same folder."""
+    already, total = evaluation.counts()
     job = Job(evaluation, total=total, already=already, done=already)
 
     def progress(done: int, total: int, cell: dict[str, Any] | None) -> None:
@@ -70,7 +82,8 @@ def start(keys: list[str | None], evaluation: Evaluation) -> Job:
             job.first_cell = time.monotonic()
 
     def work() -> None:
-        if space.zero_gpu() and evaluation.target.model is not None:
+        on_zero_gpu = space.zero_gpu() and evaluation.target.model is not None
+        if on_zero_gpu and isinstance(evaluation, Evaluation):
             job.first_cell = time.monotonic()  # the heatmap follows cells.jsonl from here on
             job.done = min(job.total, _evaluate_on_gpu(str(evaluation.path)))
             return

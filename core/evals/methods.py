@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core import threads, workspace
+from core import children, threads, workspace
 from core.errors import ConfigError, LongCtxError
 from core.evals import figures
 from core.evals.backends import Target
@@ -364,25 +364,12 @@ def command_for(config: MethodsConfig, out: str | os.PathLike) -> list[str]:
 def launch(config: MethodsConfig, out: str | os.PathLike | None = None) -> Path:
     """Start a comparison in a child process (it survives a page reload) and return its folder
     at once; its log goes to log.txt there."""
-    import subprocess
-    import sys
-
     comparison = Comparison(config, out)
     folder, last = comparison.path, comparison.progress()
     if last.get("state") == "running" and threads.process_alive(last.get("pid")):
         raise LongCtxError(f"{folder.name} is already being compared; wait or stop it")
     argv = command_for(config, folder)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "LONGCTX_HOME": str(workspace.home())}
-    with (folder / "log.txt").open("ab") as log:
-        log.write(("$ " + " ".join(argv) + "\n").encode())
-        log.flush()
-        subprocess.Popen(
-            [sys.executable, "-m", "core.cli", *argv[1:]],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
+    children.spawn(children.longctx(*argv[1:]), folder / "log.txt", shown=" ".join(argv))
     return folder
 
 

@@ -101,6 +101,9 @@ class RulerConfig:
     answer_prefix: bool = True
     """Start the reply with RULER's answer prefix (endpoints continue it as the last assistant
     message, like the other retrieval tasks)."""
+    examples: bool = True
+    """Put one solved instance before each cwe and vt sample, as RULER does (its answer
+    included; the instance takes part of the length)."""
     threshold: float = THRESHOLD
     """The figure marks the length where the mean score falls under this (percent)."""
     max_new_tokens: int = 128

@@ -293,8 +293,8 @@ VT_TEMPLATE = (
 )
 
 
-def vt_sample(env: Any, rng: random.Random, index: int, hops: int = 4) -> Sample:
-    """One chain of `hops` + 1 variables (RULER: 1 chain, 4 hops) in noise, in chain order."""
+def vt_chain(rng: random.Random, hops: int) -> tuple[list[str], str, list[str]]:
+    """Variable names (5 capitals each), the value, and the assignment lines of one chain."""
     names: list[str] = []
     while len(names) < hops + 1:
         name = "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(5))
@@ -303,15 +303,46 @@ def vt_sample(env: Any, rng: random.Random, index: int, hops: int = 4) -> Sample
     value = str(rng.randint(10_000, 99_999))
     lines = [f"VAR {names[0]} = {value}."]
     lines += [f"VAR {b} = VAR {a}." for a, b in zip(names, names[1:], strict=False)]
+    return names, value, lines
+
+
+def worked_example(template: str, context: str, question: str, prefix: str, answer: str) -> str:
+    """A solved instance of a task, placed before the real one (RULER gives cwe and vt one)."""
+    body = template.replace("{context}", context).replace("{question}", question)
+    return f"{body}\n{prefix} {answer}\n\n"
+
+
+def vt_sample(env: Any, rng: random.Random, index: int, hops: int = 4) -> Sample:
+    """One chain of `hops` + 1 variables (RULER: 1 chain, 4 hops) in noise, in chain order;
+    with `env.config.examples`, after a solved chain in a little noise (RULER's one example, a
+    few hundred tokens)."""
+    names, value, lines = vt_chain(rng, hops)
     question = f"Which variables are assigned the value {value}, directly or through others?"
     prefix = f"The variables assigned the value {value} are:"
     depths = spread_depths(rng, len(lines), index)
+    template = VT_TEMPLATE
+    if getattr(env.config, "examples", False):
+        ex_names, ex_value, ex_lines = vt_chain(rng, hops)
+        while set(ex_names) & set(names) or ex_value == value:
+            ex_names, ex_value, ex_lines = vt_chain(rng, hops)
+        filler = NOISE.strip() if env.length < 4096 else " ".join([NOISE.strip()] * 3)
+        context = " ".join(f"{filler} {line}" for line in ex_lines) + " " + filler
+        template = (
+            worked_example(
+                VT_TEMPLATE,
+                context,
+                f"Which variables are assigned the value {ex_value}, directly or through others?",
+                f"The variables assigned the value {ex_value} are:",
+                ", ".join(ex_names) + ".",
+            )
+            + VT_TEMPLATE
+        )
 
     def build(room: int) -> tuple[list[int], str, dict[str, Any]]:
         ids, text, info = place(env.tokenizer, env.noise(), room, lines, depths, env.slack)
         return ids, text, {**info, "needles": lines}
 
-    return Sample(VT_TEMPLATE, question, prefix, [[n] for n in names], build, depths[0])
+    return Sample(template, question, prefix, [[n] for n in names], build, depths[0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,6 +368,26 @@ def cwe_sample(
     prefix = f"The {n_common} words that occur most often in the list are:"
     order = env.words_order(rng)
     chosen = order[:n_common]
+    template = CWE_TEMPLATE
+    if getattr(env.config, "examples", False):
+        # RULER's one example: 10 words 3 times among 10 once under 4K tokens, else 10 words
+        # 10 times among 30 words 3 times; its words come from the end of this sample's order.
+        short = env.length < 4096
+        f_common, f_rare, n_rare = (3, 1, 10) if short else (10, 3, 30)
+        pool = order[-(n_common + n_rare) :]
+        items = [w for w in pool[:n_common] for _ in range(f_common)]
+        items += [w for w in pool[n_common:] for _ in range(f_rare)]
+        random.Random(" ".join(pool)).shuffle(items)  # the sample's own draws stay as they were
+        template = (
+            worked_example(
+                CWE_TEMPLATE,
+                "".join(f" {i + 1}. {w}" for i, w in enumerate(items)),
+                question,
+                prefix,
+                ", ".join(pool[:n_common]) + ".",
+            )
+            + CWE_TEMPLATE
+        )
 
     def build(room: int) -> tuple[list[int], str, dict[str, Any]]:
         words, numbers = env.word_ids, env.number_ids
@@ -367,7 +418,7 @@ def cwe_sample(
             {"counts": {w: f_common for w in chosen}, "items": len(items), "rare_count": f_rare},
         )
 
-    return Sample(CWE_TEMPLATE, question, prefix, [[w] for w in chosen], build)
+    return Sample(template, question, prefix, [[w] for w in chosen], build)
 
 
 def fwe_sample(env: Any, rng: random.Random, top: int = 3, alpha: float = 2.0) -> Sample:

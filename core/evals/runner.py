@@ -125,12 +125,7 @@ class Evaluation:
                 f"`longctx {record.get('kind')} ... --out {path}`"
             )
         task = TASKS[record["kind"]](**saved_task(record))
-        t = record["target"]
-        target = Target(
-            model=ModelSpec(**t["model"]) if t.get("model") else None,
-            endpoint=Endpoint(**t["endpoint"], api_key=api_key) if t.get("endpoint") else None,
-            tokenizer=t.get("tokenizer"),
-        )
+        target = Target.saved(record["target"], api_key)
         s = record["scorer"]
         judge = Endpoint(**s["judge"], api_key=judge_api_key) if s.get("judge") else None
         return cls(task, target, Scorer(s["kind"], judge), path, models=models, backend=backend)
@@ -179,6 +174,11 @@ class Evaluation:
     def pending(self) -> list[str]:
         """Keys of the planned cells not finished yet."""
         return [k for k in self.task.cell_keys() if k not in self.log.keys]
+
+    def counts(self) -> tuple[int, int]:
+        """(finished, planned) cells."""
+        total = len(self.task.cell_keys())
+        return total - len(self.pending()), total
 
     # -- running ----------------------------------------------------------------------------
 
@@ -294,6 +294,8 @@ def saved_task(record: dict[str, Any]) -> dict[str, Any]:
         task.setdefault("needle_spacing", "space")
     if record.get("kind") == "topics":
         task.setdefault("file", "")
+    if record.get("kind") == "ruler":  # before RULER's worked examples
+        task.setdefault("examples", False)
     if record.get("kind") == "passkey":
         task.setdefault("template", PASSKEY_TEMPLATE_V1)
     return task

@@ -15,6 +15,7 @@ from __future__ import annotations
 import html
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -122,21 +123,31 @@ def _json(path: Path) -> dict[str, Any]:
         return {}
 
 
-def step_rows(state: dict[str, Any], experiment: Experiment) -> list[list[str]]:
-    """Header plus one row per step: step, state, wall time, peak memory."""
-    rows = [["step", "state", "wall time", "peak memory (RSS)"]]
+def step_rows(
+    state: dict[str, Any],
+    experiment: Experiment,
+    progress: Callable[[Step, dict[str, Any]], str] | None = None,
+) -> list[list[str]]:
+    """Header plus one row per step: step, state, wall time (counting on while it runs), peak
+    memory; with `progress`, a column of what it says for each step after the state."""
+    head = ["step", "state", "wall time", "peak memory (RSS)"]
+    rows = [head[:2] + ["progress"] + head[2:] if progress else head]
     for step in experiment.steps:
         record = state.get("steps", {}).get(step.id, {})
+        now = record.get("state", "pending")
         seconds = record.get("seconds")
+        if now == "running" and record.get("started"):
+            seconds = record.get("seconds_before", 0) + time.time() - record["started"]
         peak = record.get("peak_rss")
-        rows.append(
-            [
-                step.id,
-                record.get("state", "pending"),
-                duration(seconds) if seconds is not None else "",
-                f"{peak / 2**30:.2f} GB" if peak else "",
-            ]
-        )
+        row = [
+            step.id,
+            now,
+            duration(seconds) if seconds is not None else "",
+            f"{peak / 2**30:.2f} GB" if peak else "",
+        ]
+        if progress:
+            row.insert(2, progress(step, record))
+        rows.append(row)
     return rows
 
 

@@ -24,13 +24,12 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core import threads, workspace
+from core import children, threads, workspace
 from core.data.io import atomic_write
 from core.errors import LongCtxError
 from core.experiments.spec import Experiment, Step, load
@@ -38,7 +37,6 @@ from core.experiments.spec import Experiment, Step, load
 STATE_FILE = "state.json"
 SPEC_FILE = "experiment.yaml"
 REPORT_FILE = "report.html"
-_PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 Say = Callable[[str], None]
 
 
@@ -208,17 +206,14 @@ class Runner:
         argv, env = self._prepare(step, path)
         self.say(f"[{step.id}] longctx {' '.join(argv)}")
         started = time.time()
-        with (path / "log.txt").open("ab") as log:
-            log.write(f"$ longctx {' '.join(argv)}\n".encode())
-            log.flush()
-            self._child = subprocess.Popen(
-                [sys.executable, "-m", "core.cli", *argv],
-                cwd=workspace.home(),  # relative paths in the file are the workspace's
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,  # a stop reaches the step's own children too
-            )
+        self._child = children.spawn(
+            children.longctx(*argv),
+            path / "log.txt",
+            environ=env,
+            cwd=workspace.home(),  # relative paths in the file are the workspace's
+            shown="longctx " + " ".join(argv),
+            keep=False,  # waited for below (wait4)
+        )
         record = records[step.id] = {
             "state": "running",
             "digest": digest,
@@ -262,11 +257,7 @@ class Runner:
         resumes from its last checkpoint when it has one)."""
         argv = step.command(self.folder)
         if step.kind != "train":
-            env = {**os.environ, "PYTHONUNBUFFERED": "1", "LONGCTX_HOME": str(workspace.home())}
-            env["PYTHONPATH"] = os.pathsep.join(
-                filter(None, [str(_PROJECT_ROOT), env.get("PYTHONPATH")])
-            )
-            return argv, env
+            return argv, children.env()
         from core.train import runs
 
         config = step.train_config(self.folder)
@@ -348,31 +339,9 @@ def launch(text: str, out: str | os.PathLike | None = None) -> Path:
         raise LongCtxError(f"experiment {experiment.name} is already running; stop it first")
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder / SPEC_FILE, [experiment.to_yaml().encode()], backup=False)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "LONGCTX_HOME": str(workspace.home())}
     argv = ["experiment", "run", str(folder / SPEC_FILE), "--out", str(folder)]
-    with (folder / "log.txt").open("ab") as log:
-        log.write(("$ longctx " + " ".join(argv) + "\n").encode())
-        log.flush()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "core.cli", *argv],
-            cwd=_PROJECT_ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-    _children.append(proc)
+    children.spawn(children.longctx(*argv), folder / "log.txt", shown="longctx " + " ".join(argv))
     return folder
-
-
-_children: list[subprocess.Popen] = []
-
-
-def reap_children() -> None:
-    """Collect finished experiment processes so they do not linger as zombies."""
-    for proc in list(_children):
-        if proc.poll() is not None:
-            _children.remove(proc)
 
 
 def stop(folder: str | os.PathLike) -> None:

@@ -37,6 +37,7 @@ from typing import Any
 
 import yaml
 
+from core import configs
 from core.errors import ConfigError
 from core.train.config import PRESETS_DIR, TrainConfig, load_preset
 
@@ -133,14 +134,11 @@ class Experiment:
 
 
 def list_presets() -> list[str]:
-    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
+    return configs.preset_names(EXPERIMENTS_DIR)
 
 
 def preset_path(name: str) -> Path:
-    path = EXPERIMENTS_DIR / f"{name}.yaml"
-    if not path.exists():
-        raise ConfigError(f"no experiment preset {name!r}; presets: {', '.join(list_presets())}")
-    return path
+    return configs.preset_file(EXPERIMENTS_DIR, name, "experiment preset")
 
 
 def load(source: str | Path) -> Experiment:

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from core import configs
 from core.errors import ConfigError
 from core.models.rope import RopeSetting
 
@@ -339,14 +340,11 @@ def _suggest(name: str, known: set[str]) -> str:
 
 
 def list_presets() -> list[str]:
-    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+    return configs.preset_names(PRESETS_DIR)
 
 
 def load_preset(name: str) -> TrainConfig:
-    path = PRESETS_DIR / f"{name}.yaml"
-    if not path.exists():
-        raise ConfigError(f"no preset {name!r}; presets: {', '.join(list_presets())}")
-    return TrainConfig.from_yaml(path)
+    return TrainConfig.from_yaml(configs.preset_file(PRESETS_DIR, name))
 
 
 def preset_header(name: str) -> str:

@@ -15,14 +15,13 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core import threads, workspace
+from core import children, threads, workspace
 from core.data.io import atomic_write
 from core.errors import LongCtxError
 from core.train import allocator
@@ -30,7 +29,6 @@ from core.train.config import TrainConfig
 
 ACTIVE = ("starting", "running", "stopping")
 FINAL = ("completed", "stopped", "failed", "interrupted")
-_PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def runs_dir() -> Path:
@@ -277,8 +275,7 @@ def check_launchable(config: TrainConfig) -> None:
 def child_env(config: TrainConfig, device: str) -> dict[str, str]:
     """The environment a training child starts with: the workspace, this project importable,
     and on a CPU the allocator and the thread budget."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "LONGCTX_HOME": str(workspace.home())}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PROJECT_ROOT), env.get("PYTHONPATH")]))
+    env = children.env()
     if device == "cpu":
         env = allocator.child_env(env)
         # Sized before torch starts in the child (OpenMP reads these once); the child re-plans
@@ -304,18 +301,8 @@ def launch(config: TrainConfig, run_dir: Path | None = None, resume: bool = Fals
         )
     run_dir = run_dir or new_run_dir(config)
     cmd = command_for(run_dir, config, resume)
-    env = child_env(config, device)
-    with (run_dir / "log.txt").open("ab") as log:
-        log.write(f"$ {' '.join(cmd)}\n".encode())
-        log.flush()
-        proc = subprocess.Popen(
-            cmd,
-            cwd=_PROJECT_ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,  # a stop signal reaches the trainer (and torchrun's workers)
-        )
+    # In its own session: a stop signal reaches the trainer (and torchrun's workers).
+    proc = children.spawn(cmd, run_dir / "log.txt", environ=child_env(config, device))
     update_status(
         run_dir,
         state="starting",
@@ -325,18 +312,7 @@ def launch(config: TrainConfig, run_dir: Path | None = None, resume: bool = Fals
         started=time.time(),
         reason=None,
     )
-    _children.append(proc)
     return run_dir
-
-
-_children: list[subprocess.Popen] = []
-
-
-def reap_children() -> None:
-    """Collect finished child processes so they do not linger as zombies."""
-    for proc in list(_children):
-        if proc.poll() is not None:
-            _children.remove(proc)
 
 
 def stop(run_id: str) -> dict[str, Any]:
@@ -368,7 +344,7 @@ def wait(run_dir: Path, timeout: float = 3600, poll: float = 0.5) -> dict[str, A
     """Block until the run reaches a final state (used by the CLI and tests)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        reap_children()
+        children.reap()
         status = read_status(run_dir)
         if status.get("state") in FINAL:
             return status

@@ -228,6 +228,11 @@ def build() -> dict[str, gr.components.Component]:
             c["ruler_prefix"] = gr.Checkbox(
                 True, label="Answer prefix", info="start the reply as RULER does (local models)"
             )
+            c["ruler_examples"] = gr.Checkbox(
+                True,
+                label="Worked example",
+                info="one solved instance before each cwe and vt sample, as RULER gives",
+            )
         with gr.Row():
             c["ruler_squad"] = gr.Textbox(
                 label="SQuAD file (qa_squad)", placeholder="a SQuAD-format JSON in the workspace"
@@ -311,6 +316,7 @@ INPUTS = [
     "ruler_threshold",
     "ruler_noise",
     "ruler_prefix",
+    "ruler_examples",
     "ruler_squad",
     "ruler_hotpot",
 ]
@@ -503,6 +509,7 @@ def _ruler_config(v: dict[str, Any], haystack: str, extra: dict[str, Any]) -> An
         seed=int(v["ruler_seed"] or 0),
         haystack=ruler.NOISE if v["ruler_noise"] else haystack,
         answer_prefix=bool(v["ruler_prefix"]),
+        examples=bool(v["ruler_examples"]),
         threshold=float(v["ruler_threshold"] or 0),
         **files,
         **extra,

@@ -21,6 +21,7 @@ from core.cli import evals as evals_cli
 from core.errors import LongCtxError
 from core.evals import jobs, results
 from core.evals.backends import Target
+from core.evals.harness import HarnessRun
 from core.evals.niah import NiahConfig
 from core.evals.runner import Evaluation
 from core.hosting import space
@@ -161,10 +162,13 @@ def _wire(
     def resume(
         request: gr.Request, profile: gr.OAuthProfile | None, key, eval_id, api_key, judge_key
     ):
-        evaluation = Evaluation.open(
+        evaluation = jobs.reopen(
             past.folder(eval_id), api_key=api_key or None, judge_api_key=judge_key or None
         )
-        _check_visitor(request, profile, evaluation.task, evaluation.target, evaluation.scorer)
+        if isinstance(evaluation, HarnessRun):  # an lm-eval suite: the owner's to resume
+            _check_visitor(request, profile, None, evaluation.target, None)
+        else:
+            _check_visitor(request, profile, evaluation.task, evaluation.target, evaluation.scorer)
         return started(request, jobs.start([request.session_hash, key], evaluation))
 
     job_outputs = [owner, status, live, shown]
@@ -200,6 +204,8 @@ def _check_visitor(
     """On a public app, visitors other than the owner run small grids on local models only."""
     if access.visitor(request, profile).is_owner:
         return
+    if task is None:
+        raise gr.Error("lm-eval suites run for the app's owner only.", print_exception=False)
     paid = target.endpoint is not None or scorer.judge is not None
     why = space.PUBLIC_LIMITS.refusal(len(task.cell_keys()), task.longest(), paid)
     if why:

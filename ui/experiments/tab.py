@@ -14,7 +14,7 @@ from typing import Any
 
 import gradio as gr
 
-from core import workspace
+from core import children, workspace
 from core.errors import ConfigError, LongCtxError
 from core.experiments import report, runner, spec
 from ui import access, theme
@@ -178,28 +178,16 @@ def _folder(value: Any) -> Path:
 
 def step_table(folder: Path, experiment: spec.Experiment, state: dict[str, Any]) -> list[list]:
     """One row per step: its state, how far it is, its time and peak memory."""
-    rows = []
-    for step in experiment.steps:
-        record = state.get("steps", {}).get(step.id, {})
+
+    def progress(step: spec.Step, record: dict[str, Any]) -> str:
         now = record.get("state", "pending")
-        progress, seconds = "", record.get("seconds")
+        if now == "failed" and record.get("reason"):
+            return record["reason"]
         if now in ("running", "interrupted", "stopped", "failed"):
-            progress = runner.step_progress(folder, step)[2]
-        if now == "running":
-            seconds = record.get("seconds_before", 0) + time.time() - record["started"]
-        if now == "failed":
-            progress = record.get("reason") or progress
-        peak = record.get("peak_rss")
-        rows.append(
-            [
-                step.id,
-                now,
-                progress,
-                report.duration(seconds) if seconds is not None else "",
-                f"{peak / 2**30:.2f} GB" if peak else "",
-            ]
-        )
-    return rows
+            return runner.step_progress(folder, step)[2]
+        return ""
+
+    return report.step_rows(state, experiment, progress)[1:]
 
 
 def show(folder: Any) -> list[Any]:
@@ -250,7 +238,7 @@ def _fingerprint(folder: Path, state: dict[str, Any]) -> str:
 def poll(folder: Any, seen: Any) -> list[Any]:
     """Redraw when the picked experiment changed since the last draw; leave the page alone
     otherwise."""
-    runner.reap_children()
+    children.reap()
     if not folder:
         return [gr.skip()] * 7
     try:

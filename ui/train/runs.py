@@ -12,6 +12,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from core import children
 from core.errors import LongCtxError
 from core.train import export, figures, runs
 from core.train.config import TrainConfig
@@ -93,7 +94,7 @@ def _duration(seconds: float) -> str:
 def select(run_id: str | None, choices: list[tuple[str, str]] | None = None) -> list:
     """Updates for (run dropdown, status, chart, log) showing `run_id` (default: the newest)."""
     if choices is None:
-        runs.reap_children()
+        children.reap()
         choices = _choices()
     if run_id is None and choices:
         run_id = choices[0][1]
@@ -112,7 +113,7 @@ def select(run_id: str | None, choices: list[tuple[str, str]] | None = None) -> 
 def poll(run_id: str | None, seen: tuple | None) -> list:
     """The timer's refresh: `select`'s updates plus what they show, or skips while nothing has
     changed, so a chart being zoomed or hovered is not redrawn under the pointer."""
-    runs.reap_children()
+    children.reap()
     choices = _choices()
     ids = [c[1] for c in choices]
     picked = run_id in ids
