@@ -114,6 +114,27 @@ def test_the_openai_client_retries_a_503_after_the_advised_wait(tiny):
         assert took >= 0.3 + 1.0, took
 
 
+def test_an_endpoint_evaluation_waits_out_a_busy_server_with_fewer_requests(tiny):
+    """Our evaluations against a shedding server (ours, a gateway's 429s) slow down and finish
+    instead of stopping at the first refusal the openai client's two retries did not cover."""
+    from core.evals.backends import Endpoint, EndpointBackend, Prompt
+
+    with _server(tiny, max_queue=4, queue_timeout=0.3) as server:
+        backend = EndpointBackend(Endpoint(server.base_url, "tiny", "local"), None, concurrency=4)
+        prompts = [Prompt(f"p{i}", [], HELLO) for i in range(6)]
+        tiny.lock.acquire()  # busy for longer than the client's own retries wait
+        released = threading.Timer(6.0, tiny.lock.release)
+        released.start()
+        try:
+            answered = {p.key: reply for p, reply in backend.answers(prompts, max_new_tokens=3)}
+        finally:
+            released.join()
+        assert sorted(answered) == [p.key for p in prompts]
+        assert backend.busy_answers >= 1  # it was refused, backed off, and got through
+        stats = httpx.get(server.url + "/_stats").json()["by_status"]
+        assert stats["200"] == 6 and stats.get("503", 0) + stats.get("429", 0) >= 1
+
+
 def _one_client(index: int, base_url: str, until: float, outcomes: Counter, errors: list) -> None:
     """Back-to-back requests until `until`; every fifth client sends broken bodies.
 

@@ -460,13 +460,39 @@ class _NgramLookup:
 CONTINUE_FINAL_MESSAGE = {"continue_final_message": True, "add_generation_prompt": False}
 
 
+def _retry_after(exc: Any, default: float) -> float:
+    """Seconds a refusing server asked us to wait (`retry-after-ms`, then `Retry-After`)."""
+    headers = getattr(getattr(exc, "response", None), "headers", None) or {}
+    for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
+        try:
+            return min(60.0, max(0.1, float(headers[name]) * scale))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return default
+
+
 class EndpointBackend:
     """Answers from an OpenAI-compatible chat endpoint, a few requests in flight at once."""
 
-    def __init__(self, endpoint: Endpoint, tokenizer: Any, *, concurrency: int = 4):
+    BUSY = (429, 503)
+    """Statuses of a server that sheds load (`longctx serve`, vLLM behind a gateway): ask again
+    later, with fewer requests in flight."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        tokenizer: Any,
+        *,
+        concurrency: int = 4,
+        busy_patience_s: float = 900.0,
+    ):
         self.endpoint = endpoint
         self.tokenizer = tokenizer
         self.concurrency = max(1, concurrency)
+        self.busy_patience_s = busy_patience_s
+        """How long one prompt may keep getting "busy" answers before the evaluation stops."""
+        self.busy_answers = 0
+        """Busy answers so far: each halves the requests kept in flight (down to one)."""
         self._client = endpoint.client()
 
     @property
@@ -485,14 +511,25 @@ class EndpointBackend:
         # (vLLM's and `longctx serve`'s request fields) rather than answer after it.
         extra = {"extra_body": CONTINUE_FINAL_MESSAGE} if prompt.answer_prefix else {}
         try:
-            response = create_chat_completion(
-                self._client,
-                model=self.endpoint.model,
-                messages=prompt.messages,
-                max_tokens=max_new_tokens,
-                temperature=0,
-                **extra,
-            )
+            while True:
+                try:
+                    response = create_chat_completion(
+                        self._client,
+                        model=self.endpoint.model,
+                        messages=prompt.messages,
+                        max_tokens=max_new_tokens,
+                        temperature=0,
+                        **extra,
+                    )
+                    break
+                except openai.APIStatusError as exc:
+                    # The client's own retries (two, honouring Retry-After) were not enough: a
+                    # busy server is asked again, patiently, while fewer requests are sent.
+                    waited = time.perf_counter() - start
+                    if exc.status_code not in self.BUSY or waited > self.busy_patience_s:
+                        raise
+                    self.busy_answers += 1
+                    time.sleep(_retry_after(exc, default=min(30.0, 2.0 * self.busy_answers)))
         except openai.APIConnectionError as exc:
             raise LongCtxError(
                 f"cannot reach the endpoint {self.endpoint.base_url}: {exc}; is the server up?"
@@ -503,6 +540,11 @@ class EndpointBackend:
                 hint = (
                     "; a server that cannot continue an assistant message (continue_final_message"
                     " is vLLM's and longctx serve's) needs an empty answer prefix"
+                )
+            if exc.status_code in self.BUSY:
+                hint = (
+                    f"; it stayed busy for {self.busy_patience_s:g} s: lower the evaluation's "
+                    "concurrency, or give the server a longer queue deadline"
                 )
             raise LongCtxError(
                 f"the endpoint {self.endpoint.base_url} refused the prompt {prompt.key} "
@@ -529,7 +571,9 @@ class EndpointBackend:
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="eval-endpoint") as pool:
             try:
                 while True:
-                    while len(pending) < self.concurrency and not (cancel and cancel.is_set()):
+                    # Each busy answer halves what is kept in flight (AIMD's decrease).
+                    limit = max(1, self.concurrency >> self.busy_answers)
+                    while len(pending) < limit and not (cancel and cancel.is_set()):
                         prompt = next(source, None)
                         if prompt is None:
                             break
