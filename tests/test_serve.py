@@ -7,8 +7,10 @@ faults (with the client's own retries) and the `longctx serve` command itself.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -453,12 +455,32 @@ def test_longctx_serve_command(embedded):
 
     port = _free_port()
     args = ["--model", "embedded", "--port", str(port), "--served-name", "smol"]
-    with serve_process(*args) as (base_url, process):
+    err = tempfile.TemporaryFile("w+")
+    with serve_process(*args, stderr=err) as (base_url, process):
         assert base_url == f"http://127.0.0.1:{port}/v1"
         models = httpx.get(base_url + "/models").json()
         assert [m["id"] for m in models["data"]] == ["smol"]
+        # SIGTERM is a clean stop, even in the middle of a long prompt's forward pass (the
+        # generation thread must end before the process does, or the C++ runtime aborts it).
+        long = [{"role": "user", "content": "The sea is calm tonight. " * 600 + "Summarize."}]
+        body = {"model": "smol", "messages": long, "max_tokens": 50}
+        asking = threading.Thread(target=_post_quietly, args=(base_url + "/chat/completions", body))
+        asking.start()
+        deadline = time.monotonic() + 30
+        while httpx.get(base_url.removesuffix("/v1") + "/health").json()["in_flight"] < 1:
+            assert time.monotonic() < deadline, "the long request never got in"
+            time.sleep(0.02)
         process.terminate()
-        assert process.wait(20) == 0  # SIGTERM is a clean stop
+        assert process.wait(120) == 0
+        asking.join(30)
+    err.seek(0)
+    assert "terminate called" not in err.read()
+
+
+def _post_quietly(url: str, body: dict) -> None:
+    """A request whose server goes away under it: whatever comes back is not the point."""
+    with contextlib.suppress(httpx.HTTPError):
+        httpx.post(url, json=body, timeout=120)
 
 
 @pytest.mark.integration

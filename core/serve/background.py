@@ -125,8 +125,10 @@ class BackgroundServer:
             f"the server on {self.url} did not answer /health within {self.startup_timeout_s:g} s"
         )
 
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Cancel running generations, shut uvicorn down and wait for its thread."""
+    def stop(self, timeout_s: float = 5.0, generation_timeout_s: float = 120.0) -> None:
+        """Cancel running generations, shut uvicorn down and wait for its thread, then for the
+        generation threads: a process that exits while one is inside a forward pass is aborted
+        by the C++ runtime ("terminate called without an active exception")."""
         if self._server is None:
             return
         state = getattr(getattr(self.app, "state", None), "longctx", None)
@@ -138,6 +140,8 @@ class BackgroundServer:
             if self._thread.is_alive():
                 self._server.force_exit = True
                 self._thread.join(timeout_s)
+        if isinstance(state, ServerState):
+            state.wait_idle(generation_timeout_s)  # a long prompt's prefill ends, then it stops
         self._server, self._thread = None, None
 
     @property

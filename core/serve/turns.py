@@ -125,6 +125,18 @@ class ServerState:
         for job in jobs:
             job.cancel.set()
 
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no generation thread runs (after `cancel_all`: they stop at their next
+        token, or when the forward pass they are in ends). True if none is left."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._lock:
+                if not self.jobs:
+                    return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+
 
 class Slot:
     """A place in the queue, released exactly once by whoever finishes with the request last."""
