@@ -137,10 +137,25 @@ def test_fit_estimate_scales_with_length_and_gives_the_fix():
     a800 = ("A800", 80 * memory.GB)
     est = memory.estimate(paper, llama8b, labelled_tokens=1024, device=a800)
     assert est.verdict in ("fits", "tight") and "4-bit" in est.summary()
+    assert "assumes 4-bit NF4 base, batch 1 x 81,920 tokens, checkpointed layers on CPU" in (
+        est.summary()
+    )
     paper.max_length = 400_000
     too_long = memory.estimate(paper, llama8b, labelled_tokens=1024, device=a800)
-    assert too_long.verdict == "too big" and "lower max_length" in too_long.summary()
-    assert too_long.total > est.total
+    assert too_long.verdict == "too big" and too_long.total > est.total
+    # The cheapest change that fits is named, and it does fit.
+    assert "to fit: set mlp_tile: 4096 (about" in too_long.summary()
+    paper.mlp_tile = 4096
+    assert memory.estimate(paper, llama8b, labelled_tokens=1024, device=a800).verdict != "too big"
+    # When no setting is enough, the longest max_length that fits with them.
+    paper.mlp_tile, paper.max_length = 0, 1_000_000
+    advice = memory.estimate(paper, llama8b, labelled_tokens=1024, device=a800).notes[-1]
+    assert advice.startswith("to fit: set mlp_tile: 4096, and lower max_length to ")
+    longest = int(advice.split("lower max_length to ")[1].split(" ")[0].replace(",", ""))
+    paper.mlp_tile, paper.max_length = 4096, longest
+    assert memory.estimate(paper, llama8b, labelled_tokens=1024, device=a800).verdict != "too big"
+    paper.max_length = longest + 1024
+    assert memory.estimate(paper, llama8b, labelled_tokens=1024, device=a800).verdict == "too big"
 
 
 def test_log_tail_shows_progress_bars_as_a_terminal_would(tmp_path):

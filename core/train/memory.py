@@ -96,6 +96,7 @@ def estimate(
     model_config: Any | None = None,
     labelled_tokens: int | None = None,
     device: tuple[str, float] | None = None,
+    advise: bool = True,
 ) -> FitEstimate:
     """Estimate peak memory of one training step of `config` at its max_length.
 
@@ -105,6 +106,7 @@ def estimate(
         labelled_tokens: answer tokens per sample (default: an eighth of max_length, at most
             4096 — QA answers are short next to the context).
         device: (name, bytes) to compare with; defaults to this machine's GPU or RAM.
+        advise: when it does not fit, work out the cheapest change that makes it fit.
     """
     if model_config is None:
         model_config = loader.load_config(loader.ModelSpec(name=config.model)).config
@@ -150,23 +152,82 @@ def estimate(
     parts["largest layer working set"] = per_layer
     parts["labelled logits (fp32)"] = labelled * config.per_device_batch_size * d["vocab"] * 4 * 3
     parts["runtime overhead"] = (1.0 if on_gpu else 0.6) * GB
-    notes = []
-    if quantized:
-        notes.append("4-bit NF4 base")
+    notes = [assumptions(config, on_gpu, quantized, act, labelled)]
     est = FitEstimate(parts=parts, capacity=capacity, device=name, notes=notes)
-    if est.verdict == "too big":
-        est.notes.append(_advice(config, on_gpu, quantized))
+    if est.verdict == "too big" and advise:
+        est.notes.append(advice(config, model_config, labelled_tokens, (name, capacity)))
     return est
 
 
-def _advice(config: TrainConfig, on_gpu: bool, quantized: bool) -> str:
-    tips = [f"lower max_length (now {config.max_length})"]
-    if on_gpu and not quantized:
-        tips.append("set quantization: 4bit")
-    if on_gpu and not config.offload_checkpoints:
-        tips.append("turn on offload_checkpoints")
-    if not config.mlp_tile and config.max_length > 16384:
-        tips.append("set mlp_tile: 4096")
-    if config.per_device_batch_size > 1:
-        tips.append("use per_device_batch_size 1")
-    return "to fit: " + ", ".join(tips)
+def assumptions(config: TrainConfig, on_gpu: bool, quantized: bool, act: int, labelled: int) -> str:
+    """The settings the estimate counted with, in a few words."""
+    words = ["4-bit NF4 base" if quantized else f"{'bf16' if act == 2 else 'fp32'} base"]
+    words.append(f"batch {config.per_device_batch_size} x {config.max_length:,} tokens")
+    if config.gradient_checkpointing:
+        where = " on CPU" if config.offload_checkpoints and on_gpu else ""
+        words.append("checkpointed layers" + where)
+    if config.mlp_tile:
+        words.append(f"MLP tiles of {config.mlp_tile:,}")
+    words.append(f"{labelled:,} labelled tokens")
+    return "assumes " + ", ".join(words)
+
+
+# Changes a user can make to a config that is too big, cheapest first: what they cost in speed
+# or quality grows down the list (tiling recomputes a little; offloading moves the checkpoints
+# over PCIe; 4-bit changes the weights; a smaller batch slows training down; a shorter
+# max_length gives up the goal itself, so it comes last and on its own).
+_CHANGES: tuple[tuple[str, str, Any], ...] = (
+    ("mlp_tile", "set mlp_tile: 4096", 4096),
+    ("offload_checkpoints", "turn on offload_checkpoints", True),
+    ("quantization", "set quantization: 4bit", "4bit"),
+    ("per_device_batch_size", "use per_device_batch_size 1", 1),
+)
+
+
+def advice(
+    config: TrainConfig,
+    model_config: Any,
+    labelled_tokens: int | None,
+    device: tuple[str, float],
+) -> str:
+    """The cheapest change (or changes, added in order of cost) that makes `config` fit on
+    `device`, with the estimate it would give; else the longest max_length that fits."""
+    import dataclasses
+
+    def fits(candidate: TrainConfig) -> FitEstimate | None:
+        est = estimate(candidate, model_config, labelled_tokens, device, advise=False)
+        return est if est.verdict != "too big" else None
+
+    on_gpu = device[0] != "CPU RAM"
+    open_changes = [
+        (name, words, value)
+        for name, words, value in _CHANGES
+        if getattr(config, name) != value
+        and (on_gpu or name not in ("offload_checkpoints", "quantization"))
+        and not (name == "quantization" and config.quantization == "auto" and on_gpu)
+    ]
+    # One change alone, cheapest first; then the cheapest ones together.
+    for name, words, value in open_changes:
+        est = fits(dataclasses.replace(config, **{name: value}))
+        if est is not None:
+            return f"to fit: {words} (about {est.total / GB:.1f} GB)"
+    changed, said = config, []
+    for name, words, value in open_changes:
+        changed = dataclasses.replace(changed, **{name: value})
+        said.append(words)
+        est = fits(changed)
+        if est is not None and len(said) > 1:
+            return f"to fit: {', '.join(said)} (about {est.total / GB:.1f} GB)"
+    # Nothing but a shorter sequence: the longest max_length (a multiple of 1,024) that fits
+    # with every change above made.
+    low, high = 0, config.max_length // 1024
+    while low < high:
+        mid = (low + high + 1) // 2
+        if fits(dataclasses.replace(changed, max_length=mid * 1024)):
+            low = mid
+        else:
+            high = mid - 1
+    if low == 0:
+        return "to fit: a device with more memory (even 1,024 tokens do not fit here)"
+    how = (", ".join(said) + ", and ") if said else ""
+    return f"to fit: {how}lower max_length to {low * 1024:,} (now {config.max_length:,})"
