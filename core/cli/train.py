@@ -95,9 +95,11 @@ def _train_here(config: TrainConfig, run_dir: Path, resume: bool) -> int:
     # peft still reads transformers' deprecated name for it; nothing a user can act on.
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
     if runs.device_key(config) == "cpu":
-        # bitsandbytes warns at import that its optional CPU 4-bit kernels are missing; CPU runs
-        # never quantize, so that is noise at the top of every CPU log.
-        logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+        # bitsandbytes warns at import that its optional CPU 4-bit kernels are missing (and,
+        # with the `kernels` package installed, that package warns that offline it cannot check
+        # the Hub kernel's publisher); CPU runs never quantize, so that is noise in every CPU log.
+        for name in ("bitsandbytes.backends.cpu.ops", "kernels"):
+            logging.getLogger(name).setLevel(logging.ERROR)
         allocator.tune_glibc()
     log.info("memory allocator: %s", allocator.active() or "the system's malloc")
     try:
