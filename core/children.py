@@ -30,10 +30,10 @@ def longctx(*argv: str) -> list[str]:
     return [sys.executable, "-m", "core.cli", *argv]
 
 
-def env(base: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment every child starts with: this workspace, unbuffered output (its log
-    reads live) and this project importable, on top of `base` (default: ours)."""
-    out = {**(os.environ if base is None else base)}
+def env() -> dict[str, str]:
+    """The environment every child starts with: ours, plus this workspace, unbuffered output
+    (its log reads live) and this project importable."""
+    out = dict(os.environ)
     out.update(PYTHONUNBUFFERED="1", LONGCTX_HOME=str(workspace.home()))
     out["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), out.get("PYTHONPATH")]))
     return out

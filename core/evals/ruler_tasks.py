@@ -316,12 +316,18 @@ def vt_sample(env: Any, rng: random.Random, index: int, hops: int = 4) -> Sample
     """One chain of `hops` + 1 variables (RULER: 1 chain, 4 hops) in noise, in chain order;
     with `env.config.examples`, after a solved chain in a little noise (RULER's one example, a
     few hundred tokens)."""
+
+    def ask(value: str) -> tuple[str, str]:
+        return (
+            f"Which variables are assigned the value {value}, directly or through others?",
+            f"The variables assigned the value {value} are:",
+        )
+
     names, value, lines = vt_chain(rng, hops)
-    question = f"Which variables are assigned the value {value}, directly or through others?"
-    prefix = f"The variables assigned the value {value} are:"
+    question, prefix = ask(value)
     depths = spread_depths(rng, len(lines), index)
     template = VT_TEMPLATE
-    if getattr(env.config, "examples", False):
+    if env.config.examples:
         ex_names, ex_value, ex_lines = vt_chain(rng, hops)
         while set(ex_names) & set(names) or ex_value == value:
             ex_names, ex_value, ex_lines = vt_chain(rng, hops)
@@ -331,8 +337,7 @@ def vt_sample(env: Any, rng: random.Random, index: int, hops: int = 4) -> Sample
             worked_example(
                 VT_TEMPLATE,
                 context,
-                f"Which variables are assigned the value {ex_value}, directly or through others?",
-                f"The variables assigned the value {ex_value} are:",
+                *ask(ex_value),
                 ", ".join(ex_names) + ".",
             )
             + VT_TEMPLATE
@@ -369,7 +374,7 @@ def cwe_sample(
     order = env.words_order(rng)
     chosen = order[:n_common]
     template = CWE_TEMPLATE
-    if getattr(env.config, "examples", False):
+    if env.config.examples:
         # RULER's one example: 10 words 3 times among 10 once under 4K tokens, else 10 words
         # 10 times among 30 words 3 times; its words come from the end of this sample's order.
         short = env.length < 4096
