@@ -1,12 +1,15 @@
-"""Peak memory of our CPU training step against its physical floor, today's engine vs. the
-tiled MLP (`mlp_tile`), on the embedded model (SmolLM2-135M-Instruct, fp32, LoRA r=32 on q,k,v,o
-plus trained embeddings, gradient checkpointing, one sample whose last 32 tokens are labelled).
+"""Peak memory of our CPU training step against its physical floor: today's engine vs. the tiled
+MLP (`mlp_tile`) and the tiled layer (`layer_tile`), on the embedded model (SmolLM2-135M-Instruct,
+fp32, LoRA r=32 on q,k,v,o plus trained embeddings, gradient checkpointing, one sample whose last
+32 tokens are labelled).
 
 The floor is what a step cannot do without: the weights; the trained parameters with their
 gradients and two Adam moments; and one saved hidden state per layer per token (the
-checkpoints). The baseline, measured in the same run, is our step as it is today (mlp_tile 0).
+checkpoints). The baseline, measured in the same run, is our step as it is today (no tiling).
 Each (setup, length) runs in its own process (tcmalloc preloaded, as `longctx train` does) so
-its peak RSS is its own; the second of two steps is timed.
+its peak RSS is its own. A first step on a short sample allocates Adam's state and warms up;
+the second, at the full length, is timed (one long step per setup, not two: a 32K step takes
+many minutes on 2 cores).
 
     python bench/bench_memory_floor.py                       # 8K, 16K, 32K (long on 2 cores)
     python bench/bench_memory_floor.py --lengths 2048 --tile 512
@@ -24,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 GB = 2**30
+SETUPS = ("today", "mlp_tile", "layer_tile")
 
 
 def floor_bytes(length: int) -> tuple[float, dict[str, float]]:
@@ -54,14 +58,19 @@ def floor_bytes(length: int) -> tuple[float, dict[str, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", default="8192,16384,32768")
-    parser.add_argument("--tile", type=int, default=2048, help="mlp_tile of the tiled setup")
-    parser.add_argument("--worker", nargs=2, metavar=("LENGTH", "TILE"), help=argparse.SUPPRESS)
+    parser.add_argument("--tile", type=int, default=2048, help="tokens per tile (both setups)")
+    parser.add_argument("--warm", type=int, default=512, help="tokens of the first, untimed step")
+    parser.add_argument("--setups", default=",".join(SETUPS), help=f"any of {SETUPS}")
+    parser.add_argument(
+        "--worker", nargs=3, metavar=("SETUP", "LENGTH", "TILE"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.worker:
         from bench_train_memory import worker
 
-        length, tile = (int(x) for x in args.worker)
-        print(json.dumps(worker("ours", length, mlp_tile=tile)))
+        setup, length, tile = args.worker[0], int(args.worker[1]), int(args.worker[2])
+        tiles = {setup: tile} if setup != "today" else {}
+        print(json.dumps(worker("ours", length, warm_length=args.warm, **tiles)))
         return
     from core.train import allocator
 
@@ -69,15 +78,17 @@ def main() -> None:
     env.pop("LD_PRELOAD", None)
     env = allocator.child_env(env)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "bench"), str(ROOT)])
-    print(
-        f"allocator: {env.get('LD_PRELOAD') or 'glibc malloc'}; tiled setup: mlp_tile {args.tile}"
-    )
+    setups = args.setups.split(",")
+    print(f"allocator: {env.get('LD_PRELOAD') or 'glibc malloc'}; tiles of {args.tile} tokens")
     for length in [int(x) for x in args.lengths.split(",")]:
         floor, parts = floor_bytes(length)
+        shown = ", ".join(f"{k} {v / GB:.2f}" for k, v in parts.items())
+        print(f"{length:>6} tokens | floor {floor / GB:.2f} GB ({shown})", flush=True)
         row = {}
-        for name, tile in (("today", 0), ("tiled", args.tile)):
+        for setup in setups:
             out = subprocess.run(
-                [sys.executable, __file__, "--worker", str(length), str(tile)],
+                [sys.executable, __file__, "--warm", str(args.warm), "--worker", setup]
+                + [str(length), str(args.tile)],
                 capture_output=True,
                 text=True,
                 env=env,
@@ -85,21 +96,17 @@ def main() -> None:
             )
             if out.returncode != 0:
                 print(out.stderr[-2000:], file=sys.stderr)
-                raise SystemExit(f"{name} at {length} failed")
-            row[name] = json.loads(out.stdout.strip().splitlines()[-1])
-        today, tiled = row["today"], row["tiled"]
-        shown = ", ".join(f"{k} {v / GB:.2f}" for k, v in parts.items())
-        print(
-            f"{length:>6} tokens | floor {floor / GB:.2f} GB ({shown})"
-            f" | today {today['peak_rss_gb']:.2f} GB = {today['peak_rss_gb'] * GB / floor:.2f}x floor,"
-            f" {today['s_per_step']:.1f} s/step"
-            f" | tiled {tiled['peak_rss_gb']:.2f} GB = {tiled['peak_rss_gb'] * GB / floor:.2f}x floor,"
-            f" {tiled['s_per_step']:.1f} s/step"
-            f" | tiled/today memory {tiled['peak_rss_gb'] / today['peak_rss_gb']:.3f}x,"
-            f" time {tiled['s_per_step'] / today['s_per_step']:.2f}x"
-            f" | loss today {today['loss']:.5f} tiled {tiled['loss']:.5f}",
-            flush=True,
-        )
+                raise SystemExit(f"{setup} at {length} failed")
+            row[setup] = got = json.loads(out.stdout.strip().splitlines()[-1])
+            base = row[setups[0]]
+            print(
+                f"{length:>6} tokens | {setup:>10}: {got['peak_rss_gb']:.2f} GB"
+                f" = {got['peak_rss_gb'] * GB / floor:.2f}x floor, {got['s_per_step']:.1f} s/step"
+                f" | vs {setups[0]}: memory {got['peak_rss_gb'] / base['peak_rss_gb']:.3f}x,"
+                f" time {got['s_per_step'] / base['s_per_step']:.2f}x"
+                f" | loss {got['loss']:.5f} ({got['loss'] - base['loss']:+.1e})",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

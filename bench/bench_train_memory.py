@@ -62,7 +62,7 @@ def _plain_model():
     return model
 
 
-def _ours_model(mlp_tile: int = 0):
+def _ours_model(mlp_tile: int = 0, layer_tile: int = 0):
     from core.train.config import DataSource, TrainConfig
     from core.train.engine import load_for_training
 
@@ -72,12 +72,18 @@ def _ours_model(mlp_tile: int = 0):
         quantization="none",
         precision="fp32",
         mlp_tile=mlp_tile,
+        layer_tile=layer_tile,
         data=[DataSource(procedural="keys", n=1, length=64)],
     )
     return load_for_training(config).model
 
 
-def worker(engine: str, length: int, mlp_tile: int = 0) -> dict:
+def worker(
+    engine: str, length: int, mlp_tile: int = 0, layer_tile: int = 0, warm_length: int = 0
+) -> dict:
+    """Two steps, the second timed; with `warm_length` the first step (which allocates Adam's
+    state and warms the kernels) runs on a sample of that many tokens, so a long length costs
+    one long step instead of two and its peak still includes the optimizer state."""
     import torch
 
     torch.manual_seed(0)
@@ -85,16 +91,16 @@ def worker(engine: str, length: int, mlp_tile: int = 0) -> dict:
         from core.train import allocator
 
         allocator.tune_glibc()  # as `longctx train` does when no allocator could be preloaded
-    model = _plain_model() if engine == "plain" else _ours_model(mlp_tile)
+    model = _plain_model() if engine == "plain" else _ours_model(mlp_tile, layer_tile)
     model.train()
-    ids, labels = _batch(length, model.config.vocab_size)
-    mask = torch.ones_like(ids)
+    batches = [_batch(n, model.config.vocab_size) for n in (warm_length or length, length)]
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     if engine == "ours":
         from core.train.engine import labelled_positions
 
     times = []
-    for _ in range(2):
+    for ids, labels in batches:
+        mask = torch.ones_like(ids)
         start = time.perf_counter()
         if engine == "plain":
             loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss

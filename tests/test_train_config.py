@@ -147,12 +147,29 @@ def test_fit_estimate_scales_with_length_and_gives_the_fix():
     assert "to fit: set mlp_tile: 4096 (about" in too_long.summary()
     paper.mlp_tile = 4096
     assert memory.estimate(paper, llama8b, labelled_tokens=1024, device=a800).verdict != "too big"
-    # When no setting is enough, the longest max_length that fits with them.
+    # A million tokens need the whole layer tiled (keys, values and one tile per layer).
     paper.mlp_tile, paper.max_length = 0, 1_000_000
     advice = memory.estimate(paper, llama8b, labelled_tokens=1024, device=a800).notes[-1]
-    assert advice.startswith("to fit: set mlp_tile: 4096, and lower max_length to ")
+    assert advice.startswith("to fit: set layer_tile: 4096 (about")
+    # When no setting is enough on one GPU: more GPUs sharing each sequence, with the memory
+    # each would take, or the longest max_length that fits on this one.
+    paper.max_length = 4_000_000
+    advice = memory.estimate(paper, llama8b, labelled_tokens=1024, device=a800).notes[-1]
+    assert advice.startswith(
+        "to fit: set mlp_tile: 4096, set layer_tile: 4096, and use 4 GPUs with sharding: fsdp2, "
+        "sequence_parallel: 4 (about "
+    )
+    spread = cfg.TrainConfig(**{**paper.to_dict(), "data": []})
+    spread.mlp_tile = spread.layer_tile = 4096
+    spread.num_gpus, spread.sharding, spread.sequence_parallel = 4, "fsdp2", 4
+    per_gpu = memory.estimate(spread, llama8b, labelled_tokens=1024, device=a800)
+    assert per_gpu.verdict != "too big" and "on each of 4 x A800" in per_gpu.summary()
+    assert "4 GPUs sharded (fsdp2), each sequence split over 4" in per_gpu.summary()
+    assert "or on 1 GPU(s): set mlp_tile: 4096, set layer_tile: 4096, and lower max_length to " in (
+        advice
+    )
     longest = int(advice.split("lower max_length to ")[1].split(" ")[0].replace(",", ""))
-    paper.mlp_tile, paper.max_length = 4096, longest
+    paper.mlp_tile, paper.layer_tile, paper.max_length = 4096, 4096, longest
     assert memory.estimate(paper, llama8b, labelled_tokens=1024, device=a800).verdict != "too big"
     paper.max_length = longest + 1024
     assert memory.estimate(paper, llama8b, labelled_tokens=1024, device=a800).verdict == "too big"

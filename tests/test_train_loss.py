@@ -1,7 +1,7 @@
 """What one optimizer step trains on: loss weighting (per token or per sample), its equality
 over accumulation steps and processes, and the seed fixing the starting adapter.
 
-Runs go through the real launch paths (the CLI, torchrun on CPU with gloo); references are
+Runs go through the real launch paths (the CLI, accelerate launch on CPU with gloo); references are
 computed with plain transformers on the same weights.
 """
 
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
@@ -147,12 +148,17 @@ def test_accumulation_and_processes_give_the_same_step(
     tiny_llama_dir, embedded_tokenizer, tmp_path
 ):
     # The global batch of 2 as one process accumulating 2 micro-batches, and as two processes
-    # (torchrun, gloo on CPU) of one each: the same loss, gradient norm and updated adapter.
+    # (`accelerate launch` with the config written into the run folder, gloo on CPU) of one
+    # each: the same loss, gradient norm and updated adapter.
     data, _ = two_samples(embedded_tokenizer, tmp_path)
     one = _config(str(tiny_llama_dir), data, name="one-proc")
     two = _config(str(tiny_llama_dir), data, name="two-procs", num_gpus=2)
     assert (one.gradient_accumulation_steps, two.gradient_accumulation_steps) == (2, 1)
     a, b = _train(one), _train(two)
+    launched = yaml.safe_load((b / "accelerate.yaml").read_text())
+    assert (launched["num_processes"], launched["use_cpu"]) == (2, True)
+    assert "accelerate.commands.launch" in runs.read_status(b)["command"]
+    assert "processes: 2 (MULTI_CPU)" in (b / "log.txt").read_text()
     step_a, step_b = runs.read_metrics(a)[0], runs.read_metrics(b)[0]
     assert step_b["loss"] == pytest.approx(step_a["loss"], rel=1e-5)
     assert step_b["grad_norm"] == pytest.approx(step_a["grad_norm"], rel=1e-4)

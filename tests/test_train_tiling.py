@@ -1,6 +1,6 @@
-"""The sequence-tiled MLP: same loss and gradients as the whole-sequence MLP under gradient
-checkpointing, parameter names unchanged, applied by the engine from `mlp_tile`, and counted by
-the memory estimate."""
+"""Sequence tiling (the MLP alone, or the whole decoder layer): same loss and gradients as the
+whole sequence under gradient checkpointing, parameter names unchanged, applied by the engine
+from `mlp_tile` / `layer_tile`, and counted by the memory estimate."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from core.train import memory
 from core.train.config import TrainConfig
-from core.train.tiling import tile_mlps
+from core.train.tiling import tile_layers, tile_mlps
 
 
 def _model() -> LlamaForCausalLM:
@@ -55,6 +55,79 @@ def test_a_tiled_mlp_gives_the_same_loss_and_gradients_with_the_same_names():
         torch.testing.assert_close(tiled(ids).logits, whole(ids).logits, rtol=1e-5, atol=1e-6)
 
 
+def test_a_tiled_layer_gives_the_same_loss_and_gradients_and_attends_tile_by_tile(monkeypatch):
+    whole = _model()
+    tiled = copy.deepcopy(whole)
+    names = [n for n, _ in tiled.named_parameters()]
+    assert tile_layers(tiled, 32) == 3
+    assert tile_mlps(tiled, 8) == 3  # an MLP tile inside a layer tile composes
+    assert [n for n, _ in tiled.named_parameters()] == names
+    ids = torch.randint(0, 300, (1, 100))
+    loss, grads = _loss_and_grads(whole, ids)
+
+    # The tiles' queries attend to the keys before them (bottom-right causal masks), so the
+    # tiled path is the one that ran: 100 tokens in tiles of 32 end at 64, 96 and 100.
+    masks = []
+    attend = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, **kwargs):
+        masks.append(None if attn_mask is None else tuple(attn_mask.shape))
+        return attend(q, k, v, attn_mask=attn_mask, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    tiled_loss, tiled_grads = _loss_and_grads(tiled, ids)
+    assert masks[:4] == [None, (32, 64), (32, 96), (4, 100)]
+    assert abs(loss - tiled_loss) < 1e-5
+    for name, grad in grads.items():
+        torch.testing.assert_close(tiled_grads[name], grad, rtol=1e-4, atol=1e-5, msg=name)
+    with torch.no_grad():
+        torch.testing.assert_close(tiled(ids).logits, whole(ids).logits, rtol=1e-4, atol=1e-5)
+        # Generation with a KV cache goes through the layer's own forward.
+        assert tiled.generate(ids, max_new_tokens=3, do_sample=False).tolist() == (
+            whole.generate(ids, max_new_tokens=3, do_sample=False).tolist()
+        )
+
+
+def _kept_between_passes(model: LlamaForCausalLM, ids: torch.Tensor) -> int:
+    """Bytes the forward leaves saved for the backward (outside any checkpoint's recompute)."""
+    storages = {}
+
+    def pack(tensor):
+        storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        model(input_ids=ids, labels=ids)
+    return sum(storages.values())
+
+
+def test_a_tiled_layer_keeps_no_more_than_a_whole_one_between_the_passes():
+    # Under gradient checkpointing a layer keeps its input only; a tiled layer must too (its
+    # tiles' keys, values and inputs exist only while the backward recomputes the layer).
+    whole = _model()
+    tiled = copy.deepcopy(whole)
+    tile_layers(tiled, 32)
+    ids = torch.randint(0, 300, (1, 100))
+    assert _kept_between_passes(tiled, ids) == _kept_between_passes(whole, ids)
+
+
+def test_layers_of_another_layout_are_left_whole():
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    model = Qwen3ForCausalLM(
+        Qwen3Config(
+            vocab_size=300,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+        )
+    )
+    assert tile_layers(model, 32) == 0  # query/key norms: not Llama's layout
+
+
 def test_the_engine_tiles_the_mlps_of_the_model_it_trains(tiny_llama_dir):
     from core.train.engine import load_for_training
 
@@ -68,6 +141,10 @@ def test_the_engine_tiles_the_mlps_of_the_model_it_trains(tiny_llama_dir):
     loaded = load_for_training(config)
     tiles = [m.mlp.forward.tile for m in loaded.model.modules() if hasattr(m, "self_attn")]
     assert tiles == [128, 128]
+    config.mlp_tile, config.layer_tile = 0, 256
+    loaded = load_for_training(config)
+    tiles = [m.forward.tile for m in loaded.model.modules() if hasattr(m, "self_attn")]
+    assert tiles == [256, 256]
 
 
 def test_the_estimate_counts_one_tile_of_mlp_intermediates():

@@ -66,6 +66,12 @@ def _train(args: argparse.Namespace) -> int:
         run_dir = runs.launch(config)  # checks, refuses a busy device, makes the run folder
         print(f"started run {run_dir.name} in the background ({run_dir})")
         return 0
+    if config.num_gpus > 1:  # several processes: accelerate starts them, this one waits
+        run_dir = runs.launch(config)
+        print(f"run {run_dir.name}: {run_dir} ({config.num_gpus} processes, log in log.txt)")
+        status = runs.wait(run_dir, timeout=float("inf"))
+        print(f"run {run_dir.name} {status['state']}" + _reason(status))
+        return 0 if status["state"] in ("completed", "stopped") else 1
     # After the restart above, so the model's config is read once.
     runs.check_launchable(config)
     busy = runs.busy_run(runs.device_key(config))
@@ -125,6 +131,10 @@ def _train_here(config: TrainConfig, run_dir: Path, resume: bool) -> int:
             f"adapter in {final['adapter']}"
         )
     return 0
+
+
+def _reason(status: dict) -> str:
+    return f": {status['reason']}" if status.get("reason") else ""
 
 
 def _fail(run_dir: Path, reason: str, exc: BaseException) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, replace
@@ -276,6 +277,13 @@ def load_model(spec: ModelSpec, *, for_training: bool = False) -> LoadedModel:
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=getattr(torch, dtype),
+            # Sharded by FSDP (under `accelerate launch`): the packed 4-bit weights are stored in
+            # the compute dtype, as FSDP shards and gathers parameters of that dtype.
+            **(
+                {"bnb_4bit_quant_storage": getattr(torch, dtype)}
+                if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+                else {}
+            ),
         )
         kwargs["device_map"] = {"": device if ":" in device else f"{device}:0"}
     try:

@@ -24,6 +24,7 @@ OVERFLOW = ("drop", "head", "truncate_middle")
 ENGINES = ("auto", "transformers", "unsloth")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+SHARDINGS = ("ddp", "fsdp2")
 LOSS_WEIGHTINGS = ("token", "sample")
 
 
@@ -134,9 +135,22 @@ class TrainConfig:
     """Run each layer's MLP over the sequence in tiles of this many tokens (0: whole sequence):
     at long lengths the MLP's intermediates are a layer's largest; tiling keeps one tile's
     alive, for the cost of recomputing the MLP once more (core/train/tiling.py)."""
+    layer_tile: int = 0
+    """Run each whole decoder layer over the sequence in tiles of this many tokens (0: off):
+    keys and values are computed once, then each tile's queries attend to the keys before them
+    and go through the MLP under their own checkpoint, so a layer's working set is one tile's
+    plus the keys and values. About 1.3x slower attention on CPU. Llama, Mistral and Qwen2
+    layouts (others train untiled, with a warning); see core/train/tiling.py."""
     group_by_length: bool = True
     num_gpus: int = 1
-    """GPUs to train on; more than one launches torchrun."""
+    """GPUs to train on (on a CPU: processes). More than one launches `accelerate launch` with
+    a config generated into the run folder (accelerate.yaml)."""
+    sharding: str = "ddp"
+    """Several GPUs: `ddp` (each holds the whole model) or `fsdp2` (weights, gradients and
+    optimizer state sharded over them: memory per GPU falls with their number)."""
+    sequence_parallel: int = 1
+    """GPUs that share each sequence (context parallelism over FSDP2; needs sharding fsdp2 and
+    num_gpus a multiple of it): activations per GPU fall with it. Not measured yet."""
     threads: int = 0
     """CPU training: torch threads (0: the thread budget decides: all cores, less a share kept
     for a server, an evaluation or the app's chat while one runs; see core/threads.py)."""
@@ -181,10 +195,13 @@ class TrainConfig:
             self.lora_targets = [t.strip() for t in self.lora_targets.split(",") if t.strip()]
 
     @property
+    def data_parallel(self) -> int:
+        """Processes that read different samples (GPUs sharing a sequence read the same)."""
+        return max(1, self.num_gpus // max(1, self.sequence_parallel))
+
+    @property
     def gradient_accumulation_steps(self) -> int:
-        return max(
-            1, self.global_batch_size // (self.per_device_batch_size * max(1, self.num_gpus))
-        )
+        return max(1, self.global_batch_size // (self.per_device_batch_size * self.data_parallel))
 
     def validate(self) -> TrainConfig:
         """Raise one ConfigError listing every problem; return self when there is none."""
@@ -202,8 +219,9 @@ class TrainConfig:
             p.append("model is empty; use 'embedded', a folder or a Hub id")
         if self.max_length < 64:
             p.append(f"max_length must be at least 64, got {self.max_length}")
-        if self.mlp_tile < 0:
-            p.append(f"mlp_tile must be 0 (off) or a number of tokens, got {self.mlp_tile}")
+        for name in ("mlp_tile", "layer_tile"):
+            if getattr(self, name) < 0:
+                p.append(f"{name} must be 0 (off) or a number of tokens, got {getattr(self, name)}")
         if self.overflow not in OVERFLOW:
             p.append(f"overflow must be one of {OVERFLOW}, got {self.overflow!r}")
         if self.loss_weighting not in LOSS_WEIGHTINGS:
@@ -244,12 +262,25 @@ class TrainConfig:
             p.append(f"learning_rate must be in (0, 1), got {self.learning_rate}")
         if self.threads < 0:
             p.append(f"threads must be 0 (the thread budget decides) or more, got {self.threads}")
+        if self.sharding not in SHARDINGS:
+            p.append(f"sharding must be one of {SHARDINGS}, got {self.sharding!r}")
+        if self.sequence_parallel < 1:
+            p.append(f"sequence_parallel must be at least 1, got {self.sequence_parallel}")
+        elif self.sequence_parallel > 1:
+            if self.sharding != "fsdp2":
+                p.append("sequence_parallel runs over FSDP2: set sharding: fsdp2")
+            if self.num_gpus % self.sequence_parallel:
+                p.append(
+                    f"num_gpus {self.num_gpus} is not a multiple of sequence_parallel "
+                    f"{self.sequence_parallel}"
+                )
         if self.per_device_batch_size < 1 or self.global_batch_size < 1 or self.num_gpus < 1:
             p.append("batch sizes and num_gpus must be at least 1")
-        elif self.global_batch_size % (self.per_device_batch_size * self.num_gpus):
+        elif self.global_batch_size % (self.per_device_batch_size * self.data_parallel):
             p.append(
                 f"global_batch_size {self.global_batch_size} is not a multiple of "
-                f"per_device_batch_size x num_gpus = {self.per_device_batch_size * self.num_gpus}"
+                f"per_device_batch_size x data-parallel processes (num_gpus / sequence_parallel)"
+                f" = {self.per_device_batch_size * self.data_parallel}"
             )
         if self.epochs <= 0 and self.max_steps <= 0:
             p.append("set epochs > 0 or max_steps > 0")

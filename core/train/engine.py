@@ -28,6 +28,7 @@ from typing import Any
 from core import threads
 from core.errors import LongCtxError
 from core.models import loader, names, rope
+from core.train import distributed
 from core.train.config import TrainConfig, lora_settings
 
 log = logging.getLogger(__name__)
@@ -114,14 +115,16 @@ def _load_with_peft(config: TrainConfig, window: int) -> loader.LoadedModel:
         if not config.train_embeddings:
             # With frozen embeddings nothing before the first checkpoint requires grad.
             model.enable_input_require_grads()
+    if config.layer_tile:
+        from core.train.tiling import tile_layers
+
+        count = tile_layers(model, config.layer_tile)
+        log.info("layers tiled by %d tokens: %d", config.layer_tile, count)
     if config.mlp_tile:
         from core.train.tiling import tile_mlps
 
-        log.info(
-            "MLP tiled by %d tokens in %d layers",
-            config.mlp_tile,
-            tile_mlps(model, config.mlp_tile),
-        )
+        count = tile_mlps(model, config.mlp_tile)
+        log.info("MLP tiled by %d tokens in %d layers", config.mlp_tile, count)
     loaded.model = model
     return loaded
 
@@ -253,15 +256,18 @@ def _render_dataset(
 
 
 class Collator:
-    """Pads a batch to its longest sample (labels with -100). Batch 1, the paper's, has no pad."""
+    """Pads a batch to its longest sample (labels with -100). Batch 1, the paper's, has no pad,
+    unless the length must be a multiple of `multiple` (a sequence split over GPUs)."""
 
-    def __init__(self, pad_id: int):
+    def __init__(self, pad_id: int, multiple: int = 1):
         self.pad_id = pad_id
+        self.multiple = multiple
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
         longest = max(len(f["input_ids"]) for f in features)
+        longest += -longest % self.multiple
         ids, labels, mask = [], [], []
         for f in features:
             pad = longest - len(f["input_ids"])
@@ -285,9 +291,15 @@ def labelled_positions(labels: Any) -> tuple[Any, Any]:
     batch, the union over rows is kept (rows without a label there are ignored by the loss).
     Returns (positions, targets) with targets shaped (batch, len(positions)).
     """
+
+    return _kept(labels[:, 1:])
+
+
+def _kept(shifted: Any) -> tuple[Any, Any]:
+    """Positions with a label in `shifted` (labels already aligned to the positions predicting
+    them), and those labels."""
     import torch
 
-    shifted = labels[:, 1:]
     positions = torch.nonzero((shifted != IGNORE).any(dim=0), as_tuple=False).squeeze(-1)
     return positions, shifted[:, positions]
 
@@ -361,7 +373,14 @@ def make_trainer_class() -> type:
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             labels = inputs.pop("labels")
-            positions, targets = labelled_positions(labels)
+            # Context parallelism splits the sequence over GPUs after the Trainer has shifted
+            # the labels (`shift_labels`, aligned to the positions that predict them): this
+            # process's shard of them is what its positions predict.
+            shifted = inputs.pop("shift_labels", None)
+            if shifted is not None:
+                positions, targets = _kept(shifted)
+            else:
+                positions, targets = labelled_positions(labels)
             offload = (
                 torch.autograd.graph.save_on_cpu(pin_memory=True)
                 if self.offload and labels.is_cuda
@@ -457,7 +476,7 @@ def build_trainer(
         args=args,
         train_dataset=dataset,
         eval_dataset=eval_dataset,
-        data_collator=Collator(loaded.tokenizer.pad_token_id),
+        data_collator=Collator(loaded.tokenizer.pad_token_id, distributed.pad_multiple(config)),
         callbacks=callbacks,
         tokens=tokens,
         offload=config.offload_checkpoints and not unsloth,  # unsloth offloads on its own
@@ -469,10 +488,13 @@ def build_trainer(
 # -- 4. train, 5. save ------------------------------------------------------------------------------------------
 
 
-def save_adapter(loaded: loader.LoadedModel, config: TrainConfig, run_dir: Path) -> Path:
-    """Write the adapter, the tokenizer and the RoPE/window the adapter was trained with."""
+def save_adapter(
+    loaded: loader.LoadedModel, config: TrainConfig, run_dir: Path, state_dict: Any = None
+) -> Path:
+    """Write the adapter, the tokenizer and the RoPE/window the adapter was trained with
+    (`state_dict`: the full weights gathered from a sharded model)."""
     out = run_dir / "adapter"
-    loaded.model.save_pretrained(out)
+    loaded.model.save_pretrained(out, state_dict=state_dict)
     loaded.tokenizer.save_pretrained(out)
     meta = {
         "base_model": config.model,
@@ -531,13 +553,19 @@ def run_training(config: TrainConfig, run_dir: Path, resume: bool = False) -> di
     if eval_report:
         log.info("held-out data: %s", eval_report)
     trainer = build_trainer(config, loaded, dataset, run_dir, [monitor], tokens, eval_dataset)
+    accelerator = trainer.accelerator
+    log.info("processes: %d (%s)", accelerator.num_processes, accelerator.distributed_type.value)
     checkpoint = runs.last_checkpoint(run_dir) if resume else None
     if resume and checkpoint is None:
         log.warning("no complete checkpoint in %s; starting from the beginning", run_dir)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     stopped = monitor.stop_requested.is_set()
+    # Sharded weights are gathered by every process together; only the first one writes them.
+    gathered = (
+        trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
+    )
     if is_main:
-        adapter = save_adapter(loaded, config, run_dir)
+        adapter = save_adapter(loaded, config, run_dir, gathered)
         final = {
             "state": "stopped" if stopped else "completed",
             "adapter": str(adapter),

@@ -28,6 +28,8 @@ class FitEstimate:
     capacity: float = 0.0
     device: str = "cpu"
     notes: list[str] = field(default_factory=list)
+    gpus: int = 1
+    """Devices the run spreads over; `parts` and `capacity` are per device."""
 
     @property
     def total(self) -> float:
@@ -42,9 +44,9 @@ class FitEstimate:
         return "fits" if ratio < 0.85 else ("tight" if ratio <= 1.0 else "too big")
 
     def summary(self) -> str:
+        where = f"on each of {self.gpus} x {self.device}" if self.gpus > 1 else f"on {self.device}"
         text = (
-            f"{self.verdict}: about {self.total / GB:.1f} GB of {self.capacity / GB:.0f} GB "
-            f"on {self.device}"
+            f"{self.verdict}: about {self.total / GB:.1f} GB of {self.capacity / GB:.0f} GB {where}"
         )
         return text + ("" if not self.notes else " — " + "; ".join(self.notes))
 
@@ -121,7 +123,11 @@ def estimate(
     # norms, lm_head) to fp32, so a 4-bit model carries an fp32 residual stream: the saved
     # layer inputs are fp32 too (measured: bench/bench_train_gpu.py, BENCHMARKS.md).
     residual = 4 if quantized else act
-    seq = config.max_length * config.per_device_batch_size
+    # Per GPU: FSDP2 shards what is stored (weights, trained parameters, their gradients and
+    # Adam state) over the GPUs; sequence parallelism splits each sequence over its degree.
+    shards = config.num_gpus if (on_gpu and config.sharding == "fsdp2") else 1
+    split = config.sequence_parallel if on_gpu else 1
+    seq = -(-config.max_length * config.per_device_batch_size // split)
     labelled = labelled_tokens or min(4096, max(1, config.max_length // 8))
 
     embed = d["vocab"] * d["hidden"]
@@ -132,28 +138,39 @@ def estimate(
     weight_bytes = block * (0.5 + 0.03 if quantized else act) + (embed + head) * residual
     lora = _lora_params(d, list(config.lora_targets), config.lora_r)
     parts = {
-        "base weights" + (" (4-bit)" if quantized else ""): weight_bytes,
-        "LoRA + grads + Adam": lora * (4 + 4 + _ADAM),
+        "base weights" + (" (4-bit)" if quantized else ""): weight_bytes / shards,
+        "LoRA + grads + Adam": lora * (4 + 4 + _ADAM) / shards,
     }
     if config.train_embeddings:
-        parts["trained embeddings + Adam"] = embed * (act + act + _ADAM)
+        parts["trained embeddings + Adam"] = embed * (act + act + _ADAM) / shards
+    if shards > 1:  # the layer being computed and the next one (prefetched) are gathered whole
+        parts["gathered layers (FSDP2)"] = 2 * block / d["layers"] * (0.53 if quantized else act)
     boundaries = d["layers"] if config.gradient_checkpointing else d["layers"] * 12
     stored = seq * d["hidden"] * residual * boundaries
     parts["checkpointed activations" + (" (on CPU)" if config.offload_checkpoints else "")] = (
         0 if (config.offload_checkpoints and on_gpu) else stored
     )
     # One layer recomputed and differentiated: projections, MLP intermediates, their grads;
-    # a tiled MLP keeps one tile's intermediates (core/train/tiling.py).
-    mlp_tokens = min(seq, config.mlp_tile) if config.mlp_tile else seq
+    # a tiled MLP keeps one tile's intermediates, a tiled layer one tile's of everything plus
+    # the whole sequence's keys and values, the layer's output and their grads, and one tile's
+    # causal mask (core/train/tiling.py).
+    layer_tokens = min(seq, config.layer_tile) if config.layer_tile else seq
+    mlp_tokens = min(layer_tokens, config.mlp_tile) if config.mlp_tile else layer_tokens
     per_layer = (
-        seq * (4 * d["hidden"] * residual + (d["q"] + 2 * d["kv"]) * act)
+        layer_tokens * (4 * d["hidden"] * residual + (d["q"] + 2 * d["kv"]) * act)
         + mlp_tokens * 4 * d["inter"] * act
     ) * 2
+    if config.layer_tile:
+        per_layer += seq * (4 * d["kv"] * act + 3 * d["hidden"] * residual + layer_tokens)
     parts["largest layer working set"] = per_layer
-    parts["labelled logits (fp32)"] = labelled * config.per_device_batch_size * d["vocab"] * 4 * 3
+    per_gpu_labelled = -(-labelled // split)
+    parts["labelled logits (fp32)"] = (
+        per_gpu_labelled * config.per_device_batch_size * d["vocab"] * 12
+    )
     parts["runtime overhead"] = (1.0 if on_gpu else 0.6) * GB
     notes = [assumptions(config, on_gpu, quantized, act, labelled)]
-    est = FitEstimate(parts=parts, capacity=capacity, device=name, notes=notes)
+    gpus = config.num_gpus if on_gpu else 1
+    est = FitEstimate(parts=parts, capacity=capacity, device=name, notes=notes, gpus=gpus)
     if est.verdict == "too big" and advise:
         est.notes.append(advice(config, model_config, labelled_tokens, (name, capacity)))
     return est
@@ -163,9 +180,16 @@ def assumptions(config: TrainConfig, on_gpu: bool, quantized: bool, act: int, la
     """The settings the estimate counted with, in a few words."""
     words = ["4-bit NF4 base" if quantized else f"{'bf16' if act == 2 else 'fp32'} base"]
     words.append(f"batch {config.per_device_batch_size} x {config.max_length:,} tokens")
+    if on_gpu and config.num_gpus > 1:
+        how = "sharded (fsdp2)" if config.sharding == "fsdp2" else "each with the whole model (ddp)"
+        if config.sequence_parallel > 1:
+            how += f", each sequence split over {config.sequence_parallel}"
+        words.append(f"{config.num_gpus} GPUs {how}")
     if config.gradient_checkpointing:
         where = " on CPU" if config.offload_checkpoints and on_gpu else ""
         words.append("checkpointed layers" + where)
+    if config.layer_tile:
+        words.append(f"layer tiles of {config.layer_tile:,}")
     if config.mlp_tile:
         words.append(f"MLP tiles of {config.mlp_tile:,}")
     words.append(f"{labelled:,} labelled tokens")
@@ -173,12 +197,14 @@ def assumptions(config: TrainConfig, on_gpu: bool, quantized: bool, act: int, la
 
 
 # Changes a user can make to a config that is too big, cheapest first: what they cost in speed
-# or quality grows down the list (tiling recomputes a little; offloading moves the checkpoints
-# over PCIe; 4-bit changes the weights; a smaller batch slows training down; a shorter
+# or quality grows down the list (MLP tiling recomputes a little; offloading moves the
+# checkpoints over PCIe; layer tiling makes attention about 1.3x slower; 4-bit changes the
+# weights; a smaller batch slows training down; a shorter
 # max_length gives up the goal itself, so it comes last and on its own).
 _CHANGES: tuple[tuple[str, str, Any], ...] = (
     ("mlp_tile", "set mlp_tile: 4096", 4096),
     ("offload_checkpoints", "turn on offload_checkpoints", True),
+    ("layer_tile", "set layer_tile: 4096", 4096),
     ("quantization", "set quantization: 4bit", "4bit"),
     ("per_device_batch_size", "use per_device_batch_size 1", 1),
 )
@@ -218,8 +244,23 @@ def advice(
         est = fits(changed)
         if est is not None and len(said) > 1:
             return f"to fit: {', '.join(said)} (about {est.total / GB:.1f} GB)"
-    # Nothing but a shorter sequence: the longest max_length (a multiple of 1,024) that fits
-    # with every change above made.
+    # More GPUs, each sequence split over all of them (sharded, as context parallelism needs).
+    more = ""
+    if on_gpu:
+        for n in (2, 4, 8):
+            if n <= config.num_gpus:
+                continue
+            spread = dataclasses.replace(changed, num_gpus=n, sharding="fsdp2", sequence_parallel=n)
+            est = fits(spread)
+            if est is not None:
+                how = (", ".join(said) + ", and ") if said else ""
+                more = (
+                    f"to fit: {how}use {n} GPUs with sharding: fsdp2, sequence_parallel: {n} "
+                    f"(about {est.total / GB:.1f} GB each; not measured yet)"
+                )
+                break
+    # Else (or on this device): a shorter sequence, the longest max_length (a multiple of 1,024)
+    # that fits with every change above made.
     low, high = 0, config.max_length // 1024
     while low < high:
         mid = (low + high + 1) // 2
@@ -228,6 +269,9 @@ def advice(
         else:
             high = mid - 1
     if low == 0:
-        return "to fit: a device with more memory (even 1,024 tokens do not fit here)"
+        return more or "to fit: a device with more memory (even 1,024 tokens do not fit here)"
     how = (", ".join(said) + ", and ") if said else ""
-    return f"to fit: {how}lower max_length to {low * 1024:,} (now {config.max_length:,})"
+    shorter = f"lower max_length to {low * 1024:,} (now {config.max_length:,})"
+    if more:
+        return f"{more}; or on {config.num_gpus} GPU(s): {how}{shorter}"
+    return f"to fit: {how}{shorter}"

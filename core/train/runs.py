@@ -215,20 +215,19 @@ def busy_run(device: str) -> RunInfo | None:
 
 
 def command_for(run_dir: Path, config: TrainConfig, resume: bool = False) -> list[str]:
-    """The argument list that trains `run_dir` (torchrun for several GPUs). Never a shell string."""
-    tail = ["-m", "core.cli", "train", str(run_dir / "config.yaml"), "--run-dir", str(run_dir)]
+    """The argument list that trains `run_dir`. Never a shell string.
+
+    Several processes go through `accelerate launch` with the config `launch` writes into the
+    run folder (see core/train/distributed.py)."""
+    from core.train import distributed
+
+    tail = ["core.cli", "train", str(run_dir / "config.yaml"), "--run-dir", str(run_dir)]
     if resume:
         tail.append("--resume")
     if config.num_gpus > 1:
-        return [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc_per_node={config.num_gpus}",
-            *tail,
-        ]
-    return [sys.executable, *tail]
+        launcher = [sys.executable, "-m", "accelerate.commands.launch"]
+        return [*launcher, "--config_file", str(run_dir / distributed.CONFIG_FILE), "-m", *tail]
+    return [sys.executable, "-m", *tail]
 
 
 def display_command(cmd: list[str]) -> str:
@@ -299,9 +298,17 @@ def launch(config: TrainConfig, run_dir: Path | None = None, resume: bool = Fals
             f"run {busy.id} is training on {device}; stop it or wait for it to finish "
             "(one run per device at a time)"
         )
+    if config.num_gpus > 1:
+        from core.train import distributed
+
+        problems = distributed.launch_problems(config, device)
+        if problems:
+            raise LongCtxError("; ".join(problems))
     run_dir = run_dir or new_run_dir(config)
+    if config.num_gpus > 1:
+        distributed.write_config(config, device, run_dir)
     cmd = command_for(run_dir, config, resume)
-    # In its own session: a stop signal reaches the trainer (and torchrun's workers).
+    # In its own session: a stop signal reaches the trainer (and accelerate's workers).
     proc = children.spawn(cmd, run_dir / "log.txt", environ=child_env(config, device))
     update_status(
         run_dir,

@@ -124,11 +124,16 @@ def _form(start: cfg.TrainConfig) -> dict[str, gr.components.Component]:
         with gr.Row():
             field(gr.Radio, "precision", "Precision", list(cfg.PRECISIONS))
             field(gr.Number, "num_gpus", "GPUs", precision=0)
+            field(gr.Dropdown, "sharding", "Several GPUs", list(cfg.SHARDINGS))
+            field(
+                gr.Number, "sequence_parallel", "Sequence-parallel degree", precision=0, minimum=1
+            )
             field(gr.Number, "threads", "CPU threads (0: the thread budget)", precision=0)
         with gr.Row():
             field(gr.Checkbox, "gradient_checkpointing", "Gradient checkpointing")
             field(gr.Checkbox, "offload_checkpoints", "Offload checkpoints to CPU")
             field(gr.Number, "mlp_tile", "MLP tile (tokens, 0: off)", precision=0, minimum=0)
+            field(gr.Number, "layer_tile", "Layer tile (tokens, 0: off)", precision=0, minimum=0)
             field(gr.Checkbox, "group_by_length", "Group by length")
         with gr.Row():
             field(gr.Number, "logging_steps", "Log every", precision=0)
