@@ -4,9 +4,9 @@ memory settings of issue 19, against today's settings, and the longest length th
 A random model of Llama-3-8B-Instruct's shape (bench_train_gpu.py makes it; no download) is
 loaded once through our engine with the `paper` preset (4-bit NF4, LoRA r=32 on q,k,v,o,
 embed_tokens trained, checkpoints offloaded to CPU, bf16, RoPE base 2e8). Baseline: that preset
-as it is today, one 80K step. Then the same loaded model with the whole layer tiled
-(`layer_tile`) and the MLP tiled inside it (`mlp_tile`), as the engine applies them, at each
-length; a length whose step the time left cannot cover (projected from the steps before it,
+as it is today, one 80K step. Then the same loaded model with the residual stream in bf16
+(`bf16_residual`), the whole layer tiled (`layer_tile`) and the MLP tiled inside it
+(`mlp_tile`), as the engine applies them, at each length; a length whose step the time left cannot cover (projected from the steps before it,
 quadratic in length) is skipped and said so. Last, the longest length that fits: a line through
 the measured peaks gives the length at 95% of the GPU's memory (a multiple of 8,192), which is
 then run once if time is left. Each step is one sample with a 512-token answer; where two steps
@@ -127,7 +127,7 @@ def main() -> None:
     from core.train import memory
     from core.train.config import DataSource, load_preset
     from core.train.engine import load_for_training
-    from core.train.tiling import tile_layers, tile_mlps
+    from core.train.tiling import keep_residual_in, tile_layers, tile_mlps
 
     if not torch.cuda.is_available() and not args.smoke:
         raise SystemExit("needs a CUDA GPU (or --smoke for a CPU check of the script)")
@@ -151,6 +151,9 @@ def main() -> None:
         base["setup"] = "today (paper preset)"
         print(json.dumps(base), flush=True)
         # The new settings, applied to the loaded model the way the engine applies them.
+        if loaded.quantized:
+            keep_residual_in(loaded.model, torch.bfloat16)
+            config.bf16_residual = True
         tile_layers(loaded.model, layer_tile)
         tile_mlps(loaded.model, mlp_tile)
         config.layer_tile, config.mlp_tile = layer_tile, mlp_tile
@@ -170,7 +173,8 @@ def main() -> None:
             else:
                 done.append(step(loaded, config, length, steps, Path(tmp)))
             est = memory.estimate(config, loaded.model.config, ANSWER, ("GPU", capacity))
-            done[-1].update(setup=f"layer_tile {layer_tile}, mlp_tile {mlp_tile}")
+            residual = ", bf16 residual" if config.bf16_residual else ""
+            done[-1].update(setup=f"layer_tile {layer_tile}, mlp_tile {mlp_tile}{residual}")
             done[-1]["fit_estimate_gb"] = round(est.total / GB, 2)
             print(json.dumps(done[-1]), flush=True)
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none (smoke)"

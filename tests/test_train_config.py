@@ -156,20 +156,21 @@ def test_fit_estimate_scales_with_length_and_gives_the_fix():
     paper.max_length = 4_000_000
     advice = memory.estimate(paper, llama8b, labelled_tokens=1024, device=a800).notes[-1]
     assert advice.startswith(
-        "to fit: set mlp_tile: 4096, set layer_tile: 4096, and use 4 GPUs with sharding: fsdp2, "
-        "sequence_parallel: 4 (about "
+        "to fit: set mlp_tile: 4096, turn on bf16_residual, set layer_tile: 4096, and use 2 GPUs "
+        "with sharding: fsdp2, sequence_parallel: 2 (about "
     )
     spread = cfg.TrainConfig(**{**paper.to_dict(), "data": []})
     spread.mlp_tile = spread.layer_tile = 4096
-    spread.num_gpus, spread.sharding, spread.sequence_parallel = 4, "fsdp2", 4
+    spread.bf16_residual = True
+    spread.num_gpus, spread.sharding, spread.sequence_parallel = 2, "fsdp2", 2
     per_gpu = memory.estimate(spread, llama8b, labelled_tokens=1024, device=a800)
-    assert per_gpu.verdict != "too big" and "on each of 4 x A800" in per_gpu.summary()
-    assert "4 GPUs sharded (fsdp2), each sequence split over 4" in per_gpu.summary()
-    assert "or on 1 GPU(s): set mlp_tile: 4096, set layer_tile: 4096, and lower max_length to " in (
-        advice
-    )
+    assert per_gpu.verdict != "too big" and "on each of 2 x A800" in per_gpu.summary()
+    assert "2 GPUs sharded (fsdp2), each sequence split over 2" in per_gpu.summary()
+    one_gpu = "or on 1 GPU(s): set mlp_tile: 4096, turn on bf16_residual, set layer_tile: 4096"
+    assert one_gpu + ", and lower max_length to " in advice
     longest = int(advice.split("lower max_length to ")[1].split(" ")[0].replace(",", ""))
     paper.mlp_tile, paper.layer_tile, paper.max_length = 4096, 4096, longest
+    paper.bf16_residual = True
     assert memory.estimate(paper, llama8b, labelled_tokens=1024, device=a800).verdict != "too big"
     paper.max_length = longest + 1024
     assert memory.estimate(paper, llama8b, labelled_tokens=1024, device=a800).verdict == "too big"

@@ -165,3 +165,34 @@ def test_the_estimate_counts_one_tile_of_mlp_intermediates():
     assert a - b == saved
     big = TrainConfig(max_length=400_000, quantization="4bit", precision="bf16")
     assert "set mlp_tile: 4096" in memory.estimate(big, shape, device=device).summary()
+
+
+def test_a_bf16_residual_stream_halves_the_saved_layer_inputs_with_norms_in_fp32():
+    # A 4-bit model after peft's k-bit preparation: fp32 embeddings and norms, projections
+    # computing in bf16 under autocast (here on the CPU), so the stream between layers is fp32.
+    from core.train.tiling import keep_residual_in
+
+    fp32 = _model()
+    bf16 = copy.deepcopy(fp32)
+    keep_residual_in(bf16, torch.bfloat16)
+    ids = torch.randint(0, 300, (1, 100))
+    inputs = {}
+
+    def record(name):
+        def hook(_module, args, kwargs):
+            inputs.setdefault(name, (args or [kwargs["hidden_states"]])[0].dtype)
+
+        return hook
+
+    for name, model in (("fp32", fp32), ("bf16", bf16)):
+        model.model.layers[1].register_forward_pre_hook(record(name), with_kwargs=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        kept = {n: _kept_between_passes(m, ids) for n, m in (("fp32", fp32), ("bf16", bf16))}
+        losses = {
+            n: m(input_ids=ids, labels=ids).loss.item() for n, m in (("fp32", fp32), ("bf16", bf16))
+        }
+    assert inputs == {"fp32": torch.float32, "bf16": torch.bfloat16}
+    # Three layers' saved inputs (100 x 64 each) shrink from 4 to 2 bytes per value.
+    assert kept["fp32"] - kept["bf16"] >= 3 * 100 * 64 * 2
+    assert abs(losses["bf16"] - losses["fp32"]) < 0.02 * abs(losses["fp32"])
+    assert bf16.model.norm.weight.dtype == torch.float32  # norms keep computing in fp32

@@ -135,6 +135,10 @@ class TrainConfig:
     """Run each layer's MLP over the sequence in tiles of this many tokens (0: whole sequence):
     at long lengths the MLP's intermediates are a layer's largest; tiling keeps one tile's
     alive, for the cost of recomputing the MLP once more (core/train/tiling.py)."""
+    bf16_residual: bool = False
+    """4-bit on a GPU: carry the residual stream in bf16 (peft's k-bit preparation makes it
+    fp32), halving every checkpointed layer input; norms still compute in fp32. Not measured
+    on a GPU yet."""
     layer_tile: int = 0
     """Run each whole decoder layer over the sequence in tiles of this many tokens (0: off):
     keys and values are computed once, then each tile's queries attend to the keys before them

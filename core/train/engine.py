@@ -115,6 +115,20 @@ def _load_with_peft(config: TrainConfig, window: int) -> loader.LoadedModel:
         if not config.train_embeddings:
             # With frozen embeddings nothing before the first checkpoint requires grad.
             model.enable_input_require_grads()
+    if config.bf16_residual:
+        import torch
+
+        if loaded.quantized and _dtype(config) == "bfloat16":
+            from core.train.tiling import keep_residual_in
+
+            keep_residual_in(model, torch.bfloat16)
+        else:
+            log.warning(
+                "bf16_residual has no effect here: the stream is fp32 only in a 4-bit model "
+                "computing in bf16 (this one: %s, %s)",
+                "4-bit" if loaded.quantized else "not quantized",
+                _dtype(config),
+            )
     if config.layer_tile:
         from core.train.tiling import tile_layers
 

@@ -122,7 +122,7 @@ def estimate(
     # peft's prepare_model_for_kbit_training upcasts the unquantized parameters (embeddings,
     # norms, lm_head) to fp32, so a 4-bit model carries an fp32 residual stream: the saved
     # layer inputs are fp32 too (measured: bench/bench_train_gpu.py, BENCHMARKS.md).
-    residual = 4 if quantized else act
+    residual = 4 if (quantized and not (config.bf16_residual and act == 2)) else act
     # Per GPU: FSDP2 shards what is stored (weights, trained parameters, their gradients and
     # Adam state) over the GPUs; sequence parallelism splits each sequence over its degree.
     shards = config.num_gpus if (on_gpu and config.sharding == "fsdp2") else 1
@@ -188,6 +188,8 @@ def assumptions(config: TrainConfig, on_gpu: bool, quantized: bool, act: int, la
     if config.gradient_checkpointing:
         where = " on CPU" if config.offload_checkpoints and on_gpu else ""
         words.append("checkpointed layers" + where)
+    if quantized:
+        words.append(f"{'bf16' if config.bf16_residual and act == 2 else 'fp32'} residual stream")
     if config.layer_tile:
         words.append(f"layer tiles of {config.layer_tile:,}")
     if config.mlp_tile:
@@ -204,6 +206,7 @@ def assumptions(config: TrainConfig, on_gpu: bool, quantized: bool, act: int, la
 _CHANGES: tuple[tuple[str, str, Any], ...] = (
     ("mlp_tile", "set mlp_tile: 4096", 4096),
     ("offload_checkpoints", "turn on offload_checkpoints", True),
+    ("bf16_residual", "turn on bf16_residual", True),
     ("layer_tile", "set layer_tile: 4096", 4096),
     ("quantization", "set quantization: 4bit", "4bit"),
     ("per_device_batch_size", "use per_device_batch_size 1", 1),
@@ -229,7 +232,12 @@ def advice(
         (name, words, value)
         for name, words, value in _CHANGES
         if getattr(config, name) != value
-        and (on_gpu or name not in ("offload_checkpoints", "quantization"))
+        and (on_gpu or name not in ("offload_checkpoints", "quantization", "bf16_residual"))
+        # A bf16 stream is a 4-bit model's option (others carry their compute dtype already).
+        and not (
+            name == "bf16_residual"
+            and (config.quantization == "none" or config.precision == "fp32")
+        )
         and not (name == "quantization" and config.quantization == "auto" and on_gpu)
     ]
     # One change alone, cheapest first; then the cheapest ones together.

@@ -195,3 +195,15 @@ def tiled_layer_forward(layer: nn.Module, tile: int):
 
     run.tile = tile  # type: ignore[attr-defined]
     return run
+
+
+def keep_residual_in(model: nn.Module, dtype: torch.dtype) -> None:
+    """Cast the input embeddings' output to `dtype`, so the residual stream (and with it every
+    checkpointed layer input) is carried in `dtype`.
+
+    peft's `prepare_model_for_kbit_training` upcasts the embeddings and norms of a 4-bit model
+    to fp32, so the stream it feeds the layers is fp32: twice the bytes of every saved layer
+    input. Under autocast the layers' projections return `dtype` anyway, and the norms upcast to
+    fp32 inside; only the sums along the stream are then rounded to `dtype`, as in a bf16 model.
+    The embeddings' own weights (trained, fp32 master copy) are untouched."""
+    model.get_input_embeddings().register_forward_hook(lambda _m, _i, out: out.to(dtype))

@@ -134,6 +134,7 @@ def _form(start: cfg.TrainConfig) -> dict[str, gr.components.Component]:
             field(gr.Checkbox, "offload_checkpoints", "Offload checkpoints to CPU")
             field(gr.Number, "mlp_tile", "MLP tile (tokens, 0: off)", precision=0, minimum=0)
             field(gr.Number, "layer_tile", "Layer tile (tokens, 0: off)", precision=0, minimum=0)
+            field(gr.Checkbox, "bf16_residual", "bf16 residual stream (4-bit)")
             field(gr.Checkbox, "group_by_length", "Group by length")
         with gr.Row():
             field(gr.Number, "logging_steps", "Log every", precision=0)
