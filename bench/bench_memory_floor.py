@@ -55,6 +55,21 @@ def floor_bytes(length: int) -> tuple[float, dict[str, float]]:
     return sum(parts.values()), parts
 
 
+def _estimate(length: int, tiles: dict[str, int]) -> float:
+    """What the Train tab's fit estimate says of this step (core/train/memory.py)."""
+    from core.train import memory
+    from core.train.config import DataSource, TrainConfig
+
+    config = TrainConfig(
+        max_length=length,
+        quantization="none",
+        precision="fp32",
+        data=[DataSource(procedural="keys", n=1, length=64)],
+        **tiles,
+    )
+    return memory.estimate(config, labelled_tokens=32, device=("CPU RAM", 64 * GB)).total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", default="8192,16384,32768")
@@ -86,6 +101,7 @@ def main() -> None:
         print(f"{length:>6} tokens | floor {floor / GB:.2f} GB ({shown})", flush=True)
         row = {}
         for setup in setups:
+            est = _estimate(length, {setup: args.tile} if setup != "today" else {})
             out = subprocess.run(
                 [sys.executable, __file__, "--warm", str(args.warm), "--worker", setup]
                 + [str(length), str(args.tile)],
@@ -104,7 +120,8 @@ def main() -> None:
                 f" = {got['peak_rss_gb'] * GB / floor:.2f}x floor, {got['s_per_step']:.1f} s/step"
                 f" | vs {setups[0]}: memory {got['peak_rss_gb'] / base['peak_rss_gb']:.3f}x,"
                 f" time {got['s_per_step'] / base['s_per_step']:.2f}x"
-                f" | loss {got['loss']:.5f} ({got['loss'] - base['loss']:+.1e})",
+                f" | loss {got['loss']:.5f} ({got['loss'] - base['loss']:+.1e})"
+                f" | fit estimate {est / GB:.2f} GB ({est / GB / got['peak_rss_gb'] - 1:+.0%})",
                 flush=True,
             )
 

@@ -8,6 +8,11 @@ run through that launcher is in test_train_loss.py."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import time
+
 import pytest
 import torch
 from accelerate.commands.config.config_args import load_config_from_file
@@ -108,3 +113,36 @@ def _trainer(model_dir, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
     return make_trainer_class()(model=model, args=args)
+
+
+@pytest.mark.integration
+def test_a_stop_reaches_every_process_of_a_run(tiny_llama_dir):
+    # The stop signal goes to the first process only; the others must stop at the same step
+    # (not wait for it in their next gradient exchange), and the run ends `stopped`.
+    config = TrainConfig(
+        name="two-procs-stop",
+        model=str(tiny_llama_dir),
+        quantization="none",
+        engine="transformers",
+        max_length=256,
+        precision="fp32",
+        global_batch_size=2,
+        num_gpus=2,
+        max_steps=400,
+        save_steps=1000,
+        data=[DataSource(procedural="keys", n=8, length=200)],
+    ).validate()
+    run_dir = runs.launch(config)
+    try:
+        deadline = time.monotonic() + 300
+        while not runs.read_metrics(run_dir) and time.monotonic() < deadline:
+            assert runs.read_status(run_dir)["state"] in runs.ACTIVE, runs.tail_log(run_dir)
+            time.sleep(0.2)
+        runs.stop(run_dir.name)
+        final = runs.wait(run_dir, timeout=120)
+    finally:  # a process left waiting must not outlive the test
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(runs.read_status(run_dir)["group"], signal.SIGKILL)
+    assert final["state"] == "stopped", runs.tail_log(run_dir)
+    assert 1 <= final["step"] < 400
+    assert (run_dir / "adapter" / "adapter_model.safetensors").exists()

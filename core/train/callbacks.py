@@ -99,12 +99,26 @@ class RunMonitor(TrainerCallback):
                 runs.update_status(self.run_dir, **fields)
         if args.eval_strategy != "no" and state.global_step >= state.max_steps:
             control.should_evaluate = True  # the held-out loss of the final adapter, always
-        if self.stop_requested.is_set():
+        if self._stop_agreed(args):
             control.should_save = True
             control.should_training_stop = True
             if self.is_main:
                 runs.update_status(self.run_dir, state="stopping", step=state.global_step)
         return control
+
+    def _stop_agreed(self, args) -> bool:
+        """Whether any process was asked to stop. A stop signal reaches the process whose pid
+        the run's status holds (the first); with several, all must stop at the same step, or
+        the others would wait for it in their next gradient exchange."""
+        import torch
+        import torch.distributed as dist
+
+        stop = self.stop_requested.is_set()
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return stop
+        flag = torch.tensor([int(stop)], device=args.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.is_main and logs and "eval_loss" in logs:

@@ -314,6 +314,7 @@ def launch(config: TrainConfig, run_dir: Path | None = None, resume: bool = Fals
         run_dir,
         state="starting",
         pid=proc.pid,
+        group=proc.pid,  # the launched session: every process of the run (pid becomes rank 0's)
         device=device,
         command=cmd,
         started=time.time(),
