@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -146,3 +148,32 @@ def test_a_stop_reaches_every_process_of_a_run(tiny_llama_dir):
     assert final["state"] == "stopped", runs.tail_log(run_dir)
     assert 1 <= final["step"] < 400
     assert (run_dir / "adapter" / "adapter_model.safetensors").exists()
+
+
+@pytest.mark.integration
+def test_a_run_folder_given_to_the_command_trains_in_its_processes(tiny_llama_dir, tmp_path):
+    # An experiment's training step runs `longctx train CONFIG --run-dir DIR` itself: with
+    # num_gpus 2 that command starts the two processes (it used to train in one).
+    config = TrainConfig(
+        name="folder-two-procs",
+        model=str(tiny_llama_dir),
+        quantization="none",
+        engine="transformers",
+        max_length=256,
+        precision="fp32",
+        global_batch_size=2,
+        num_gpus=2,
+        max_steps=1,
+        data=[DataSource(procedural="keys", n=2, length=200)],
+    ).validate()
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(config.to_yaml())
+    cmd = [sys.executable, "-m", "core.cli", "train", str(run_dir / "config.yaml")]
+    done = subprocess.run(
+        [*cmd, "--run-dir", str(run_dir)], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "processes: 2 (MULTI_CPU)" in done.stderr + done.stdout
+    assert runs.read_status(run_dir)["state"] == "completed"
+    assert (run_dir / "accelerate.yaml").exists()

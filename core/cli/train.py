@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 import warnings
@@ -59,8 +60,10 @@ def _train(args: argparse.Namespace) -> int:
     restartable = getattr(args, "process_argv", None) is not None
     if restartable and runs.device_key(config) == "cpu" and not args.detach:
         allocator.reexec_with_allocator(args.process_argv)  # returns if there is nothing to swap
-    if args.run_dir:  # started by runs.launch, which made these checks
+    if args.run_dir:  # started by runs.launch (or an experiment), which made these checks
         run_dir = Path(args.run_dir).resolve()
+        if config.num_gpus > 1 and "LOCAL_RANK" not in os.environ:
+            return _launch_processes(config, run_dir, args.resume)
         return _train_here(config, run_dir, args.resume)
     if args.detach:
         run_dir = runs.launch(config)  # checks, refuses a busy device, makes the run folder
@@ -131,6 +134,22 @@ def _train_here(config: TrainConfig, run_dir: Path, resume: bool) -> int:
             f"adapter in {final['adapter']}"
         )
     return 0
+
+
+def _launch_processes(config: TrainConfig, run_dir: Path, resume: bool) -> int:
+    """Train `run_dir` in config.num_gpus processes started by `accelerate launch` (an
+    experiment's training step comes here: it names the run folder itself), and wait."""
+    import subprocess
+
+    from core.train import distributed
+
+    device = runs.device_key(config)
+    problems = distributed.launch_problems(config, device)
+    if problems:
+        raise LongCtxError("; ".join(problems))
+    distributed.write_config(config, device, run_dir)
+    cmd = runs.command_for(run_dir, config, resume)
+    return subprocess.call(cmd, env=runs.child_env(config, device))
 
 
 def _reason(status: dict) -> str:

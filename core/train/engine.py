@@ -305,7 +305,6 @@ def labelled_positions(labels: Any) -> tuple[Any, Any]:
     batch, the union over rows is kept (rows without a label there are ignored by the loss).
     Returns (positions, targets) with targets shaped (batch, len(positions)).
     """
-
     return _kept(labels[:, 1:])
 
 

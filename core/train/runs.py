@@ -308,7 +308,8 @@ def launch(config: TrainConfig, run_dir: Path | None = None, resume: bool = Fals
     if config.num_gpus > 1:
         distributed.write_config(config, device, run_dir)
     cmd = command_for(run_dir, config, resume)
-    # In its own session: a stop signal reaches the trainer (and accelerate's workers).
+    # In its own session, apart from the app. A stop signal goes to the first training process
+    # (status `pid`), which tells the others at the next step (callbacks.RunMonitor).
     proc = children.spawn(cmd, run_dir / "log.txt", environ=child_env(config, device))
     update_status(
         run_dir,
