@@ -156,16 +156,15 @@ def test_fit_estimate_scales_with_length_and_gives_the_fix():
     paper.max_length = 4_000_000
     advice = memory.estimate(paper, llama8b, labelled_tokens=1024, device=a800).notes[-1]
     assert advice.startswith(
-        "to fit: set mlp_tile: 4096, turn on bf16_residual, set layer_tile: 4096, and use 2 GPUs "
-        "with sharding: fsdp2, sequence_parallel: 2 (about "
+        "to fit: set mlp_tile: 4096, turn on bf16_residual, and use 8 GPUs with sharding: fsdp2, "
+        "sequence_parallel: 8 (about "
     )
     spread = cfg.TrainConfig(**{**paper.to_dict(), "data": []})
-    spread.mlp_tile = spread.layer_tile = 4096
-    spread.bf16_residual = True
-    spread.num_gpus, spread.sharding, spread.sequence_parallel = 2, "fsdp2", 2
+    spread.mlp_tile, spread.bf16_residual = 4096, True  # a tiled layer needs whole sequences
+    spread.num_gpus, spread.sharding, spread.sequence_parallel = 8, "fsdp2", 8
     per_gpu = memory.estimate(spread, llama8b, labelled_tokens=1024, device=a800)
-    assert per_gpu.verdict != "too big" and "on each of 2 x A800" in per_gpu.summary()
-    assert "2 GPUs sharded (fsdp2), each sequence split over 2" in per_gpu.summary()
+    assert per_gpu.verdict != "too big" and "on each of 8 x A800" in per_gpu.summary()
+    assert "8 GPUs sharded (fsdp2), each sequence split over 8" in per_gpu.summary()
     one_gpu = "or on 1 GPU(s): set mlp_tile: 4096, turn on bf16_residual, set layer_tile: 4096"
     assert one_gpu + ", and lower max_length to " in advice
     longest = int(advice.split("lower max_length to ")[1].split(" ")[0].replace(",", ""))

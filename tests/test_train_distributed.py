@@ -64,6 +64,8 @@ def test_what_cannot_run_is_refused_with_the_reason():
         _config(num_gpus=2, sequence_parallel=2)
     with pytest.raises(ConfigError, match="not a multiple of sequence_parallel"):
         _config(num_gpus=3, sharding="fsdp2", sequence_parallel=2, global_batch_size=6)
+    with pytest.raises(ConfigError, match="with sequence_parallel use mlp_tile"):
+        _config(num_gpus=2, sharding="fsdp2", sequence_parallel=2, layer_tile=4096)
     with pytest.raises(ConfigError, match="sharding must be one of"):
         _config(sharding="zero3")
     split = _config(num_gpus=2, sharding="fsdp2", sequence_parallel=2)

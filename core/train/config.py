@@ -273,6 +273,11 @@ class TrainConfig:
         elif self.sequence_parallel > 1:
             if self.sharding != "fsdp2":
                 p.append("sequence_parallel runs over FSDP2: set sharding: fsdp2")
+            if self.layer_tile:
+                p.append(
+                    "layer_tile needs each GPU to hold whole sequences (its causal masks assume "
+                    "it); with sequence_parallel use mlp_tile"
+                )
             if self.num_gpus % self.sequence_parallel:
                 p.append(
                     f"num_gpus {self.num_gpus} is not a multiple of sequence_parallel "

@@ -254,16 +254,20 @@ def advice(
         est = fits(changed)
         if est is not None and len(said) > 1:
             return f"to fit: {', '.join(said)} (about {est.total / GB:.1f} GB)"
-    # More GPUs, each sequence split over all of them (sharded, as context parallelism needs).
+    # More GPUs, each sequence split over all of them (sharded, as context parallelism needs;
+    # a tiled layer needs whole sequences, so the split goes without it).
     more = ""
     if on_gpu:
+        kept = [words for name, words, _ in open_changes if name != "layer_tile" and words in said]
         for n in (2, 4, 8):
             if n <= config.num_gpus:
                 continue
-            spread = dataclasses.replace(changed, num_gpus=n, sharding="fsdp2", sequence_parallel=n)
+            spread = dataclasses.replace(
+                changed, layer_tile=0, num_gpus=n, sharding="fsdp2", sequence_parallel=n
+            )
             est = fits(spread)
             if est is not None:
-                how = (", ".join(said) + ", and ") if said else ""
+                how = (", ".join(kept) + ", and ") if kept else ""
                 more = (
                     f"to fit: {how}use {n} GPUs with sharding: fsdp2, sequence_parallel: {n} "
                     f"(about {est.total / GB:.1f} GB each; not measured yet)"
