@@ -64,6 +64,21 @@ def embedded_tokenizer(embedded):
 
 
 @pytest.fixture(scope="session")
+def llama3_8b_shape():
+    """Llama-3-8B's config (shape only, no weights): what the fit estimate is checked against."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+    )
+
+
+@pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory, embedded_tokenizer) -> Path:
     """A 2-layer random Llama with the embedded tokenizer, saved as a model folder."""
     import torch

@@ -122,17 +122,8 @@ def test_collator_pads_labels_with_ignore():
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
 
 
-def test_fit_estimate_scales_with_length_and_gives_the_fix():
-    from transformers import LlamaConfig
-
-    llama8b = LlamaConfig(
-        hidden_size=4096,
-        intermediate_size=14336,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        vocab_size=128256,
-    )
+def test_fit_estimate_scales_with_length_and_gives_the_fix(llama3_8b_shape):
+    llama8b = llama3_8b_shape
     paper = cfg.load_preset("paper")
     a800 = ("A800", 80 * memory.GB)
     est = memory.estimate(paper, llama8b, labelled_tokens=1024, device=a800)

@@ -147,15 +147,8 @@ def test_the_engine_tiles_the_mlps_of_the_model_it_trains(tiny_llama_dir):
     assert tiles == [256, 256]
 
 
-def test_the_estimate_counts_one_tile_of_mlp_intermediates():
-    shape = LlamaConfig(
-        vocab_size=128256,
-        hidden_size=4096,
-        intermediate_size=14336,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-    )
+def test_the_estimate_counts_one_tile_of_mlp_intermediates(llama3_8b_shape):
+    shape = llama3_8b_shape
     device = ("GPU", 80 * memory.GB)
     plain = TrainConfig(max_length=81920, quantization="4bit", precision="bf16")
     tiled = TrainConfig(max_length=81920, quantization="4bit", precision="bf16", mlp_tile=4096)
