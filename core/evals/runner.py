@@ -119,10 +119,10 @@ class Evaluation:
 
         API keys are never saved: pass them again (or set $OPENAI_API_KEY)."""
         record = results.read_config(path)
-        if record.get("kind") not in TASKS:  # lm-eval's folders resume with their own command
+        if record.get("kind") not in TASKS:  # lm-eval's folders: core.evals.jobs.reopen
             raise LongCtxError(
                 f"{path} is a {record.get('kind')} evaluation: resume it with "
-                f"`longctx {record.get('kind')} ... --out {path}`"
+                f"`longctx {record.get('kind')} ... --out {path}` or Evaluate -> Resume"
             )
         task = TASKS[record["kind"]](**saved_task(record))
         target = Target.saved(record["target"], api_key)
