@@ -436,8 +436,9 @@ def test_data_check_counts_what_max_length_would_drop(embedded_tokenizer, tmp_pa
 
 
 def test_several_processes_share_the_global_batch(tiny_llama_dir):
-    # The multi-GPU launch (torchrun, one process per device) exercised on CPU processes with
-    # the gloo backend: the same command, the same accumulation arithmetic, rank 0 alone writing.
+    # The multi-GPU launch (`accelerate launch`, one process per device) exercised on CPU
+    # processes with the gloo backend: the same command, the same accumulation arithmetic, rank
+    # 0 alone writing.
     config = tiny_config(
         tiny_llama_dir,
         name="two-procs",
@@ -450,8 +451,8 @@ def test_several_processes_share_the_global_batch(tiny_llama_dir):
     assert config.gradient_accumulation_steps == 2  # 4 = 2 processes x 1 sample x 2 steps
     run_dir = runs.launch(config)
     command = runs.read_status(run_dir)["command"]
-    assert command[1:4] == ["-m", "torch.distributed.run", "--standalone"]
-    assert "--nproc_per_node=2" in command
+    assert command[1:4] == ["-m", "accelerate.commands.launch", "--config_file"]
+    assert command[4] == str(run_dir / "accelerate.yaml")
     final = runs.wait(run_dir, timeout=600)
     assert final["state"] == "completed", runs.tail_log(run_dir)
     assert [m["step"] for m in runs.read_metrics(run_dir)] == [1, 2, 3, 4]  # one writer
