@@ -119,23 +119,28 @@ def _trainer(model_dir, tmp_path):
     return make_trainer_class()(model=model, args=args)
 
 
-@pytest.mark.integration
-def test_a_stop_reaches_every_process_of_a_run(tiny_llama_dir):
-    # The stop signal goes to the first process only; the others must stop at the same step
-    # (not wait for it in their next gradient exchange), and the run ends `stopped`.
-    config = TrainConfig(
-        name="two-procs-stop",
-        model=str(tiny_llama_dir),
+def _two_processes(model_dir, n: int, **overrides) -> TrainConfig:
+    """A tiny run in 2 CPU processes of one sample each, on `n` procedural samples."""
+    base = dict(
+        model=str(model_dir),
         quantization="none",
         engine="transformers",
         max_length=256,
         precision="fp32",
         global_batch_size=2,
         num_gpus=2,
-        max_steps=400,
-        save_steps=1000,
-        data=[DataSource(procedural="keys", n=8, length=200)],
-    ).validate()
+        data=[DataSource(procedural="keys", n=n, length=200)],
+    )
+    return TrainConfig(**{**base, **overrides}).validate()
+
+
+@pytest.mark.integration
+def test_a_stop_reaches_every_process_of_a_run(tiny_llama_dir):
+    # The stop signal goes to the first process only; the others must stop at the same step
+    # (not wait for it in their next gradient exchange), and the run ends `stopped`.
+    config = _two_processes(
+        tiny_llama_dir, name="two-procs-stop", max_steps=400, save_steps=1000, n=8
+    )
     run_dir = runs.launch(config)
     try:
         deadline = time.monotonic() + 300
@@ -149,6 +154,8 @@ def test_a_stop_reaches_every_process_of_a_run(tiny_llama_dir):
             os.killpg(runs.read_status(run_dir)["group"], signal.SIGKILL)
     assert final["state"] == "stopped", runs.tail_log(run_dir)
     assert 1 <= final["step"] < 400
+    # Stopped cleanly: a checkpoint of the step it stopped at, to resume from.
+    assert runs.last_checkpoint(run_dir).name == f"checkpoint-{final['step']}"
     assert (run_dir / "adapter" / "adapter_model.safetensors").exists()
 
 
@@ -156,18 +163,7 @@ def test_a_stop_reaches_every_process_of_a_run(tiny_llama_dir):
 def test_a_run_folder_given_to_the_command_trains_in_its_processes(tiny_llama_dir, tmp_path):
     # An experiment's training step runs `longctx train CONFIG --run-dir DIR` itself: with
     # num_gpus 2 that command starts the two processes (it used to train in one).
-    config = TrainConfig(
-        name="folder-two-procs",
-        model=str(tiny_llama_dir),
-        quantization="none",
-        engine="transformers",
-        max_length=256,
-        precision="fp32",
-        global_batch_size=2,
-        num_gpus=2,
-        max_steps=1,
-        data=[DataSource(procedural="keys", n=2, length=200)],
-    ).validate()
+    config = _two_processes(tiny_llama_dir, name="folder-two-procs", max_steps=1, n=2)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "config.yaml").write_text(config.to_yaml())

@@ -144,9 +144,7 @@ def _launch_processes(config: TrainConfig, run_dir: Path, resume: bool) -> int:
     from core.train import distributed
 
     device = runs.device_key(config)
-    problems = distributed.launch_problems(config, device)
-    if problems:
-        raise LongCtxError("; ".join(problems))
+    distributed.require_launchable(config, device)
     distributed.write_config(config, device, run_dir)
     cmd = runs.command_for(run_dir, config, resume)
     return subprocess.call(cmd, env=runs.child_env(config, device))

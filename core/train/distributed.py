@@ -110,6 +110,15 @@ def launch_problems(config: TrainConfig, device: str) -> list[str]:
     return problems
 
 
+def require_launchable(config: TrainConfig, device: str) -> None:
+    """Raise one LongCtxError naming every launch problem of `config` on `device`."""
+    from core.errors import LongCtxError
+
+    problems = launch_problems(config, device)
+    if problems:
+        raise LongCtxError("; ".join(problems))
+
+
 def pad_multiple(config: TrainConfig) -> int:
     """Sequences are padded to a multiple of this: context parallelism splits each sequence
     into 2 x degree chunks (load-balanced causal attention)."""

@@ -301,9 +301,7 @@ def launch(config: TrainConfig, run_dir: Path | None = None, resume: bool = Fals
     if config.num_gpus > 1:
         from core.train import distributed
 
-        problems = distributed.launch_problems(config, device)
-        if problems:
-            raise LongCtxError("; ".join(problems))
+        distributed.require_launchable(config, device)
     run_dir = run_dir or new_run_dir(config)
     if config.num_gpus > 1:
         distributed.write_config(config, device, run_dir)
