@@ -31,39 +31,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-ANSWER = 512
 GB = 2**30
 
 
 def step(loaded, config, length: int, steps: int, out: Path) -> dict:
     """Train `steps` optimizer steps on one `length`-token sample; the last one's figures."""
     import torch
-    from transformers import TrainerCallback
+    from bench_train_gpu import answer_rows, make_timer
 
     from core.train.callbacks import TokenCounter
     from core.train.engine import build_trainer
 
     cuda = torch.cuda.is_available()
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
-    times: list[float] = []
-
-    class Timer(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kw):
-            sync()
-            self.t0 = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kw):
-            sync()
-            times.append(time.perf_counter() - self.t0)
-
-    g = torch.Generator().manual_seed(length)
-    ids = torch.randint(2, loaded.model.config.vocab_size, (steps, length), generator=g).tolist()
-    rows = [
-        {"input_ids": r, "labels": [-100] * (length - ANSWER) + r[-ANSWER:], "length": length}
-        for r in ids
-    ]
+    timer = make_timer()
+    rows = answer_rows(length, loaded.model.config.vocab_size, steps)
     config.max_length, config.max_steps = length, steps
-    trainer = build_trainer(config, loaded, rows, out / f"run-{length}", [Timer()], TokenCounter())
+    trainer = build_trainer(config, loaded, rows, out / f"run-{length}", [timer], TokenCounter())
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
@@ -78,8 +61,8 @@ def step(loaded, config, length: int, steps: int, out: Path) -> dict:
     return {
         "length": length,
         "steps": steps,
-        "s_per_step": round(times[-1], 2),
-        "tokens_per_s": round(length / times[-1]),
+        "s_per_step": round(timer.times[-1], 2),
+        "tokens_per_s": round(length / timer.times[-1]),
         "peak_gpu_gb": round(peak / GB, 2),
         "peak_reserved_gb": round(reserved / GB, 2),
     }
@@ -122,7 +105,7 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny model on CPU: check the script")
     args = parser.parse_args()
     import torch
-    from bench_train_gpu import LLAMA3_8B, SMOKE, make_random_model
+    from bench_train_gpu import ANSWER, LLAMA3_8B, SMOKE, make_random_model
 
     from core.train import memory
     from core.train.config import DataSource, load_preset

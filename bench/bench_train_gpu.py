@@ -78,6 +78,42 @@ def make_random_model(folder: Path, shape: dict) -> float:
     return time.perf_counter() - start
 
 
+def make_timer():
+    """A Trainer callback that records each optimizer step's wall time in `.times` (the GPU
+    synchronised at both ends)."""
+    import torch
+    from transformers import TrainerCallback
+
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+
+    class Timer(TrainerCallback):
+        def __init__(self):
+            self.times: list[float] = []
+            self.t0 = 0.0
+
+        def on_step_begin(self, args, state, control, **kw):
+            sync()
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            sync()
+            self.times.append(time.perf_counter() - self.t0)
+
+    return Timer()
+
+
+def answer_rows(length: int, vocab: int, n: int) -> list[dict]:
+    """`n` random samples of `length` tokens whose last ANSWER tokens are labelled."""
+    import torch
+
+    g = torch.Generator().manual_seed(length)
+    ids = torch.randint(2, vocab, (n, length), generator=g).tolist()
+    return [
+        {"input_ids": r, "labels": [-100] * (length - ANSWER) + r[-ANSWER:], "length": length}
+        for r in ids
+    ]
+
+
 def run(
     folder: Path,
     lengths: list[int],
@@ -87,7 +123,6 @@ def run(
     engine: str = "transformers",
 ) -> list[dict]:
     import torch
-    from transformers import TrainerCallback
 
     from core.train import memory
     from core.train.callbacks import TokenCounter
@@ -114,32 +149,11 @@ def run(
         flush=True,
     )
 
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-
-    class Timer(TrainerCallback):
-        def __init__(self):
-            self.times: list[float] = []
-            self.t0 = 0.0
-
-        def on_step_begin(self, args, state, control, **kw):
-            sync()
-            self.t0 = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kw):
-            sync()
-            self.times.append(time.perf_counter() - self.t0)
-
     results = []
     for length in lengths:
-        g = torch.Generator().manual_seed(length)
-        vocab = loaded.model.config.vocab_size
-        ids = torch.randint(2, vocab, (2, length), generator=g).tolist()
-        rows = [
-            {"input_ids": r, "labels": [-100] * (length - ANSWER) + r[-ANSWER:], "length": length}
-            for r in ids
-        ]
+        rows = answer_rows(length, loaded.model.config.vocab_size, 2)
         config.max_length = length
-        timer = Timer()
+        timer = make_timer()
         trainer = build_trainer(
             config, loaded, rows, out / f"run-{length}", [timer], TokenCounter()
         )
