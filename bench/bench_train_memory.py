@@ -78,6 +78,11 @@ def _ours_model(mlp_tile: int = 0, layer_tile: int = 0):
     return load_for_training(config).model
 
 
+def _resident_bytes() -> int:
+    """This process's resident memory now (Linux)."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def worker(
     engine: str, length: int, mlp_tile: int = 0, layer_tile: int = 0, warm_length: int = 0
 ) -> dict:
@@ -86,6 +91,11 @@ def worker(
     one long step instead of two and its peak still includes the optimizer state."""
     import torch
 
+    import peft  # noqa: F401  (imports transformers' modelling code, and bitsandbytes)
+
+    if engine == "ours":
+        import core.train.engine  # noqa: F401
+    libraries = _resident_bytes()
     torch.manual_seed(0)
     if engine == "ours":
         from core.train import allocator
@@ -119,6 +129,7 @@ def worker(
         "length": length,
         "loss": float(loss),
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "libraries_gb": libraries / 2**30,
         "s_per_step": times[-1],
     }
 

@@ -89,6 +89,16 @@ def test_unsloth_is_refused_in_fp32():
         ).validate()
 
 
+def test_layer_tiles_are_refused_with_lora_dropout():
+    # The tiled backward recomputes tiles in another order: dropout masks would not match.
+    with pytest.raises(ConfigError, match="set lora_dropout: 0"):
+        cfg.TrainConfig(
+            layer_tile=2048,
+            lora_dropout=0.05,
+            data=[cfg.DataSource(procedural="keys", n=2, length=100)],
+        ).validate()
+
+
 def test_unknown_keys_suggest_the_right_one():
     with pytest.raises(ConfigError, match="did you mean 'learning_rate'"):
         cfg.TrainConfig.from_yaml("learning_rte: 0.1\n")

@@ -67,16 +67,20 @@ def test_a_tiled_layer_gives_the_same_loss_and_gradients_and_attends_tile_by_til
 
     # The tiles' queries attend to the keys before them (bottom-right causal masks), so the
     # tiled path is the one that ran: 100 tokens in tiles of 32 end at 64, 96 and 100.
-    masks = []
+    masks, stored = [], []
     attend = torch.nn.functional.scaled_dot_product_attention
 
     def spy(q, k, v, attn_mask=None, **kwargs):
         masks.append(None if attn_mask is None else tuple(attn_mask.shape))
+        if attn_mask is not None:
+            stored.append(attn_mask.untyped_storage().nbytes() // attn_mask.element_size())
         return attend(q, k, v, attn_mask=attn_mask, **kwargs)
 
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
     tiled_loss, tiled_grads = _loss_and_grads(tiled, ids)
     assert masks[:4] == [None, (32, 64), (32, 96), (4, 100)]
+    # Each mask is a window over one vector of keys + queries values, not queries x keys.
+    assert stored[:3] == [64 + 32, 96 + 32, 100 + 4]
     assert abs(loss - tiled_loss) < 1e-5
     for name, grad in grads.items():
         torch.testing.assert_close(tiled_grads[name], grad, rtol=1e-4, atol=1e-5, msg=name)
@@ -108,7 +112,10 @@ def test_a_tiled_layer_keeps_no_more_than_a_whole_one_between_the_passes():
     tiled = copy.deepcopy(whole)
     tile_layers(tiled, 32)
     ids = torch.randint(0, 300, (1, 100))
-    assert _kept_between_passes(tiled, ids) == _kept_between_passes(whole, ids)
+    # The rotary tables (cos and sin, one pair shared by every layer and alive through the step
+    # either way) are saved by the tiled layer where the checkpoint holds them unseen.
+    rotary = 2 * ids.shape[1] * (64 // 4) * 4
+    assert _kept_between_passes(tiled, ids) == _kept_between_passes(whole, ids) + rotary
 
 
 def test_layers_of_another_layout_are_left_whole():
@@ -126,6 +133,11 @@ def test_layers_of_another_layout_are_left_whole():
         )
     )
     assert tile_layers(model, 32) == 0  # query/key norms: not Llama's layout
+
+    from peft import LoraConfig, get_peft_model
+
+    dropped = get_peft_model(_model(), LoraConfig(target_modules=["q_proj"], lora_dropout=0.1))
+    assert tile_layers(dropped, 32) == 0  # the backward could not redraw the same masks
 
 
 def test_the_engine_tiles_the_mlps_of_the_model_it_trains(tiny_llama_dir):
@@ -189,3 +201,71 @@ def test_a_bf16_residual_stream_halves_the_saved_layer_inputs_with_norms_in_fp32
     assert kept["fp32"] - kept["bf16"] >= 3 * 100 * 64 * 2
     assert abs(losses["bf16"] - losses["fp32"]) < 0.02 * abs(losses["fp32"])
     assert bf16.model.norm.weight.dtype == torch.float32  # norms keep computing in fp32
+
+
+def test_the_final_norm_runs_at_the_kept_positions_only():
+    # The loss needs logits at the labelled positions; the final norm moved in front of the
+    # head gives the same loss and gradients and no longer keeps the last layer's output.
+    from core.train.engine import labelled_positions, norm_at_kept_positions
+
+    whole = _model()
+    moved = copy.deepcopy(whole)
+    assert norm_at_kept_positions(moved)
+    assert not norm_at_kept_positions(moved)  # once
+    ids = torch.randint(0, 300, (1, 100))
+    labels = torch.full_like(ids, -100)
+    labels[0, -8:] = ids[0, -8:]
+    positions, targets = labelled_positions(labels)
+
+    def step(model):
+        model.zero_grad()
+        logits = model(input_ids=ids, logits_to_keep=positions).logits
+        loss = torch.nn.functional.cross_entropy(logits[0], targets[0])
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    (loss, grads), (moved_loss, moved_grads) = step(whole), step(moved)
+    assert abs(loss - moved_loss) < 1e-6
+    for name, grad in grads.items():
+        torch.testing.assert_close(moved_grads[name], grad, rtol=1e-5, atol=1e-6, msg=name)
+    with torch.no_grad():  # whole-sequence logits (evaluation, generation) are unchanged
+        torch.testing.assert_close(moved(ids).logits, whole(ids).logits)
+
+    def kept(model):
+        storages = {}
+
+        def pack(tensor):
+            storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            model(input_ids=ids, logits_to_keep=positions)
+        return sum(storages.values())
+
+    hidden_state = ids.shape[1] * 64 * 4
+    assert kept(moved) <= kept(whole) - hidden_state
+
+
+def test_a_tiled_layer_recomputes_under_the_autocast_of_its_forward():
+    # The backward runs outside the forward's autocast; recomputed in fp32, its gradients would
+    # be those of another function than the bf16 one whose loss was reported.
+    whole = _model()
+    tiled = copy.deepcopy(whole)
+    tile_layers(tiled, 32)
+    ids = torch.randint(0, 300, (1, 100))
+    computed = []
+    tiled.model.layers[0].self_attn.q_proj.register_forward_hook(
+        lambda _m, _i, out: computed.append(out.dtype)
+    )
+
+    def loss_and_grads(model):  # as the Trainer does: the forward under autocast, not the backward
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    (loss, grads), (tiled_loss, tiled_grads) = loss_and_grads(whole), loss_and_grads(tiled)
+    assert computed == [torch.bfloat16] * 8  # 4 tiles in the forward, 4 again in the backward
+    assert abs(loss - tiled_loss) < 1e-2
+    for name, grad in grads.items():
+        torch.testing.assert_close(tiled_grads[name], grad, rtol=2e-2, atol=2e-3, msg=name)

@@ -260,6 +260,12 @@ class TrainConfig:
             p.append("lora_r and lora_alpha must be at least 1")
         if not 0 <= self.lora_dropout < 1:
             p.append(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        elif self.lora_dropout and self.layer_tile:
+            p.append(
+                "layer_tile recomputes a layer's tiles in another order than its forward, so "
+                "lora_dropout would draw other masks in the backward: set lora_dropout: 0 "
+                "(or use mlp_tile)"
+            )
         if not self.lora_targets:
             p.append("lora_targets is empty; the paper uses q_proj, k_proj, v_proj, o_proj")
         if not 0 < self.learning_rate < 1:

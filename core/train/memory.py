@@ -152,8 +152,8 @@ def estimate(
     )
     # One layer recomputed and differentiated: projections, MLP intermediates, their grads;
     # a tiled MLP keeps one tile's intermediates, a tiled layer one tile's of everything plus
-    # the whole sequence's keys and values, the layer's output and their grads, and one tile's
-    # causal mask (core/train/tiling.py).
+    # the whole sequence's keys and values, their gradients (and a tile's share of them), and
+    # the gradients into and out of the layer (core/train/tiling.py).
     layer_tokens = min(seq, config.layer_tile) if config.layer_tile else seq
     mlp_tokens = min(layer_tokens, config.mlp_tile) if config.mlp_tile else layer_tokens
     per_layer = (
@@ -161,7 +161,8 @@ def estimate(
         + mlp_tokens * 4 * d["inter"] * act
     ) * 2
     if config.layer_tile:
-        per_layer += seq * (4 * d["kv"] * act + 3 * d["hidden"] * residual + layer_tokens)
+        # keys and values, a tile's share of their gradients, their fp32 gradient sums
+        per_layer += seq * (d["kv"] * (4 * act + 2 * 4) + 2 * d["hidden"] * residual)
     parts["largest layer working set"] = per_layer
     per_gpu_labelled = -(-labelled // split)
     parts["labelled logits (fp32)"] = (

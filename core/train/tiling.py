@@ -9,13 +9,16 @@ its own (nested) checkpoint: only one tile's intermediates are alive at a time, 
 the same to the last bit of each tile. This is the idea of ALST's tiled MLP (Snowflake's Arctic
 Long Sequence Training); transformers and peft have no such option, hence this wrapper.
 
-A tiled layer (`tile_layers`) goes further, for the attention half as well: the keys and values
-are computed once for the whole sequence (under their own checkpoint: grouped-query models keep
-few of them), then each tile of queries attends to the keys up to its own end (a causal mask
-aligned to the bottom right), goes through o_proj, the residual and the MLP, under its own
-checkpoint. What stays alive through a layer's backward is then the keys and values, the layer's
-input and output, and one tile's intermediates. Attention computed tile by tile is the same sum
-in another order (equal to float rounding); on CPU it is about 1.3x slower than one causal call.
+A tiled layer (`tile_layers`) goes further, for the attention half as well. Its keys and
+values are computed tile by tile into one buffer each (grouped-query models have few of them);
+then each tile of queries attends to the keys up to its own end (causal, aligned to the bottom
+right), and goes through o_proj, the residual and the MLP. The layer is one autograd function
+that saves its input only (it is its own gradient checkpoint); its backward recomputes the
+tiles last to first and accumulates the keys' and values' gradients in place (see
+`TiledLayer.backward`). What a layer's backward holds for the whole sequence is then the keys,
+the values, their gradients and the gradients into and out of the layer; everything else is one
+tile's. No tile makes an n x length causal mask either (`causal_attention`). Attention computed
+tile by tile is the same sum in another order (equal to float rounding).
 
 Knows nothing about runs or configs: `core.train.engine` applies them when `mlp_tile` or
 `layer_tile` is set.
@@ -23,6 +26,7 @@ Knows nothing about runs or configs: `core.train.engine` applies them when `mlp_
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import sys
@@ -32,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.attention.bias import causal_lower_right
 from torch.utils.checkpoint import checkpoint
 
 log = logging.getLogger(__name__)
@@ -111,8 +116,173 @@ def _tileable(layer: nn.Module) -> bool:
         and all(hasattr(attn, name) for name in parts)
         and not any(hasattr(attn, name) for name in ("q_norm", "k_norm", "sliding_window"))
         and not getattr(attn, "attention_dropout", 0.0)
+        # The backward recomputes tiles in another order than the forward: no random masks.
+        and not any(isinstance(m, nn.Dropout) and m.p for m in layer.modules())
         and hasattr(sys.modules[type(attn).__module__], "apply_rotary_pos_emb")
     )
+
+
+def causal_attention(
+    queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, start: int, scale: float
+) -> torch.Tensor:
+    """Queries at positions start .. start + n attending to the keys 0 .. start + n: causal,
+    aligned to the bottom right (query i sees keys up to start + i).
+
+    A dense mask of n x (start + n) would be the largest tensor of a tile (SDPA turns a boolean
+    mask into floats: 268 MB for a tile of 2,048 queries at 32K tokens). On a GPU, torch's
+    flash and memory-efficient kernels take `causal_lower_right` as it is. On CPU, where it would
+    be materialised, the queries go in reversed order: query n - 1 - r then sees the keys up to
+    start + n - 1 - r, and row r of the mask is the window r .. r + start + n of one vector of
+    start + 2n floats (start + n zeros, then n -inf); SDPA reads a mask through its strides, so
+    the mask is that vector seen with strides (1, 1), and nothing of n x (start + n) is stored."""
+    n, seen = queries.shape[2], keys.shape[2]
+    gqa = queries.shape[1] != keys.shape[1]
+    if start == 0:
+        return F.scaled_dot_product_attention(
+            queries, keys, values, is_causal=True, scale=scale, enable_gqa=gqa
+        )
+    if queries.device.type != "cpu":
+        mask = causal_lower_right(n, seen)
+        return F.scaled_dot_product_attention(
+            queries, keys, values, attn_mask=mask, scale=scale, enable_gqa=gqa
+        )
+    window = torch.zeros(seen + n, dtype=queries.dtype, device=queries.device)
+    window[seen:] = float("-inf")
+    mask = window.as_strided((n, seen), (1, 1))
+    mixed = F.scaled_dot_product_attention(
+        queries.flip(2), keys, values, attn_mask=mask, scale=scale, enable_gqa=gqa
+    )
+    return mixed.flip(2)
+
+
+class TiledLayer:
+    """One decoder layer of Llama's layout, computed `tile` tokens at a time (see the module
+    docstring): the forward without the autograd graph, the backward recomputing tile by tile."""
+
+    def __init__(self, layer: nn.Module, tile: int):
+        self.layer, self.tile = layer, tile
+        self.attn: Any = layer.self_attn
+        self.rotate = sys.modules[type(self.attn).__module__].apply_rotary_pos_emb
+
+    def _heads(self, x: torch.Tensor, proj: nn.Module) -> torch.Tensor:
+        return proj(x).view(*x.shape[:2], -1, self.attn.head_dim).transpose(1, 2)
+
+    def keys_values(self, x, cos, sin):
+        normed = self.layer.input_layernorm(x)
+        keys = self._heads(normed, self.attn.k_proj)
+        return self.rotate(keys, keys, cos, sin)[1], self._heads(normed, self.attn.v_proj)
+
+    def part(self, x, keys, values, cos, sin, start: int):
+        """Tokens start .. start + len(x) of the layer's output, from the keys before them."""
+        layer, attn = self.layer, self.attn
+        queries = self._heads(layer.input_layernorm(x), attn.q_proj)
+        queries = self.rotate(queries, queries, cos, sin)[0]
+        mixed = causal_attention(queries, keys, values, start, attn.scaling)
+        x = x + attn.o_proj(mixed.transpose(1, 2).reshape(*x.shape[:2], -1))
+        return x + layer.mlp(layer.post_attention_layernorm(x))
+
+    def spans(self, length: int) -> list[tuple[int, int]]:
+        return [(a, min(a + self.tile, length)) for a in range(0, length, self.tile)]
+
+    def all_keys_values(self, hidden, cos, sin) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of the whole sequence, computed tile by tile into one buffer each."""
+        keys = values = None
+        for a, b in self.spans(hidden.shape[1]):
+            k, v = self.keys_values(hidden[:, a:b], *_at(a, b, cos, sin))
+            if keys is None:
+                keys = k.new_empty(*k.shape[:2], hidden.shape[1], k.shape[3])
+                values = v.new_empty(*v.shape[:2], hidden.shape[1], v.shape[3])
+            keys[:, :, a:b], values[:, :, a:b] = k, v
+        return keys, values
+
+    def forward(self, hidden, cos, sin) -> torch.Tensor:
+        keys, values = self.all_keys_values(hidden, cos, sin)
+        out = None
+        for a, b in self.spans(hidden.shape[1]):
+            y = self.part(hidden[:, a:b], keys[:, :, :b], values[:, :, :b], *_at(a, b, cos, sin), a)
+            out = y.new_empty(*hidden.shape[:2], y.shape[2]) if out is None else out
+            out[:, a:b] = y
+        return out
+
+    def backward(self, hidden, cos, sin, grad, params):
+        """The gradients of the layer's input and of `params` given the output's `grad`.
+
+        Tiles are taken last to first. A tile's queries, attention, o_proj and MLP are
+        recomputed and differentiated against their input, the keys and values up to the tile's
+        end, and the parameters; the key and value gradients accumulate in place in one buffer
+        each. Once a tile is done no later tile adds to its own keys' gradients, so its keys and
+        values are differentiated back to its input right away. Nothing the size of the sequence
+        is made besides the keys, the values, their gradients and the input's gradient: slicing
+        the input in an autograd graph would instead give every tile a whole-sequence gradient
+        of zeros to add up."""
+        with torch.no_grad():
+            keys, values = self.all_keys_values(hidden, cos, sin)
+        # Summed over up to length / tile tiles: in fp32 even when the keys are bf16.
+        d_keys = torch.zeros_like(keys, dtype=torch.float32)
+        d_values = torch.zeros_like(values, dtype=torch.float32)
+        d_hidden = torch.empty_like(hidden)
+        d_params: list[torch.Tensor | None] = [None] * len(params)
+
+        def add(grads) -> None:
+            for i, g in enumerate(grads):
+                if g is not None:
+                    d_params[i] = g if d_params[i] is None else d_params[i].add_(g)
+
+        for a, b in reversed(self.spans(hidden.shape[1])):
+            rope = _at(a, b, cos, sin)
+            with torch.enable_grad():
+                x = hidden[:, a:b].detach().requires_grad_()
+                k = keys[:, :, :b].detach().requires_grad_()
+                v = values[:, :, :b].detach().requires_grad_()
+                y = self.part(x, k, v, *rope, a)
+                d_x, d_k, d_v, *d_p = torch.autograd.grad(
+                    y, [x, k, v, *params], grad[:, a:b], allow_unused=True
+                )
+            del x, k, v, y
+            d_keys[:, :, :b] += d_k
+            d_values[:, :, :b] += d_v
+            del d_k, d_v
+            add(d_p)
+            with torch.enable_grad():
+                x = hidden[:, a:b].detach().requires_grad_()
+                k, v = self.keys_values(x, *rope)
+                d_kv = (d_keys[:, :, a:b].to(k.dtype), d_values[:, :, a:b].to(v.dtype))
+                d_x2, *d_p = torch.autograd.grad((k, v), [x, *params], d_kv, allow_unused=True)
+            d_hidden[:, a:b] = d_x + d_x2
+            add(d_p)
+        return d_hidden, d_params
+
+
+def _at(a: int, b: int, *tensors: torch.Tensor) -> list[torch.Tensor]:
+    return [t[:, a:b] for t in tensors]
+
+
+class _TiledLayerFunction(torch.autograd.Function):
+    """A tiled layer in the autograd graph: it saves its input (and the rotary tables) only, so
+    it is its own gradient checkpoint, and its backward is `TiledLayer.backward`. The layer's
+    trained parameters are inputs, so their gradients arrive the way any module's do (once per
+    backward, which is what DDP's and FSDP's hooks count on)."""
+
+    @staticmethod
+    def forward(ctx, tiled: TiledLayer, hidden, cos, sin, *params):
+        ctx.tiled, ctx.params = tiled, params
+        # The backward recomputes under the autocast the forward ran under.
+        ctx.autocast = [
+            (device, torch.get_autocast_dtype(device))
+            for device in ("cpu", "cuda")
+            if torch.is_autocast_enabled(device)
+        ]
+        ctx.save_for_backward(hidden, cos, sin)
+        return tiled.forward(hidden, cos, sin)
+
+    @staticmethod
+    def backward(ctx, grad):
+        hidden, cos, sin = ctx.saved_tensors
+        with contextlib.ExitStack() as stack:
+            for device, dtype in ctx.autocast:
+                stack.enter_context(torch.autocast(device, dtype=dtype))
+            d_hidden, d_params = ctx.tiled.backward(hidden, cos, sin, grad, ctx.params)
+        return (None, d_hidden if ctx.needs_input_grad[1] else None, None, None, *d_params)
 
 
 def tiled_layer_forward(layer: nn.Module, tile: int):
@@ -122,40 +292,7 @@ def tiled_layer_forward(layer: nn.Module, tile: int):
     the result: a sequence of one tile, a KV cache (generation), an explicit attention mask
     (padding; training batches of one sample have none under SDPA)."""
     whole = layer.forward
-    attn: Any = layer.self_attn
-    rotate = sys.modules[type(attn).__module__].apply_rotary_pos_emb
-
-    def heads(x: torch.Tensor, proj: nn.Module) -> torch.Tensor:
-        return proj(x).view(*x.shape[:2], -1, attn.head_dim).transpose(1, 2)
-
-    def keys_values(x, cos, sin):
-        normed = layer.input_layernorm(x)
-        keys = heads(normed, attn.k_proj)
-        return rotate(keys, keys, cos, sin)[1], heads(normed, attn.v_proj)
-
-    def part(x, keys, values, cos, sin, start: int):
-        """Tokens start .. start + len(x) of the layer's output, from the keys before them."""
-        queries = heads(layer.input_layernorm(x), attn.q_proj)
-        queries = rotate(queries, queries, cos, sin)[0]
-        n, seen = x.shape[1], keys.shape[2]
-        # Query i (at start + i) sees the keys up to start + i: causal, bottom-right aligned.
-        mask = None if start == 0 else torch.ones(n, seen, dtype=torch.bool, device=x.device)
-        mixed = F.scaled_dot_product_attention(
-            queries,
-            keys,
-            values,
-            attn_mask=None if mask is None else mask.tril(diagonal=start),
-            is_causal=mask is None,
-            scale=attn.scaling,
-            enable_gqa=queries.shape[1] != keys.shape[1],
-        )
-        x = x + attn.o_proj(mixed.transpose(1, 2).reshape(*x.shape[:2], -1))
-        return x + layer.mlp(layer.post_attention_layernorm(x))
-
-    def step(function, *args, **kwargs):
-        if torch.is_grad_enabled():
-            return checkpoint(function, *args, use_reentrant=False, **kwargs)
-        return function(*args, **kwargs)
+    tiled = TiledLayer(layer, tile)
 
     @functools.wraps(whole)
     def run(hidden_states: torch.Tensor, *args: Any, **kwargs: Any):
@@ -165,33 +302,14 @@ def tiled_layer_forward(layer: nn.Module, tile: int):
         cache = kwargs.get("cache", kwargs.get("past_key_values"))
         if length <= tile or mask is not None or cache is not None or rope is None or args:
             return whole(hidden_states, *args, **kwargs)
-        if getattr(layer, "gradient_checkpointing", False) and layer.training:
-            # transformers checkpoints a layer in its class's forward, which this one replaces:
-            # the whole tiled layer goes under one checkpoint here, so that between the forward
-            # and the backward a layer keeps its input only (the tiles' keys, values and inputs
-            # live while the backward recomputes this layer).
-            cos, sin = rope  # by keyword: held as they are (shared by every layer), not saved
-            return step(tiled, hidden_states, cos=cos, sin=sin)
-        return tiled(hidden_states, *rope)
-
-    def tiled(hidden_states, cos, sin):
-        length = hidden_states.shape[1]
-        keys, values = step(keys_values, hidden_states, cos, sin)
-        outs = []
-        for start in range(0, length, tile):
-            end = min(start + tile, length)
-            outs.append(
-                step(
-                    part,
-                    hidden_states[:, start:end],
-                    keys[:, :, :end],
-                    values[:, :, :end],
-                    cos[:, start:end],
-                    sin[:, start:end],
-                    start,
-                )
-            )
-        return torch.cat(outs, dim=1)
+        cos, sin = rope
+        params = [p for p in layer.parameters() if p.requires_grad]
+        if not torch.is_grad_enabled() or not (hidden_states.requires_grad or params):
+            return tiled.forward(hidden_states, cos, sin)
+        # Under gradient checkpointing or not, the function recomputes the layer in its
+        # backward: transformers' own checkpoint sits in the class's forward, which this
+        # replaces, and would only recompute the tiles' forward a second time.
+        return _TiledLayerFunction.apply(tiled, hidden_states, cos, sin, *params)
 
     run.tile = tile  # type: ignore[attr-defined]
     return run
