@@ -89,9 +89,8 @@ def worker(
     """Two steps, the second timed; with `warm_length` the first step (which allocates Adam's
     state and warms the kernels) runs on a sample of that many tokens, so a long length costs
     one long step instead of two and its peak still includes the optimizer state."""
-    import torch
-
     import peft  # noqa: F401  (imports transformers' modelling code, and bitsandbytes)
+    import torch
 
     if engine == "ours":
         import core.train.engine  # noqa: F401
