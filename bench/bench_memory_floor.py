@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -88,6 +87,8 @@ def main() -> None:
         tiles = {setup: tile} if setup != "today" else {}
         print(json.dumps(worker("ours", length, warm_length=args.warm, **tiles)))
         return
+    from bench_train_memory import run_worker
+
     from core.train import allocator
 
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
@@ -103,18 +104,19 @@ def main() -> None:
         row = {}
         for setup in setups:
             est = _estimate(length, {setup: args.tile} if setup != "today" else {})
-            out = subprocess.run(
-                [sys.executable, __file__, "--warm", str(args.warm), "--worker", setup]
-                + [str(length), str(args.tile)],
-                capture_output=True,
-                text=True,
-                env=env,
-                cwd=ROOT,
+            row[setup] = got = run_worker(
+                [
+                    __file__,
+                    "--warm",
+                    str(args.warm),
+                    "--worker",
+                    setup,
+                    str(length),
+                    str(args.tile),
+                ],
+                env,
+                f"{setup} at {length}",
             )
-            if out.returncode != 0:
-                print(out.stderr[-2000:], file=sys.stderr)
-                raise SystemExit(f"{setup} at {length} failed")
-            row[setup] = got = json.loads(out.stdout.strip().splitlines()[-1])
             base = row[setups[0]]
             print(
                 f"{length:>6} tokens | {setup:>10}: {got['peak_rss_gb']:.2f} GB"

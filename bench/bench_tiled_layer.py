@@ -19,7 +19,6 @@ import argparse
 import ctypes
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -101,23 +100,19 @@ def main() -> None:
         setup, length, tile = args.worker[0], int(args.worker[1]), int(args.worker[2])
         print(json.dumps(worker(setup, length, tile)))
         return
+    from bench_train_memory import run_worker
+
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     env.pop("LD_PRELOAD", None)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "bench"), str(ROOT)])
     for length in [int(x) for x in args.lengths.split(",")]:
         rows = {}
         for setup in ("whole", "layer_tile"):
-            out = subprocess.run(
-                [sys.executable, __file__, "--worker", setup, str(length), str(args.tile)],
-                capture_output=True,
-                text=True,
-                env=env,
-                cwd=ROOT,
+            rows[setup] = got = run_worker(
+                [__file__, "--worker", setup, str(length), str(args.tile)],
+                env,
+                f"{setup} at {length}",
             )
-            if out.returncode != 0:
-                print(out.stderr[-2000:], file=sys.stderr)
-                raise SystemExit(f"{setup} at {length} failed")
-            rows[setup] = got = json.loads(out.stdout.strip().splitlines()[-1])
             whole = rows["whole"]
             print(
                 f"{length:>6} tokens | {setup:>10}"

@@ -83,6 +83,15 @@ def _resident_bytes() -> int:
     return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def run_worker(args: list[str], env: dict[str, str], what: str) -> dict:
+    """This benchmark's `args` run in a process of their own; the JSON line it prints last."""
+    out = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=ROOT)
+    if out.returncode != 0:
+        print(out.stderr[-2000:], file=sys.stderr)
+        raise SystemExit(f"{what} failed")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def worker(
     engine: str, length: int, mlp_tile: int = 0, layer_tile: int = 0, warm_length: int = 0
 ) -> dict:
@@ -152,17 +161,9 @@ def main() -> None:
     for length in [int(x) for x in args.lengths.split(",")]:
         for name, setup in setups.items():
             engine = name.split("+")[0]
-            out = subprocess.run(
-                [sys.executable, __file__, "--worker", engine, str(length)],
-                capture_output=True,
-                text=True,
-                env=setup,
-                cwd=ROOT,
+            results[(name, length)] = run_worker(
+                [__file__, "--worker", engine, str(length)], setup, f"{name} at {length}"
             )
-            if out.returncode != 0:
-                print(out.stderr[-2000:], file=sys.stderr)
-                raise SystemExit(f"{name} at {length} failed")
-            results[(name, length)] = json.loads(out.stdout.strip().splitlines()[-1])
         plain, same, ours = (results[(name, length)] for name in setups)
         print(
             f"{length:>6} tokens | plain: {plain['peak_rss_gb']:.2f} GB, {plain['s_per_step']:.2f} s/step"

@@ -92,7 +92,7 @@ def test_a_tiled_layer_gives_the_same_loss_and_gradients_and_attends_tile_by_til
         )
 
 
-def _kept_between_passes(model: LlamaForCausalLM, ids: torch.Tensor) -> int:
+def _kept_between_passes(model: LlamaForCausalLM, ids: torch.Tensor, **kwargs) -> int:
     """Bytes the forward leaves saved for the backward (outside any checkpoint's recompute)."""
     storages = {}
 
@@ -101,7 +101,7 @@ def _kept_between_passes(model: LlamaForCausalLM, ids: torch.Tensor) -> int:
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        model(input_ids=ids, labels=ids)
+        model(input_ids=ids, **(kwargs or {"labels": ids}))
     return sum(storages.values())
 
 
@@ -231,19 +231,9 @@ def test_the_final_norm_runs_at_the_kept_positions_only():
     with torch.no_grad():  # whole-sequence logits (evaluation, generation) are unchanged
         torch.testing.assert_close(moved(ids).logits, whole(ids).logits)
 
-    def kept(model):
-        storages = {}
-
-        def pack(tensor):
-            storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
-            return tensor
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-            model(input_ids=ids, logits_to_keep=positions)
-        return sum(storages.values())
-
     hidden_state = ids.shape[1] * 64 * 4
-    assert kept(moved) <= kept(whole) - hidden_state
+    kept = [_kept_between_passes(m, ids, logits_to_keep=positions) for m in (moved, whole)]
+    assert kept[0] <= kept[1] - hidden_state
 
 
 def test_a_tiled_layer_recomputes_under_the_autocast_of_its_forward():
