@@ -5,8 +5,9 @@ fp32, LoRA r=32 on q,k,v,o plus trained embeddings, gradient checkpointing, one 
 
 The floor is what a step cannot do without: the weights; the trained parameters with their
 gradients and two Adam moments; and one saved hidden state per layer per token (the
-checkpoints). The process's peak also holds the libraries (torch, transformers and peft, resident
-before any weight is read); each row says how much, and the ratio without them. The baseline, measured in the same run, is our step as it is today (no tiling).
+checkpoints). The process's peak also holds the libraries (torch, transformers and peft,
+resident before any weight is read); each row says how much, and the ratio without them. The
+baseline, measured in the same run, is our step as it is today (no tiling).
 Each (setup, length) runs in its own process (tcmalloc preloaded, as `longctx train` does) so
 its peak RSS is its own. A first step on a short sample allocates Adam's state and warms up;
 the second, at the full length, is timed (one long step per setup, not two: a 32K step takes

@@ -153,7 +153,8 @@ def test_a_stop_reaches_every_process_of_a_run(tiny_llama_dir):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(runs.read_status(run_dir)["group"], signal.SIGKILL)
     assert final["state"] == "stopped", runs.tail_log(run_dir)
-    assert 1 <= final["step"] < 400
+    # Rank 0 logged up to the step the run stopped at, and nothing after it.
+    assert runs.read_metrics(run_dir)[-1]["step"] == final["step"]
     # Stopped cleanly: a checkpoint of the step it stopped at, to resume from.
     assert runs.last_checkpoint(run_dir).name == f"checkpoint-{final['step']}"
     assert (run_dir / "adapter" / "adapter_model.safetensors").exists()

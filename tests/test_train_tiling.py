@@ -31,9 +31,13 @@ def _model() -> LlamaForCausalLM:
     return model
 
 
-def _loss_and_grads(model: LlamaForCausalLM, ids: torch.Tensor):
+def _loss_and_grads(
+    model: LlamaForCausalLM, ids: torch.Tensor, autocast: torch.dtype | None = None
+):
+    """As the Trainer does: the forward under `autocast` when given, the backward outside it."""
     model.zero_grad()
-    loss = model(input_ids=ids, labels=ids).loss
+    with torch.autocast("cpu", dtype=autocast, enabled=autocast is not None):
+        loss = model(input_ids=ids, labels=ids).loss
     loss.backward()
     return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
@@ -247,14 +251,8 @@ def test_a_tiled_layer_recomputes_under_the_autocast_of_its_forward():
     tiled.model.layers[0].self_attn.q_proj.register_forward_hook(
         lambda _m, _i, out: computed.append(out.dtype)
     )
-
-    def loss_and_grads(model):  # as the Trainer does: the forward under autocast, not the backward
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-        return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}
-
-    (loss, grads), (tiled_loss, tiled_grads) = loss_and_grads(whole), loss_and_grads(tiled)
+    loss, grads = _loss_and_grads(whole, ids, autocast=torch.bfloat16)
+    tiled_loss, tiled_grads = _loss_and_grads(tiled, ids, autocast=torch.bfloat16)
     assert computed == [torch.bfloat16] * 8  # 4 tiles in the forward, 4 again in the backward
     assert abs(loss - tiled_loss) < 1e-2
     for name, grad in grads.items():

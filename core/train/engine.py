@@ -154,7 +154,8 @@ def norm_at_kept_positions(model: Any) -> bool:
     forward to the start of the backward, when the step's memory peaks. After the move only the
     kept positions are saved. Both forwards are replaced on the instances (the module tree,
     parameter names and checkpoints stay as they are); the decoder's last hidden state is then
-    un-normed, which nothing in training reads. Returns whether the model has such a norm."""
+    un-normed, which nothing in training reads. Returns whether it moved a norm now (not when
+    the model has none, or when it was moved already)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     norm = getattr(getattr(base, "model", None), "norm", None)
     head = getattr(base, "lm_head", None)
