@@ -14,8 +14,9 @@ import functools
 import json
 import os
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -363,6 +364,31 @@ def _stream_endpoint(
         usage.prompt_tokens if usage else 0,
         usage.completion_tokens if usage else produced,
     )
+
+
+def coalesced(
+    chunks: Iterator[Chunk], every: float = 0.1, clock: Callable[[], float] = time.monotonic
+) -> Iterator[Chunk]:
+    """`chunks` with the text of those that come within `every` seconds of the last one passed on
+    merged into one; progress through the prompt and the last chunk pass on at once.
+
+    A small model on a free core streams hundreds of tokens a second, two sides at once in the
+    Chat tab; each piece passed on re-renders the whole conversation in the browser, which then
+    falls behind and stops answering clicks (Stop among them). Ten updates a second read as live.
+    """
+    pending: list[str] = []
+    last = clock()
+    for chunk in chunks:
+        if chunk.read is not None:
+            yield chunk
+            continue
+        pending.append(chunk.text)
+        now = clock()
+        if chunk.finish_reason is not None or now - last >= every:
+            yield replace(chunk, text="".join(pending))
+            pending, last = [], now
+    if pending:  # a stream that ended without a last chunk: nothing it sent is dropped
+        yield Chunk("".join(pending))
 
 
 def _api_message(exc: Any) -> str:

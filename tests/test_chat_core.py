@@ -156,3 +156,30 @@ def test_a_document_too_long_is_cut_in_the_middle_to_fit(embedded):
     long_chat = [{"role": "user", "content": "x " * 9000}, {"role": "assistant", "content": "ok"}]
     with pytest.raises(LongCtxError, match="conversation alone leaves no room"):
         chat.fit_document(target, "", long_chat, "", document, 256)
+
+
+def test_a_fast_stream_reaches_the_browser_ten_times_a_second_with_nothing_lost():
+    from core.models.generation import Chunk
+
+    times = iter([0.0, *(0.01 * i for i in range(1, 40)), 0.395])  # 40 tokens in 0.4 s
+    tokens = [Chunk(f"t{i} ") for i in range(39)] + [Chunk("end", "length", 7, 40)]
+    reading = Chunk("", read=512, prompt_tokens=1024)
+    out = list(chat.coalesced(iter([reading, *tokens]), every=0.1, clock=lambda: next(times)))
+    assert out[0] is reading  # progress through the prompt is not held back
+    text = [c for c in out[1:]]
+    assert len(text) == 4  # at 0.1, 0.2, 0.3 s and the last chunk
+    assert "".join(c.text for c in text) == "".join(t.text for t in tokens)
+    assert (text[-1].finish_reason, text[-1].prompt_tokens, text[-1].completion_tokens) == (
+        "length",
+        7,
+        40,
+    )
+    assert all(c.finish_reason is None for c in text[:-1])
+
+
+def test_a_stream_without_a_last_chunk_keeps_its_tail():
+    from core.models.generation import Chunk
+
+    times = iter([0.0, 0.01, 0.02])
+    out = list(chat.coalesced(iter([Chunk("a"), Chunk("b")]), every=0.1, clock=lambda: next(times)))
+    assert [c.text for c in out] == ["ab"]

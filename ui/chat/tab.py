@@ -252,7 +252,7 @@ def _wire(
                 replies = _reply_on_gpu(tgt, messages, params)
             else:
                 replies = core_chat.stream_reply(tgt, messages, params, cancel)
-            for chunk in replies:
+            for chunk in core_chat.coalesced(replies):
                 if chunk.read is not None:  # a long prompt is being read: say how far
                     yield hist, _reading_line(chunk, time.monotonic() - start_t)
                     continue
