@@ -6,7 +6,8 @@ fp32, LoRA r=32 on q,k,v,o plus trained embeddings, gradient checkpointing, one 
 The floor is what a step cannot do without: the weights; the trained parameters with their
 gradients and two Adam moments; and one saved hidden state per layer per token (the
 checkpoints). The process's peak also holds the libraries (torch, transformers and peft,
-resident before any weight is read); each row says how much, and the ratio without them. The
+resident before any weight is read); each row says how much, and the ratio without them, and
+(under tcmalloc) how much of the peak is free memory the allocator held. The
 baseline, measured in the same run, is our step as it is today (no tiling).
 Each (setup, length) runs in its own process (tcmalloc preloaded, as `longctx train` does) so
 its peak RSS is its own. A first step on a short sample allocates Adam's state and warms up;
@@ -127,7 +128,12 @@ def main() -> None:
                 f" | loss {got['loss']:.5f} ({got['loss'] - base['loss']:+.1e})"
                 f" | fit estimate {est / GB:.2f} GB ({est / GB / got['peak_rss_gb'] - 1:+.0%})"
                 f" | libraries {got['libraries_gb']:.2f} GB, without them"
-                f" {(got['peak_rss_gb'] - got['libraries_gb']) * GB / floor:.2f}x floor",
+                f" {(got['peak_rss_gb'] - got['libraries_gb']) * GB / floor:.2f}x floor"
+                + (
+                    f" | of it, free memory tcmalloc held: {got['allocator_held_gb']:.2f} GB"
+                    if got.get("allocator_held_gb") is not None
+                    else ""
+                ),
                 flush=True,
             )
 

@@ -21,6 +21,7 @@ import os
 import resource
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -83,6 +84,53 @@ def _resident_bytes() -> int:
     return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+class _HeldAtPeak:
+    """Under tcmalloc: how much of this process's resident peak is free memory the allocator
+    holds (freed blocks too small or too scattered for the next large request), sampled every
+    10 ms: the peak less the highest the resident memory would have been had the allocator
+    held no free memory at each sample."""
+
+    def __init__(self) -> None:
+        import ctypes
+
+        self._get = getattr(ctypes.CDLL(None), "MallocExtension_GetNumericProperty", None)
+        self._size = ctypes.c_size_t
+        self._byref = ctypes.byref
+        self.peak, self.tight = 0, 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _property(self, name: str) -> int:
+        value = self._size(0)
+        self._get(name.encode(), self._byref(value))
+        return value.value
+
+    def _sample(self) -> None:
+        while not self._done.is_set():
+            resident = _resident_bytes()
+            free = (
+                self._property("generic.heap_size")
+                - self._property("tcmalloc.pageheap_unmapped_bytes")
+                - self._property("generic.current_allocated_bytes")
+            )
+            self.peak, self.tight = max(self.peak, resident), max(self.tight, resident - free)
+            time.sleep(0.01)
+
+    @property
+    def held(self) -> int | None:
+        return self.peak - self.tight if self._get is not None else None
+
+    def __enter__(self) -> _HeldAtPeak:
+        if self._get is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+
 def run_worker(args: list[str], env: dict[str, str], what: str) -> dict:
     """This benchmark's `args` run in a process of their own; the JSON line it prints last."""
     out = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=ROOT)
@@ -117,27 +165,31 @@ def worker(
         from core.train.engine import labelled_positions
 
     times = []
-    for ids, labels in batches:
-        mask = torch.ones_like(ids)
-        start = time.perf_counter()
-        if engine == "plain":
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        else:
-            positions, targets = labelled_positions(labels)
-            logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=positions).logits
-            loss = torch.nn.functional.cross_entropy(
-                logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100
-            )
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - start)
+    with _HeldAtPeak() as held:
+        for ids, labels in batches:
+            mask = torch.ones_like(ids)
+            start = time.perf_counter()
+            if engine == "plain":
+                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            else:
+                positions, targets = labelled_positions(labels)
+                logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=positions).logits
+                loss = torch.nn.functional.cross_entropy(
+                    logits.float().reshape(-1, logits.shape[-1]),
+                    targets.reshape(-1),
+                    ignore_index=-100,
+                )
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            times.append(time.perf_counter() - start)
     return {
         "engine": engine,
         "length": length,
         "loss": float(loss),
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "libraries_gb": libraries / 2**30,
+        "allocator_held_gb": None if held.held is None else held.held / 2**30,
         "s_per_step": times[-1],
     }
 
