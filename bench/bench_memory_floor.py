@@ -98,7 +98,15 @@ def main() -> None:
     env = allocator.child_env(env)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "bench"), str(ROOT)])
     setups = args.setups.split(",")
-    print(f"allocator: {env.get('LD_PRELOAD') or 'glibc malloc'}; tiles of {args.tile} tokens")
+    from importlib.metadata import version
+
+    # Rows measured on other library versions are not comparable: the same step gave other
+    # losses and peaks on transformers 5.24 and 5.25 (BENCHMARKS.md).
+    versions = ", ".join(f"{name} {version(name)}" for name in ("torch", "transformers", "peft"))
+    print(
+        f"allocator: {env.get('LD_PRELOAD') or 'glibc malloc'}; tiles of {args.tile} tokens;"
+        f" {versions}"
+    )
     for length in [int(x) for x in args.lengths.split(",")]:
         floor, parts = floor_bytes(length)
         shown = ", ".join(f"{k} {v / GB:.2f}" for k, v in parts.items())
