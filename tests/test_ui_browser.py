@@ -220,6 +220,11 @@ def test_side_by_side_sends_one_prompt_to_two_models(app_url, browser):
     assert rows[0].startswith("A · embedded") and "/ 8,192 tokens" in rows[0], rows
     assert rows[1].startswith("B · embedded") and "/ 16,384 tokens" in rows[1], rows
 
+    # One sampling setting for both sides: a short answer, so loaded cores finish it in time.
+    page.get_by_text("Sampling").click()
+    limit = page.locator("#chat-max-tokens input[type=number]")
+    limit.fill("32")
+    limit.press("Enter")
     page.locator("#chat-input textarea").fill("Name one color.")
     page.locator("#chat-send").click()
     for side in ("a", "b"):
@@ -231,6 +236,11 @@ def test_side_by_side_sends_one_prompt_to_two_models(app_url, browser):
     )
     for side in ("a", "b"):
         assert page.locator(f"#chat-{side} .bot").last.inner_text().strip()
+    stats = page.locator(".chat-stats", has_text="tokens/s").all_inner_texts()
+    new_tokens = [
+        int(re.search(r"\+ ([\d,]+) new tokens", s).group(1).replace(",", "")) for s in stats
+    ]
+    assert all(1 <= n <= 32 for n in new_tokens), stats
     page.close()
 
 

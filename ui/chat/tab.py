@@ -86,7 +86,9 @@ def build(default_model: str = names.EMBEDDED) -> ChatTab:
                 )
             system = gr.Textbox(label="System prompt", lines=2, placeholder="optional")
             with gr.Accordion("Sampling", open=False):
-                max_tokens = gr.Slider(16, 4096, value=512, step=16, label="Max new tokens")
+                max_tokens = gr.Slider(
+                    16, 4096, value=512, step=16, label="Max new tokens", elem_id="chat-max-tokens"
+                )
                 temperature = gr.Slider(
                     0, 2, value=0.7, step=0.05, label="Temperature", info="0 = greedy"
                 )
