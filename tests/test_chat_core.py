@@ -166,7 +166,7 @@ def test_a_fast_stream_reaches_the_browser_ten_times_a_second_with_nothing_lost(
     reading = Chunk("", read=512, prompt_tokens=1024)
     out = list(chat.coalesced(iter([reading, *tokens]), every=0.1, clock=lambda: next(times)))
     assert out[0] is reading  # progress through the prompt is not held back
-    text = [c for c in out[1:]]
+    text = out[1:]
     assert len(text) == 4  # at 0.1, 0.2, 0.3 s and the last chunk
     assert "".join(c.text for c in text) == "".join(t.text for t in tokens)
     assert (text[-1].finish_reason, text[-1].prompt_tokens, text[-1].completion_tokens) == (
