@@ -163,6 +163,36 @@ def test_the_engine_tiles_the_mlps_of_the_model_it_trains(tiny_llama_dir):
     assert tiles == [256, 256]
 
 
+def test_the_engine_changes_survive_the_trainers_switches_between_train_and_eval(tiny_llama_dir):
+    # transformers (5.25 on) loads models with hub kernels on and kernelizes again at each
+    # change of mode, which reset instance forwards: the moved final norm then ran twice and
+    # training saw other logits than the model's. The Trainer switches modes at every step.
+    from transformers import AutoModelForCausalLM
+
+    from core.train.engine import labelled_positions, load_for_training
+
+    config = TrainConfig(
+        model=str(tiny_llama_dir),
+        quantization="none",
+        engine="transformers",
+        layer_tile=32,
+        data=[{"procedural": "keys", "n": 2, "length": 200}],
+    ).validate()
+    model = load_for_training(config).model
+    ids = torch.randint(0, 300, (1, 100))
+    labels = torch.full_like(ids, -100)
+    labels[0, -8:] = ids[0, -8:]
+    positions, _ = labelled_positions(labels)
+    with torch.no_grad():  # LoRA starts as a no-op: the trained model gives the model's logits
+        expected = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)(ids).logits[:, positions]
+    for mode in (True, False, True):
+        model.train(mode)
+        with torch.no_grad():
+            logits = model(input_ids=ids, logits_to_keep=positions).logits
+        torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-5, msg=f"train={mode}")
+    assert all(m.forward.tile == 32 for m in model.modules() if hasattr(m, "self_attn"))
+
+
 def test_the_estimate_counts_one_tile_of_mlp_intermediates(llama3_8b_shape):
     shape = llama3_8b_shape
     device = ("GPU", 80 * memory.GB)

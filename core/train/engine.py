@@ -154,9 +154,13 @@ def norm_at_kept_positions(model: Any) -> bool:
     forward to the start of the backward, when the step's memory peaks. After the move only the
     kept positions are saved. Both forwards are replaced on the instances (the module tree,
     parameter names and checkpoints stay as they are); the decoder's last hidden state is then
-    un-normed, which nothing in training reads. Returns whether it moved a norm now (not when
-    the model has none, or when it was moved already)."""
+    un-normed, which nothing in training reads; hub kernels are turned off so that a change of
+    mode does not undo it (`keep_instance_forwards`). Returns whether it moved a norm now (not
+    when the model has none, or when it was moved already)."""
+    from core.train.tiling import keep_instance_forwards
+
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    keep_instance_forwards(base)
     norm = getattr(getattr(base, "model", None), "norm", None)
     head = getattr(base, "lm_head", None)
     if norm is None or head is None or getattr(head.forward, "normed", False):

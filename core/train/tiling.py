@@ -64,10 +64,29 @@ def tiled_forward(forward: Callable[[torch.Tensor], torch.Tensor], tile: int):
     return run
 
 
+def keep_instance_forwards(model: nn.Module) -> None:
+    """Turn transformers' hub kernels off in `model`, so that forwards set on its instances stay.
+
+    From transformers 5.25 a model loads with hub kernels on (`use_kernels` defaults to true and
+    the `kernels` package is now one of its requirements), and each `train()` or `eval()` that
+    changes the mode kernelizes it again. Kernelizing resets the forward of every instance of a
+    kernel-decorated class (RMSNorm, rotary embeddings, some MLPs) to its class's, dropping any
+    forward set on the instance. The engine sets forwards on instances (tiled MLPs and layers,
+    the final norm moved in front of the head) and the Trainer switches modes, so they would be
+    undone silently. Measured on the embedded model: the moved final norm ran twice in training
+    and the training loss was 20.2 where the model's is 13.2. Turning kernels off runs one last
+    kernelize (to the torch forwards), so it must come before any forward is set; it is a no-op
+    when they are off already, and on transformers without hub kernels."""
+    for module in model.modules():
+        if getattr(module, "use_kernels", False) is True:
+            module.use_kernels = False
+
+
 def tile_mlps(model: nn.Module, tile: int) -> int:
     """Run the MLP of every decoder layer of `model` (under any wrapper: peft, DDP) tile by
     tile; returns how many MLPs that is. The module tree is not changed (the MLP's forward is
     replaced on the instance), so parameter names, adapters and checkpoints stay as they are."""
+    keep_instance_forwards(model)
     count = 0
     for module in list(model.modules()):
         mlp: Any = getattr(module, "mlp", None)
@@ -90,6 +109,7 @@ def tile_layers(model: nn.Module, tile: int) -> int:
     and parameter names are unchanged."""
     if tile < 1:
         raise ValueError(f"tile must be at least 1 token, got {tile}")
+    keep_instance_forwards(model)
     count, skipped = 0, set()
     for module in list(model.modules()):
         if not _is_layer(module):
