@@ -100,8 +100,8 @@ def main() -> None:
     setups = args.setups.split(",")
     from importlib.metadata import version
 
-    # Rows measured on other library versions are not comparable: the same step gave other
-    # losses and peaks on transformers 5.24 and 5.25 (BENCHMARKS.md).
+    # Printed so that rows from other environments can be told apart: a library's change of
+    # behaviour can move a row (transformers 5.25's hub kernels did, BENCHMARKS.md).
     versions = ", ".join(f"{name} {version(name)}" for name in ("torch", "transformers", "peft"))
     print(
         f"allocator: {env.get('LD_PRELOAD') or 'glibc malloc'}; tiles of {args.tile} tokens;"
