@@ -42,6 +42,27 @@ def _loss_and_grads(
     return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
+def _engine_config(folder, **tiles) -> TrainConfig:
+    """A config training the model in `folder` through the transformers engine."""
+    return TrainConfig(
+        model=str(folder),
+        quantization="none",
+        engine="transformers",
+        data=[{"procedural": "keys", "n": 2, "length": 200}],
+        **tiles,
+    ).validate()
+
+
+def _last_tokens_labelled(ids: torch.Tensor, count: int = 8):
+    """The positions whose logits the loss keeps when the last `count` tokens are labelled,
+    and their targets."""
+    from core.train.engine import labelled_positions
+
+    labels = torch.full_like(ids, -100)
+    labels[0, -count:] = ids[0, -count:]
+    return labelled_positions(labels)
+
+
 def test_a_tiled_mlp_gives_the_same_loss_and_gradients_with_the_same_names():
     whole = _model()
     tiled = copy.deepcopy(whole)
@@ -147,13 +168,7 @@ def test_layers_of_another_layout_are_left_whole():
 def test_the_engine_tiles_the_mlps_of_the_model_it_trains(tiny_llama_dir):
     from core.train.engine import load_for_training
 
-    config = TrainConfig(
-        model=str(tiny_llama_dir),
-        quantization="none",
-        engine="transformers",
-        mlp_tile=128,
-        data=[{"procedural": "keys", "n": 2, "length": 200}],
-    ).validate()
+    config = _engine_config(tiny_llama_dir, mlp_tile=128)
     loaded = load_for_training(config)
     tiles = [m.mlp.forward.tile for m in loaded.model.modules() if hasattr(m, "self_attn")]
     assert tiles == [128, 128]
@@ -169,20 +184,11 @@ def test_the_engine_changes_survive_the_trainers_switches_between_train_and_eval
     # training saw other logits than the model's. The Trainer switches modes at every step.
     from transformers import AutoModelForCausalLM
 
-    from core.train.engine import labelled_positions, load_for_training
+    from core.train.engine import load_for_training
 
-    config = TrainConfig(
-        model=str(tiny_llama_dir),
-        quantization="none",
-        engine="transformers",
-        layer_tile=32,
-        data=[{"procedural": "keys", "n": 2, "length": 200}],
-    ).validate()
-    model = load_for_training(config).model
+    model = load_for_training(_engine_config(tiny_llama_dir, layer_tile=32)).model
     ids = torch.randint(0, 300, (1, 100))
-    labels = torch.full_like(ids, -100)
-    labels[0, -8:] = ids[0, -8:]
-    positions, _ = labelled_positions(labels)
+    positions, _ = _last_tokens_labelled(ids)
     with torch.no_grad():  # LoRA starts as a no-op: the trained model gives the model's logits
         expected = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)(ids).logits[:, positions]
     for mode in (True, False, True):
@@ -240,16 +246,14 @@ def test_a_bf16_residual_stream_halves_the_saved_layer_inputs_with_norms_in_fp32
 def test_the_final_norm_runs_at_the_kept_positions_only():
     # The loss needs logits at the labelled positions; the final norm moved in front of the
     # head gives the same loss and gradients and no longer keeps the last layer's output.
-    from core.train.engine import labelled_positions, norm_at_kept_positions
+    from core.train.engine import norm_at_kept_positions
 
     whole = _model()
     moved = copy.deepcopy(whole)
     assert norm_at_kept_positions(moved)
     assert not norm_at_kept_positions(moved)  # once
     ids = torch.randint(0, 300, (1, 100))
-    labels = torch.full_like(ids, -100)
-    labels[0, -8:] = ids[0, -8:]
-    positions, targets = labelled_positions(labels)
+    positions, targets = _last_tokens_labelled(ids)
 
     def step(model):
         model.zero_grad()
