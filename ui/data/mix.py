@@ -65,9 +65,11 @@ def report_md(report: mix.MixReport) -> str:
         f"({p.rows:,} in all)"
         for p in report.parts
     ]
-    if report.skipped:
-        lines.append(f"\nLeft out {len(report.skipped):,} malformed row(s):")
-        lines += [f"- {s}" for s in report.skipped[:200]]
+    # Not report.skipped: its lines name the files as the server sees them.
+    skipped = [f"{workspace.shown(p.path)}: {m}" for p in report.parts for m in p.malformed]
+    if skipped:
+        lines.append(f"\nLeft out {len(skipped):,} malformed row(s):")
+        lines += [f"- {s}" for s in skipped[:200]]
     return "\n".join(lines)
 
 

@@ -56,6 +56,10 @@ def build() -> None:
                     niah = gr.Checkbox(True, label="NIAH grid too (slow on a CPU)")
                     windows = gr.Number(1, label="Perplexity windows", precision=0, minimum=1)
                 command = gr.Textbox(
+                    # Shown from the start, not only after the first change.
+                    _preview(
+                        names.EMBEDDED, DEFAULT_METHODS, [], "4k,16k,32k", "10,50,90", True, 1
+                    ),
                     label="The same comparison from the command line",
                     lines=2,
                     interactive=False,
@@ -75,15 +79,8 @@ def build() -> None:
     seen = gr.State(None)  # the state last drawn: the timer redraws once more when it changes
     form = [model, settings, trained, lengths, depths, niah, windows]
 
-    def preview(*values: Any) -> str:
-        try:
-            config = _config(*values)
-        except LongCtxError as exc:  # in place of the command, not a toast per keystroke
-            return f"Not ready: {exc}"
-        return shlex.join(methods.command_for(config, "evals/methods-<date>"))
-
     for comp in form:
-        comp.change(preview, form, command, show_progress="hidden", trigger_mode="always_last")
+        comp.change(_preview, form, command, show_progress="hidden", trigger_mode="always_last")
 
     def run(request: gr.Request, profile: gr.OAuthProfile | None, *values: Any):
         access.require_owner(request, profile, "comparing methods")
@@ -108,6 +105,15 @@ def _config(model, settings, trained, lengths, depths, niah, windows) -> methods
         niah=bool(niah),
         windows=int(windows or 1),
     )
+
+
+def _preview(*values: Any) -> str:
+    """The command line the form stands for, or what keeps it from being one."""
+    try:
+        config = _config(*values)
+    except LongCtxError as exc:  # in place of the command, not a toast per keystroke
+        return f"Not ready: {exc}"
+    return shlex.join(methods.command_for(config, "evals/methods-<date>"))
 
 
 def _run_choices() -> list[tuple[str, str]]:
