@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from core.train import memory
@@ -141,6 +143,45 @@ def test_a_tiled_layer_keeps_no_more_than_a_whole_one_between_the_passes():
     # either way) are saved by the tiled layer where the checkpoint holds them unseen.
     rotary = 2 * ids.shape[1] * (64 // 4) * 4
     assert _kept_between_passes(tiled, ids) == _kept_between_passes(whole, ids) + rotary
+
+
+def test_a_tiled_layer_writes_its_input_gradient_over_the_previous_tiled_layers_output():
+    # The output of a tiled layer is saved by the next one only, so the next one's backward can
+    # write its input's gradient there instead of in a new whole-sequence buffer. The first
+    # layer's input (the embeddings' output) is not a tiled layer's: it gets a buffer of its
+    # own and is left as it was.
+    whole = _model()
+    tiled = copy.deepcopy(whole)
+    tile_layers(tiled, 32)
+    ids = torch.randint(0, 300, (1, 100))
+    embedded = []
+    tiled.model.embed_tokens.register_forward_hook(lambda _m, _i, out: embedded.append(out))
+    loss = tiled(input_ids=ids, labels=ids).loss
+    before = embedded[0].detach().clone()
+
+    class NewBuffers(TorchDispatchMode):
+        """Counts the buffers of one hidden state per token made for the layers' gradients."""
+
+        made = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func is torch.ops.aten.empty_like.default and out.shape == (1, 100, 64):
+                self.made += 1
+            return out
+
+    with NewBuffers() as counted:
+        loss.backward()
+    assert counted.made == 1  # not 3
+    torch.testing.assert_close(embedded[0], before, rtol=0, atol=0)
+    _, grads = _loss_and_grads(whole, ids)
+    for name, param in tiled.named_parameters():
+        torch.testing.assert_close(param.grad, grads[name], rtol=1e-4, atol=1e-5, msg=name)
+    # The spent outputs make a second backward through the graph fail, not give wrong sums.
+    loss = tiled(input_ids=ids, labels=ids).loss
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
 
 
 def test_layers_of_another_layout_are_left_whole():

@@ -153,7 +153,8 @@ def estimate(
     # One layer recomputed and differentiated: projections, MLP intermediates, their grads;
     # a tiled MLP keeps one tile's intermediates, a tiled layer one tile's of everything plus
     # the whole sequence's keys and values, their gradients (and a tile's share of them), and
-    # the gradients into and out of the layer (core/train/tiling.py).
+    # the gradient into the layer; the one out of it takes the place of the layer's saved input
+    # (core/train/tiling.py).
     layer_tokens = min(seq, config.layer_tile) if config.layer_tile else seq
     mlp_tokens = min(layer_tokens, config.mlp_tile) if config.mlp_tile else layer_tokens
     per_layer = (
@@ -162,7 +163,7 @@ def estimate(
     ) * 2
     if config.layer_tile:
         # keys and values, a tile's share of their gradients, their fp32 gradient sums
-        per_layer += seq * (d["kv"] * (4 * act + 2 * 4) + 2 * d["hidden"] * residual)
+        per_layer += seq * (d["kv"] * (4 * act + 2 * 4) + d["hidden"] * residual)
     parts["largest layer working set"] = per_layer
     per_gpu_labelled = -(-labelled // split)
     parts["labelled logits (fp32)"] = (

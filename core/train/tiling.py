@@ -16,8 +16,9 @@ right), and goes through o_proj, the residual and the MLP. The layer is one auto
 that saves its input only (it is its own gradient checkpoint); its backward recomputes the
 tiles last to first and accumulates the keys' and values' gradients in place (see
 `TiledLayer.backward`). What a layer's backward holds for the whole sequence is then the keys,
-the values, their gradients and the gradients into and out of the layer; everything else is one
-tile's. No tile makes an n x length causal mask either (`causal_attention`). Attention computed
+the values, their gradients and the gradient into the layer; the gradient out of it is written
+over its own saved input, tile by tile as each is done with, when that input is another tiled
+layer's output (nothing else keeps it); everything else is one tile's. No tile makes an n x length causal mask either (`causal_attention`). Attention computed
 tile by tile is the same sum in another order (equal to float rounding).
 
 Knows nothing about runs or configs: `core.train.engine` applies them when `mlp_tile` or
@@ -224,8 +225,9 @@ class TiledLayer:
             out[:, a:b] = y
         return out
 
-    def backward(self, hidden, cos, sin, grad, params):
-        """The gradients of the layer's input and of `params` given the output's `grad`.
+    def backward(self, hidden, cos, sin, grad, params, over_input: bool = False):
+        """The gradients of the layer's input and of `params` given the output's `grad`;
+        with `over_input`, the input's gradient is written over `hidden` itself.
 
         Tiles are taken last to first. A tile's queries, attention, o_proj and MLP are
         recomputed and differentiated against their input, the keys and values up to the tile's
@@ -234,13 +236,15 @@ class TiledLayer:
         values are differentiated back to its input right away. Nothing the size of the sequence
         is made besides the keys, the values, their gradients and the input's gradient: slicing
         the input in an autograd graph would instead give every tile a whole-sequence gradient
-        of zeros to add up."""
+        of zeros to add up. A tile's input rows are read for the last time by its own keys'
+        and values, so once they are done the rows can take the input's gradient: `over_input`
+        spares one whole-sequence buffer, for callers that own `hidden`."""
         with torch.no_grad():
             keys, values = self.all_keys_values(hidden, cos, sin)
         # Summed over up to length / tile tiles: in fp32 even when the keys are bf16.
         d_keys = torch.zeros_like(keys, dtype=torch.float32)
         d_values = torch.zeros_like(values, dtype=torch.float32)
-        d_hidden = torch.empty_like(hidden)
+        d_hidden = hidden if over_input else torch.empty_like(hidden)
         d_params: list[torch.Tensor | None] = [None] * len(params)
 
         def add(grads) -> None:
@@ -277,15 +281,27 @@ def _at(a: int, b: int, *tensors: torch.Tensor) -> list[torch.Tensor]:
     return [t[:, a:b] for t in tensors]
 
 
+# Marks the outputs of tiled layers (an attribute on the tensor): the next tiled layer is the
+# only node that saves such an output, so its backward may write its gradient over it.
+_OWN_OUTPUT = "_longctx_tiled_output"
+
+
 class _TiledLayerFunction(torch.autograd.Function):
     """A tiled layer in the autograd graph: it saves its input (and the rotary tables) only, so
     it is its own gradient checkpoint, and its backward is `TiledLayer.backward`. The layer's
     trained parameters are inputs, so their gradients arrive the way any module's do (once per
-    backward, which is what DDP's and FSDP's hooks count on)."""
+    backward, which is what DDP's and FSDP's hooks count on).
+
+    When the input is the previous tiled layer's output, the backward returns the input's
+    gradient in the input's own buffer. That saved tensor is then spent: a second backward
+    through the same graph (`retain_graph`) fails with PyTorch's error for a tensor modified in
+    place, and anything else keeping a layer's output (a hook recording hidden states) reads
+    gradients once the backward has passed it."""
 
     @staticmethod
     def forward(ctx, tiled: TiledLayer, hidden, cos, sin, *params):
         ctx.tiled, ctx.params = tiled, params
+        ctx.over_input = getattr(hidden, _OWN_OUTPUT, False)
         # The backward recomputes under the autocast the forward ran under.
         ctx.autocast = [
             (device, torch.get_autocast_dtype(device))
@@ -293,7 +309,9 @@ class _TiledLayerFunction(torch.autograd.Function):
             if torch.is_autocast_enabled(device)
         ]
         ctx.save_for_backward(hidden, cos, sin)
-        return tiled.forward(hidden, cos, sin)
+        out = tiled.forward(hidden, cos, sin)
+        setattr(out, _OWN_OUTPUT, True)
+        return out
 
     @staticmethod
     def backward(ctx, grad):
@@ -301,7 +319,9 @@ class _TiledLayerFunction(torch.autograd.Function):
         with contextlib.ExitStack() as stack:
             for device, dtype in ctx.autocast:
                 stack.enter_context(torch.autocast(device, dtype=dtype))
-            d_hidden, d_params = ctx.tiled.backward(hidden, cos, sin, grad, ctx.params)
+            d_hidden, d_params = ctx.tiled.backward(
+                hidden, cos, sin, grad, ctx.params, over_input=ctx.over_input
+            )
         return (None, d_hidden if ctx.needs_input_grad[1] else None, None, None, *d_params)
 
 
