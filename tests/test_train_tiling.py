@@ -33,6 +33,14 @@ def _model() -> LlamaForCausalLM:
     return model
 
 
+def _whole_and_tiled() -> tuple[LlamaForCausalLM, LlamaForCausalLM, torch.Tensor]:
+    """The test model, a copy of it with layer tiles of 32 tokens, and 100 token ids."""
+    whole = _model()
+    tiled = copy.deepcopy(whole)
+    tile_layers(tiled, 32)
+    return whole, tiled, torch.randint(0, 300, (1, 100))
+
+
 def _loss_and_grads(
     model: LlamaForCausalLM, ids: torch.Tensor, autocast: torch.dtype | None = None
 ):
@@ -135,10 +143,7 @@ def _kept_between_passes(model: LlamaForCausalLM, ids: torch.Tensor, **kwargs) -
 def test_a_tiled_layer_keeps_no_more_than_a_whole_one_between_the_passes():
     # Under gradient checkpointing a layer keeps its input only; a tiled layer must too (its
     # tiles' keys, values and inputs exist only while the backward recomputes the layer).
-    whole = _model()
-    tiled = copy.deepcopy(whole)
-    tile_layers(tiled, 32)
-    ids = torch.randint(0, 300, (1, 100))
+    whole, tiled, ids = _whole_and_tiled()
     # The rotary tables (cos and sin, one pair shared by every layer and alive through the step
     # either way) are saved by the tiled layer where the checkpoint holds them unseen.
     rotary = 2 * ids.shape[1] * (64 // 4) * 4
@@ -150,10 +155,7 @@ def test_a_tiled_layer_writes_its_input_gradient_over_the_previous_tiled_layers_
     # write its input's gradient there instead of in a new whole-sequence buffer. The first
     # layer's input (the embeddings' output) is not a tiled layer's: it gets a buffer of its
     # own and is left as it was.
-    whole = _model()
-    tiled = copy.deepcopy(whole)
-    tile_layers(tiled, 32)
-    ids = torch.randint(0, 300, (1, 100))
+    whole, tiled, ids = _whole_and_tiled()
     embedded = []
     tiled.model.embed_tokens.register_forward_hook(lambda _m, _i, out: embedded.append(out))
     loss = tiled(input_ids=ids, labels=ids).loss
@@ -318,10 +320,7 @@ def test_the_final_norm_runs_at_the_kept_positions_only():
 def test_a_tiled_layer_recomputes_under_the_autocast_of_its_forward():
     # The backward runs outside the forward's autocast; recomputed in fp32, its gradients would
     # be those of another function than the bf16 one whose loss was reported.
-    whole = _model()
-    tiled = copy.deepcopy(whole)
-    tile_layers(tiled, 32)
-    ids = torch.randint(0, 300, (1, 100))
+    whole, tiled, ids = _whole_and_tiled()
     computed = []
     tiled.model.layers[0].self_attn.q_proj.register_forward_hook(
         lambda _m, _i, out: computed.append(out.dtype)
