@@ -36,7 +36,7 @@ def test_counts_seed_and_exact_bytes(files, tmp_path):
     assert report.rows == 40 and len(rows) == 40
     assert sum(r["task"] == "qa" for r in rows) == 10
     assert [(p.valid, p.taken) for p in report.parts] == [(50, 10), (100, 30)]
-    assert report.skipped == [
+    assert report.skipped() == [
         f"{qa}: line 51: bad JSON: Expecting property name enclosed in double quotes at column 2"
     ]
     source_lines = set(qa.read_text().splitlines()) | set(red.read_text().splitlines())

@@ -249,7 +249,7 @@ def _mix(args: argparse.Namespace) -> int:
         shuffle=not args.no_shuffle,
     )
     report = mix.build_mix(spec)
-    for line in report.skipped:
+    for line in report.skipped():
         print(f"skipped {line}", file=sys.stderr)
     for part in report.parts:
         print(f"{part.path}: {part.taken} of {part.valid} valid rows")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,10 +127,10 @@ class MixReport:
     parts: list[PartReport]
     backup: Path | None = None
 
-    @property
-    def skipped(self) -> list[str]:
-        """`file: line N: reason` for every malformed row left out."""
-        return [f"{p.path}: {problem}" for p in self.parts for problem in p.malformed]
+    def skipped(self, name: Callable[[str], str] = str) -> list[str]:
+        """`file: line N: reason` for every malformed row left out, each file as `name` gives
+        it (the UI names them as its pages do, not by the server's path)."""
+        return [f"{name(p.path)}: {problem}" for p in self.parts for problem in p.malformed]
 
 
 def _valid_rows(source: Source, report: PartReport) -> list[int]:

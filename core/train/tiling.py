@@ -18,8 +18,9 @@ tiles last to first and accumulates the keys' and values' gradients in place (se
 `TiledLayer.backward`). What a layer's backward holds for the whole sequence is then the keys,
 the values, their gradients and the gradient into the layer; the gradient out of it is written
 over its own saved input, tile by tile as each is done with, when that input is another tiled
-layer's output (nothing else keeps it); everything else is one tile's. No tile makes an n x length causal mask either (`causal_attention`). Attention computed
-tile by tile is the same sum in another order (equal to float rounding).
+layer's output (nothing else keeps it); everything else is one tile's. No tile makes an
+n x length causal mask either (`causal_attention`). Attention computed tile by tile is the same
+sum in another order (equal to float rounding).
 
 Knows nothing about runs or configs: `core.train.engine` applies them when `mlp_tile` or
 `layer_tile` is set.
@@ -236,7 +237,7 @@ class TiledLayer:
         values are differentiated back to its input right away. Nothing the size of the sequence
         is made besides the keys, the values, their gradients and the input's gradient: slicing
         the input in an autograd graph would instead give every tile a whole-sequence gradient
-        of zeros to add up. A tile's input rows are read for the last time by its own keys'
+        of zeros to add up. A tile's input rows are read for the last time by its own keys
         and values, so once they are done the rows can take the input's gradient: `over_input`
         spares one whole-sequence buffer, for callers that own `hidden`."""
         with torch.no_grad():

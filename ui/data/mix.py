@@ -65,8 +65,7 @@ def report_md(report: mix.MixReport) -> str:
         f"({p.rows:,} in all)"
         for p in report.parts
     ]
-    # Not report.skipped: its lines name the files as the server sees them.
-    skipped = [f"{workspace.shown(p.path)}: {m}" for p in report.parts for m in p.malformed]
+    skipped = report.skipped(workspace.shown)
     if skipped:
         lines.append(f"\nLeft out {len(skipped):,} malformed row(s):")
         lines += [f"- {s}" for s in skipped[:200]]

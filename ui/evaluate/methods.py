@@ -55,11 +55,10 @@ def build() -> None:
                 with gr.Row():
                     niah = gr.Checkbox(True, label="NIAH grid too (slow on a CPU)")
                     windows = gr.Number(1, label="Perplexity windows", precision=0, minimum=1)
+                form = [model, settings, trained, lengths, depths, niah, windows]
                 command = gr.Textbox(
                     # Shown from the start, not only after the first change.
-                    _preview(
-                        names.EMBEDDED, DEFAULT_METHODS, [], "4k,16k,32k", "10,50,90", True, 1
-                    ),
+                    _preview(*(c.value for c in form)),
                     label="The same comparison from the command line",
                     lines=2,
                     interactive=False,
@@ -77,7 +76,6 @@ def build() -> None:
                 niah_plot = gr.Plot(label="Needle in a haystack", elem_id="methods-niah")
     timer = gr.Timer(3.0)
     seen = gr.State(None)  # the state last drawn: the timer redraws once more when it changes
-    form = [model, settings, trained, lengths, depths, niah, windows]
 
     for comp in form:
         comp.change(_preview, form, command, show_progress="hidden", trigger_mode="always_last")
